@@ -1,0 +1,28 @@
+# Two commands set up and run everything on a fresh machine:
+#   make demo   create .venv/ when missing, then train/export/verify/benchmark on digits
+#   make test   the same set-up, then the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgekit demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The issue targets measured side by side in one run (see benchmarks/README.md).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/demo_targets.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

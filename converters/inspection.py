@@ -1,0 +1,297 @@
+"""Read a ``.tflite`` flatbuffer: its ops, tensor dtypes and where the bytes go.
+
+Parses the file with the schema that ships with ai-edge-litert (no TensorFlow, no interpreter),
+so it works on any file, including one that will not prepare under a delegate.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from edgekit.errors import InputError
+
+# Tensor types that integer-only kernels compute on. INT32 carries biases and shapes, INT64
+# only shapes/indices, BOOL comparisons.
+INTEGER_TYPES = frozenset({"INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL", "INT4"})
+# Ops that move data without computing on it in floating point when their tensors are integer.
+QUANTIZE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _enum_names(enum_cls) -> Dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    bytes: int  # bytes of constant data in the file (0 for activations)
+    quant_params_bytes: int  # bytes of scales and zero points in the file
+    constant: bool
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str  # builtin name, or CUSTOM:<code> / FLEX:<op>
+    inputs: Tuple[int, ...]
+    outputs: Tuple[int, ...]
+    input_dtypes: Tuple[str, ...]
+    output_dtypes: Tuple[str, ...]
+
+    @property
+    def is_custom(self) -> bool:
+        return self.op.startswith(("CUSTOM:", "FLEX:"))
+
+    @property
+    def computes_in_float(self) -> bool:
+        """True when any input or output of the op is a non-integer tensor."""
+        return any(d not in INTEGER_TYPES for d in self.input_dtypes + self.output_dtypes)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a ``.tflite`` file holds. ``size_bytes`` splits into weights (constant tensor data),
+    quantization parameters (scales and zero points) and graph (everything else)."""
+
+    size_bytes: int
+    gzip_bytes: int
+    weight_bytes: int
+    quant_params_bytes: int
+    params: int
+    inputs: Tuple[dict, ...]
+    outputs: Tuple[dict, ...]
+    ops: Tuple[OpInfo, ...]
+    tensors: Tuple[TensorInfo, ...] = field(repr=False)
+
+    @property
+    def graph_bytes(self) -> int:
+        return self.size_bytes - self.weight_bytes - self.quant_params_bytes
+
+    @property
+    def op_counts(self) -> Dict[str, int]:
+        return dict(Counter(op.op for op in self.ops))
+
+    @property
+    def custom_ops(self) -> List[OpInfo]:
+        return [op for op in self.ops if op.is_custom]
+
+    @property
+    def float_ops(self) -> List[OpInfo]:
+        """Ops that compute on a floating-point tensor (QUANTIZE/DEQUANTIZE at the edges count:
+        a fully integer model has none of them)."""
+        return [op for op in self.ops if op.computes_in_float]
+
+    @property
+    def fully_integer(self) -> bool:
+        """Every op between input and output computes on integer tensors, and none is custom/Flex."""
+        return not self.float_ops and not self.custom_ops
+
+    @property
+    def dtypes(self) -> Dict[str, int]:
+        return dict(Counter(t.dtype for t in self.tensors))
+
+    def to_dict(self) -> dict:
+        return {
+            "size_bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "weight_bytes": self.weight_bytes,
+            "quant_params_bytes": self.quant_params_bytes,
+            "graph_bytes": self.graph_bytes,
+            "params": self.params,
+            "fully_integer": self.fully_integer,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "op_counts": self.op_counts,
+            "tensor_dtypes": self.dtypes,
+            "float_ops": [f"{op.op}#{op.index}" for op in self.float_ops],
+            "custom_ops": [op.op for op in self.custom_ops],
+            "ops": [
+                {
+                    "index": op.index,
+                    "op": op.op,
+                    "input_dtypes": list(op.input_dtypes),
+                    "output_dtypes": list(op.output_dtypes),
+                }
+                for op in self.ops
+            ],
+            "tensors": [asdict(t) | {"shape": list(t.shape)} for t in self.tensors],
+        }
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def read_tflite(source: Union[str, os.PathLike, bytes]) -> bytes:
+    """The bytes of a ``.tflite`` file, checked to be one (the ``TFL3`` identifier)."""
+    if isinstance(source, (bytes, bytearray)):
+        data, label = bytes(source), "model bytes"
+    else:
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise InputError(f"model file not found: {path}")
+        with open(path, "rb") as f:
+            data = f.read()
+        label = path
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise InputError(
+            f"{label} is not a .tflite model (no TFL3 flatbuffer identifier, {len(data)} bytes)"
+        )
+    return data
+
+
+def inspect_tflite(source: Union[str, os.PathLike, bytes]) -> ModelInfo:
+    """Parse a ``.tflite`` file or its bytes into a :class:`ModelInfo`."""
+    data = read_tflite(source)
+    label = "model bytes" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    try:
+        return _parse(data)
+    except InputError:
+        raise
+    except Exception as exc:  # the flatbuffer reader raises anything on a truncated file
+        raise InputError(
+            f"{label} is a corrupt or truncated .tflite file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
+        ) from None
+
+
+def _parse(data: bytes) -> ModelInfo:
+    schema = _schema()
+    type_names = _enum_names(schema.TensorType)
+    op_names = _enum_names(schema.BuiltinOperator)
+    model = schema.Model.GetRootAsModel(data, 0)
+    if model.SubgraphsLength() < 1:
+        raise InputError("the .tflite file has no subgraph")
+
+    buffer_sizes = []
+    for b in range(model.BuffersLength()):
+        buf = model.Buffers(b)
+        size = buf.DataLength()
+        if size == 0 and buf.Size() > 1:  # >2 GB models keep data outside the flatbuffer
+            size = int(buf.Size())
+        buffer_sizes.append(size)
+
+    opcodes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = op_names.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            custom = (oc.CustomCode() or b"?").decode("utf-8", "replace")
+            name = f"FLEX:{custom[4:]}" if custom.startswith("Flex") else f"CUSTOM:{custom}"
+        opcodes.append(name)
+
+    tensors: List[TensorInfo] = []
+    ops: List[OpInfo] = []
+    io: Dict[str, Tuple[dict, ...]] = {}
+    seen_buffers = set()
+    params = 0
+    for s in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(s)
+        offset = len(tensors)
+        for t in range(sub.TensorsLength()):
+            ten = sub.Tensors(t)
+            shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
+            buf = ten.Buffer()
+            data_bytes = buffer_sizes[buf] if 0 < buf < len(buffer_sizes) else 0
+            if buf in seen_buffers:
+                data_bytes = 0  # a buffer shared by several tensors is stored once
+            elif data_bytes:
+                seen_buffers.add(buf)
+            q = ten.Quantization()
+            qbytes = 0
+            if q is not None:
+                qbytes = 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + 8 * q.ZeroPointLength()
+            dtype = type_names.get(ten.Type(), f"TYPE_{ten.Type()}")
+            if data_bytes:
+                params += int(np.prod(shape)) if shape else 1
+            tensors.append(
+                TensorInfo(
+                    index=offset + t,
+                    name=(ten.Name() or b"").decode("utf-8", "replace"),
+                    dtype=dtype,
+                    shape=shape,
+                    bytes=data_bytes,
+                    quant_params_bytes=qbytes,
+                    constant=data_bytes > 0,
+                )
+            )
+        for o in range(sub.OperatorsLength()):
+            op = sub.Operators(o)
+            ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
+            outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
+            ops.append(
+                OpInfo(
+                    index=len(ops),
+                    op=opcodes[op.OpcodeIndex()],
+                    inputs=tuple(offset + i for i in ins),
+                    outputs=tuple(offset + i for i in outs),
+                    input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
+                    output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
+                )
+            )
+        if s == 0:
+            for key, getter, length in (
+                ("inputs", sub.InputsAsNumpy, sub.InputsLength),
+                ("outputs", sub.OutputsAsNumpy, sub.OutputsLength),
+            ):
+                idx = [int(i) for i in getter()] if length() else []
+                io[key] = tuple(
+                    {"name": tensors[i].name, "dtype": tensors[i].dtype, "shape": list(tensors[i].shape)}
+                    for i in idx
+                )
+
+    return ModelInfo(
+        size_bytes=len(data),
+        gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
+        weight_bytes=sum(t.bytes for t in tensors),
+        quant_params_bytes=sum(t.quant_params_bytes for t in tensors),
+        params=params,
+        inputs=io.get("inputs", ()),
+        outputs=io.get("outputs", ()),
+        ops=tuple(ops),
+        tensors=tuple(tensors),
+    )
+
+
+def format_info(info: ModelInfo, path: Optional[str] = None) -> str:
+    """A human-readable summary: size breakdown, I/O, op table."""
+    lines = []
+    if path:
+        lines.append(path)
+    kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
+    lines.append(
+        f"size {kib(info.size_bytes)} (gzip {kib(info.gzip_bytes)}): weights {kib(info.weight_bytes)}, "
+        f"quantization params {kib(info.quant_params_bytes)}, graph {kib(info.graph_bytes)}"
+    )
+    lines.append(
+        f"params {info.params:,} ({info.weight_bytes / max(info.params, 1):.2f} bytes/param); "
+        f"fully integer: {'yes' if info.fully_integer else 'no'}"
+    )
+    for key in ("inputs", "outputs"):
+        for t in getattr(info, key):
+            lines.append(f"{key[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}")
+    lines.append("")
+    lines.append(f"{'op':<24} {'count':>5}  input dtypes -> output dtypes")
+    groups: Dict[Tuple[str, Tuple[str, ...], Tuple[str, ...]], int] = Counter(
+        (op.op, op.input_dtypes, op.output_dtypes) for op in info.ops
+    )
+    for (name, ins, outs), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0][0])):
+        lines.append(f"{name:<24} {n:>5}  {','.join(ins)} -> {','.join(outs)}")
+    return "\n".join(lines)

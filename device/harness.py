@@ -1,0 +1,350 @@
+"""Measure a .tflite model with the LiteRT interpreter: start-up, latency percentiles, memory.
+
+This file runs on the board on its own: it imports only the standard library, numpy and
+``ai_edge_litert`` (falling back to ``tflite_runtime``, then ``tensorflow.lite``), never another
+edgekit module. Copy it anywhere and run it as a script::
+
+    python harness.py model.tflite --runs 200 --warmup 20 --threads 4 [--inputs data.npz]
+
+It prints one JSON object (see :func:`measure`) on stdout. On failure it prints
+``{"error": "..."}`` and exits 2, so the caller can report it and go on with other models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "HarnessError",
+    "load_interpreter",
+    "allocate_tensors",
+    "runtime_info",
+    "prepare_inputs",
+    "predict",
+    "measure",
+    "summarize_latency",
+    "main",
+]
+
+
+class HarnessError(ValueError):
+    """A one-line, user-facing error: bad model, bad inputs, no LiteRT installed."""
+
+
+def _runtime():
+    """(module name, version, Interpreter class, resolver enum or None)."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert import interpreter as mod
+
+        return "ai_edge_litert", getattr(ai_edge_litert, "__version__", "?"), mod.Interpreter, mod.OpResolverType
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime
+        from tflite_runtime import interpreter as mod
+
+        return "tflite_runtime", getattr(tflite_runtime, "__version__", "?"), mod.Interpreter, getattr(mod, "OpResolverType", None)
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return "tensorflow.lite", tf.__version__, tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    except ImportError:
+        raise HarnessError(
+            "no LiteRT interpreter found: install it with 'pip install ai-edge-litert' "
+            "(or tflite-runtime)"
+        ) from None
+
+
+def runtime_info() -> dict:
+    name, version, _, _ = _runtime()
+    return {"name": name, "version": version}
+
+
+def load_interpreter(model=None, *, model_content=None, threads=1, xnnpack=True, allocate=True):
+    """An Interpreter for a model path or bytes, with tensors allocated unless ``allocate=False``
+    (then call :func:`allocate_tensors`).
+
+    ``xnnpack=True`` keeps LiteRT's default delegate (XNNPACK on CPU), as a board runs it."""
+    _, _, interpreter_cls, resolver = _runtime()
+    if threads is not None and int(threads) < 1:
+        raise HarnessError(f"threads must be >= 1. Received threads={threads}")
+    kwargs = {"num_threads": int(threads) if threads else None}
+    if not xnnpack:
+        if resolver is None:
+            raise HarnessError("this LiteRT build cannot disable the default delegate")
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    label = "model bytes" if model is None else str(model)
+    if model is not None:
+        if not os.path.isfile(model):
+            raise HarnessError(f"model file not found: {model}")
+        kwargs["model_path"] = str(model)
+    else:
+        kwargs["model_content"] = bytes(model_content)
+    try:
+        interp = interpreter_cls(**kwargs)
+    except (ValueError, RuntimeError) as exc:
+        raise HarnessError(f"cannot load {label} as a .tflite model: {_one_line(exc)}") from None
+    interp._edgekit_label = label  # for error messages of allocate()
+    interp._edgekit_xnnpack = bool(xnnpack)
+    if allocate:
+        allocate_tensors(interp)
+    return interp
+
+
+def allocate_tensors(interp):
+    """Allocate tensors; this is where LiteRT applies the default delegate, so a model that
+    XNNPACK cannot run fails here."""
+    xnnpack = getattr(interp, "_edgekit_xnnpack", True)
+    label = getattr(interp, "_edgekit_label", "model")
+    try:
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        where = "under the default XNNPACK delegate" if xnnpack else "without delegates"
+        hint = "; run it with XNNPACK disabled (--no-xnnpack) or convert it without --sparse" if xnnpack else ""
+        raise HarnessError(f"{label} does not prepare {where}: {_one_line(exc)}{hint}") from None
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float data to the input tensor's dtype, with its scale and zero point when quantized."""
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.floating) or not np.issubdtype(x.dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def _sample_shape(detail: dict) -> tuple:
+    return tuple(int(d) for d in detail["shape"][1:])
+
+
+def prepare_inputs(interp, x=None, seed=0):
+    """Arrays for each model input, batch 1: the first sample of ``x`` (quantized to the input's
+    dtype when needed) or random data of the right dtype and range."""
+    details = interp.get_input_details()
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for i, d in enumerate(details):
+        shape = tuple(int(s) for s in d["shape"])
+        dtype = np.dtype(d["dtype"])
+        if x is not None and i == 0:
+            sample = np.asarray(x[:1])
+            if tuple(sample.shape[1:]) != shape[1:]:
+                raise HarnessError(
+                    f"input data samples have shape {tuple(sample.shape[1:])}; "
+                    f"the model expects {shape[1:]}"
+                )
+            arrays.append(_quantize(sample, d))
+        elif np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            arrays.append(rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            arrays.append(rng.random(size=shape, dtype=np.float32).astype(dtype))
+    return arrays
+
+
+def predict(interp, x: np.ndarray) -> np.ndarray:
+    """Run samples ``x`` (N, ...) one at a time, as a board does, through a single-input model;
+    returns the first output dequantized to float32, (N, ...)."""
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    x = np.asarray(x)
+    if tuple(x.shape[1:]) != _sample_shape(inp):
+        raise HarnessError(
+            f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}"
+        )
+    results = []
+    q = _quantize(x, inp)
+    for i in range(len(q)):
+        interp.set_tensor(inp["index"], q[i : i + 1])
+        interp.invoke()
+        results.append(_dequantize(interp.get_tensor(out["index"]), out)[0])
+    return np.stack(results) if results else np.zeros((0,) + _sample_shape(out), np.float32)
+
+
+def summarize_latency(samples_ms) -> dict:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
+
+
+def _memory_mb() -> dict:
+    """Current and peak resident set size of this process, in MiB."""
+    status = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    status[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    if "VmHWM" not in status:  # not Linux: ru_maxrss is bytes on macOS, KiB elsewhere
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        status["VmHWM"] = peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    return {"rss": status.get("VmRSS"), "peak": status["VmHWM"]}
+
+
+def _load_npz(path: str):
+    if not os.path.isfile(path):
+        raise HarnessError(f"input file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            key = "x" if "x" in files else "x_test" if "x_test" in files else None
+            if key is None:
+                raise HarnessError(f"{path} holds {sorted(files)}; expected an array named 'x'")
+            x = npz[key]
+            ykey = "y" if key == "x" else "y_test"
+            y = npz[ykey] if ykey in files else None
+    except HarnessError:
+        raise
+    except Exception as exc:
+        raise HarnessError(f"cannot read {path} as a .npz file: {_one_line(exc)}") from None
+    if y is not None and y.ndim == 2:
+        y = y.argmax(axis=1)
+    return x, y
+
+
+def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0):
+    """Benchmark one model in this process and return a JSON-ready dict.
+
+    Start-up (load, allocate, first invoke), ``warmup`` untimed invokes, ``runs`` timed invokes
+    of ``invoke()`` alone (inputs are set once), and the process's RSS before load, after
+    allocate and at its peak. With ``inputs`` (a .npz holding ``x`` and optionally ``y``) the
+    timed runs use its first sample, and with labels the on-device accuracy over all of ``x``
+    is measured after the timed runs."""
+    if int(runs) < 1:
+        raise HarnessError(f"runs must be >= 1. Received runs={runs}")
+    if int(warmup) < 0:
+        raise HarnessError(f"warmup must be >= 0. Received warmup={warmup}")
+    x = y = None
+    if inputs is not None:
+        x, y = _load_npz(inputs)
+    _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
+    rss_before = _memory_mb()["rss"]
+
+    t0 = time.perf_counter()
+    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack, allocate=False)
+    t1 = time.perf_counter()
+    allocate_tensors(interp)
+    t2 = time.perf_counter()
+    rss_allocated = _memory_mb()["rss"]
+    arrays = prepare_inputs(interp, x, seed=seed)
+    for d, a in zip(interp.get_input_details(), arrays):
+        interp.set_tensor(d["index"], a)
+    t3 = time.perf_counter()
+    interp.invoke()
+    first_ms = (time.perf_counter() - t3) * 1e3
+
+    for _ in range(int(warmup)):
+        interp.invoke()
+    samples = np.empty(int(runs), dtype=np.float64)
+    invoke = interp.invoke
+    clock = time.perf_counter_ns
+    for i in range(int(runs)):
+        start = clock()
+        invoke()
+        samples[i] = clock() - start
+    samples /= 1e6
+    latency = summarize_latency(samples)
+
+    accuracy = None
+    if x is not None and y is not None:
+        outputs = predict(interp, x)
+        accuracy = float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
+    memory = _memory_mb()
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": str(model),
+        "model_size_bytes": os.path.getsize(model),
+        "runs": int(runs),
+        "warmup": int(warmup),
+        "threads": int(threads),
+        "xnnpack": bool(xnnpack),
+        "inputs": str(inputs) if inputs else "random",
+        "latency_ms": latency,
+        "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
+        "startup_ms": {"load": (t1 - t0) * 1e3, "allocate": (t2 - t1) * 1e3, "first_invoke": first_ms},
+        "memory_mb": {
+            "rss_before_load": rss_before,
+            "rss_after_allocate": rss_allocated,
+            "peak": memory["peak"],
+            "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None,
+        },
+        "peak_rss_mb": memory["peak"],
+        "accuracy": accuracy,
+        "samples": int(len(x)) if x is not None else None,
+        "runtime": runtime_info(),
+        "platform": {
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:400]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="harness.py", description="Benchmark one .tflite model; prints JSON on stdout."
+    )
+    parser.add_argument("model")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    parser.add_argument("--inputs", help=".npz with 'x' (and 'y' for accuracy)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        result = measure(
+            args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
+            xnnpack=args.xnnpack, inputs=args.inputs, seed=args.seed,
+        )
+    except HarnessError as exc:
+        print(json.dumps({"error": str(exc), "model": args.model}))
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

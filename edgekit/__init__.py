@@ -1,0 +1,49 @@
+"""edgekit: from a Keras training script to a small, fast, verified int8 .tflite file and real
+numbers from the board.
+
+``import edgekit`` is cheap: TensorFlow is imported only when a function that needs it runs.
+
+    import edgekit
+    report = edgekit.export(model, "model.tflite", quant="int8", calib=x_train,
+                            eval_x=x_test, eval_y=y_test)
+    results = edgekit.bench(["model.tflite"], runs=200)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "export": "edgekit.converters",
+    "convert": "edgekit.converters",
+    "verify": "edgekit.converters",
+    "inspect_tflite": "edgekit.converters",
+    "load_keras_model": "edgekit.converters",
+    "ExportReport": "edgekit.converters",
+    "Quant": "edgekit.converters",
+    "bench": "edgekit.device",
+    "BenchmarkResult": "edgekit.device",
+    "load_data": "edgekit.data",
+    "digits": "edgekit.data",
+    "Dataset": "edgekit.data",
+    "run_demo": "edgekit.demo",
+    "EdgekitError": "edgekit.errors",
+    "InputError": "edgekit.errors",
+    "VerificationError": "edgekit.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgekit' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,291 @@
+"""The ``edgekit`` command.
+
+Exit codes: 0 success; 1 a check failed (verification, a model that did not benchmark);
+2 bad input or usage; 70 an internal error; 130 interrupted. Errors are one line on stderr,
+without a traceback (set ``EDGEKIT_DEBUG=1`` to see one for an internal error).
+
+TensorFlow's native logging (fd 2) is captured while ``demo`` and ``export`` run and shown only
+with an internal error, or always with ``EDGEKIT_DEBUG=1``.
+
+TensorFlow is imported only by the subcommands that need it, so ``edgekit --help``,
+``edgekit bench`` and ``edgekit inspect`` start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, received '{text}'") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, received {value}")
+        return value
+
+    return parse
+
+
+def _non_negative(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, received '{text}'") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, received {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], received '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], received {value}")
+    return value
+
+
+def _add_bench_flags(p, runs=100, warmup=10):
+    g = p.add_argument_group("benchmark")
+    g.add_argument("--runs", type=_positive("--runs"), default=runs, help=f"timed invokes per model (default {runs})")
+    g.add_argument("--warmup", type=_non_negative("--warmup"), default=warmup,
+                   help=f"untimed invokes before timing (default {warmup})")
+    g.add_argument("--threads", type=_positive("--threads"), default=1, help="interpreter threads (default 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgekit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edgekit",
+        description="Keras → verified int8 .tflite → measured on the board.",
+        epilog="Run 'edgekit COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="train, export, verify and benchmark on the embedded digits data",
+                       description="Train a MobileNetV2-style model on scikit-learn's digits, export "
+                       "float32 and int8 .tflite files, verify and benchmark them, write a report.")
+    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--epochs", type=_positive("--epochs"), default=20, help="training epochs (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_bench_flags(p, runs=200, warmup=20)
+    p.set_defaults(func=cmd_demo, quiet_native=True)
+
+    p = sub.add_parser("export", help="convert a Keras model to a verified .tflite file",
+                       description="Convert a tf_keras model (.keras, .h5 or SavedModel) to .tflite, "
+                       "verify it (dtype audit, XNNPACK run, agreement with Keras) and write it.")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("--quant", required=True, metavar="{float32,int8}",
+                   help="float32, or int8 (full integer: int8 weights, activations, input and output)")
+    g = p.add_argument_group("data")
+    g.add_argument("--calib", metavar="DATA",
+                   help="'digits' or a .npz with x (and y) or x_train/y_train/x_test/y_test: "
+                   "calibrates int8 (train split) and verifies (test split); required for int8")
+    g.add_argument("--calib-samples", type=_positive("--calib-samples"), default=256,
+                   help="calibration samples (default 256, drawn with --seed)")
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
+    g.add_argument("--report", metavar="OUT.json", help="write the export report as JSON")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g = p.add_argument_group("verification")
+    g.add_argument("--min-agreement", type=_fraction, metavar="F",
+                   help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F")
+    p.set_defaults(func=cmd_export, quiet_native=True)
+
+    p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process",
+                       description="Measure latency percentiles, start-up and peak memory of each "
+                       "model with the LiteRT interpreter, one fresh child process per model.")
+    p.add_argument("models", nargs="+", metavar="MODEL.tflite")
+    _add_bench_flags(p)
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                   help="disable LiteRT's default XNNPACK delegate")
+    p.add_argument("--inputs", metavar="DATA.npz",
+                   help=".npz with x (and y: on-device accuracy); default random inputs")
+    p.add_argument("--json", metavar="OUT.json", help="write {\"results\": [...]} to OUT.json ('-' for stdout)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("inspect", help="ops, tensor dtypes and size of a .tflite file",
+                       description="Read a .tflite file: ops with their dtypes, where the bytes go, "
+                       "and whether it is fully integer.")
+    p.add_argument("model", metavar="MODEL.tflite")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def _err(msg: str) -> None:
+    print(f"edgekit: {msg}", file=sys.stderr)
+
+
+def _check_new_file(path: str, overwrite: bool, what: str) -> None:
+    from edgekit.errors import InputError
+
+    if os.path.isdir(path):
+        raise InputError(f"{what} {path} is a directory; give a file name")
+    if os.path.exists(path) and not overwrite:
+        raise InputError(f"{what} {path} exists; pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"{what} directory does not exist: {parent}")
+
+
+def cmd_demo(args) -> int:
+    from edgekit.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
+             threads=args.threads, seed=args.seed)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from edgekit._io import write_atomic
+    from edgekit.converters.convert import Quant
+    from edgekit.errors import InputError
+
+    quant = Quant.parse(args.quant)
+    _check_new_file(args.output, args.overwrite, "output")
+    if args.report:
+        _check_new_file(args.report, args.overwrite, "report")
+        if os.path.abspath(args.report) == os.path.abspath(args.output):
+            raise InputError("--report and -o name the same file; give the report its own name")
+    if quant is Quant.INT8 and not args.calib:
+        raise InputError("--quant int8 needs --calib DATA ('digits' or a .npz) to calibrate activations")
+    if not os.path.exists(args.model):
+        raise InputError(f"model file not found: {args.model}")
+
+    from edgekit.data import load_data
+
+    data = load_data(args.calib) if args.calib else None
+    from edgekit.converters import export, load_keras_model
+
+    model = load_keras_model(args.model)
+    report = export(
+        model, args.output, quant,
+        calib=data.x_train if data else None,
+        eval_x=data.x_test if data else None,
+        eval_y=data.y_test if data else None,
+        calib_samples=args.calib_samples, min_agreement=args.min_agreement,
+        seed=args.seed, overwrite=True,
+    )
+    if args.report:
+        try:
+            write_atomic(args.report, report.to_json() + "\n")
+        except BaseException:
+            os.unlink(args.output)  # all or nothing
+            raise
+    acc = report.accuracy
+    print(f"wrote {args.output}: {quant.value}, {report.size_bytes:,} bytes (gzip {report.gzip_bytes:,}), "
+          f"fully integer: {'yes' if report.fully_integer else 'no'}")
+    print(f"input {report.input['dtype']} {report.input['shape']}, output {report.output['dtype']} "
+          f"{report.output['shape']}")
+    if report.agreement is not None:
+        line = f"verified on {report.verify_samples} samples: top-1 agreement with Keras {report.agreement:.4f}"
+        if acc:
+            line += f", accuracy keras {acc['keras']:.4f} / tflite {acc['tflite']:.4f}"
+        print(line)
+    for note in report.warnings:
+        print(f"note: {note}")
+    if args.report:
+        print(f"report: {args.report}")
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from edgekit._io import write_atomic
+    from edgekit.device import bench
+    from edgekit.errors import InputError
+    from edgekit.report import fmt, table
+
+    if args.json and args.json != "-":
+        _check_new_file(args.json, True, "--json")
+    if args.inputs and not os.path.isfile(args.inputs):
+        raise InputError(f"inputs file not found: {args.inputs}")
+    results = bench(args.models, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                    xnnpack=args.xnnpack, inputs=args.inputs)
+    doc = {"results": [r.to_dict() for r in results]}
+    if args.json == "-":
+        print(json.dumps(doc, indent=2))
+    else:
+        rows = []
+        for r in results:
+            lat = r.latency_ms
+            if r.ok:
+                rows.append([r.model, fmt(lat["p50"], ".3f"), fmt(lat["p90"], ".3f"), fmt(lat["p99"], ".3f"),
+                             fmt(lat["mean"], ".3f"), fmt(r.peak_rss_mb, ".1f"), fmt(r.accuracy, ".4f")])
+            else:
+                rows.append([r.model, "failed", "", "", "", "", ""])
+        print(f"{args.warmup} warm-up + {args.runs} timed runs, {args.threads} thread(s), "
+              f"XNNPACK {'on' if args.xnnpack else 'off'}, one process per model")
+        print(table(("model", "p50 ms", "p90 ms", "p99 ms", "mean ms", "peak RSS MiB", "accuracy"), rows))
+        if args.json:
+            write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+            print(f"wrote {args.json}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        _err(f"error: {r.model}: {r.error}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    from edgekit.converters.inspection import format_info, inspect_tflite
+
+    info = inspect_tflite(args.model)
+    if args.json:
+        print(json.dumps({"model": args.model, **info.to_dict()}, indent=2))
+    else:
+        print(format_info(info, args.model))
+    return EXIT_OK
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from edgekit.device.harness import HarnessError
+    from edgekit.errors import EdgekitError
+
+    import contextlib
+
+    from edgekit._io import captured_native_stderr
+
+    quiet = getattr(args, "quiet_native", False) and not os.environ.get("EDGEKIT_DEBUG")
+    native = captured_native_stderr() if quiet else contextlib.nullcontext(lambda: "")
+    captured = lambda: ""  # noqa: E731
+    try:
+        with native as captured:
+            return args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except (EdgekitError, HarnessError) as exc:
+        _err(f"error: {exc}")
+        return getattr(exc, "exit_code", EXIT_USAGE)
+    except Exception as exc:
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        log = captured().strip()
+        if log:
+            print(log, file=sys.stderr)
+        _err(f"internal error: {type(exc).__name__}: {text} (set EDGEKIT_DEBUG=1 for the traceback)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

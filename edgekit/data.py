@@ -1,0 +1,189 @@
+"""Data sets for training, calibration and verification (numpy only, no TensorFlow).
+
+``DATA`` on the command line is ``digits`` (scikit-learn's 1,797 real 8x8 handwritten digits,
+embedded in the scikit-learn wheel, resized here to 32x32x1 in [0, 1] with a fixed held-out test
+split) or the path of a ``.npz`` file holding either ``x`` (and optionally ``y``) or
+``x_train``/``y_train``/``x_test``/``y_test``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edgekit._io import write_atomic
+from edgekit.errors import InputError
+
+DIGITS_SIZE = 32
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Arrays of one data set. ``y_*`` are integer class ids, or None when there are no labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: Optional[np.ndarray]
+    x_test: np.ndarray
+    y_test: Optional[np.ndarray]
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_test is not None
+
+    def save_test_npz(self, path: str) -> str:
+        """Write the test split as ``x`` (and ``y``) to ``path``: the harness' input format."""
+        arrays = {"x": self.x_test}
+        if self.y_test is not None:
+            arrays["y"] = self.y_test
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_atomic(path, buffer.getvalue())
+        return path
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize a batch of square single-channel images (N, H, W) to (N, size, size), bilinear
+    with half-pixel centres (as ``tf.image.resize``), as two matrix products."""
+
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        centres = np.clip(centres, 0, n_in - 1)
+        lo = np.floor(centres).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        frac = centres - lo
+        w = np.zeros((n_out, n_in))
+        w[np.arange(n_out), lo] += 1 - frac
+        w[np.arange(n_out), hi] += frac
+        return w
+
+    rows = weights(images.shape[1], size)
+    cols = weights(images.shape[2], size)
+    return np.einsum("oh,nhw,pw->nop", rows, images, cols)
+
+
+def digits(size: int = DIGITS_SIZE) -> Dataset:
+    """scikit-learn's digits as (N, size, size, 1) float32 in [0, 1], with a fixed stratified
+    80/20 split (1,437 train, 360 test)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    raw = load_digits()
+    images = resize_bilinear(raw.images.astype(np.float64) / 16.0, size)
+    x = np.clip(images, 0.0, 1.0).astype(np.float32)[..., None]
+    y = raw.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=y
+    )
+    return Dataset("digits", x_train, y_train, x_test, y_test)
+
+
+def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np.ndarray]:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2:  # one-hot or probabilities
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(
+            f"{path}: '{key}' must hold one label per sample ({n}), "
+            f"received shape {tuple(np.shape(y))}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise InputError(f"{path}: '{key}' must hold integer class ids, received {y.dtype}")
+        y = y.astype(np.int64)
+    return y
+
+
+def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) == 0:
+        raise InputError(
+            f"{path}: '{key}' must be a non-empty batch (N, ...) of samples, "
+            f"received shape {x.shape}"
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise InputError(f"{path}: '{key}' must be numeric, received dtype {x.dtype}")
+    return x
+
+
+def load_npz(path: str) -> Dataset:
+    """Read ``x``/``y`` or ``x_train``/``y_train``/``x_test``/``y_test`` from a ``.npz`` file.
+
+    With only ``x``, the same samples serve for calibration and verification."""
+    if not os.path.isfile(path):
+        raise InputError(f"data file not found: {path} (expected 'digits' or a .npz file)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"cannot read {path} as a .npz file: {_first_line(exc)}") from None
+    name = os.path.basename(path)
+    if "x_train" in arrays and "x_test" in arrays:
+        x_train = _features(arrays["x_train"], "x_train", path)
+        x_test = _features(arrays["x_test"], "x_test", path)
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise InputError(
+                f"{path}: x_train samples {x_train.shape[1:]} and x_test samples "
+                f"{x_test.shape[1:]} differ in shape"
+            )
+        y_train = _labels(arrays.get("y_train"), len(x_train), "y_train", path)
+        y_test = _labels(arrays.get("y_test"), len(x_test), "y_test", path)
+        return Dataset(name, x_train, y_train, x_test, y_test)
+    if "x" in arrays:
+        x = _features(arrays["x"], "x", path)
+        y = _labels(arrays.get("y"), len(x), "y", path)
+        return Dataset(name, x, y, x, y)
+    raise InputError(
+        f"{path} holds {sorted(arrays) or 'no arrays'}; expected 'x' (and 'y') "
+        f"or 'x_train', 'y_train', 'x_test', 'y_test'"
+    )
+
+
+def load_data(spec: str) -> Dataset:
+    """``digits`` or the path of a ``.npz`` file."""
+    if spec == "digits":
+        return digits()
+    if not spec.endswith(".npz"):
+        raise InputError(f"unknown data '{spec}': expected 'digits' or a path ending in .npz")
+    return load_npz(spec)
+
+
+def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.ndarray:
+    """Check that samples ``x`` (N, ...) fit a model input of ``input_shape`` (no batch axis)
+    and return them as float32. A missing trailing channel axis of size 1 is added."""
+    expected = tuple(int(d) if d is not None else -1 for d in input_shape)
+    x = np.asarray(x)
+    sample = tuple(x.shape[1:])
+    if len(sample) + 1 == len(expected) and expected[-1] == 1:
+        x = x[..., None]
+        sample = sample + (1,)
+    fits = len(sample) == len(expected) and all(e in (-1, s) for e, s in zip(expected, sample))
+    if not fits:
+        want = "(N, " + ", ".join("?" if e == -1 else str(e) for e in expected) + ")"
+        raise InputError(
+            f"{what} has shape {x.shape}; the model expects {want}. "
+            f"Pass data that matches the model's input"
+        )
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise InputError(f"{what} holds {bad} NaN or infinite values; clean the data first")
+    return x
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,188 @@
+"""The demo: train → export float32 and int8 → verify → benchmark → report.
+
+Trains the MobileNetV2-style digits model on scikit-learn's digits (32x32, fixed split), exports
+a float32 and a full-integer int8 ``.tflite``, verifies each against the Keras model, measures each
+in a fresh harness process, and writes ``report.json`` and ``report.md``. Every number in the
+report is measured from the artifacts: sizes from the files, accuracy by running each ``.tflite``
+on the test split, latency and memory by the device harness.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit._io import write_atomic
+from edgekit.errors import InputError
+from edgekit.report import fmt, table
+
+VARIANTS = ("float32", "int8")
+
+
+def train_digits_model(ds, *, epochs: int = 20, batch_size: int = 32, seed: int = 0,
+                       learning_rate: float = 2e-3):
+    """The demo model (``edgekit.models.DIGITS_CONFIG``) trained with Adam and a cosine-decayed
+    learning rate, so the last epoch is as good as the best."""
+    from edgekit._compat import keras
+    from edgekit.models import DIGITS_CONFIG, mobilenet_v2
+
+    keras.utils.set_random_seed(seed)
+    model = mobilenet_v2(**dict(DIGITS_CONFIG, input_shape=ds.input_shape), name="digits_mobilenet_v2")
+    steps = max(1, epochs * int(np.ceil(len(ds.x_train) / batch_size)))
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(ds.x_train, ds.y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
+def run_demo(
+    out: str = "runs/demo",
+    *,
+    epochs: int = 20,
+    runs: int = 200,
+    warmup: int = 20,
+    threads: int = 1,
+    seed: int = 0,
+    log: Optional[Callable[[str], None]] = print,
+) -> dict:
+    """Run the demo and return the report (also written to ``out/report.json`` and ``.md``)."""
+    for name, value, low in (("epochs", epochs, 1), ("runs", runs, 1), ("warmup", warmup, 0),
+                             ("threads", threads, 1)):
+        if value < low:
+            raise InputError(f"--{name} must be >= {low}. Received {name}={value}")
+    log = log or (lambda _msg: None)
+    os.makedirs(out, exist_ok=True)
+
+    from edgekit.converters import export
+    from edgekit.data import digits
+    from edgekit.device import bench
+
+    t_start = time.perf_counter()
+    ds = digits()
+    log(f"[1/4] training the MobileNetV2-style model on digits "
+        f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {epochs} epochs ...")
+    t0 = time.perf_counter()
+    model = train_digits_model(ds, epochs=epochs, seed=seed)
+    train_seconds = time.perf_counter() - t0
+    keras_accuracy = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
+    keras_path = os.path.join(out, "model.keras")
+    model.save(keras_path)
+    log(f"      {model.count_params():,} params, Keras test accuracy {keras_accuracy:.4f} "
+        f"({train_seconds:.0f} s); saved {keras_path}")
+
+    exports = {}
+    for quant in VARIANTS:
+        path = os.path.join(out, f"model_{quant}.tflite")
+        log(f"[2/4] exporting {quant} and verifying against Keras ...")
+        exports[quant] = export(
+            model, path, quant, calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed,
+        )
+
+    test_npz = ds.save_test_npz(os.path.join(out, "digits_test.npz"))
+    log(f"[3/4] benchmarking each model in a fresh harness process "
+        f"({warmup} warm-up + {runs} timed runs, {threads} thread(s), XNNPACK) ...")
+    results = bench([exports[q].path for q in VARIANTS], runs=runs, warmup=warmup,
+                    threads=threads, inputs=test_npz)
+
+    float_size = exports["float32"].size_bytes
+    variants = []
+    for quant, result in zip(VARIANTS, results):
+        rep = exports[quant]
+        if not result.ok:
+            raise InputError(f"benchmark of {rep.path} failed: {result.error}")
+        variants.append({
+            "name": quant,
+            "tflite": rep.path,
+            "size_bytes": rep.size_bytes,
+            "gzip_bytes": rep.gzip_bytes,
+            "size_vs_float32": rep.size_bytes / float_size,
+            "accuracy": result.accuracy,
+            "keras_accuracy": keras_accuracy,
+            "agreement": rep.agreement,
+            "fully_integer": rep.fully_integer,
+            "input_dtype": rep.input["dtype"],
+            "output_dtype": rep.output["dtype"],
+            "latency_ms": result.latency_ms,
+            "peak_rss_mb": result.peak_rss_mb,
+            "startup_ms": result.data.get("startup_ms"),
+            "memory_mb": result.data.get("memory_mb"),
+            "export": rep.to_dict(),
+        })
+
+    report = {
+        "edgekit_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"name": ds.name, "train": int(len(ds.x_train)), "test": int(len(ds.x_test)),
+                    "input_shape": list(ds.input_shape)},
+        "model": {"name": model.name, "params": int(model.count_params()), "epochs": epochs,
+                  "seed": seed, "keras_accuracy": keras_accuracy, "keras": keras_path,
+                  "train_seconds": round(train_seconds, 1)},
+        "bench": {"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
+                  "inputs": test_npz, "runtime": results[0].data.get("runtime"),
+                  "platform": results[0].data.get("platform")},
+        "variants": variants,
+        "total_seconds": None,
+    }
+    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    log("[4/4] writing the report ...")
+    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
+    write_atomic(os.path.join(out, "report.md"), render_markdown(report))
+    log("")
+    log(format_variants(report["variants"]))
+    log("")
+    log(f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
+        f"({report['total_seconds']:.0f} s in all)")
+    return report
+
+
+_HEADERS = ("variant", "size KiB", "x float32", "accuracy", "agreement", "p50 ms", "p90 ms",
+            "p99 ms", "mean ms", "peak RSS MiB", "fully int8")
+
+
+def _rows(variants):
+    rows = []
+    for v in variants:
+        lat = v["latency_ms"]
+        rows.append([
+            v["name"], fmt(v["size_bytes"] / 1024, ",.1f"), fmt(v["size_vs_float32"], ".3f"),
+            fmt(v["accuracy"], ".4f"), fmt(v["agreement"], ".4f"), fmt(lat["p50"], ".3f"),
+            fmt(lat["p90"], ".3f"), fmt(lat["p99"], ".3f"), fmt(lat["mean"], ".3f"),
+            fmt(v["peak_rss_mb"], ".1f"), "yes" if v["fully_integer"] else "no",
+        ])
+    return rows
+
+
+def format_variants(variants, markdown: bool = False) -> str:
+    return table(_HEADERS, _rows(variants), markdown=markdown, align="l" + "r" * 9 + "l")
+
+
+def render_markdown(report: dict) -> str:
+    m, d, b = report["model"], report["dataset"], report["bench"]
+    plat = b.get("platform") or {}
+    runtime = b.get("runtime") or {}
+    lines = [
+        "# edgekit demo report",
+        "",
+        f"- data: {d['name']}, {d['train']} train / {d['test']} test samples, input {tuple(d['input_shape'])}",
+        f"- model: {m['name']}, {m['params']:,} params, {m['epochs']} epochs ({m['train_seconds']} s), "
+        f"Keras test accuracy {m['keras_accuracy']:.4f}",
+        f"- benchmark: {b['warmup']} warm-up + {b['runs']} timed runs, {b['threads']} thread(s), "
+        f"XNNPACK, {runtime.get('name', '?')} {runtime.get('version', '')} on "
+        f"{plat.get('machine', platform.machine())}, each model in a fresh process",
+        f"- created {report['created']} by edgekit {report['edgekit_version']}",
+        "",
+        "Accuracy: each `.tflite` run by the LiteRT interpreter on the test split. Agreement: share of "
+        "test samples where the `.tflite` and the Keras model predict the same class. Sizes are the "
+        "files' own.",
+        "",
+        format_variants(report["variants"], markdown=True),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+Each message is one line: what was wrong, what was expected, how to fix it, echoing the bad value.
+The CLI prints it as ``edgekit: error: <message>`` and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class of the errors edgekit reports to users. Exit code 2 in the CLI."""
+
+    exit_code = 2
+
+
+class InputError(EdgekitError, ValueError):
+    """Bad user input: a missing or corrupt file, data of the wrong shape, an unknown option."""
+
+
+class VerificationError(EdgekitError):
+    """A converted model failed a check (dtype audit, interpreter run, agreement). Exit code 1."""
+
+    exit_code = 1
