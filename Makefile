@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/edgekit demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/pytest
 
 # The issue targets measured side by side in one run (see benchmarks/README.md).
 bench: $(STAMP)

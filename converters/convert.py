@@ -236,7 +236,7 @@ def verify(
         if min_agreement is not None and agreement < min_agreement:
             raise VerificationError(
                 f"{quant.value} model agrees with the Keras model on {agreement:.1%} of "
-                f"{len(xs)} samples, below --min-agreement {min_agreement:.1%}; "
+                f"{len(xs)} samples, below the required {min_agreement:.1%} (min_agreement); "
                 f"calibrate with more representative data or export as float32"
             )
     return info, measured

@@ -166,6 +166,7 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.nda
     and return them as float32. A missing trailing channel axis of size 1 is added."""
     expected = tuple(int(d) if d is not None else -1 for d in input_shape)
     x = np.asarray(x)
+    received = x.shape
     sample = tuple(x.shape[1:])
     if len(sample) + 1 == len(expected) and expected[-1] == 1:
         x = x[..., None]
@@ -174,7 +175,7 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.nda
     if not fits:
         want = "(N, " + ", ".join("?" if e == -1 else str(e) for e in expected) + ")"
         raise InputError(
-            f"{what} has shape {x.shape}; the model expects {want}. "
+            f"{what} has shape {received}; the model expects {want}. "
             f"Pass data that matches the model's input"
         )
     x = x.astype(np.float32, copy=False)

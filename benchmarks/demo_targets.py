@@ -1,0 +1,73 @@
+"""Check the foundation targets on the demo, everything measured in one run.
+
+    .venv/bin/python benchmarks/demo_targets.py [--out runs/bench-demo] [--report REPORT.json]
+
+Runs the demo (or reads an existing report.json with --report) and checks:
+- float accuracy >= 0.97 on the digits test split, int8 .tflite accuracy within 1 point of it;
+- the int8 model is fully integer (read from the file) with int8 input and output;
+- int8 file <= 0.3x the float32 file;
+- int8 p50 latency < float32 p50 latency (same run, same harness settings).
+Exits 1 if a target is missed. Latency is measured on this (shared, noisy) machine: the target
+is a ratio of two models measured back to back, never an absolute time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edgekit.converters import inspect_tflite
+
+
+def check(report: dict) -> list:
+    v = {x["name"]: x for x in report["variants"]}
+    f32, i8 = v["float32"], v["int8"]
+    info = inspect_tflite(i8["tflite"])
+    float_acc = report["model"]["keras_accuracy"]
+    rows = [
+        ("Keras float accuracy >= 0.97", f"{float_acc:.4f}", float_acc >= 0.97),
+        ("float32 .tflite accuracy", f"{f32['accuracy']:.4f}", abs(f32["accuracy"] - float_acc) <= 0.01),
+        ("int8 accuracy within 1 point of float", f"{i8['accuracy']:.4f} ({(i8['accuracy'] - float_acc) * 100:+.2f} pt)",
+         i8["accuracy"] >= float_acc - 0.01),
+        ("int8 fully integer, int8 I/O (read from the file)",
+         f"{info.fully_integer}, {info.inputs[0]['dtype']}/{info.outputs[0]['dtype']}",
+         info.fully_integer and info.inputs[0]["dtype"] == "INT8" and info.outputs[0]["dtype"] == "INT8"),
+        ("int8 size <= 0.3x float32", f"{i8['size_bytes']:,} / {f32['size_bytes']:,} = "
+         f"{i8['size_bytes'] / f32['size_bytes']:.3f}x", i8["size_bytes"] <= 0.3 * f32["size_bytes"]),
+        ("int8 p50 < float32 p50", f"{i8['latency_ms']['p50']:.3f} / {f32['latency_ms']['p50']:.3f} ms = "
+         f"{i8['latency_ms']['p50'] / f32['latency_ms']['p50']:.2f}x", i8["latency_ms"]["p50"] < f32["latency_ms"]["p50"]),
+        ("demo wall time (s), target <= 300", f"{report.get('total_seconds')}",
+         report.get("total_seconds") is None or report["total_seconds"] <= 300),
+    ]
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench-demo")
+    parser.add_argument("--report", help="check an existing report.json instead of running the demo")
+    args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            report = json.load(f)
+    else:
+        from edgekit.demo import run_demo
+
+        report = run_demo(args.out)
+    rows = check(report)
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, ok in rows:
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<{width}}  {value}")
+    missed = [r for r in rows if not r[2]]
+    if missed:
+        print(f"\n{len(missed)} target(s) missed", file=sys.stderr)
+        return 1
+    print(f"\nall {len(rows)} targets met ({os.path.abspath(args.report or args.out)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

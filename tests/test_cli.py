@@ -1,0 +1,102 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, run_cli
+
+
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["export", "--help"],
+                                  ["bench", "--help"], ["inspect", "--help"], ["--version"]])
+def test_help(args):
+    proc = run_cli(*args)
+    assert proc.returncode == 0 and proc.stdout.strip()
+
+
+def test_export_int8_from_a_saved_model_with_report(tiny_keras_path, tmp_path, npz, digits_ds):
+    data = npz(x_train=digits_ds.x_train[:100], y_train=digits_ds.y_train[:100],
+               x_test=digits_ds.x_test[:60], y_test=digits_ds.y_test[:60])
+    out, rep = tmp_path / "m.tflite", tmp_path / "m.json"
+    proc = run_cli("export", tiny_keras_path, "--quant", "int8", "--calib", data, "-o", out,
+                   "--report", rep, "--calib-samples", "50")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # TensorFlow's native logging is kept off the user's terminal
+    report = json.loads(rep.read_text())
+    assert report["mode"] == "int8" and report["fully_integer"] is True
+    assert report["size_bytes"] == os.path.getsize(out)
+    assert report["calib_samples"] == 50 and report["verify_samples"] == 60
+    assert set(report["accuracy"]) == {"keras", "tflite"} and 0 <= report["agreement"] <= 1
+
+    info = json.loads(run_cli("inspect", out, "--json").stdout)
+    assert info["fully_integer"] is True and info["size_bytes"] == os.path.getsize(out)
+    assert info["inputs"][0]["dtype"] == "INT8" and info["op_counts"]["CONV_2D"] >= 2
+    text = run_cli("inspect", out).stdout
+    assert "fully integer: yes" in text and "DEPTHWISE_CONV_2D" in text
+
+    # an existing output is never silently replaced
+    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "float32", "-o", out),
+                       contains="--overwrite")
+    proc = run_cli("export", tiny_keras_path, "--quant", "float32", "-o", out, "--overwrite")
+    assert proc.returncode == 0 and "note: no verification data" in proc.stdout
+
+
+def _bad_inputs(tmp_path, tiny_keras_path, npz):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a keras archive")
+    no_x = npz("nox.npz", images=np.zeros((4, 32, 32, 1), np.float32))
+    small = npz("small.npz", x=np.zeros((4, 8, 8), np.float32))
+    nan = np.zeros((4, 32, 32, 1), np.float32)
+    nan[1, 2, 3, 0] = np.nan
+    return {
+        "missing model": ([str(tmp_path / "nope.keras"), "--quant", "int8", "--calib", "digits"], "not found"),
+        "corrupt model": ([str(corrupt), "--quant", "int8", "--calib", "digits"], "cannot load"),
+        "unknown quant": ([tiny_keras_path, "--quant", "int4", "--calib", "digits"], "int4"),
+        "npz without x": ([tiny_keras_path, "--quant", "int8", "--calib", no_x], "expected 'x'"),
+        "wrong shape": ([tiny_keras_path, "--quant", "int8", "--calib", small], "(4, 8, 8)"),
+        "nan values": ([tiny_keras_path, "--quant", "int8", "--calib", npz("nan.npz", x=nan)], "NaN"),
+        "no calib for int8": ([tiny_keras_path, "--quant", "int8"], "--calib"),
+        "missing data": ([tiny_keras_path, "--quant", "int8", "--calib", str(tmp_path / "no.npz")], "not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown quant", "npz without x",
+                                  "wrong shape", "nan values", "no calib for int8", "missing data"])
+def test_export_bad_input_is_one_line_and_writes_nothing(case, tmp_path, tiny_keras_path, npz):
+    args, expected = _bad_inputs(tmp_path, tiny_keras_path, npz)[case]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run_cli("export", *args, "-o", out_dir / "m.tflite", "--report", out_dir / "r.json")
+    assert_clean_error(proc, contains=expected)
+    assert os.listdir(out_dir) == []
+
+
+def test_bench_json_and_a_failing_model(exported, tmp_path, test_npz):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", exported["float32"].path, bad, exported["int8"].path, "--runs", "10",
+                   "--warmup", "2", "--inputs", test_npz, "--json", out)
+    assert proc.returncode == 1  # one model failed; the others were still measured
+    assert "Traceback" not in proc.stderr and "bad.tflite" in proc.stderr
+    doc = json.loads(out.read_text())
+    assert [r["error"] is None for r in doc["results"]] == [True, False, True]
+    for r in (doc["results"][0], doc["results"][2]):
+        assert {"p50", "p90", "p99", "mean"} <= set(r["latency_ms"]) and r["peak_rss_mb"] > 0
+        assert 0 <= r["accuracy"] <= 1 and r["runs"] == 10
+    assert "p50 ms" in proc.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["bench", "MISSING.tflite", "--runs", "0"], "--runs must be >= 1"),
+    (["inspect", "MISSING.tflite"], "not found"),
+])
+def test_usage_errors(args, expected):
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inspect_corrupt_file(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"12345678" * 4)
+    assert_clean_error(run_cli("inspect", bad), contains="not a .tflite model")

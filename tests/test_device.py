@@ -1,0 +1,87 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgekit.device import HARNESS_PATH, HarnessError, bench, measure
+
+
+def test_measure_reports_percentiles_startup_and_memory(exported):
+    r = measure(exported["int8"].path, runs=30, warmup=3)
+    lat = r["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["mean"] > 0 and r["runs"] == 30 and r["warmup"] == 3
+    mem = r["memory_mb"]
+    assert mem["rss_before_load"] > 0 and mem["peak"] >= mem["rss_after_allocate"] > 0
+    assert r["peak_rss_mb"] == mem["peak"]
+    assert set(r["startup_ms"]) == {"load", "allocate", "first_invoke"}
+    assert r["runtime"]["name"] == "ai_edge_litert"
+    assert r["model_size_bytes"] == os.path.getsize(exported["int8"].path)
+
+
+def test_each_model_in_a_fresh_process_and_failures_do_not_stop_others(exported, test_npz, tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(open(exported["int8"].path, "rb").read()[:300])
+    models = [exported["float32"].path, str(corrupt), exported["int8"].path]
+    results = bench(models, runs=20, warmup=2, inputs=test_npz)
+    assert [r.ok for r in results] == [True, False, True]
+    assert "cannot load" in results[1].error or "crashed" in results[1].error
+    for r in (results[0], results[2]):
+        assert r.data["latency_ms"]["p50"] > 0 and r.peak_rss_mb > 0
+        d = r.to_dict()
+        assert {"model", "latency_ms", "peak_rss_mb"} <= set(d)
+        assert {"p50", "p90", "p99", "mean"} <= set(d["latency_ms"])
+
+
+def test_on_device_accuracy_matches_the_converter_verification(exported, test_npz):
+    for mode in ("float32", "int8"):
+        (r,) = bench([exported[mode].path], runs=5, warmup=1, inputs=test_npz)
+        assert r.accuracy == pytest.approx(exported[mode].accuracy["tflite"], abs=1e-9)
+        assert r.data["samples"] == 360
+
+
+def test_harness_runs_as_a_standalone_script_without_tensorflow(exported, tmp_path):
+    # Copied alone to a directory, as on a board: it must not import TensorFlow or edgekit.
+    script = tmp_path / "harness.py"
+    shutil.copy(HARNESS_PATH, script)
+    probe = (
+        "import runpy, sys, json\n"
+        f"sys.argv = ['harness.py', {exported['int8'].path!r}, '--runs', '5']\n"
+        "try:\n"
+        f"    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'edgekit', 'tf_keras'))\n"
+        "print(json.dumps({'code': code, 'bad': bad}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    result, status = json.loads(lines[0]), json.loads(lines[-1])
+    assert status == {"code": 0, "bad": []}, out.stderr
+    assert result["latency_ms"]["p50"] > 0
+
+
+def test_npz_inputs_are_quantized_for_int8_models(exported, npz):
+    path = npz(x=np.zeros((3, 32, 32, 1), np.float32), y=np.array([0, 1, 2]))
+    r = measure(exported["int8"].path, runs=3, warmup=0, inputs=path)
+    assert r["samples"] == 3 and 0.0 <= r["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(runs=0), "runs"), (dict(warmup=-1), "warmup"), (dict(threads=0), "threads"),
+])
+def test_bad_arguments(exported, kwargs, message):
+    with pytest.raises(HarnessError, match=message):
+        measure(exported["int8"].path, **kwargs)
+
+
+def test_wrong_input_shape_and_missing_model(exported, npz, tmp_path):
+    with pytest.raises(HarnessError, match="expects"):
+        measure(exported["int8"].path, runs=1, inputs=npz(x=np.zeros((2, 8, 8, 1), np.float32)))
+    with pytest.raises(HarnessError, match="not found"):
+        measure(str(tmp_path / "nope.tflite"))
