@@ -22,27 +22,24 @@ from typing import List, Optional
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
 
 
-def _positive(name):
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, pointing at --help, exit 2."""
+
+    def error(self, message):
+        _err(f"error: {message} (see '{self.prog} --help')")
+        sys.exit(EXIT_USAGE)
+
+
+def _int_at_least(name: str, low: int):
+    """An argparse type: an integer >= ``low``, with an error naming the flag."""
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, received '{text}'") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, received {value}")
-        return value
-
-    return parse
-
-
-def _non_negative(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, received '{text}'") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, received {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, received {value}")
         return value
 
     return parse
@@ -60,16 +57,16 @@ def _fraction(text):
 
 def _add_bench_flags(p, runs=100, warmup=10):
     g = p.add_argument_group("benchmark")
-    g.add_argument("--runs", type=_positive("--runs"), default=runs, help=f"timed invokes per model (default {runs})")
-    g.add_argument("--warmup", type=_non_negative("--warmup"), default=warmup,
+    g.add_argument("--runs", type=_int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})")
+    g.add_argument("--warmup", type=_int_at_least("--warmup", 0), default=warmup,
                    help=f"untimed invokes before timing (default {warmup})")
-    g.add_argument("--threads", type=_positive("--threads"), default=1, help="interpreter threads (default 1)")
+    g.add_argument("--threads", type=_int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from edgekit import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgekit",
         description="Keras → verified int8 .tflite → measured on the board.",
         epilog="Run 'edgekit COMMAND --help' for a command's options.",
@@ -82,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a MobileNetV2-style model on scikit-learn's digits, export "
                        "float32 and int8 .tflite files, verify and benchmark them, write a report.")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--epochs", type=_positive("--epochs"), default=20, help="training epochs (default 20)")
+    p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=20, help="training epochs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_bench_flags(p, runs=200, warmup=20)
     p.set_defaults(func=cmd_demo, quiet_native=True)
@@ -97,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calib", metavar="DATA",
                    help="'digits' or a .npz with x (and y) or x_train/y_train/x_test/y_test: "
                    "calibrates int8 (train split) and verifies (test split); required for int8")
-    g.add_argument("--calib-samples", type=_positive("--calib-samples"), default=256,
+    g.add_argument("--calib-samples", type=_int_at_least("--calib-samples", 1), default=256,
                    help="calibration samples (default 256, drawn with --seed)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
     g = p.add_argument_group("output")
