@@ -29,6 +29,7 @@ _LAZY = {
     "digits": "edgekit.data",
     "Dataset": "edgekit.data",
     "run_demo": "edgekit.demo",
+    "profile": "edgekit.models",
     "EdgekitError": "edgekit.errors",
     "InputError": "edgekit.errors",
     "VerificationError": "edgekit.errors",

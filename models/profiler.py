@@ -1,0 +1,164 @@
+"""What a model will cost before it is trained: params, MACs and activation memory per layer.
+
+MACs are multiply-accumulates of the layers that do them (convolutions, depthwise convolutions,
+dense layers); element-wise layers count zero, as in the papers' figures (MobileNetV2 1.0/224:
+300M). Peak activation memory walks the functional graph in execution order and adds the bytes of
+the tensors alive at once, as an interpreter with an arena allocator does: a tensor is freed after
+its last consumer ran, and BatchNormalization, activations and Dropout, which the converter fuses
+into the preceding op, reuse their input's buffer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+# Layers that become part of the previous op after conversion (or vanish at inference).
+_IN_PLACE = {"BatchNormalization", "ReLU", "Activation", "Dropout", "LeakyReLU", "ELU",
+             "SpatialDropout2D", "GaussianNoise", "ActivityRegularization", "InputLayer"}
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    name: str
+    type: str
+    params: int
+    macs: int
+    output_shape: Tuple[int, ...]
+    output_bytes: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-layer costs and totals; ``dtype_bytes`` is the activation element size used (4 for
+    float32, 1 for int8)."""
+
+    name: str
+    layers: Tuple[LayerProfile, ...]
+    params: int
+    macs: int
+    peak_activation_bytes: int
+    dtype_bytes: int
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "params": self.params, "macs": self.macs,
+                "peak_activation_bytes": self.peak_activation_bytes, "dtype_bytes": self.dtype_bytes,
+                "layers": [asdict(l) | {"output_shape": list(l.output_shape)} for l in self.layers]}
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def format(self) -> str:
+        from edgekit.report import table
+
+        rows = [[l.name, l.type, f"{l.params:,}", f"{l.macs:,}", "x".join(map(str, l.output_shape)),
+                 f"{l.output_bytes:,}"] for l in self.layers]
+        text = table(("layer", "type", "params", "MACs", "output", "bytes"), rows, align="llrrrr")
+        return (f"{text}\n\n{self.name}: {self.params:,} params, {self.macs / 1e6:,.1f}M MACs, "
+                f"peak activation memory {self.peak_activation_bytes / 1024:,.1f} KiB "
+                f"({self.dtype_bytes}-byte activations)")
+
+
+def _shape(s) -> Tuple[int, ...]:
+    return tuple(1 if d is None else int(d) for d in s[1:])
+
+
+def _single(shape):
+    """A layer's (first) shape: tf_keras gives a tuple or a list of tuples."""
+    if isinstance(shape, list):
+        return shape[0]
+    return shape
+
+
+def layer_macs(layer) -> int:
+    """Multiply-accumulates of one call of ``layer`` at batch size 1."""
+    kind = type(layer).__name__
+    if kind in ("Conv2D", "Conv1D", "Conv3D"):
+        out = _shape(_single(layer.output_shape))
+        cin = _shape(_single(layer.input_shape))[-1]
+        k = int(np.prod(layer.kernel_size))
+        return int(np.prod(out[:-1])) * k * (cin // getattr(layer, "groups", 1)) * out[-1]
+    if kind in ("DepthwiseConv2D", "DepthwiseConv1D"):
+        out = _shape(_single(layer.output_shape))
+        return int(np.prod(out)) * int(np.prod(layer.kernel_size))
+    if kind in ("SeparableConv2D", "SeparableConv1D"):
+        out = _shape(_single(layer.output_shape))
+        cin = _shape(_single(layer.input_shape))[-1]
+        spatial = int(np.prod(out[:-1]))
+        depthwise = spatial * cin * layer.depth_multiplier * int(np.prod(layer.kernel_size))
+        return depthwise + spatial * cin * layer.depth_multiplier * out[-1]
+    if kind in ("Conv2DTranspose", "Conv1DTranspose"):
+        inp = _shape(_single(layer.input_shape))
+        cout = _shape(_single(layer.output_shape))[-1]
+        return int(np.prod(inp)) * int(np.prod(layer.kernel_size)) * cout
+    if kind == "Dense":
+        inp = _shape(_single(layer.input_shape))
+        return int(np.prod(inp)) * int(layer.units)
+    if kind == "Embedding":
+        return 0
+    return 0
+
+
+def _producers(layer) -> List[str]:
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if not nodes:
+        return []
+    inbound = nodes[0].inbound_layers
+    if not isinstance(inbound, (list, tuple)):
+        inbound = [inbound]
+    return [l.name for l in inbound]
+
+
+def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
+    """Profile a built tf_keras functional or Sequential model."""
+    if dtype_bytes not in (1, 2, 4):
+        raise ValueError(f"`dtype_bytes` must be 1, 2 or 4. Received dtype_bytes={dtype_bytes}")
+    layers = list(model.layers)
+    producers: Dict[str, List[str]] = {l.name: _producers(l) for l in layers}
+
+    # Buffers: an in-place layer's output is its input's buffer.
+    buffer_of: Dict[str, str] = {}
+    out_bytes: Dict[str, int] = {}
+    profiles = []
+    for l in layers:
+        shape = _shape(_single(l.output_shape))
+        nbytes = int(np.prod(shape)) * dtype_bytes
+        out_bytes[l.name] = nbytes
+        kind = type(l).__name__
+        srcs = producers[l.name]
+        if kind in _IN_PLACE and len(srcs) == 1 and kind != "InputLayer":
+            buffer_of[l.name] = buffer_of[srcs[0]]
+        else:
+            buffer_of[l.name] = l.name
+        profiles.append(LayerProfile(l.name, kind, int(l.count_params()), layer_macs(l), shape, nbytes))
+
+    # Last step at which each buffer is read; model outputs stay alive to the end.
+    last_use: Dict[str, int] = {}
+    for step, l in enumerate(layers):
+        last_use.setdefault(buffer_of[l.name], step)
+        for src in producers[l.name]:
+            last_use[buffer_of[src]] = max(last_use.get(buffer_of[src], step), step)
+    for out in model.outputs:
+        last_use[buffer_of[out._keras_history.layer.name]] = len(layers)
+
+    live: Dict[str, int] = {}
+    peak = 0
+    for step, l in enumerate(layers):
+        buf = buffer_of[l.name]
+        if buf not in live:
+            live[buf] = out_bytes[l.name]
+        peak = max(peak, sum(live.values()))
+        for b in [b for b in live if last_use.get(b, step) <= step]:
+            del live[b]
+
+    return Profile(
+        name=name or model.name,
+        layers=tuple(profiles),
+        params=int(model.count_params()),
+        macs=int(sum(p.macs for p in profiles)),
+        peak_activation_bytes=int(peak),
+        dtype_bytes=dtype_bytes,
+    )
