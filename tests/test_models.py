@@ -34,3 +34,79 @@ def test_make_divisible():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mobilenet_v2(**kwargs)
+
+
+# --- registry -------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+from edgekit.converters import export, inspect_tflite  # noqa: E402
+from edgekit.device import measure  # noqa: E402
+from edgekit.errors import InputError  # noqa: E402
+from edgekit.models import available, create, profile  # noqa: E402
+
+REFERENCE = {  # name: (params, MACs or None); see each builder's docstring for the source
+    "mobilenet_v2": (3_538_984, 300e6),
+    "mobilenet_v1": (4_253_864, 569e6),
+    "ds_cnn": (24_908, None),
+    "resnet8": (78_666, None),
+    "fc_autoencoder": (269_992, None),
+    "resnet50": (25_636_712, None),
+}
+
+
+def test_registry_lists_every_builder():
+    assert set(available()) == set(REFERENCE) | {"vgg16"}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_reference_configs_match_published_counts(name):
+    params, macs = REFERENCE[name]
+    p = profile(create(name))
+    assert p.params == params
+    if macs:
+        assert abs(p.macs - macs) / macs < 0.03
+
+
+def test_efficient_designs_against_their_reference_points():
+    v1, v1_conv = profile(create("mobilenet_v1")), profile(create("mobilenet_v1", separable=False))
+    assert v1_conv.params / v1.params >= 6.5 and v1_conv.macs / v1.macs >= 8.0
+    v2, r50 = profile(create("mobilenet_v2")), profile(create("resnet50"))
+    assert r50.params / v2.params >= 7.0 and r50.macs / v2.macs >= 10.0
+
+
+def test_vgg16_reference_size():
+    # 138,357,544 params, 528 MB in float32; built without training (random weights)
+    assert create("vgg16").count_params() == 138_357_544
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE) + ["vgg16"])
+def test_every_digits_preset_trains_converts_to_int8_and_runs(name, tmp_path):
+    from edgekit._compat import keras
+
+    model = create(name, preset="digits")
+    rng = np.random.default_rng(0)
+    x = rng.random((16,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    y = x if name == "fc_autoencoder" else rng.integers(0, 10, 16)
+    loss = "mse" if name == "fc_autoencoder" else "sparse_categorical_crossentropy"
+    model.compile(keras.optimizers.Adam(1e-3), loss)
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # it trained
+
+    path = str(tmp_path / f"{name}.tflite")
+    rep = export(model, path, "int8", calib=x, calib_samples=16)
+    info = inspect_tflite(path)
+    assert rep.fully_integer and info.fully_integer
+    assert not any(op.is_custom for op in info.ops)
+    r = measure(path, runs=3, warmup=1)
+    assert r["latency_ms"]["p50"] > 0
+
+
+def test_unknown_names_presets_and_keywords_are_errors():
+    with pytest.raises(InputError, match="unknown model 'mobilenet_v9'; available: .*mobilenet_v2"):
+        create("mobilenet_v9")
+    with pytest.raises(InputError, match="unknown preset"):
+        create("resnet8", preset="huge")
+    with pytest.raises(InputError, match="does not take 'alpah'; it takes: input_shape, alpha"):
+        create("mobilenet_v2", alpah=0.5)
