@@ -118,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write {\"results\": [...]} to OUT.json ('-' for stdout)")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("models", help="registered architectures with params, MACs and int8 size",
+                       description="List the registered model builders with the parameters and "
+                       "MACs of each preset (profiled from the built model).")
+    p.add_argument("--preset", choices=("reference", "digits"), default=None,
+                   help="only this preset (default both)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_models, quiet_native=True)
+
+    p = sub.add_parser("profile", help="per-layer params, MACs and activation memory of a model",
+                       description="Profile a registered model (by name) or a saved Keras model.")
+    p.add_argument("model", metavar="NAME|MODEL.keras")
+    p.add_argument("--preset", choices=("reference", "digits"), default="reference",
+                   help="preset of a registered model (default reference)")
+    p.add_argument("--int8", action="store_true", help="count 1-byte activations (default 4)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_profile, quiet_native=True)
+
     p = sub.add_parser("inspect", help="ops, tensor dtypes and size of a .tflite file",
                        description="Read a .tflite file: ops with their dtypes, where the bytes go, "
                        "and whether it is fully integer.")
@@ -238,6 +255,47 @@ def cmd_bench(args) -> int:
     for r in failed:
         _err(f"error: {r.model}: {r.error}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from edgekit.models import available, create, profile
+    from edgekit.report import table
+
+    presets = [args.preset] if args.preset else ["reference", "digits"]
+    rows = []
+    for name in available():
+        for preset in presets:
+            model = create(name, preset=preset)
+            p = profile(model)
+            rows.append({"name": name, "preset": preset, "params": p.params, "macs": p.macs,
+                         "input_shape": list(model.input_shape[1:]),
+                         "peak_activation_bytes_int8": profile(model, dtype_bytes=1).peak_activation_bytes})
+    if args.json:
+        print(json.dumps({"models": rows}, indent=2))
+        return EXIT_OK
+    print(table(("model", "preset", "input", "params", "MACs", "peak act. int8"),
+                [[r["name"], r["preset"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
+                  f"{r['macs'] / 1e6:,.1f}M", f"{r['peak_activation_bytes_int8'] / 1024:,.1f} KiB"]
+                 for r in rows], align="lllrrr"))
+    return EXIT_OK
+
+
+def cmd_profile(args) -> int:
+    from edgekit.models import available, create, profile
+
+    if args.model in available():
+        model = create(args.model, preset=args.preset)
+    else:
+        from edgekit.converters import load_keras_model
+        from edgekit.errors import InputError
+
+        if not os.path.exists(args.model):
+            raise InputError(f"'{args.model}' is neither a registered model ({', '.join(available())}) "
+                             f"nor an existing .keras file")
+        model = load_keras_model(args.model)
+    p = profile(model, dtype_bytes=1 if args.int8 else 4)
+    print(p.to_json() if args.json else p.format())
+    return EXIT_OK
 
 
 def cmd_inspect(args) -> int:

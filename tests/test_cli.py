@@ -103,3 +103,17 @@ def test_inspect_corrupt_file(tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"12345678" * 4)
     assert_clean_error(run_cli("inspect", bad), contains="not a .tflite model")
+
+
+def test_models_and_profile(tiny_keras_path):
+    proc = run_cli("models", "--preset", "reference", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
+    assert rows["mobilenet_v2"]["params"] == 3_538_984
+    assert abs(rows["mobilenet_v2"]["macs"] - 300e6) / 300e6 < 0.03
+    prof = json.loads(run_cli("profile", "resnet8", "--json").stdout)
+    assert prof["params"] == 78_666 and prof["peak_activation_bytes"] > 0
+    assert prof["macs"] == sum(layer["macs"] for layer in prof["layers"])
+    text = run_cli("profile", tiny_keras_path, "--int8").stdout
+    assert "1-byte activations" in text and "DepthwiseConv2D" in text
+    assert_clean_error(run_cli("profile", "mobilenet_v9"), contains="neither a registered model")
