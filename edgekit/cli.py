@@ -266,10 +266,10 @@ def cmd_models(args) -> int:
     for name in available():
         for preset in presets:
             model = create(name, preset=preset)
-            p = profile(model)
+            p = profile(model, dtype_bytes=1)  # params and MACs do not depend on the dtype
             rows.append({"name": name, "preset": preset, "params": p.params, "macs": p.macs,
                          "input_shape": list(model.input_shape[1:]),
-                         "peak_activation_bytes_int8": profile(model, dtype_bytes=1).peak_activation_bytes})
+                         "peak_activation_bytes_int8": p.peak_activation_bytes})
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
         return EXIT_OK

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from edgekit._compat import keras
-from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM
+from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM, check_classifier_args
 
 # (pointwise filters, stride) of the 13 depthwise-separable blocks.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -28,12 +28,7 @@ def mobilenet_v1(
     bn_momentum: float = DEFAULT_BN_MOMENTUM,
     name: str = "mobilenet_v1",
 ):
-    if alpha <= 0:
-        raise ValueError(f"`alpha` must be > 0. Received alpha={alpha}")
-    if classes < 1:
-        raise ValueError(f"`classes` must be >= 1. Received classes={classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
+    check_classifier_args(input_shape, alpha, classes, dropout)
 
     def bn_relu6(x, prefix):
         x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{prefix}_bn")(x)

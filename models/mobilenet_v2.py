@@ -45,6 +45,20 @@ DIGITS_CONFIG = dict(
 DEFAULT_BN_MOMENTUM = 0.9
 
 
+def check_classifier_args(input_shape, alpha: float, classes: int, dropout: float) -> None:
+    """The argument checks shared by the image classifier builders."""
+    if alpha <= 0:
+        raise ValueError(f"`alpha` must be > 0. Received alpha={alpha}")
+    if classes < 1:
+        raise ValueError(f"`classes` must be >= 1. Received classes={classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
+    if len(tuple(input_shape)) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received input_shape={input_shape}"
+        )
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round a channel count to a multiple of ``divisor``, never dropping more than 10%."""
     new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -71,16 +85,7 @@ def mobilenet_v2(
     widened with ``alpha > 1`` but not narrowed below ``head_filters`` for ``alpha < 1``.
     ``head_filters=None`` drops the final 1x1 conv.
     """
-    if alpha <= 0:
-        raise ValueError(f"`alpha` must be > 0. Received alpha={alpha}")
-    if classes < 1:
-        raise ValueError(f"`classes` must be >= 1. Received classes={classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
-    if len(tuple(input_shape)) != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels). Received input_shape={input_shape}"
-        )
+    check_classifier_args(input_shape, alpha, classes, dropout)
 
     def bn(x, prefix):
         return keras.layers.BatchNormalization(

@@ -97,8 +97,6 @@ def layer_macs(layer) -> int:
     if kind == "Dense":
         inp = _shape(_single(layer.input_shape))
         return int(np.prod(inp)) * int(layer.units)
-    if kind == "Embedding":
-        return 0
     return 0
 
 
@@ -145,14 +143,15 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
         last_use[buffer_of[out._keras_history.layer.name]] = len(layers)
 
     live: Dict[str, int] = {}
-    peak = 0
+    live_bytes = peak = 0
     for step, l in enumerate(layers):
         buf = buffer_of[l.name]
         if buf not in live:
             live[buf] = out_bytes[l.name]
-        peak = max(peak, sum(live.values()))
+            live_bytes += live[buf]
+        peak = max(peak, live_bytes)
         for b in [b for b in live if last_use.get(b, step) <= step]:
-            del live[b]
+            live_bytes -= live.pop(b)
 
     return Profile(
         name=name or model.name,

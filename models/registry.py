@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
 from edgekit.errors import InputError
+from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
+from edgekit.models.mobilenet_v1 import mobilenet_v1
+from edgekit.models.mobilenet_v2 import DIGITS_CONFIG, mobilenet_v2
+from edgekit.models.reference import resnet50, vgg16
 
 PRESETS = ("reference", "digits")
 
@@ -37,12 +41,10 @@ def register(name: str, builder: Callable, summary: str, *, digits: dict) -> Non
 
 
 def available() -> List[str]:
-    _load()
     return sorted(_REGISTRY)
 
 
 def entry(name: str) -> Entry:
-    _load()
     if name not in _REGISTRY:
         raise InputError(f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -62,28 +64,15 @@ def create(name: str, preset: str = "reference", **overrides):
     return e.builder(**{**e.presets[preset], **overrides})
 
 
-_loaded = False
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
-    from edgekit.models.mobilenet_v1 import mobilenet_v1
-    from edgekit.models.mobilenet_v2 import DIGITS_CONFIG, mobilenet_v2
-    from edgekit.models.reference import resnet50, vgg16
-
-    small = dict(input_shape=(32, 32, 1), classes=10)
-    register("mobilenet_v2", mobilenet_v2, "inverted residuals, linear bottlenecks (Sandler 2018)",
-             digits=DIGITS_CONFIG)
-    register("mobilenet_v1", mobilenet_v1, "depthwise-separable convs (Howard 2017); separable=False: Conv MobileNet",
-             digits=dict(small, alpha=0.25))
-    register("ds_cnn", ds_cnn, "MLPerf Tiny keyword spotting DS-CNN", digits=small)
-    register("resnet8", resnet8, "MLPerf Tiny image classification ResNet-8", digits=small)
-    register("fc_autoencoder", fc_autoencoder, "MLPerf Tiny anomaly detection autoencoder",
-             digits=dict(input_dim=32 * 32))
-    register("vgg16", vgg16, "VGG-16 reference point (Simonyan 2014)",
-             digits=dict(small, width=0.125, fc_units=64))
-    register("resnet50", resnet50, "ResNet-50 reference point (He 2015)", digits=dict(small, width=0.25))
+_SMALL = dict(input_shape=(32, 32, 1), classes=10)
+register("mobilenet_v2", mobilenet_v2, "inverted residuals, linear bottlenecks (Sandler 2018)",
+         digits=DIGITS_CONFIG)
+register("mobilenet_v1", mobilenet_v1, "depthwise-separable convs (Howard 2017); separable=False: Conv MobileNet",
+         digits=dict(_SMALL, alpha=0.25))
+register("ds_cnn", ds_cnn, "MLPerf Tiny keyword spotting DS-CNN", digits=_SMALL)
+register("resnet8", resnet8, "MLPerf Tiny image classification ResNet-8", digits=_SMALL)
+register("fc_autoencoder", fc_autoencoder, "MLPerf Tiny anomaly detection autoencoder",
+         digits=dict(input_dim=32 * 32))
+register("vgg16", vgg16, "VGG-16 reference point (Simonyan 2014)",
+         digits=dict(_SMALL, width=0.125, fc_units=64))
+register("resnet50", resnet50, "ResNet-50 reference point (He 2015)", digits=dict(_SMALL, width=0.25))

@@ -1,6 +1,10 @@
+import numpy as np
 import pytest
 
-from edgekit.models import DIGITS_CONFIG, make_divisible, mobilenet_v2
+from edgekit.converters import export, inspect_tflite
+from edgekit.device import measure
+from edgekit.errors import InputError
+from edgekit.models import DIGITS_CONFIG, available, create, make_divisible, mobilenet_v2, profile
 
 
 def test_mobilenet_v2_has_the_published_parameter_count():
@@ -37,13 +41,6 @@ def test_bad_arguments(kwargs, message):
 
 
 # --- registry -------------------------------------------------------------------------------
-
-import numpy as np  # noqa: E402
-
-from edgekit.converters import export, inspect_tflite  # noqa: E402
-from edgekit.device import measure  # noqa: E402
-from edgekit.errors import InputError  # noqa: E402
-from edgekit.models import available, create, profile  # noqa: E402
 
 REFERENCE = {  # name: (params, MACs or None); see each builder's docstring for the source
     "mobilenet_v2": (3_538_984, 300e6),
