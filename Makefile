@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-estimate readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 # The issue targets measured side by side in one run (see benchmarks/README.md).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_targets.py
+
+# The profiler's int8 size estimate against real int8 files, one per registered model.
+bench-estimate: $(STAMP)
+	$(BIN)/python benchmarks/int8_size_estimate.py
+
+# Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).
+readme: $(STAMP)
+	$(BIN)/python -m edgekit.readme README.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a MobileNetV2-style model on scikit-learn's digits, export "
                        "float32 and int8 .tflite files, verify and benchmark them, write a report.")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--model", default="mobilenet_v2", metavar="NAME",
+                   help="registered classifier to train, digits preset (default mobilenet_v2; "
+                   "see `edgekit models`)")
     p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=20, help="training epochs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_bench_flags(p, runs=200, warmup=20)
@@ -119,11 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="registered architectures with params, MACs and int8 size",
-                       description="List the registered model builders with the parameters and "
-                       "MACs of each preset (profiled from the built model).")
+                       description="List the registered model builders with the parameters, "
+                       "MACs, peak int8 activation memory and estimated int8 .tflite size of each "
+                       "preset (profiled from the built model).")
     p.add_argument("--preset", choices=("reference", "digits"), default=None,
                    help="only this preset (default both)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=cmd_models, quiet_native=True)
 
     p = sub.add_parser("profile", help="per-layer params, MACs and activation memory of a model",
@@ -163,7 +169,7 @@ def _check_new_file(path: str, overwrite: bool, what: str) -> None:
 def cmd_demo(args) -> int:
     from edgekit.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
+    run_demo(args.out, model_name=args.model, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
              threads=args.threads, seed=args.seed)
     return EXIT_OK
 
@@ -257,26 +263,39 @@ def cmd_bench(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_models(args) -> int:
-    from edgekit.models import available, create, profile
+def models_table(preset=None, markdown: bool = False, rows=None) -> str:
+    """The registered models with params, MACs, peak int8 activations and estimated int8 size."""
     from edgekit.report import table
 
-    presets = [args.preset] if args.preset else ["reference", "digits"]
+    rows = rows if rows is not None else model_rows(preset)
+    return table(("model", "preset", "input", "params", "MACs", "peak act. int8", "int8 .tflite est."),
+                 [[r["name"], r["preset"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
+                   f"{r['macs'] / 1e6:,.1f}M", f"{r['peak_activation_bytes_int8'] / 1024:,.1f} KiB",
+                   f"{r['int8_bytes_estimate'] / 1024:,.1f} KiB"] for r in rows],
+                 markdown=markdown, align="lllrrrr")
+
+
+def model_rows(preset=None) -> list:
+    from edgekit.models import available, create, profile
+
     rows = []
     for name in available():
-        for preset in presets:
-            model = create(name, preset=preset)
+        for p_name in [preset] if preset else ["reference", "digits"]:
+            model = create(name, preset=p_name)
             p = profile(model, dtype_bytes=1)  # params and MACs do not depend on the dtype
-            rows.append({"name": name, "preset": preset, "params": p.params, "macs": p.macs,
+            rows.append({"name": name, "preset": p_name, "params": p.params, "macs": p.macs,
                          "input_shape": list(model.input_shape[1:]),
-                         "peak_activation_bytes_int8": p.peak_activation_bytes})
+                         "peak_activation_bytes_int8": p.peak_activation_bytes,
+                         "int8_bytes_estimate": p.int8_bytes})
+    return rows
+
+
+def cmd_models(args) -> int:
+    rows = model_rows(args.preset)
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
-        return EXIT_OK
-    print(table(("model", "preset", "input", "params", "MACs", "peak act. int8"),
-                [[r["name"], r["preset"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
-                  f"{r['macs'] / 1e6:,.1f}M", f"{r['peak_activation_bytes_int8'] / 1024:,.1f} KiB"]
-                 for r in rows], align="lllrrr"))
+    else:
+        print(models_table(rows=rows, markdown=args.markdown))
     return EXIT_OK
 
 

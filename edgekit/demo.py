@@ -1,6 +1,6 @@
 """The demo: train → export float32 and int8 → verify → benchmark → report.
 
-Trains the MobileNetV2-style digits model on scikit-learn's digits (32x32, fixed split), exports
+Trains a registered model (default: the MobileNetV2 digits preset) on scikit-learn's digits (32x32, fixed split), exports
 a float32 and a full-integer int8 ``.tflite``, verifies each against the Keras model, measures each
 in a fresh harness process, and writes ``report.json`` and ``report.md``. Every number in the
 report is measured from the artifacts: sizes from the files, accuracy by running each ``.tflite``
@@ -26,15 +26,35 @@ from edgekit.report import fmt, table
 VARIANTS = ("float32", "int8")
 
 
-def train_digits_model(ds, *, epochs: int = 20, batch_size: int = 32, seed: int = 0,
-                       learning_rate: float = 2e-3):
-    """The demo model (``edgekit.models.DIGITS_CONFIG``) trained with Adam and a cosine-decayed
-    learning rate, so the last epoch is as good as the best."""
+DEFAULT_MODEL = "mobilenet_v2"
+
+
+def digits_classifier(name: str, ds):
+    """Registered model ``name`` in its ``digits`` preset, checked to classify ``ds``'s images."""
+    from edgekit.models import available, create
+
+    model = create(name, preset="digits", name=f"digits_{name}")
+    classes = int(ds.y_train.max()) + 1
+    if tuple(model.input_shape[1:]) != tuple(ds.input_shape) or tuple(model.output_shape[1:]) != (classes,):
+        from edgekit.models.registry import entry
+
+        fits = [n for n in available() if entry(n).presets["digits"].get("classes") == classes]
+        raise InputError(
+            f"the demo trains a {classes}-class image classifier; {name} maps "
+            f"{tuple(model.input_shape[1:])} to {tuple(model.output_shape[1:])}. "
+            f"Choose one of: {', '.join(fits)}"
+        )
+    return model
+
+
+def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = 20, batch_size: int = 32,
+                       seed: int = 0, learning_rate: float = 2e-3):
+    """Registered model ``name`` (digits preset) trained with Adam and a cosine-decayed learning
+    rate, so the last epoch is as good as the best."""
     from edgekit._compat import keras
-    from edgekit.models import DIGITS_CONFIG, mobilenet_v2
 
     keras.utils.set_random_seed(seed)
-    model = mobilenet_v2(**dict(DIGITS_CONFIG, input_shape=ds.input_shape), name="digits_mobilenet_v2")
+    model = digits_classifier(name, ds)
     steps = max(1, epochs * int(np.ceil(len(ds.x_train) / batch_size)))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
@@ -45,6 +65,7 @@ def train_digits_model(ds, *, epochs: int = 20, batch_size: int = 32, seed: int 
 def run_demo(
     out: str = "runs/demo",
     *,
+    model_name: str = DEFAULT_MODEL,
     epochs: int = 20,
     runs: int = 200,
     warmup: int = 20,
@@ -58,7 +79,6 @@ def run_demo(
         if value < low:
             raise InputError(f"--{name} must be >= {low}. Received {name}={value}")
     log = log or (lambda _msg: None)
-    os.makedirs(out, exist_ok=True)
 
     from edgekit.converters import export
     from edgekit.data import digits
@@ -66,10 +86,12 @@ def run_demo(
 
     t_start = time.perf_counter()
     ds = digits()
-    log(f"[1/4] training the MobileNetV2-style model on digits "
+    digits_classifier(model_name, ds)  # a wrong model fails before anything is trained or written
+    os.makedirs(out, exist_ok=True)
+    log(f"[1/4] training {model_name} (digits preset) on digits "
         f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {epochs} epochs ...")
     t0 = time.perf_counter()
-    model = train_digits_model(ds, epochs=epochs, seed=seed)
+    model = train_digits_model(ds, model_name, epochs=epochs, seed=seed)
     train_seconds = time.perf_counter() - t0
     keras_accuracy = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
     keras_path = os.path.join(out, "model.keras")

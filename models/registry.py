@@ -50,7 +50,7 @@ def entry(name: str) -> Entry:
     return _REGISTRY[name]
 
 
-def create(name: str, preset: str = "reference", **overrides):
+def create(name: str, /, preset: str = "reference", **overrides):
     """Build model ``name`` with ``preset``'s configuration and ``overrides`` on top."""
     e = entry(name)
     if preset not in PRESETS:

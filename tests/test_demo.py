@@ -1,7 +1,12 @@
 import json
 import os
 
+import pytest
+
 from edgekit.demo import run_demo
+from edgekit.errors import InputError
+
+from conftest import assert_clean_error, run_cli
 
 
 def test_demo_writes_a_report_measured_from_the_artifacts(tmp_path):
@@ -26,3 +31,20 @@ def test_demo_writes_a_report_measured_from_the_artifacts(tmp_path):
     assert "| int8 " in md and "| float32 " in md
     assert os.path.isfile(os.path.join(out, "model.keras"))
     assert any("p50 ms" in line for line in lines)
+
+
+def test_demo_takes_a_registered_model_by_name(tmp_path):
+    report = run_demo(str(tmp_path / "ds"), model_name="ds_cnn", epochs=1, runs=3, warmup=1, log=None)
+    assert report["model"]["name"] == "digits_ds_cnn"
+    assert report["model"]["params"] == 24_778
+    assert report["variants"][1]["fully_integer"]
+
+
+def test_demo_refuses_a_model_that_is_not_a_digits_classifier(tmp_path):
+    out = tmp_path / "ae"
+    with pytest.raises(InputError, match="10-class image classifier; fc_autoencoder .* Choose one of: .*ds_cnn"):
+        run_demo(str(out), model_name="fc_autoencoder", log=None)
+    assert not out.exists()
+    assert_clean_error(run_cli("demo", "--model", "mobilenet_v9", "--out", tmp_path / "x"),
+                       contains="unknown model 'mobilenet_v9'; available:")
+    assert not (tmp_path / "x").exists()

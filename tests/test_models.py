@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,8 @@ def test_every_digits_preset_trains_converts_to_int8_and_runs(name, tmp_path):
     info = inspect_tflite(path)
     assert rep.fully_integer and info.fully_integer
     assert not any(op.is_custom for op in info.ops)
+    # the profiler's estimate of the int8 file, before conversion
+    assert abs(profile(model).int8_bytes / info.size_bytes - 1.0) <= 0.15
     r = measure(path, runs=3, warmup=1)
     assert r["latency_ms"]["p50"] > 0
 
@@ -107,3 +111,21 @@ def test_unknown_names_presets_and_keywords_are_errors():
         create("resnet8", preset="huge")
     with pytest.raises(InputError, match="does not take 'alpah'; it takes: input_shape, alpha"):
         create("mobilenet_v2", alpah=0.5)
+
+
+def test_readme_model_table_is_the_tools_output():
+    from edgekit.cli import models_table
+    from edgekit.readme import section
+
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
+    assert section(readme, "models").strip() == models_table(markdown=True).strip(), \
+        "README model table is stale: run `make readme`"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1", "ds_cnn", "resnet8", "fc_autoencoder", "resnet50"])
+def test_batchnorm_momentum_defaults_to_small_data_value_and_can_be_overridden(name):
+    def momenta(model):
+        return {l.momentum for l in model.layers if type(l).__name__ == "BatchNormalization"}
+
+    assert momenta(create(name, preset="digits")) == {0.9}
+    assert momenta(create(name, preset="digits", bn_momentum=0.99)) == {0.99}
