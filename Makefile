@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate readme clean
+.PHONY: demo test bench bench-estimate bench-converter readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 # The profiler's int8 size estimate against real int8 files, one per registered model.
 bench-estimate: $(STAMP)
 	$(BIN)/python benchmarks/int8_size_estimate.py
+
+# Converter targets: MobileNetV2 1.0/224 int8 size and export time, sparse encoding.
+bench-converter: $(STAMP)
+	$(BIN)/python benchmarks/converter_targets.py $(if $(wildcard runs/demo/report.json),--demo-report runs/demo/report.json)
 
 # Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).
 readme: $(STAMP)

@@ -3,12 +3,17 @@
 :func:`convert` returns the flatbuffer bytes; :func:`export` converts, verifies and only then writes
 the file (to a temporary name, renamed into place), returning an :class:`ExportReport`.
 
-Verification (see :func:`verify`):
-1. audit — every op and tensor dtype is read from the file; in ``int8`` mode a float op or a
-   custom/Flex op is an error naming it;
-2. the model allocates and runs under the interpreter configuration a board uses (XNNPACK);
-3. agreement with the Keras model on held-out data: top-1 agreement, and the accuracy of both
-   when labels exist; ``min_agreement`` turns a low agreement into an error.
+Modes (:class:`Quant`): float32, float16, dynamic, int8 (full integer), int16x8; optional sparse
+weight encoding. Verification (see :func:`verify`):
+1. audit — every op and tensor dtype is read from the file; a custom/Flex op is an error in every
+   mode, and in the integer modes so is a float op (other than the I/O edges with float32 I/O),
+   naming the op and the Keras layer it came from;
+2. the model allocates and runs under the interpreter configuration a board uses (XNNPACK); a
+   failure names the reason and the fix;
+3. agreement with the Keras model on held-out data: top-1 agreement, output SNR and cosine, and
+   the accuracy of both when labels exist; ``min_agreement`` turns a low agreement into an error;
+4. int8: each layer's quantization error (:mod:`edgekit.converters.quant_debug`), worst first,
+   and optionally layers kept in float until the agreement holds.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from edgekit._io import write_atomic
 from edgekit.converters.inspection import inspect_tflite
-from edgekit.data import fit_to_input
+from edgekit.data import calibration_samples, fit_to_input
 from edgekit.errors import InputError, VerificationError
 
 DEFAULT_CALIB_SAMPLES = 256
@@ -33,10 +38,21 @@ DEFAULT_VERIFY_SAMPLES = 1000
 
 
 class Quant(str, enum.Enum):
-    """Conversion modes. ``int8`` is full-integer: int8 weights, activations, input and output."""
+    """Conversion modes.
+
+    - ``float32``: as trained.
+    - ``float16``: float16 weights (half the size), float compute.
+    - ``dynamic``: int8 weights, float activations (dynamic-range quantization).
+    - ``int8``: full integer, int8 weights and activations; I/O ``int8`` (default), ``uint8`` or
+      ``float32`` (a QUANTIZE/DEQUANTIZE pair at the edges).
+    - ``int16x8``: int16 activations, int8 weights; I/O ``int16`` (default) or ``float32``.
+    """
 
     FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"
     INT8 = "int8"
+    INT16X8 = "int16x8"
 
     @classmethod
     def parse(cls, value) -> "Quant":
@@ -45,6 +61,25 @@ class Quant(str, enum.Enum):
         except ValueError:
             choices = ", ".join(q.value for q in cls)
             raise InputError(f"unknown quantization mode '{value}'; expected one of: {choices}") from None
+
+    @property
+    def integer(self) -> bool:
+        """Full-integer modes: calibrated activations, integer compute end to end."""
+        return self in (Quant.INT8, Quant.INT16X8)
+
+    @property
+    def io_types(self) -> tuple:
+        """Allowed input/output dtypes, the default first."""
+        return {Quant.INT8: ("int8", "uint8", "float32"), Quant.INT16X8: ("int16", "float32")}.get(
+            self, ("float32",))
+
+    def check_io(self, io: Optional[str]) -> str:
+        io = self.io_types[0] if io is None else str(io)
+        if io not in self.io_types:
+            raise InputError(
+                f"--io {io} does not apply to {self.value} models; use one of: {', '.join(self.io_types)}"
+            )
+        return io
 
 
 @dataclass(frozen=True)
@@ -61,12 +96,19 @@ class ExportReport:
     output: dict
     accuracy: Optional[dict]  # {"keras": ..., "tflite": ...} when labels exist
     agreement: Optional[float]  # top-1 agreement with the Keras model, 0-1
+    snr_db: Optional[float]  # output SNR against the Keras model (None when identical)
+    cosine: Optional[float]  # mean cosine similarity of the outputs
     verify_samples: int
     calib_samples: int
     seed: int
     convert_seconds: float
     verify_seconds: float
     warnings: list = field(default_factory=list)
+    io: str = "float32"
+    sparse: bool = False
+    calib: Optional[dict] = None  # source, samples, seed, selection
+    worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
+    kept_float: list = field(default_factory=list)  # Keras layers left in float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,55 +169,181 @@ def _input_shape(model) -> tuple:
     return tuple(model.inputs[0].shape[1:])
 
 
-def _sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
-    if len(x) <= n:
-        return x
-    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
-    return x[idx]
+def _representative(data: np.ndarray, progress_label: Optional[str]):
+    from edgekit.device.harness import Progress
+
+    def gen():
+        bar = Progress(progress_label or "calibrating", enabled=None if progress_label else False)
+        try:
+            for i in range(len(data)):
+                bar.update("calibration samples", i + 1, len(data))
+                yield [data[i : i + 1]]
+        finally:
+            bar.close()
+
+    return gen
+
+
+def _converter(model, quant: Quant, calib: Optional[np.ndarray], io: str, sparse: bool,
+               progress_label: Optional[str] = None):
+    """A TFLiteConverter set up for ``quant`` (builtin ops only)."""
+    tf, _ = _keras()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quant is not Quant.FLOAT32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quant is Quant.FLOAT16:
+        converter.target_spec.supported_types = [tf.float16]
+    if quant.integer:
+        converter.representative_dataset = _representative(calib, progress_label)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quant is Quant.INT8
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
+    if sparse:
+        converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    return converter
+
+
+def _run_converter(what: str, quant: Quant, fn):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    except InputError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        raise InputError(f"the TFLite converter rejected {what} in {quant.value} mode: {text[:400]}") from None
 
 
 def convert(
     model,
     quant="int8",
-    calib: Optional[np.ndarray] = None,
+    calib=None,
     *,
+    io: Optional[str] = None,
+    sparse: bool = False,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     seed: int = 0,
+    keep_float: Sequence[str] = (),
+    progress: Optional[str] = None,
 ) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
-    ``int8`` needs ``calib``: samples (N, ...) shaped like the model input, of which
-    ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges."""
-    tf, _ = _keras()
+    ``int8`` and ``int16x8`` need ``calib``: any source :func:`edgekit.data.calibration_samples`
+    takes (an array, 'digits', a .npz path, an image directory, a tf.data dataset, a generator),
+    of which ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges. ``io`` sets
+    the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
+    ``keep_float`` names output tensors (see :func:`layer_errors`) of int8 ops to leave in float.
+    ``progress`` labels a progress line on a terminal during calibration."""
     quant = Quant.parse(quant)
     check_model(model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quant is Quant.INT8:
+    io = quant.check_io(io)
+    data = None
+    if quant.integer:
         if calib is None:
-            raise InputError("int8 conversion needs calibration data (--calib digits or a .npz)")
-        if calib_samples < 1:
-            raise InputError(f"`calib_samples` must be >= 1. Received calib_samples={calib_samples}")
-        data = _sample(fit_to_input(calib, _input_shape(model), "calibration data"), calib_samples, seed)
+            raise InputError(f"{quant.value} conversion needs calibration data (--calib digits, a .npz "
+                             f"or an image directory)")
+        data, _ = calibration_samples(calib, _input_shape(model), calib_samples, seed)
+    if keep_float and quant is not Quant.INT8:
+        raise InputError(f"keeping layers in float applies to int8 models, not {quant.value}")
+    converter = _converter(model, quant, data, io, sparse, progress)
+    what = f"model '{model.name}'"
+    if not keep_float:
+        return _run_converter(what, quant, converter.convert)
+    return _run_converter(what, quant, lambda: _quantize_keeping_float(converter, io, keep_float, sparse))
 
-        def representative_dataset():
-            for i in range(len(data)):
-                yield [data[i : i + 1]]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return converter.convert()
-    except Exception as exc:
-        text = " ".join(str(exc).split())
-        raise InputError(
-            f"the TFLite converter rejected model '{model.name}' in {quant.value} mode: {text[:400]}"
-        ) from None
+def _quantize_keeping_float(converter, io: str, keep_float: Sequence[str], sparse: bool) -> bytes:
+    """Calibrate, then quantize with the ops producing ``keep_float`` tensors left in float (the
+    MLIR quantizer's node denylist, as TF's QuantizationDebugger uses it)."""
+    tf, _ = _keras()
+    from tensorflow.lite.python import convert as tflite_convert
+
+    converter.experimental_new_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - TF's documented debugger path
+    calibrated = converter.convert()
+    model = tflite_convert.mlir_quantize(
+        calibrated, input_data_type=getattr(tf, io), output_data_type=getattr(tf, io),
+        denylisted_nodes=list(keep_float),
+    )
+    return tflite_convert.mlir_sparsify(model) if sparse else model
+
+
+def op_layer(info, op, model=None) -> str:
+    """The Keras layer an op came from, read from its output tensor's name (the converter names
+    a fused op's output after every layer fused into it; the one with weights is chosen)."""
+    name = info.tensors[op.outputs[0]].name if op.outputs else ""
+    layers = {l.name: l for l in model.layers} if model is not None else {}
+    found = []
+    for part in name.split(";"):
+        segs = part.split("/")
+        if len(segs) > 1 and (not layers or segs[1] in layers) and segs[1] not in found:
+            found.append(segs[1])
+    kernels = [n for n in found if layers and any(hasattr(layers[n], a) for a in ("kernel", "depthwise_kernel"))]
+    if not found and model is not None and name.startswith("StatefulPartitionedCall"):
+        found = [model.layers[-1].name]  # the graph output (e.g. a softmax) keeps the call's name
+    return (kernels or found or [name or f"op #{op.index}"])[0]
+
+
+def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
+    """Raise :class:`VerificationError` for an op a board cannot run as asked; returns the
+    float ops accepted (those of layers kept in float with ``allow_float``).
+
+    Every mode: custom and Flex ops are errors (a board's LiteRT wheel has builtins only).
+    ``int8``/``int16x8``: every op computes on integers, except a QUANTIZE of the graph input and
+    a DEQUANTIZE of the graph output when the I/O is float32."""
+    quant = Quant.parse(quant)
+    io = quant.check_io(io)
+    if info.custom_ops:
+        op = info.custom_ops[0]
+        raise VerificationError(
+            f"{op.op} (op #{op.index}, layer {op_layer(info, op, model)}) is not a TFLite builtin; "
+            f"a board's LiteRT wheel cannot run it: replace the layer with builtin-convertible ones"
+        )
+    if not quant.integer:
+        return []
+    graph_in = {t["index"] for t in info.inputs}
+    graph_out = {t["index"] for t in info.outputs}
+
+    def at_edge(op) -> bool:
+        return io == "float32" and (
+            (op.op == "QUANTIZE" and set(op.inputs) <= graph_in)
+            or (op.op == "DEQUANTIZE" and set(op.outputs) <= graph_out)
+        )
+
+    bad = [op for op in info.float_ops if not at_edge(op)]
+    if bad and not allow_float:
+        op = bad[0]
+        raise VerificationError(
+            f"{quant.value} model is not fully integer: {op.op} (op #{op.index}, layer "
+            f"{op_layer(info, op, model)}) computes on "
+            f"{'/'.join(sorted(set(op.input_dtypes + op.output_dtypes)))}; {len(bad)} such op(s) in all; "
+            f"the layer has no integer kernel: replace it, or export as float32/dynamic"
+        )
+    return bad
+
+
+def _output_similarity(ref: np.ndarray, lite: np.ndarray) -> dict:
+    """SNR (dB) of the .tflite outputs against the Keras outputs, and their mean cosine."""
+    ref = ref.astype(np.float64)
+    err = lite.astype(np.float64) - ref
+    noise = float(np.mean(err**2))
+    signal = float(np.mean(ref**2))
+    snr = float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(lite, axis=1)
+    cos = np.where(norms > 0, np.sum(ref * lite, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    return {"snr_db": round(float(snr), 2) if np.isfinite(snr) else None, "cosine": float(np.mean(cos))}
+
+
+_PREPARE_FIXES = {
+    "sparse": "sparse int8 weights have no XNNPACK kernel: export without --sparse, or run the "
+              "model with the delegate off (bench --no-xnnpack)",
+    "default": "the board's default interpreter (XNNPACK) would fail the same way: export in another "
+               "mode or replace the layer",
+}
 
 
 def verify(
@@ -185,12 +353,17 @@ def verify(
     x: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
     *,
+    io: Optional[str] = None,
+    sparse: bool = False,
+    allow_float: bool = False,
     min_agreement: Optional[float] = None,
     verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     seed: int = 0,
     threads: int = 1,
 ):
-    """Audit ``tflite`` and compare it with ``model``; returns (ModelInfo, measurements dict).
+    """Audit ``tflite`` (:func:`audit`), prepare and run it under XNNPACK, compare it with
+    ``model`` on ``x``; returns (ModelInfo, measurements dict with ``agreement``, ``accuracy``,
+    ``snr_db``, ``cosine``, ``verify_samples``).
 
     Raises :class:`VerificationError` when the audit fails, the model does not prepare under
     XNNPACK, or top-1 agreement is below ``min_agreement``."""
@@ -198,24 +371,19 @@ def verify(
 
     quant = Quant.parse(quant)
     info = inspect_tflite(tflite)
-    if quant is Quant.INT8:
-        bad = info.custom_ops or info.float_ops
-        if bad:
-            op = bad[0]
-            raise VerificationError(
-                f"int8 model is not fully integer: {op.op} (op #{op.index}) computes on "
-                f"{'/'.join(sorted(set(op.input_dtypes + op.output_dtypes)))}; "
-                f"{len(bad)} such op(s) in all; the layer has no int8 kernel, replace it or export as float32"
-            )
+    audit(info, quant, io, model, allow_float=allow_float)
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={min_agreement}")
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
     except HarnessError as exc:
-        raise VerificationError(str(exc).replace("model bytes", "the converted model")) from None
+        reason = str(exc).replace("model bytes", "the converted model")
+        raise VerificationError(
+            f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}"
+        ) from None
 
-    measured = {"accuracy": None, "agreement": None, "verify_samples": 0}
+    measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
     if x is not None:
-        if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
-            raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={min_agreement}")
         xs = fit_to_input(x, _input_shape(model), "verification data")
         idx = np.arange(len(xs))
         if len(xs) > verify_samples:
@@ -226,7 +394,7 @@ def verify(
         lite2 = lite.reshape(len(lite), -1)
         ref2 = ref.reshape(len(ref), -1)
         agreement = float(np.mean(lite2.argmax(1) == ref2.argmax(1)))
-        measured.update(agreement=agreement, verify_samples=int(len(xs)))
+        measured.update(agreement=agreement, verify_samples=int(len(xs)), **_output_similarity(ref2, lite2))
         if y is not None:
             ys = np.asarray(y)[idx]
             measured["accuracy"] = {
@@ -237,7 +405,8 @@ def verify(
             raise VerificationError(
                 f"{quant.value} model agrees with the Keras model on {agreement:.1%} of "
                 f"{len(xs)} samples, below the required {min_agreement:.1%} (min_agreement); "
-                f"calibrate with more representative data or export as float32"
+                f"calibrate with more representative data, keep sensitive layers in float "
+                f"(--keep-float auto) or export as float32"
             )
     return info, measured
 
@@ -247,20 +416,39 @@ def export(
     path: Optional[str],
     quant="int8",
     *,
-    calib: Optional[np.ndarray] = None,
+    calib=None,
     eval_x: Optional[np.ndarray] = None,
     eval_y: Optional[np.ndarray] = None,
+    io: Optional[str] = None,
+    sparse: bool = False,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     min_agreement: Optional[float] = None,
+    keep_float=None,
+    layer_report: bool = True,
     seed: int = 0,
     overwrite: bool = True,
+    progress: Optional[str] = None,
 ) -> ExportReport:
     """Convert, verify, then write ``path`` atomically (nothing is written if a step fails).
 
-    ``path=None`` converts and verifies without writing. ``eval_x``/``eval_y`` are held-out data
-    for the agreement check (defaults to the calibration data, without labels)."""
+    ``path=None`` converts and verifies without writing. ``calib`` is any calibration source
+    (see :func:`convert`); ``eval_x``/``eval_y`` are held-out data for the agreement check
+    (default: the calibration samples, without labels). For int8, ``layer_report`` measures
+    each layer's quantization error (the worst are in ``worst_layers``), and ``keep_float``
+    leaves layers in float: a list of Keras layer names, or ``"auto"`` to keep the most
+    sensitive ones until ``min_agreement`` holds."""
+    from edgekit.converters.quant_debug import keep_float_auto, layer_errors, tensors_of_layers
+
     quant = Quant.parse(quant)
+    check_model(model)
+    io = quant.check_io(io)
+    if isinstance(keep_float, str) and keep_float != "auto":
+        keep_float = [k.strip() for k in keep_float.split(",") if k.strip()]
+    if keep_float and quant is not Quant.INT8:
+        raise InputError(f"--keep-float applies to int8 models, not {quant.value}")
+    if keep_float == "auto" and min_agreement is None:
+        raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
     if path is not None:
         path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(path))
@@ -268,19 +456,47 @@ def export(
             raise InputError(f"output directory does not exist: {parent}")
         if os.path.exists(path) and not overwrite:
             raise InputError(f"{path} exists; pass --overwrite to replace it")
-    t0 = time.perf_counter()
-    tflite = convert(model, quant, calib, calib_samples=calib_samples, seed=seed)
-    t1 = time.perf_counter()
-    if eval_x is None:
+    calib_x, calib_info = None, None
+    if quant.integer:
+        if calib is None:
+            raise InputError(f"{quant.value} export needs calibration data (--calib digits, a .npz "
+                             f"or an image directory)")
+        calib_x, calib_info = calibration_samples(calib, _input_shape(model), calib_samples, seed)
+    if eval_x is None and calib_x is not None:
+        eval_x, eval_y = calib_x, None
+    elif eval_x is None and isinstance(calib, np.ndarray):
         eval_x, eval_y = calib, None
-    info, measured = verify(
-        model, tflite, quant, eval_x, eval_y, min_agreement=min_agreement,
-        verify_samples=verify_samples, seed=seed,
-    )
+
+    t0 = time.perf_counter()
+    errors = []
+    if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float):
+        errors = layer_errors(model, calib_x, fit_to_input(eval_x, _input_shape(model), "verification data"))
+    kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
+    if kept_tensors and not errors:
+        raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
+    tflite = convert(model, quant, calib_x, io=io, sparse=sparse, calib_samples=DEFAULT_CALIB_SAMPLES
+                     if calib_x is None else len(calib_x), seed=seed, keep_float=kept_tensors, progress=progress)
+    t1 = time.perf_counter()
+    kept = [e for e in errors if e.tensor in kept_tensors]
+    common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)
+    if keep_float == "auto":
+        info, measured = verify(model, tflite, quant, eval_x, eval_y, **common)
+        if measured["agreement"] is None:
+            raise InputError("--keep-float auto needs verification data")
+        if measured["agreement"] < min_agreement:
+            tflite, info, measured, kept = keep_float_auto(
+                model, calib_x, eval_x, eval_y, errors, min_agreement=min_agreement, io=io, sparse=sparse,
+                seed=seed, verify_samples=verify_samples)
+    else:
+        info, measured = verify(model, tflite, quant, eval_x, eval_y, min_agreement=min_agreement,
+                                allow_float=bool(kept), **common)
     t2 = time.perf_counter()
     notes = []
     if measured["agreement"] is None:
         notes.append("no verification data: agreement with the Keras model was not measured")
+    kept_layers = list(dict.fromkeys(e.layer for e in kept))
+    if kept_layers:
+        notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
     if path is not None:
         write_atomic(path, tflite)
     return ExportReport(
@@ -294,10 +510,17 @@ def export(
         output=dict(info.outputs[0]),
         accuracy=measured["accuracy"],
         agreement=measured["agreement"],
+        snr_db=measured["snr_db"],
+        cosine=measured["cosine"],
         verify_samples=measured["verify_samples"],
-        calib_samples=(min(calib_samples, len(calib)) if quant is Quant.INT8 else 0),
+        calib_samples=calib_info["samples"] if calib_info else 0,
         seed=seed,
         convert_seconds=round(t1 - t0, 3),
         verify_seconds=round(t2 - t1, 3),
         warnings=notes,
+        io=io,
+        sparse=sparse,
+        calib=calib_info,
+        worst_layers=[e.to_dict() for e in errors[:5]],
+        kept_float=kept_layers,
     )

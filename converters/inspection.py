@@ -53,6 +53,7 @@ class OpInfo:
     outputs: Tuple[int, ...]
     input_dtypes: Tuple[str, ...]
     output_dtypes: Tuple[str, ...]
+    macs: int = 0  # multiply-accumulates of one inference (conv, depthwise, fully connected, matmul)
 
     @property
     def is_custom(self) -> bool:
@@ -103,6 +104,10 @@ class ModelInfo:
         return not self.float_ops and not self.custom_ops
 
     @property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+    @property
     def dtypes(self) -> Dict[str, int]:
         return dict(Counter(t.dtype for t in self.tensors))
 
@@ -114,6 +119,7 @@ class ModelInfo:
             "quant_params_bytes": self.quant_params_bytes,
             "graph_bytes": self.graph_bytes,
             "params": self.params,
+            "macs": self.macs,
             "fully_integer": self.fully_integer,
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
@@ -127,6 +133,7 @@ class ModelInfo:
                     "op": op.op,
                     "input_dtypes": list(op.input_dtypes),
                     "output_dtypes": list(op.output_dtypes),
+                    "macs": op.macs,
                 }
                 for op in self.ops
             ],
@@ -135,6 +142,27 @@ class ModelInfo:
 
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+
+def op_macs(op: str, in_shapes, out_shapes) -> int:
+    """Multiply-accumulates of one op from its tensor shapes (batch included)."""
+    if not in_shapes or not out_shapes:
+        return 0
+    out = int(np.prod(out_shapes[0])) if out_shapes[0] else 1
+    if op == "CONV_2D" and len(in_shapes) > 1 and len(in_shapes[1]) == 4:
+        _, kh, kw, cin = in_shapes[1]  # filter (cout, kh, kw, cin)
+        return out * kh * kw * cin
+    if op == "DEPTHWISE_CONV_2D" and len(in_shapes) > 1 and len(in_shapes[1]) == 4:
+        _, kh, kw, _ = in_shapes[1]  # filter (1, kh, kw, cout)
+        return out * kh * kw
+    if op == "FULLY_CONNECTED" and len(in_shapes) > 1 and len(in_shapes[1]) == 2:
+        return out * in_shapes[1][1]  # weights (units, inputs)
+    if op == "TRANSPOSE_CONV" and len(in_shapes) > 2 and len(in_shapes[1]) == 4:
+        cout, kh, kw, _ = in_shapes[1]  # inputs: output shape, filter (cout, kh, kw, cin), x
+        return int(np.prod(in_shapes[2])) * kh * kw * cout
+    if op == "BATCH_MATMUL" and len(in_shapes[0]) >= 2:
+        return out * in_shapes[0][-1]
+    return 0
 
 
 def read_tflite(source: Union[str, os.PathLike, bytes]) -> bytes:
@@ -236,14 +264,17 @@ def _parse(data: bytes) -> ModelInfo:
             ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
             outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
             ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
+            name = opcodes[op.OpcodeIndex()]
             ops.append(
                 OpInfo(
                     index=len(ops),
-                    op=opcodes[op.OpcodeIndex()],
+                    op=name,
                     inputs=tuple(offset + i for i in ins),
                     outputs=tuple(offset + i for i in outs),
                     input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
                     output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
+                    macs=op_macs(name, [tensors[offset + i].shape for i in ins],
+                                 [tensors[offset + i].shape for i in outs]),
                 )
             )
         if s == 0:
@@ -253,7 +284,8 @@ def _parse(data: bytes) -> ModelInfo:
             ):
                 idx = [int(i) for i in getter()] if length() else []
                 io[key] = tuple(
-                    {"name": tensors[i].name, "dtype": tensors[i].dtype, "shape": list(tensors[i].shape)}
+                    {"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype,
+                     "shape": list(tensors[i].shape)}
                     for i in idx
                 )
 
@@ -270,28 +302,42 @@ def _parse(data: bytes) -> ModelInfo:
     )
 
 
-def format_info(info: ModelInfo, path: Optional[str] = None) -> str:
-    """A human-readable summary: size breakdown, I/O, op table."""
+def format_info(info: ModelInfo, path: Optional[str] = None, tensors: bool = False) -> str:
+    """A human-readable summary: size breakdown, I/O, op table (with MACs), optionally every
+    tensor."""
+    from edgekit.report import table
+
     lines = []
     if path:
         lines.append(path)
     kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
+    pct = lambda n: f"{100.0 * n / max(info.size_bytes, 1):.1f}%"  # noqa: E731
     lines.append(
-        f"size {kib(info.size_bytes)} (gzip {kib(info.gzip_bytes)}): weights {kib(info.weight_bytes)}, "
-        f"quantization params {kib(info.quant_params_bytes)}, graph {kib(info.graph_bytes)}"
+        f"size {kib(info.size_bytes)} (gzip {kib(info.gzip_bytes)}): weights {kib(info.weight_bytes)} "
+        f"({pct(info.weight_bytes)}), quantization params {kib(info.quant_params_bytes)} "
+        f"({pct(info.quant_params_bytes)}), graph {kib(info.graph_bytes)} ({pct(info.graph_bytes)})"
     )
     lines.append(
-        f"params {info.params:,} ({info.weight_bytes / max(info.params, 1):.2f} bytes/param); "
+        f"params {info.params:,} ({info.size_bytes / max(info.params, 1):.2f} file bytes/param, "
+        f"{info.weight_bytes / max(info.params, 1):.2f} weight bytes/param); {info.macs / 1e6:,.2f}M MACs; "
         f"fully integer: {'yes' if info.fully_integer else 'no'}"
     )
     for key in ("inputs", "outputs"):
         for t in getattr(info, key):
             lines.append(f"{key[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}")
     lines.append("")
-    lines.append(f"{'op':<24} {'count':>5}  input dtypes -> output dtypes")
-    groups: Dict[Tuple[str, Tuple[str, ...], Tuple[str, ...]], int] = Counter(
-        (op.op, op.input_dtypes, op.output_dtypes) for op in info.ops
-    )
-    for (name, ins, outs), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0][0])):
-        lines.append(f"{name:<24} {n:>5}  {','.join(ins)} -> {','.join(outs)}")
+    groups: Dict[Tuple[str, Tuple[str, ...], Tuple[str, ...]], List[int]] = {}
+    for op in info.ops:
+        g = groups.setdefault((op.op, op.input_dtypes, op.output_dtypes), [0, 0])
+        g[0] += 1
+        g[1] += op.macs
+    rows = [[name, str(n), f"{macs:,}" if macs else "-", f"{','.join(ins)} -> {','.join(outs)}"]
+            for (name, ins, outs), (n, macs) in sorted(groups.items(), key=lambda kv: (-kv[1][1], -kv[1][0]))]
+    lines.append(table(("op", "count", "MACs", "input dtypes -> output dtypes"), rows, align="lrrl"))
+    if tensors:
+        lines.append("")
+        rows = [[str(t.index), t.dtype, "x".join(map(str, t.shape)) or "scalar", f"{t.bytes:,}",
+                 f"{t.quant_params_bytes:,}", t.name[:60]] for t in info.tensors]
+        lines.append(table(("tensor", "dtype", "shape", "data bytes", "quant bytes", "name"), rows,
+                           align="rllrrl"))
     return "\n".join(lines)

@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 
 __all__ = [
     "HarnessError",
+    "Progress",
     "load_interpreter",
     "allocate_tensors",
     "runtime_info",
@@ -39,6 +40,37 @@ __all__ = [
 
 class HarnessError(ValueError):
     """A one-line, user-facing error: bad model, bad inputs, no LiteRT installed."""
+
+
+class Progress:
+    """A live one-line progress indicator on stderr (``label: phase done/total``), redrawn at
+    most 10 times a second and only after ``delay`` seconds, so short jobs print nothing. Silent
+    when stderr is not a terminal or ``enabled`` is False."""
+
+    def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = (hasattr(self.stream, "isatty") and self.stream.isatty()) if enabled is None else enabled
+        self.label, self.delay = label, delay
+        self.start = time.perf_counter()
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.start < self.delay or (now - self._last < 0.1 and done < total):
+            return
+        self._last = now
+        self._shown = True
+        self.stream.write(f"\r\x1b[K{self.label}: {phase} {done}/{total}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
 
 
 def _runtime():

@@ -36,7 +36,11 @@ def captured_native_stderr():
     tmp = tempfile.TemporaryFile()
     os.dup2(tmp.fileno(), 2)
 
+    kept = []  # the text, once the block has ended
+
     def text() -> str:
+        if kept:
+            return kept[0]
         sys.stderr.flush()
         tmp.seek(0)
         return tmp.read().decode("utf-8", "replace")
@@ -47,4 +51,5 @@ def captured_native_stderr():
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+        kept.append(text())
         tmp.close()

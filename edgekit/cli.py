@@ -91,12 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert a tf_keras model (.keras, .h5 or SavedModel) to .tflite, "
                        "verify it (dtype audit, XNNPACK run, agreement with Keras) and write it.")
     p.add_argument("model", metavar="MODEL.keras")
-    p.add_argument("--quant", required=True, metavar="{float32,int8}",
-                   help="float32, or int8 (full integer: int8 weights, activations, input and output)")
+    p.add_argument("--quant", required=True, metavar="MODE",
+                   help="float32; float16 (half-size weights); dynamic (int8 weights, float "
+                   "activations); int8 (full integer); int16x8 (int16 activations, int8 weights)")
+    p.add_argument("--io", choices=("int8", "uint8", "int16", "float32"),
+                   help="input/output dtype of an integer model (int8: int8 (default), uint8 or "
+                   "float32; int16x8: int16 (default) or float32)")
+    p.add_argument("--sparse", action="store_true",
+                   help="encode zero weights sparsely (for pruned models; verified under XNNPACK)")
     g = p.add_argument_group("data")
     g.add_argument("--calib", metavar="DATA",
-                   help="'digits' or a .npz with x (and y) or x_train/y_train/x_test/y_test: "
-                   "calibrates int8 (train split) and verifies (test split); required for int8")
+                   help="'digits', a .npz with x (and y) or x_train/y_train/x_test/y_test, or a "
+                   "directory of images: calibrates (train split) and verifies (test split); "
+                   "required for int8 and int16x8")
     g.add_argument("--calib-samples", type=_int_at_least("--calib-samples", 1), default=256,
                    help="calibration samples (default 256, drawn with --seed)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
@@ -107,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("verification")
     g.add_argument("--min-agreement", type=_fraction, metavar="F",
                    help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F")
+    g.add_argument("--keep-float", metavar="auto|LAYER[,LAYER]",
+                   help="int8: leave these Keras layers in float, or 'auto': the most sensitive "
+                   "ones until --min-agreement holds")
+    g.add_argument("--no-layer-errors", dest="layer_errors", action="store_false",
+                   help="int8: skip the per-layer quantization error measurement")
     p.set_defaults(func=cmd_export, quiet_native=True)
 
     p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process",
@@ -142,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile, quiet_native=True)
 
     p = sub.add_parser("inspect", help="ops, tensor dtypes and size of a .tflite file",
-                       description="Read a .tflite file: ops with their dtypes, where the bytes go, "
-                       "and whether it is fully integer.")
+                       description="Read a .tflite file: ops with their dtypes and MACs, where the "
+                       "bytes go, and whether it is fully integer.")
     p.add_argument("model", metavar="MODEL.tflite")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tensors", action="store_true", help="also list every tensor with its bytes")
+    p.add_argument("--json", action="store_true", help="print JSON (every op and tensor)")
     p.set_defaults(func=cmd_inspect)
     return parser
 
@@ -180,29 +193,33 @@ def cmd_export(args) -> int:
     from edgekit.errors import InputError
 
     quant = Quant.parse(args.quant)
+    io = quant.check_io(args.io)
     _check_new_file(args.output, args.overwrite, "output")
     if args.report:
         _check_new_file(args.report, args.overwrite, "report")
         if os.path.abspath(args.report) == os.path.abspath(args.output):
             raise InputError("--report and -o name the same file; give the report its own name")
-    if quant is Quant.INT8 and not args.calib:
-        raise InputError("--quant int8 needs --calib DATA ('digits' or a .npz) to calibrate activations")
+    if quant.integer and not args.calib:
+        raise InputError(f"--quant {quant.value} needs --calib DATA ('digits', a .npz or an image "
+                         f"directory) to calibrate activations")
+    if args.keep_float and quant is not Quant.INT8:
+        raise InputError(f"--keep-float applies to --quant int8, not {quant.value}")
     if not os.path.exists(args.model):
         raise InputError(f"model file not found: {args.model}")
 
+    from edgekit.converters import export, load_keras_model
     from edgekit.data import load_data
 
-    data = load_data(args.calib) if args.calib else None
-    from edgekit.converters import export, load_keras_model
-
     model = load_keras_model(args.model)
+    data = load_data(args.calib, tuple(model.input_shape[1:])) if args.calib else None
     report = export(
-        model, args.output, quant,
-        calib=data.x_train if data else None,
+        model, args.output, quant, io=io, sparse=args.sparse,
+        calib=data,
         eval_x=data.x_test if data else None,
         eval_y=data.y_test if data else None,
         calib_samples=args.calib_samples, min_agreement=args.min_agreement,
-        seed=args.seed, overwrite=True,
+        keep_float=args.keep_float, layer_report=args.layer_errors,
+        seed=args.seed, overwrite=True, progress=f"export {os.path.basename(args.model)}",
     )
     if args.report:
         try:
@@ -210,21 +227,34 @@ def cmd_export(args) -> int:
         except BaseException:
             os.unlink(args.output)  # all or nothing
             raise
+    print(format_export(report))
+    if args.report:
+        print(f"report: {args.report}")
+    return EXIT_OK
+
+
+def format_export(report) -> str:
     acc = report.accuracy
-    print(f"wrote {args.output}: {quant.value}, {report.size_bytes:,} bytes (gzip {report.gzip_bytes:,}), "
-          f"fully integer: {'yes' if report.fully_integer else 'no'}")
-    print(f"input {report.input['dtype']} {report.input['shape']}, output {report.output['dtype']} "
-          f"{report.output['shape']}")
+    lines = [
+        f"wrote {report.path}: {report.mode}{' sparse' if report.sparse else ''}, {report.size_bytes:,} bytes "
+        f"(gzip {report.gzip_bytes:,}), fully integer: {'yes' if report.fully_integer else 'no'}",
+        f"input {report.input['dtype']} {report.input['shape']}, output {report.output['dtype']} "
+        f"{report.output['shape']}",
+    ]
+    if report.calib:
+        c = report.calib
+        lines.append(f"calibrated on {c['samples']} samples of {c['source']} ({c['selection']}, seed {c['seed']})")
     if report.agreement is not None:
         line = f"verified on {report.verify_samples} samples: top-1 agreement with Keras {report.agreement:.4f}"
         if acc:
             line += f", accuracy keras {acc['keras']:.4f} / tflite {acc['tflite']:.4f}"
-        print(line)
-    for note in report.warnings:
-        print(f"note: {note}")
-    if args.report:
-        print(f"report: {args.report}")
-    return EXIT_OK
+        snr = "identical" if report.snr_db is None else f"{report.snr_db:.1f} dB"
+        lines.append(line + f", output SNR {snr}, cosine {report.cosine:.4f}")
+    if report.worst_layers:
+        worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in report.worst_layers[:3])
+        lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
+    lines.extend(f"note: {n}" for n in report.warnings)
+    return "\n".join(lines)
 
 
 def cmd_bench(args) -> int:
@@ -324,7 +354,7 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps({"model": args.model, **info.to_dict()}, indent=2))
     else:
-        print(format_info(info, args.model))
+        print(format_info(info, args.model, tensors=args.tensors))
     return EXIT_OK
 
 

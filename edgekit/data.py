@@ -2,8 +2,13 @@
 
 ``DATA`` on the command line is ``digits`` (scikit-learn's 1,797 real 8x8 handwritten digits,
 embedded in the scikit-learn wheel, resized here to 32x32x1 in [0, 1] with a fixed held-out test
-split) or the path of a ``.npz`` file holding either ``x`` (and optionally ``y``) or
-``x_train``/``y_train``/``x_test``/``y_test``.
+split), the path of a ``.npz`` file holding either ``x`` (and optionally ``y``) or
+``x_train``/``y_train``/``x_test``/``y_test``, or a directory of images (PNG/JPEG/BMP/GIF, decoded
+with TensorFlow, resized to the model's input and scaled to [0, 1]).
+
+For calibration the Python API also takes a numpy array, a :class:`Dataset`, a ``tf.data``
+dataset or any iterable / generator function of samples or batches (``(x, y)`` pairs use ``x``):
+see :func:`calibration_samples`.
 """
 
 from __future__ import annotations
@@ -152,13 +157,117 @@ def load_npz(path: str) -> Dataset:
     )
 
 
-def load_data(spec: str) -> Dataset:
-    """``digits`` or the path of a ``.npz`` file."""
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
+    """Every image in directory ``path`` (sorted by name), decoded, resized (bilinear) to the
+    height and width of ``input_shape`` (H, W, C), converted to C channels and scaled to [0, 1].
+    No labels."""
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise InputError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or None in input_shape:
+        raise InputError(
+            f"a directory of images needs a model with a (H, W, 1|3) input; "
+            f"this model's input is {tuple(input_shape)}"
+        )
+    from edgekit._compat import tf
+
+    h, w, c = (int(d) for d in input_shape)
+    images = []
+    for name in files:
+        try:
+            raw = tf.io.read_file(os.path.join(path, name))
+            img = tf.io.decode_image(raw, channels=c, expand_animations=False)
+        except Exception as exc:  # a corrupt or mis-named file
+            raise InputError(f"cannot decode {os.path.join(path, name)} as an image: {_first_line(exc)}") from None
+        images.append(tf.image.resize(tf.cast(img, tf.float32) / 255.0, (h, w)).numpy())
+    x = np.stack(images).astype(np.float32)
+    return Dataset(os.path.basename(os.path.normpath(path)), x, None, x, None)
+
+
+def load_data(spec: str, input_shape: Optional[Sequence[int]] = None) -> Dataset:
+    """``digits``, the path of a ``.npz`` file, or a directory of images (which needs the
+    model's ``input_shape`` to resize to)."""
     if spec == "digits":
         return digits()
+    if os.path.isdir(spec):
+        if input_shape is None:
+            raise InputError(f"{spec} is a directory; images need the model's input shape to resize to")
+        return load_image_dir(spec, input_shape)
     if not spec.endswith(".npz"):
-        raise InputError(f"unknown data '{spec}': expected 'digits' or a path ending in .npz")
+        raise InputError(
+            f"unknown data '{spec}': expected 'digits', a path ending in .npz or a directory of images"
+        )
     return load_npz(spec)
+
+
+def _stream_batches(source, input_shape: Sequence[int], n: int):
+    """Arrays of samples from a tf.data dataset, an iterable or a generator function, until
+    ``n`` samples; each element is one sample or a batch, or an ``(x, y)`` pair."""
+    if callable(source) and not hasattr(source, "__iter__"):
+        source = source()
+    if hasattr(source, "as_numpy_iterator"):
+        source = source.as_numpy_iterator()
+    rank = len(input_shape)
+    got = 0
+    try:
+        iterator = iter(source)
+    except TypeError:
+        raise InputError(
+            f"calibration data must be 'digits', a .npz path, an image directory, an array, a "
+            f"Dataset, a tf.data dataset or an iterable of samples; received {type(source).__name__}"
+        ) from None
+    for element in iterator:
+        if isinstance(element, (tuple, list)) and element:
+            element = element[0]
+        if isinstance(element, dict):
+            raise InputError("calibration elements must be arrays or (x, y) pairs, received a dict")
+        x = np.asarray(element)
+        if x.ndim <= rank:  # one sample (a batch has one more axis than the model input)
+            x = x[None]
+        yield x
+        got += len(x)
+        if got >= n:
+            return
+
+
+def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 0):
+    """``n`` samples (float32, checked against ``input_shape``) from any calibration source,
+    and a dict describing them (``source``, ``samples``, ``seed``, ``selection``).
+
+    Arrays, Datasets and files are sampled without replacement with ``seed``; streams (tf.data,
+    iterables, generators) give their first ``n`` samples."""
+    if n < 1:
+        raise InputError(f"`calib_samples` must be >= 1. Received calib_samples={n}")
+    if isinstance(source, str):
+        label, source = source, load_data(source, input_shape)
+    else:
+        label = type(source).__name__
+    if isinstance(source, Dataset):
+        label = source.name if label == "Dataset" else label
+        source = source.x_train
+    if isinstance(source, np.ndarray):
+        x, selection = source, "random"
+    else:
+        batches = list(_stream_batches(source, input_shape, n))
+        if not batches:
+            raise InputError("the calibration data is empty: the dataset or generator gave no samples")
+        try:
+            x = np.concatenate(batches)[:n]
+        except ValueError:
+            raise InputError(
+                f"calibration samples differ in shape ({sorted({b.shape[1:] for b in batches})}); "
+                f"every sample must match the model input {tuple(input_shape)}"
+            ) from None
+        selection = "first"
+    if len(x) == 0:
+        raise InputError("the calibration data is empty (0 samples)")
+    x = fit_to_input(x, input_shape, "calibration data")
+    if selection == "random" and len(x) > n:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))]
+    return x, {"source": label, "samples": int(len(x)), "seed": seed, "selection": selection}
 
 
 def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_int8_needs_calibration_data(tiny_model):
 
 @pytest.mark.parametrize("mode", ["int4", "fp8", ""])
 def test_unknown_mode(mode):
-    with pytest.raises(InputError, match="expected one of: float32, int8"):
+    with pytest.raises(InputError, match="expected one of: float32, float16, dynamic, int8, int16x8"):
         Quant.parse(mode)
 
 

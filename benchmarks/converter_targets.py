@@ -1,0 +1,106 @@
+"""Check the converter targets, everything measured in one run.
+
+    .venv/bin/python benchmarks/converter_targets.py [--demo-report runs/demo/report.json]
+
+- MobileNetV2 1.0/224 (3,538,984 params, random weights, calibrated on random images): int8
+  file <= 0.29x the float32 file; the inspection's measured parts (weights, quantization
+  parameters) and the graph remainder; int8 export including verification on 100 samples and
+  the per-layer error report <= 60 s.
+- A 90%-sparse MLP (784-1000-1000-10): float32 with --sparse <= 0.2x dense; int8 + sparse,
+  which does not prepare under XNNPACK, is refused by verification.
+- With --demo-report: the demo's int8 accuracy within 1 point of Keras, top-1 agreement >= 98%.
+Exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from edgekit._compat import keras
+from edgekit.converters import export, inspect_tflite
+from edgekit.errors import VerificationError
+from edgekit.models import create
+from edgekit.report import table
+
+
+def mobilenet_v2_rows(tmp: str) -> list:
+    model = create("mobilenet_v2")
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 224, 224, 3), dtype=np.float32)
+    f32 = export(model, os.path.join(tmp, "mbv2_f32.tflite"), "float32", eval_x=x[:10])
+    t0 = time.perf_counter()
+    i8 = export(model, os.path.join(tmp, "mbv2_int8.tflite"), "int8", calib=x, calib_samples=100,
+                eval_x=x, verify_samples=100)
+    seconds = time.perf_counter() - t0
+    info = inspect_tflite(i8.path)
+    measured = (info.weight_bytes + info.quant_params_bytes) / info.size_bytes
+    return [
+        ("MobileNetV2 1.0/224 int8 <= 0.29x float32", f"{i8.size_bytes:,} / {f32.size_bytes:,} = "
+         f"{i8.size_bytes / f32.size_bytes:.3f}x", i8.size_bytes <= 0.29 * f32.size_bytes),
+        ("inspect: weights + quant params (read per tensor), graph = rest",
+         f"{info.weight_bytes:,} + {info.quant_params_bytes:,} = {measured:.1%}; graph {info.graph_bytes:,} B",
+         info.weight_bytes + info.quant_params_bytes + info.graph_bytes == info.size_bytes),
+        ("int8 export + verify (100 samples) + layer errors <= 60 s", f"{seconds:.1f} s "
+         f"(convert {i8.convert_seconds:.1f}, verify {i8.verify_seconds:.1f})", seconds <= 60.0),
+        ("MobileNetV2 int8 fully integer, agreement on random images", f"{i8.fully_integer}, {i8.agreement:.2f}",
+         i8.fully_integer),
+    ]
+
+
+def sparse_rows(tmp: str) -> list:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(1000, activation="relu"),
+                              keras.layers.Dense(1000, activation="relu"), keras.layers.Dense(10)])
+    for layer in model.layers:
+        k, b = layer.get_weights()
+        k[np.abs(k) < np.quantile(np.abs(k), 0.9)] = 0
+        layer.set_weights([k, b])
+    x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    dense = export(model, os.path.join(tmp, "mlp.tflite"), "float32", eval_x=x)
+    sparse = export(model, os.path.join(tmp, "mlp_sparse.tflite"), "float32", eval_x=x, sparse=True)
+    try:
+        export(model, os.path.join(tmp, "mlp_int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True,
+               layer_report=False)
+        caught = "written (not caught)"
+    except VerificationError as exc:
+        caught = f"refused: {str(exc)[:70]}..."
+    return [
+        ("90%-sparse MLP float32 --sparse <= 0.2x dense", f"{sparse.size_bytes:,} / {dense.size_bytes:,} = "
+         f"{sparse.size_bytes / dense.size_bytes:.3f}x, agreement {sparse.agreement:.2f}",
+         sparse.size_bytes <= 0.2 * dense.size_bytes),
+        ("int8 + sparse that fails under XNNPACK is caught", caught, caught.startswith("refused")),
+    ]
+
+
+def demo_rows(path: str) -> list:
+    report = json.load(open(path))
+    i8 = {v["name"]: v for v in report["variants"]}["int8"]
+    keras_acc = report["model"]["keras_accuracy"]
+    return [
+        ("demo int8 accuracy within 1 point of Keras", f"{i8['accuracy']:.4f} vs {keras_acc:.4f}",
+         i8["accuracy"] >= keras_acc - 0.01),
+        ("demo int8 top-1 agreement >= 98%", f"{i8['agreement']:.4f}", i8["agreement"] >= 0.98),
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--demo-report", help="a demo report.json to check the accuracy targets on")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = mobilenet_v2_rows(tmp) + sparse_rows(tmp)
+    if args.demo_report:
+        rows += demo_rows(args.demo_report)
+    print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))
+    return 0 if all(ok for _, _, ok in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

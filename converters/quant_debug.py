@@ -1,0 +1,124 @@
+"""Per-layer int8 quantization error, and int8 models with their most sensitive layers kept float.
+
+:func:`layer_errors` runs TF's ``QuantizationDebugger``: every int8 op is run on the float
+result of the previous op and compared with the float op, on held-out samples. The error of a
+layer is its RMSE divided by the output's quantization step (``scale``): about 0.29 (1/sqrt(12))
+is pure rounding noise; well above 1 means the layer loses information in int8. The worst layers
+are named in the export report; :func:`keep_float_auto` leaves the worst ones in float, more at
+each step, until agreement with the Keras model reaches the threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from edgekit.errors import InputError, VerificationError
+
+DEFAULT_DEBUG_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class LayerError:
+    op: str
+    layer: str  # the Keras layer the op came from
+    tensor: str  # the op's output tensor in the .tflite (what keep_float names)
+    rmse_over_scale: float
+    mean_squared_error: float
+    max_abs_error: float
+    scale: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_from_tensor(name: str, model) -> str:
+    from edgekit.converters.convert import op_layer
+    from edgekit.converters.inspection import OpInfo
+
+    class _Info:  # op_layer reads only the output tensor's name
+        tensors = [type("T", (), {"name": name})()]
+
+    return op_layer(_Info, OpInfo(0, "", (), (0,), (), ()), model)
+
+
+def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
+                 samples: int = DEFAULT_DEBUG_SAMPLES) -> List[LayerError]:
+    """Per-op int8 error of ``model`` calibrated on ``calib``, measured on up to ``samples`` of
+    ``debug_x``; worst first."""
+    from edgekit._compat import tf
+    from edgekit.converters.convert import Quant, _converter
+
+    xs = debug_x[: max(1, samples)]
+
+    def debug_data():
+        for i in range(len(xs)):
+            yield [xs[i : i + 1]]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter = _converter(model, Quant.INT8, calib, "int8", False)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+        debugger.run()
+    buf = _io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    rows = []
+    for r in csv.DictReader(buf):
+        scale, mse = float(r["scale"]), float(r["mean_squared_error"])
+        rows.append(LayerError(
+            op=r["op_name"], layer=_layer_from_tensor(r["tensor_name"], model), tensor=r["tensor_name"],
+            rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else float("inf"),
+            mean_squared_error=mse, max_abs_error=float(r["max_abs_error"]), scale=scale,
+        ))
+    return sorted(rows, key=lambda e: -e.rmse_over_scale)
+
+
+def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> List[str]:
+    """The output tensors of the int8 ops that came from Keras ``layers``."""
+    known = {e.layer for e in errors}
+    unknown = [l for l in layers if l not in known]
+    if unknown:
+        raise InputError(
+            f"--keep-float names {', '.join(unknown)}, which is not a quantized layer of this model; "
+            f"quantized layers: {', '.join(sorted(known))}"
+        )
+    return [e.tensor for e in errors if e.layer in layers]
+
+
+def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[LayerError], *,
+                    min_agreement: float, io: str = "int8", sparse: bool = False, seed: int = 0,
+                    verify_samples: Optional[int] = None):
+    """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
+    agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
+    ModelInfo, measurements, kept LayerErrors)."""
+    from edgekit.converters.convert import DEFAULT_VERIFY_SAMPLES, convert, verify
+
+    if min_agreement is None:
+        raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
+    layers: List[str] = []
+    for e in errors:
+        if e.layer not in layers:
+            layers.append(e.layer)
+    k = 1
+    while True:
+        kept_layers = layers[:k]
+        kept = [e for e in errors if e.layer in kept_layers]
+        tflite = convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
+                         keep_float=[e.tensor for e in kept])
+        info, measured = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
+                                seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
+        if measured["agreement"] is not None and measured["agreement"] >= min_agreement:
+            return tflite, info, measured, kept
+        if k >= len(layers):
+            raise VerificationError(
+                f"int8 agreement stays at {measured['agreement']:.1%} with all {len(layers)} quantized "
+                f"layers kept in float, below --min-agreement {min_agreement:.1%}: export as float32"
+            )
+        k = min(2 * k, len(layers))
