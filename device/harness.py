@@ -17,6 +17,8 @@ import json
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import sys
 import time
 
@@ -34,6 +36,8 @@ __all__ = [
     "predict",
     "measure",
     "summarize_latency",
+    "board_facts",
+    "thermal_verdict",
     "main",
 ]
 
@@ -269,6 +273,80 @@ def _load_npz(path: str):
     return x, y
 
 
+def _read(root: str, path: str):
+    try:
+        with open(os.path.join(root, path.lstrip("/")), "rb") as f:
+            return f.read().decode("utf-8", "replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def _cpu_name(cpuinfo) -> "str | None":
+    fields = {}
+    for line in (cpuinfo or "").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields.get("model name") or fields.get("Model") or fields.get("Hardware") or (
+        f"CPU part {fields['CPU part']}" if "CPU part" in fields else None)
+
+
+def board_facts(root: str = "/") -> dict:
+    """What the board is and its state now: model (device tree), CPU, cores, governor, current
+    and maximum frequency (MHz), the hottest thermal zone (C) and, on a Raspberry Pi, the
+    ``vcgencmd get_throttled`` flags. Absent facts are None. ``root`` reads another sysfs/procfs
+    tree (a copy taken from a board)."""
+    def number(path, scale):
+        text = _read(root, path)
+        try:
+            return round(int(text) / scale, 1)
+        except (TypeError, ValueError):
+            return None
+
+    temps = []
+    zones = os.path.join(root, "sys/class/thermal")
+    if os.path.isdir(zones):
+        for zone in sorted(os.listdir(zones)):
+            t = number(f"sys/class/thermal/{zone}/temp", 1000)
+            if t is not None:
+                temps.append(t)
+    throttled = None
+    if root == "/" and shutil.which("vcgencmd"):
+        try:
+            out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+            throttled = int(out.strip().partition("=")[2], 16)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            throttled = None
+    cpufreq = "sys/devices/system/cpu/cpu0/cpufreq"
+    return {
+        "model": _read(root, "proc/device-tree/model"),
+        "cpu": _cpu_name(_read(root, "proc/cpuinfo")),
+        "cores": os.cpu_count() if root == "/" else None,
+        "governor": _read(root, f"{cpufreq}/scaling_governor"),
+        "freq_mhz": number(f"{cpufreq}/scaling_cur_freq", 1000),
+        "max_freq_mhz": number(f"{cpufreq}/cpuinfo_max_freq", 1000),
+        "temp_c": max(temps) if temps else None,
+        "throttled_flags": throttled,
+    }
+
+
+# vcgencmd get_throttled bits that describe the present state: under-voltage, frequency capped,
+# throttled, soft temperature limit.
+_THROTTLED_NOW = 0xF
+
+
+def thermal_verdict(before: dict, after: dict) -> list:
+    """Reasons a result may be slowed by the board rather than the model (empty when none)."""
+    reasons = []
+    for when, facts in (("before", before), ("after", after)):
+        flags = facts.get("throttled_flags")
+        if flags and flags & _THROTTLED_NOW:
+            reasons.append(f"vcgencmd reports throttling {when} the runs (flags {flags:#x})")
+    f0, f1 = before.get("freq_mhz"), after.get("freq_mhz")
+    if f0 and f1 and f1 < 0.9 * f0:
+        reasons.append(f"CPU frequency dropped from {f0:g} to {f1:g} MHz during the runs")
+    return reasons
+
+
 def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0):
     """Benchmark one model in this process and return a JSON-ready dict.
 
@@ -285,6 +363,7 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     if inputs is not None:
         x, y = _load_npz(inputs)
     _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
+    board_before = board_facts()
     rss_before = _memory_mb()["rss"]
 
     t0 = time.perf_counter()
@@ -311,6 +390,7 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         samples[i] = clock() - start
     samples /= 1e6
     latency = summarize_latency(samples)
+    board_after = board_facts()
 
     accuracy = None
     if x is not None and y is not None:
@@ -340,6 +420,9 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         "accuracy": accuracy,
         "samples": int(len(x)) if x is not None else None,
         "runtime": runtime_info(),
+        "board": {"before": board_before, "after": board_after,
+                  "throttled": bool(thermal_verdict(board_before, board_after)),
+                  "warnings": thermal_verdict(board_before, board_after)},
         "platform": {
             "machine": platform.machine(),
             "system": platform.system(),

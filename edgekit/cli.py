@@ -284,6 +284,15 @@ def cmd_bench(args) -> int:
         print(f"{args.warmup} warm-up + {args.runs} timed runs, {args.threads} thread(s), "
               f"XNNPACK {'on' if args.xnnpack else 'off'}, one process per model")
         print(table(("model", "p50 ms", "p90 ms", "p99 ms", "mean ms", "peak RSS MiB", "accuracy"), rows))
+        for r in results:
+            for reason in (r.data.get("board") or {}).get("warnings", []) if r.ok else []:
+                print(f"warning: {r.model}: {reason}; its latency reflects the board's state")
+        board = (results[0].data.get("board") or {}).get("before") if results and results[0].ok else None
+        if board:
+            facts = [board.get("model") or board.get("cpu"), f"{board.get('cores')} cores" if board.get("cores") else None,
+                     board.get("governor"), f"{board['freq_mhz']:g} MHz" if board.get("freq_mhz") else None,
+                     f"{board['temp_c']:g} C" if board.get("temp_c") is not None else None]
+            print("board: " + ", ".join(f for f in facts if f))
         if args.json:
             write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
             print(f"wrote {args.json}")

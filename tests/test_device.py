@@ -85,3 +85,41 @@ def test_wrong_input_shape_and_missing_model(exported, npz, tmp_path):
         measure(exported["int8"].path, runs=1, inputs=npz(x=np.zeros((2, 8, 8, 1), np.float32)))
     with pytest.raises(HarnessError, match="not found"):
         measure(str(tmp_path / "nope.tflite"))
+
+
+def test_board_facts_read_a_raspberry_pi_tree(tmp_path):
+    from edgekit.device.harness import board_facts, thermal_verdict
+
+    files = {  # as on a Raspberry Pi 4 (Raspberry Pi OS, 64-bit)
+        "proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
+        "proc/cpuinfo": "processor\t: 0\nBogoMIPS\t: 108.00\nCPU part\t: 0xd08\n\n"
+                        "Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
+        "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "ondemand\n",
+        "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "1500000\n",
+        "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq": "1800000\n",
+        "sys/class/thermal/thermal_zone0/temp": "52582\n",
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    facts = board_facts(str(tmp_path))
+    assert facts["model"] == "Raspberry Pi 4 Model B Rev 1.4"
+    assert facts["cpu"] == "Raspberry Pi 4 Model B Rev 1.4"
+    assert facts["governor"] == "ondemand"
+    assert (facts["freq_mhz"], facts["max_freq_mhz"], facts["temp_c"]) == (1500.0, 1800.0, 52.6)
+    assert thermal_verdict(facts, facts) == []
+    hot = dict(facts, freq_mhz=1000.0, throttled_flags=0x50005)
+    reasons = thermal_verdict(facts, hot)
+    assert any("throttling after" in r and "0x50005" in r for r in reasons)
+    assert any("dropped from 1500 to 1000 MHz" in r for r in reasons)
+    # only past events (bits 16+) are not a present throttle
+    assert thermal_verdict(dict(facts, throttled_flags=0x50000), facts) == []
+
+
+def test_every_result_carries_the_board_state(exported):
+    from edgekit.device import measure
+
+    r = measure(exported["int8"].path, runs=3, warmup=1)
+    board = r["board"]
+    assert set(board) == {"before", "after", "throttled", "warnings"}
+    assert board["before"]["cores"] == os.cpu_count() and board["throttled"] is False
