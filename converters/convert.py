@@ -30,7 +30,7 @@ import numpy as np
 
 from edgekit._io import write_atomic
 from edgekit.converters.inspection import inspect_tflite
-from edgekit.data import calibration_samples, fit_to_input
+from edgekit.data import calibration_samples, fit_to_input, sample_indices
 from edgekit.errors import InputError, VerificationError
 
 DEFAULT_CALIB_SAMPLES = 256
@@ -272,10 +272,9 @@ def _quantize_keeping_float(converter, io: str, keep_float: Sequence[str], spars
     return tflite_convert.mlir_sparsify(model) if sparse else model
 
 
-def op_layer(info, op, model=None) -> str:
-    """The Keras layer an op came from, read from its output tensor's name (the converter names
-    a fused op's output after every layer fused into it; the one with weights is chosen)."""
-    name = info.tensors[op.outputs[0]].name if op.outputs else ""
+def layer_of_tensor(name: str, model=None) -> str:
+    """The Keras layer a .tflite tensor came from, read from its name (the converter names a fused
+    op's output after every layer fused into it; the one with a kernel is chosen)."""
     layers = {l.name: l for l in model.layers} if model is not None else {}
     found = []
     for part in name.split(";"):
@@ -285,7 +284,13 @@ def op_layer(info, op, model=None) -> str:
     kernels = [n for n in found if layers and any(hasattr(layers[n], a) for a in ("kernel", "depthwise_kernel"))]
     if not found and model is not None and name.startswith("StatefulPartitionedCall"):
         found = [model.layers[-1].name]  # the graph output (e.g. a softmax) keeps the call's name
-    return (kernels or found or [name or f"op #{op.index}"])[0]
+    return (kernels or found or [name])[0]
+
+
+def op_layer(info, op, model=None) -> str:
+    """The Keras layer ``op`` came from, by its output tensor's name."""
+    name = info.tensors[op.outputs[0]].name if op.outputs else ""
+    return layer_of_tensor(name, model) if name else f"op #{op.index}"
 
 
 def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
@@ -385,9 +390,7 @@ def verify(
     measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
     if x is not None:
         xs = fit_to_input(x, _input_shape(model), "verification data")
-        idx = np.arange(len(xs))
-        if len(xs) > verify_samples:
-            idx = np.sort(np.random.default_rng(seed).choice(len(xs), verify_samples, replace=False))
+        idx = sample_indices(len(xs), verify_samples, seed)
         xs = xs[idx]
         lite = predict(interp, xs)
         ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
@@ -474,8 +477,9 @@ def export(
     kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
     if kept_tensors and not errors:
         raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
-    tflite = convert(model, quant, calib_x, io=io, sparse=sparse, calib_samples=DEFAULT_CALIB_SAMPLES
-                     if calib_x is None else len(calib_x), seed=seed, keep_float=kept_tensors, progress=progress)
+    tflite = convert(model, quant, calib_x, io=io, sparse=sparse,
+                     calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
+                     keep_float=kept_tensors, progress=progress)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)

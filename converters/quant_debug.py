@@ -38,22 +38,12 @@ class LayerError:
         return asdict(self)
 
 
-def _layer_from_tensor(name: str, model) -> str:
-    from edgekit.converters.convert import op_layer
-    from edgekit.converters.inspection import OpInfo
-
-    class _Info:  # op_layer reads only the output tensor's name
-        tensors = [type("T", (), {"name": name})()]
-
-    return op_layer(_Info, OpInfo(0, "", (), (0,), (), ()), model)
-
-
 def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
                  samples: int = DEFAULT_DEBUG_SAMPLES) -> List[LayerError]:
     """Per-op int8 error of ``model`` calibrated on ``calib``, measured on up to ``samples`` of
     ``debug_x``; worst first."""
     from edgekit._compat import tf
-    from edgekit.converters.convert import Quant, _converter
+    from edgekit.converters.convert import Quant, _converter, layer_of_tensor
 
     xs = debug_x[: max(1, samples)]
 
@@ -73,7 +63,7 @@ def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
     for r in csv.DictReader(buf):
         scale, mse = float(r["scale"]), float(r["mean_squared_error"])
         rows.append(LayerError(
-            op=r["op_name"], layer=_layer_from_tensor(r["tensor_name"], model), tensor=r["tensor_name"],
+            op=r["op_name"], layer=layer_of_tensor(r["tensor_name"], model), tensor=r["tensor_name"],
             rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else float("inf"),
             mean_squared_error=mse, max_abs_error=float(r["max_abs_error"]), scale=scale,
         ))

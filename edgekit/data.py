@@ -233,6 +233,14 @@ def _stream_batches(source, input_shape: Sequence[int], n: int):
             return
 
 
+def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` of ``total`` rows drawn without replacement with ``seed`` (all rows
+    when ``total <= n``)."""
+    if total <= n:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
 def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 0):
     """``n`` samples (float32, checked against ``input_shape``) from any calibration source,
     and a dict describing them (``source``, ``samples``, ``seed``, ``selection``).
@@ -265,8 +273,8 @@ def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 
     if len(x) == 0:
         raise InputError("the calibration data is empty (0 samples)")
     x = fit_to_input(x, input_shape, "calibration data")
-    if selection == "random" and len(x) > n:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))]
+    if selection == "random":
+        x = x[sample_indices(len(x), n, seed)]
     return x, {"source": label, "samples": int(len(x)), "seed": seed, "selection": selection}
 
 
