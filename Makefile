@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-harness arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ bench-estimate: $(STAMP)
 # Converter targets: MobileNetV2 1.0/224 int8 size and export time, sparse encoding.
 bench-converter: $(STAMP)
 	$(BIN)/python benchmarks/converter_targets.py $(if $(wildcard runs/demo/report.json),--demo-report runs/demo/report.json)
+
+# Harness fidelity vs litert-benchmark, timing-loop overhead, peak RSS vs getrusage, SSH vs local.
+bench-harness: $(STAMP)
+	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo
+	$(BIN)/python benchmarks/harness_targets.py
+
+# The demo's .tflite files on ARM64 under QEMU (Pi 4: cortex-a72, Pi 5: cortex-a76) against this
+# machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.
+arm-check: $(STAMP)
+	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo
+	$(BIN)/python -m edgekit.device.qemu runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
 
 # Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).
 readme: $(STAMP)

@@ -1,6 +1,7 @@
 """On-board benchmark harness: numpy + LiteRT only, no TensorFlow. Imported as ``edgekit.device``.
 
-``harness.py`` runs on a board on its own; :func:`bench` runs it in a fresh child process per model.
+``harness.py`` runs on a board on its own; :func:`bench` runs it in a fresh child process per model,
+here, on boards over SSH (``remote.py`` is the board side) or on ARM64 under QEMU (``qemu.py``).
 """
 
 from edgekit.device.harness import (
@@ -11,16 +12,19 @@ from edgekit.device.harness import (
     runtime_info,
     summarize_latency,
 )
-from edgekit.device.runner import HARNESS_PATH, BenchmarkResult, bench
+from edgekit.device.runner import HARNESS_PATH, BenchmarkResult, Host, bench, ratios, setup
 
 __all__ = [
     "BenchmarkResult",
+    "Host",
     "HARNESS_PATH",
     "HarnessError",
     "bench",
     "load_interpreter",
     "measure",
     "predict",
+    "ratios",
     "runtime_info",
+    "setup",
     "summarize_latency",
 ]

@@ -22,7 +22,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # reported as a one-line error by main(), like a missing LiteRT
+    np = None
 
 SCHEMA_VERSION = 1
 
@@ -34,6 +37,8 @@ __all__ = [
     "runtime_info",
     "prepare_inputs",
     "predict",
+    "raw_outputs",
+    "save_outputs",
     "measure",
     "summarize_latency",
     "board_facts",
@@ -66,8 +71,22 @@ class Progress:
         if now - self.start < self.delay or (now - self._last < 0.1 and done < total):
             return
         self._last = now
+        self._draw(f"{self.label}: {phase} {done}/{total}")
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` as the line (same delay and rate limit as :meth:`update`)."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.start < self.delay or now - self._last < 0.1:
+            return
+        self._last = now
+        self._draw(text)
+
+    def _draw(self, text: str) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns - 1
         self._shown = True
-        self.stream.write(f"\r\x1b[K{self.label}: {phase} {done}/{total}")
+        self.stream.write("\r\x1b[K" + text[:width])
         self.stream.flush()
 
     def close(self) -> None:
@@ -99,8 +118,8 @@ def _runtime():
         return "tensorflow.lite", tf.__version__, tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     except ImportError:
         raise HarnessError(
-            "no LiteRT interpreter found: install it with 'pip install ai-edge-litert' "
-            "(or tflite-runtime)"
+            f"no LiteRT interpreter found for this python ({sys.executable}): install it with "
+            "'pip install ai-edge-litert' (or tflite-runtime)"
         ) from None
 
 
@@ -203,9 +222,9 @@ def prepare_inputs(interp, x=None, seed=0):
     return arrays
 
 
-def predict(interp, x: np.ndarray) -> np.ndarray:
+def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
     """Run samples ``x`` (N, ...) one at a time, as a board does, through a single-input model;
-    returns the first output dequantized to float32, (N, ...)."""
+    returns the first output tensor as the model produces it (int8 stays int8), (N, ...)."""
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     x = np.asarray(x)
@@ -218,8 +237,13 @@ def predict(interp, x: np.ndarray) -> np.ndarray:
     for i in range(len(q)):
         interp.set_tensor(inp["index"], q[i : i + 1])
         interp.invoke()
-        results.append(_dequantize(interp.get_tensor(out["index"]), out)[0])
-    return np.stack(results) if results else np.zeros((0,) + _sample_shape(out), np.float32)
+        results.append(interp.get_tensor(out["index"])[0].copy())
+    return np.stack(results) if results else np.zeros((0,) + _sample_shape(out), np.dtype(out["dtype"]))
+
+
+def predict(interp, x: np.ndarray) -> np.ndarray:
+    """:func:`raw_outputs` dequantized to float32."""
+    return _dequantize(raw_outputs(interp, x), interp.get_output_details()[0])
 
 
 def summarize_latency(samples_ms) -> dict:
@@ -347,18 +371,23 @@ def thermal_verdict(before: dict, after: dict) -> list:
     return reasons
 
 
-def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0):
+def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0,
+            duration=None, progress=None):
     """Benchmark one model in this process and return a JSON-ready dict.
 
     Start-up (load, allocate, first invoke), ``warmup`` untimed invokes, ``runs`` timed invokes
-    of ``invoke()`` alone (inputs are set once), and the process's RSS before load, after
-    allocate and at its peak. With ``inputs`` (a .npz holding ``x`` and optionally ``y``) the
-    timed runs use its first sample, and with labels the on-device accuracy over all of ``x``
-    is measured after the timed runs."""
+    of ``invoke()`` alone (inputs are set once) — or, with ``duration`` (seconds), timed invokes
+    until that much time has passed — and the process's RSS before load, after allocate and at
+    its peak. With ``inputs`` (a .npz holding ``x`` and optionally ``y``) the timed runs use its
+    first sample, and with labels the on-device accuracy over all of ``x`` is measured after the
+    timed runs. ``progress(phase, done, total)`` is called now and then (total 0: unknown)."""
     if int(runs) < 1:
         raise HarnessError(f"runs must be >= 1. Received runs={runs}")
     if int(warmup) < 0:
         raise HarnessError(f"warmup must be >= 0. Received warmup={warmup}")
+    if duration is not None and not float(duration) > 0:
+        raise HarnessError(f"duration must be > 0 seconds. Received duration={duration}")
+    report = progress or (lambda phase, done, total: None)
     x = y = None
     if inputs is not None:
         x, y = _load_npz(inputs)
@@ -379,21 +408,17 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     interp.invoke()
     first_ms = (time.perf_counter() - t3) * 1e3
 
-    for _ in range(int(warmup)):
+    for i in range(int(warmup)):
+        if i % 16 == 0:
+            report("warm-up", i, int(warmup))
         interp.invoke()
-    samples = np.empty(int(runs), dtype=np.float64)
-    invoke = interp.invoke
-    clock = time.perf_counter_ns
-    for i in range(int(runs)):
-        start = clock()
-        invoke()
-        samples[i] = clock() - start
-    samples /= 1e6
+    samples = _timed_runs(interp.invoke, int(runs), duration, report)
     latency = summarize_latency(samples)
     board_after = board_facts()
 
     accuracy = None
     if x is not None and y is not None:
+        report("accuracy", 0, len(x))
         outputs = predict(interp, x)
         accuracy = float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
     memory = _memory_mb()
@@ -402,8 +427,9 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         "schema_version": SCHEMA_VERSION,
         "model": str(model),
         "model_size_bytes": os.path.getsize(model),
-        "runs": int(runs),
+        "runs": int(len(samples)),
         "warmup": int(warmup),
+        "duration_s": float(duration) if duration else None,
         "threads": int(threads),
         "xnnpack": bool(xnnpack),
         "inputs": str(inputs) if inputs else "random",
@@ -432,6 +458,67 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     }
 
 
+def save_outputs(model, inputs, out, threads=1, xnnpack=True) -> dict:
+    """Run every sample of ``inputs`` (.npz) through ``model`` and save the raw first-output
+    tensors to ``out`` (.npz, key ``outputs``): the bit-level record compared across machines."""
+    if not inputs:
+        raise HarnessError("--outputs needs --inputs DATA.npz")
+    x, _ = _load_npz(inputs)
+    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack)
+    outputs = raw_outputs(interp, x)
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, outputs=outputs)
+    os.replace(tmp, out)
+    return {"model": str(model), "outputs": out, "samples": int(len(x)), "dtype": str(outputs.dtype),
+            "machine": platform.machine(), "cpu": _cpu_name(_read("/", "proc/cpuinfo"))}
+
+
+def _timed_runs(invoke, runs, duration, report) -> np.ndarray:
+    """Latencies in ms of ``runs`` invokes, or of as many as fit in ``duration`` seconds. The
+    clock is read twice per run and the progress callback every 64 runs, so the loop's own
+    cost stays far below a microsecond per run."""
+    clock = time.perf_counter_ns
+    if duration is None:
+        samples = np.empty(runs, dtype=np.int64)
+        for i in range(runs):
+            if i & 63 == 0:
+                report("timed", i, runs)
+            start = clock()
+            invoke()
+            samples[i] = clock() - start
+        return samples / 1e6
+    out = []
+    deadline = clock() + int(float(duration) * 1e9)
+    start = clock()
+    while start < deadline:
+        invoke()
+        end = clock()
+        out.append(end - start)
+        if len(out) & 63 == 0:
+            report("timed", len(out), 0)
+        start = clock()
+    return np.asarray(out, dtype=np.float64) / 1e6
+
+
+PROGRESS_PREFIX = "@edgekit-progress "
+
+
+def stderr_progress(interval: float = 0.25):
+    """A ``progress`` callback for :func:`measure` that writes ``@edgekit-progress PHASE DONE
+    TOTAL`` lines on stderr at most every ``interval`` seconds, for a parent process (local or
+    over SSH) to draw its live progress line from."""
+    last = [0.0]
+
+    def report(phase, done, total):
+        now = time.perf_counter()
+        if now - last[0] >= interval:
+            last[0] = now
+            sys.stderr.write(f"{PROGRESS_PREFIX}{phase} {done} {total}\n")
+            sys.stderr.flush()
+
+    return report
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:400]
@@ -448,11 +535,22 @@ def main(argv=None) -> int:
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
     parser.add_argument("--inputs", help=".npz with 'x' (and 'y' for accuracy)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, help="time the runs for this many seconds instead of --runs")
+    parser.add_argument("--outputs", metavar="OUT.npz",
+                        help="no timing: run every sample of --inputs and save the raw outputs to OUT.npz")
+    parser.add_argument("--progress", action="store_true",
+                        help=f"write '{PROGRESS_PREFIX.strip()} PHASE DONE TOTAL' lines on stderr")
     args = parser.parse_args(argv)
     try:
+        if np is None:
+            raise HarnessError(f"no numpy for this python ({sys.executable}): install it with 'pip install numpy ai-edge-litert'")
+        if args.outputs:
+            print(json.dumps(save_outputs(args.model, args.inputs, args.outputs, args.threads, args.xnnpack)))
+            return 0
         result = measure(
             args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-            xnnpack=args.xnnpack, inputs=args.inputs, seed=args.seed,
+            xnnpack=args.xnnpack, inputs=args.inputs, seed=args.seed, duration=args.duration,
+            progress=stderr_progress() if args.progress else None,
         )
     except HarnessError as exc:
         print(json.dumps({"error": str(exc), "model": args.model}))

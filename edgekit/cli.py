@@ -55,12 +55,24 @@ def _fraction(text):
     return value
 
 
-def _add_bench_flags(p, runs=100, warmup=10):
+def _thread_list(text):
+    """--threads: one count or a comma list (a sweep)."""
+    values = [_int_at_least("--threads", 1)(t.strip()) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"--threads must be a count or a comma list, received '{text}'")
+    return values
+
+
+def _add_bench_flags(p, runs=100, warmup=10, sweep=False):
     g = p.add_argument_group("benchmark")
     g.add_argument("--runs", type=_int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})")
     g.add_argument("--warmup", type=_int_at_least("--warmup", 0), default=warmup,
                    help=f"untimed invokes before timing (default {warmup})")
-    g.add_argument("--threads", type=_int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)")
+    if sweep:
+        g.add_argument("--threads", type=_thread_list, default=[1], metavar="N[,N...]",
+                       help="interpreter threads; a comma list sweeps them (default 1)")
+    else:
+        g.add_argument("--threads", type=_int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,17 +133,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8: skip the per-layer quantization error measurement")
     p.set_defaults(func=cmd_export, quiet_native=True)
 
-    p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process",
-                       description="Measure latency percentiles, start-up and peak memory of each "
-                       "model with the LiteRT interpreter, one fresh child process per model.")
+    p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process, here or on boards",
+                       description="Measure latency percentiles, start-up and memory of each model with "
+                       "the LiteRT interpreter, one fresh child process per model: on this machine, on "
+                       "boards over SSH (--host), or on ARM64 under QEMU (--qemu). Each figure is also "
+                       "given as a ratio to the first model.")
     p.add_argument("models", nargs="+", metavar="MODEL.tflite")
-    _add_bench_flags(p)
+    _add_bench_flags(p, sweep=True)
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="time runs for this many seconds per model instead of --runs")
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
                    help="disable LiteRT's default XNNPACK delegate")
     p.add_argument("--inputs", metavar="DATA.npz",
                    help=".npz with x (and y: on-device accuracy); default random inputs")
-    p.add_argument("--json", metavar="OUT.json", help="write {\"results\": [...]} to OUT.json ('-' for stdout)")
+    p.add_argument("--json", metavar="OUT.json", help="write the results to OUT.json ('-' for stdout; "
+                   "schema in docs/bench-json.md)")
+    g = p.add_argument_group("targets")
+    g.add_argument("--host", action="append", default=[], metavar="USER@BOARD[:PORT]",
+                   help="run on this board over SSH (repeat for a fleet, run in parallel)")
+    g.add_argument("--remote-python", metavar="PATH",
+                   help="the board's python (default: the venv of 'edgekit device setup', else python3)")
+    g.add_argument("--ssh-config", metavar="FILE", help="OpenSSH client config file (ssh -F)")
+    g.add_argument("--qemu", action="append", default=[], metavar="CPU", choices=("cortex-a72", "cortex-a76"),
+                   help="run on ARM64 under QEMU user-mode emulation as this CPU (cortex-a72: Pi 4, "
+                   "cortex-a76: Pi 5); timings are emulated, outputs and memory are real")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("device", help="prepare a board for 'edgekit bench --host'")
+    dsub = p.add_subparsers(dest="device_command", metavar="COMMAND", parser_class=_Parser)
+    dsub.required = True
+    d = dsub.add_parser("setup", help="create a venv with numpy + ai-edge-litert on a board over SSH",
+                        description="Create (or update) a venv on the board with the harness's only "
+                        "needs, numpy and ai-edge-litert, and check they import.")
+    d.add_argument("host", metavar="USER@BOARD[:PORT]")
+    d.add_argument("--venv", default=".edgekit/venv",
+                   help="venv path on the board, relative to the home directory (default .edgekit/venv)")
+    d.add_argument("--python", default="python3", help="the board's python that creates the venv (default python3)")
+    d.add_argument("--ssh-config", metavar="FILE", help="OpenSSH client config file (ssh -F)")
+    d.set_defaults(func=cmd_device_setup)
 
     p = sub.add_parser("models", help="registered architectures with params, MACs and int8 size",
                        description="List the registered model builders with the parameters, "
@@ -259,47 +298,105 @@ def format_export(report) -> str:
 
 def cmd_bench(args) -> int:
     from edgekit._io import write_atomic
-    from edgekit.device import bench
+    from edgekit.device import bench, ratios
     from edgekit.errors import InputError
-    from edgekit.report import fmt, table
 
     if args.json and args.json != "-":
         _check_new_file(args.json, True, "--json")
     if args.inputs and not os.path.isfile(args.inputs):
         raise InputError(f"inputs file not found: {args.inputs}")
+    if args.duration is not None and not args.duration > 0:
+        raise InputError(f"--duration must be > 0 seconds, received {args.duration}")
     results = bench(args.models, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                    xnnpack=args.xnnpack, inputs=args.inputs)
-    doc = {"results": [r.to_dict() for r in results]}
+                    xnnpack=args.xnnpack, inputs=args.inputs, duration=args.duration, hosts=args.host,
+                    remote_python=args.remote_python, ssh_config=args.ssh_config, qemu=args.qemu,
+                    progress=False if args.json == "-" else None)
+    doc = bench_document(results, runs=args.runs, warmup=args.warmup, duration=args.duration,
+                         xnnpack=args.xnnpack, inputs=args.inputs)
     if args.json == "-":
         print(json.dumps(doc, indent=2))
     else:
-        rows = []
-        for r in results:
-            lat = r.latency_ms
-            if r.ok:
-                rows.append([r.model, fmt(lat["p50"], ".3f"), fmt(lat["p90"], ".3f"), fmt(lat["p99"], ".3f"),
-                             fmt(lat["mean"], ".3f"), fmt(r.peak_rss_mb, ".1f"), fmt(r.accuracy, ".4f")])
-            else:
-                rows.append([r.model, "failed", "", "", "", "", ""])
-        print(f"{args.warmup} warm-up + {args.runs} timed runs, {args.threads} thread(s), "
-              f"XNNPACK {'on' if args.xnnpack else 'off'}, one process per model")
-        print(table(("model", "p50 ms", "p90 ms", "p99 ms", "mean ms", "peak RSS MiB", "accuracy"), rows))
-        for r in results:
-            for reason in (r.data.get("board") or {}).get("warnings", []) if r.ok else []:
-                print(f"warning: {r.model}: {reason}; its latency reflects the board's state")
-        board = (results[0].data.get("board") or {}).get("before") if results and results[0].ok else None
-        if board:
-            facts = [board.get("model") or board.get("cpu"), f"{board.get('cores')} cores" if board.get("cores") else None,
-                     board.get("governor"), f"{board['freq_mhz']:g} MHz" if board.get("freq_mhz") else None,
-                     f"{board['temp_c']:g} C" if board.get("temp_c") is not None else None]
-            print("board: " + ", ".join(f for f in facts if f))
+        runs = f"{args.duration:g} s of timed runs" if args.duration else f"{args.runs} timed runs"
+        print(f"{args.warmup} warm-up + {runs}, XNNPACK {'on' if args.xnnpack else 'off'}, "
+              "one process per model; (×) = ratio to the first model on the same target and threads")
+        print(format_bench(results))
         if args.json:
             write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
             print(f"wrote {args.json}")
     failed = [r for r in results if not r.ok]
     for r in failed:
-        _err(f"error: {r.model}: {r.error}")
+        where = f" on {r.host}" if r.host else ""
+        _err(f"error: {r.model}{where}: {r.error}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def bench_document(results, **settings) -> dict:
+    """The --json document (docs/bench-json.md): settings, then one entry per result with its
+    ratios to the first model on the same target and thread count."""
+    from edgekit.device import ratios
+    from edgekit.device.harness import SCHEMA_VERSION
+
+    return {"schema_version": SCHEMA_VERSION, "settings": settings,
+            "results": [{**r.to_dict(), "ratio_to_first": q} for r, q in zip(results, ratios(results))]}
+
+
+def format_bench(results) -> str:
+    """The side-by-side table, board facts per target and throttling warnings."""
+    from edgekit.device import ratios
+    from edgekit.report import fmt, table
+
+    def with_ratio(value, q, key, spec):
+        text = fmt(value, spec)
+        return f"{text} ({q[key]:.2f}×)" if q and q.get(key) is not None and value is not None else text
+
+    many_targets = len({r.host for r in results}) > 1 or any(r.host for r in results)
+    many_threads = len({r.threads for r in results}) > 1
+    head = (["target"] if many_targets else []) + ["model"] + (["threads"] if many_threads else []) + [
+        "p50 ms", "p90 ms", "p99 ms", "start-up ms", "peak RSS MiB", "footprint MiB", "accuracy"]
+    rows, notes = [], []
+    for r, q in zip(results, ratios(results)):
+        row = ([r.host or "local"] if many_targets else []) + [r.model] + ([str(r.threads)] if many_threads else [])
+        if r.ok:
+            lat, start = r.latency_ms, r.data.get("startup_ms") or {}
+            startup = sum(start.get(k) or 0.0 for k in ("load", "allocate", "first_invoke"))
+            row += [with_ratio(lat["p50"], q, "p50", ".3f"), with_ratio(lat["p90"], q, "p90", ".3f"),
+                    fmt(lat["p99"], ".3f"), fmt(startup, ".1f"), with_ratio(r.peak_rss_mb, q, "peak_rss", ".1f"),
+                    with_ratio(r.footprint_mb, q, "footprint", ".1f"), fmt(r.accuracy, ".4f")]
+            notes += [f"warning: {r.model}: {w}; its latency reflects the board's state"
+                      for w in (r.data.get("board") or {}).get("warnings", [])]
+        else:
+            row += ["failed"] + [""] * 6
+        rows.append(row)
+    lines = [table(head, rows)]
+    seen = set()
+    for r in results:
+        board = (r.data.get("board") or {}).get("before") if r.ok else None
+        if not board or r.host in seen:
+            continue
+        seen.add(r.host)
+        facts = [board.get("model") or board.get("cpu"), f"{board.get('cores')} cores" if board.get("cores") else None,
+                 board.get("governor"), f"{board['freq_mhz']:g} MHz" if board.get("freq_mhz") else None,
+                 f"{board['temp_c']:g} C" if board.get("temp_c") is not None else None]
+        where = f"board {r.host}" if r.host else "board"
+        rt = r.data.get("runtime") or {}
+        plat = r.data.get("platform") or {}
+        facts.append(f"{plat.get('machine')}, python {plat.get('python')}, {rt.get('name')} {rt.get('version')}")
+        lines.append(f"{where}: " + ", ".join(f for f in facts if f))
+        if r.emulated:
+            lines.append(f"note: {r.host} is emulated: its timings say nothing about a real board's speed")
+    return "\n".join(lines + notes)
+
+
+def cmd_device_setup(args) -> int:
+    from edgekit.device import setup
+
+    print(f"creating a venv with numpy + ai-edge-litert on {args.host} ({args.venv}) ...", flush=True)
+    info = setup(args.host, venv=args.venv, python=args.python, ssh_config=args.ssh_config)
+    print(f"{args.host}: python {info['python']}, numpy {info['numpy']}, ai-edge-litert {info['litert']} "
+          f"in {info['venv']}")
+    hint = "" if args.venv == ".edgekit/venv" else f" --remote-python {info['venv']}/bin/python"
+    print(f"next: edgekit bench MODEL.tflite --host {args.host}{hint}")
+    return EXIT_OK
 
 
 def models_table(preset=None, markdown: bool = False, rows=None) -> str:

@@ -123,3 +123,61 @@ def test_every_result_carries_the_board_state(exported):
     board = r["board"]
     assert set(board) == {"before", "after", "throttled", "warnings"}
     assert board["before"]["cores"] == os.cpu_count() and board["throttled"] is False
+
+
+def test_thread_sweep_and_ratios_to_the_first_model(exported):
+    from edgekit.device import ratios
+
+    models = [exported["float32"].path, exported["int8"].path]
+    results = bench(models, runs=10, warmup=1, threads=[1, 2])
+    assert [(r.model, r.data["threads"]) for r in results] == [(m, t) for m in models for t in (1, 2)]
+    q = ratios(results)
+    assert q[0] is None and q[1] is None  # each thread count has its own baseline
+    for r, qr in zip(results[2:], q[2:]):
+        base = results[0] if r.data["threads"] == 1 else results[1]
+        assert qr["baseline"] == base.model
+        assert qr["p50"] == pytest.approx(r.latency_ms["p50"] / base.latency_ms["p50"])
+        assert qr["peak_rss"] == pytest.approx(r.peak_rss_mb / base.peak_rss_mb)
+
+
+def test_time_budget_and_progress_lines(exported):
+    from edgekit.device.harness import PROGRESS_PREFIX
+
+    out = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--duration", "0.5",
+                          "--warmup", "2", "--progress"], capture_output=True, text=True, timeout=120)
+    result = json.loads(out.stdout)
+    assert result["duration_s"] == 0.5 and result["runs"] > 10  # as many runs as fit in 0.5 s
+    assert 0.4 < result["runs"] * result["latency_ms"]["mean"] / 1e3 < 0.6
+    progress = [ln for ln in out.stderr.splitlines() if ln.startswith(PROGRESS_PREFIX)]
+    assert progress and all(len(ln.split()) == 4 for ln in progress)
+
+
+def test_progress_line_draws_only_on_request_and_after_its_delay():
+    import io
+
+    from edgekit.device.harness import Progress
+
+    stream = io.StringIO()
+    p = Progress("bench", enabled=True, delay=0.0, stream=stream)
+    p.show("board-a: m.tflite timed 64/100")
+    p.close()
+    assert "board-a: m.tflite timed 64/100" in stream.getvalue() and stream.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    q = Progress("bench", stream=quiet, delay=0.0)  # not a terminal: silent
+    q.show("x")
+    q.update("timed", 1, 2)
+    assert quiet.getvalue() == ""
+
+
+def test_raw_outputs_are_saved_bit_for_bit(exported, test_npz, tmp_path):
+    from edgekit.device import load_interpreter
+    from edgekit.device.harness import raw_outputs
+
+    out = tmp_path / "out.npz"
+    proc = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--inputs", test_npz,
+                           "--outputs", str(out)], capture_output=True, text=True, timeout=120)
+    info = json.loads(proc.stdout)
+    assert info["dtype"] == "int8" and info["samples"] == 360
+    x = np.load(test_npz)["x"]
+    expected = raw_outputs(load_interpreter(exported["int8"].path), x)
+    assert np.array_equal(np.load(out)["outputs"], expected)
