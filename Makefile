@@ -40,7 +40,7 @@ bench-harness: $(STAMP)
 # The demo's .tflite files on ARM64 under QEMU (Pi 4: cortex-a72, Pi 5: cortex-a76) against this
 # machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.
 arm-check: $(STAMP)
-	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo
+	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
 	$(BIN)/python -m edgekit.device.qemu runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
 
 # Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).

@@ -106,6 +106,7 @@ class ExportReport:
     warnings: list = field(default_factory=list)
     io: str = "float32"
     sparse: bool = False
+    per_channel: bool = True  # int8 weights quantized per output channel (False: one scale per tensor)
     calib: Optional[dict] = None  # source, samples, seed, selection
     worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
     kept_float: list = field(default_factory=list)  # Keras layers left in float
@@ -147,19 +148,22 @@ def check_model(model) -> None:
 
 
 def load_keras_model(path: str):
-    """Load a ``.keras``/``.h5`` file or a SavedModel directory with tf_keras."""
+    """Load a ``.keras``/``.h5`` file or a SavedModel directory with tf_keras, including models
+    written by ``edgekit optimize`` (tfmot wrappers, edgekit's QuantizeConfigs)."""
     _, keras = _keras()
     if not os.path.exists(path):
         raise InputError(f"model file not found: {path}")
+    from edgekit.optimize.techniques import custom_objects
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), custom_objects():
             warnings.simplefilter("ignore")
             model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # corrupt zip, wrong format, missing custom object ...
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise InputError(
             f"cannot load {path} as a Keras model ({type(exc).__name__}: {text}); "
-            f"expected a .keras or .h5 file saved by tf_keras"
+            f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras"
         ) from None
     check_model(model)
     return model
@@ -185,7 +189,7 @@ def _representative(data: np.ndarray, progress_label: Optional[str]):
 
 
 def _converter(model, quant: Quant, calib: Optional[np.ndarray], io: str, sparse: bool,
-               progress_label: Optional[str] = None):
+               progress_label: Optional[str] = None, per_channel: bool = True):
     """A TFLiteConverter set up for ``quant`` (builtin ops only)."""
     tf, _ = _keras()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -203,6 +207,9 @@ def _converter(model, quant: Quant, calib: Optional[np.ndarray], io: str, sparse
         converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
     if sparse:
         converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    if not per_channel:
+        # One scale per weight tensor: a clustered kernel keeps its k values in the file.
+        converter._experimental_disable_per_channel = True
     return converter
 
 
@@ -229,6 +236,7 @@ def convert(
     seed: int = 0,
     keep_float: Sequence[str] = (),
     progress: Optional[str] = None,
+    per_channel: bool = True,
 ) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
@@ -237,7 +245,8 @@ def convert(
     of which ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges. ``io`` sets
     the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
     ``keep_float`` names output tensors (see :func:`layer_errors`) of int8 ops to leave in float.
-    ``progress`` labels a progress line on a terminal during calibration."""
+    ``progress`` labels a progress line on a terminal during calibration. ``per_channel=False``
+    quantizes each weight tensor with one scale (for clustered models: k values stay k values)."""
     quant = Quant.parse(quant)
     check_model(model)
     io = quant.check_io(io)
@@ -249,7 +258,9 @@ def convert(
         data, _ = calibration_samples(calib, _input_shape(model), calib_samples, seed)
     if keep_float and quant is not Quant.INT8:
         raise InputError(f"keeping layers in float applies to int8 models, not {quant.value}")
-    converter = _converter(model, quant, data, io, sparse, progress)
+    if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
+        raise InputError(f"per-tensor weights apply to int8, int16x8 and dynamic models, not {quant.value}")
+    converter = _converter(model, quant, data, io, sparse, progress, per_channel)
     what = f"model '{model.name}'"
     if not keep_float:
         return _run_converter(what, quant, converter.convert)
@@ -432,6 +443,7 @@ def export(
     seed: int = 0,
     overwrite: bool = True,
     progress: Optional[str] = None,
+    per_channel: bool = True,
 ) -> ExportReport:
     """Convert, verify, then write ``path`` atomically (nothing is written if a step fails).
 
@@ -440,11 +452,17 @@ def export(
     (default: the calibration samples, without labels). For int8, ``layer_report`` measures
     each layer's quantization error (the worst are in ``worst_layers``), and ``keep_float``
     leaves layers in float: a list of Keras layer names, or ``"auto"`` to keep the most
-    sensitive ones until ``min_agreement`` holds."""
+    sensitive ones until ``min_agreement`` holds. ``per_channel=False`` gives each weight tensor
+    one scale (clustered models keep their k values per kernel in the file). Pruning and
+    clustering wrappers are stripped first."""
     from edgekit.converters.quant_debug import keep_float_auto, layer_errors, tensors_of_layers
 
     quant = Quant.parse(quant)
     check_model(model)
+    if any(type(layer).__name__ in ("PruneLowMagnitude", "ClusterWeights") for layer in model.layers):
+        from edgekit.optimize import strip
+
+        model = strip(model)  # the wrappers' masks and indices are training state, not the model
     io = quant.check_io(io)
     if isinstance(keep_float, str) and keep_float != "auto":
         keep_float = [k.strip() for k in keep_float.split(",") if k.strip()]
@@ -479,7 +497,7 @@ def export(
         raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
     tflite = convert(model, quant, calib_x, io=io, sparse=sparse,
                      calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
-                     keep_float=kept_tensors, progress=progress)
+                     keep_float=kept_tensors, progress=progress, per_channel=per_channel)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)
@@ -524,6 +542,7 @@ def export(
         warnings=notes,
         io=io,
         sparse=sparse,
+        per_channel=per_channel,
         calib=calib_info,
         worst_layers=[e.to_dict() for e in errors[:5]],
         kept_float=kept_layers,

@@ -63,6 +63,13 @@ def _thread_list(text):
     return values
 
 
+def _fraction_open(text):
+    value = _fraction(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), received {value}")
+    return value
+
+
 def _add_bench_flags(p, runs=100, warmup=10, sweep=False):
     g = p.add_argument_group("benchmark")
     g.add_argument("--runs", type=_int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})")
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "see `edgekit models`)")
     p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=20, help="training epochs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-optimize", dest="optimized", action="store_false",
+                   help="only float32 and int8 (skip the pruned, 2:4, clustered, QAT and PCQAT variants)")
     _add_bench_flags(p, runs=200, warmup=20)
     p.set_defaults(func=cmd_demo, quiet_native=True)
 
@@ -129,9 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-float", metavar="auto|LAYER[,LAYER]",
                    help="int8: leave these Keras layers in float, or 'auto': the most sensitive "
                    "ones until --min-agreement holds")
+    g.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="one scale per weight tensor instead of per output channel (for clustered "
+                   "models: a kernel's k shared values stay k values, so the file compresses better)")
     g.add_argument("--no-layer-errors", dest="layer_errors", action="store_false",
                    help="int8: skip the per-layer quantization error measurement")
     p.set_defaults(func=cmd_export, quiet_native=True)
+
+    p = sub.add_parser("optimize", help="prune, cluster and/or quantization-aware train a Keras model",
+                       description="Apply a recipe (or --prune/--cluster/--qat) to a tf_keras model, "
+                       "fine-tuning after each step on DATA, and report what each step achieved, "
+                       "measured from the weights and on the test split.")
+    p.add_argument("model", metavar="IN.keras")
+    p.add_argument("--data", required=True, metavar="DATA", help="fine-tune data: digits, .npz or an image directory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="OUT.keras; a quantization-aware model is written as a SavedModel directory")
+    p.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see README)")
+    p.add_argument("--prune", type=_fraction_open, metavar="SPARSITY", help="magnitude pruning to SPARSITY")
+    p.add_argument("--pattern", choices=("unstructured", "2:4"), default="unstructured",
+                   help="pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input weights)")
+    p.add_argument("--cluster", type=_int_at_least("--cluster", 2), metavar="K", help="weight clustering, K clusters")
+    p.add_argument("--qat", action="store_true", help="quantization-aware training (last step)")
+    p.add_argument("--qat-skip", action="append", default=[], metavar="LAYER", help="leave LAYER in float under QAT")
+    p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=2, help="fine-tune epochs per step (default 2)")
+    p.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=32, help="default 32")
+    p.add_argument("--lr", type=float, default=5e-4, help="fine-tune learning rate (default 5e-4)")
+    p.add_argument("--report", metavar="OUT.json", help="write the per-step, per-layer report as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_optimize, quiet_native=True)
 
     p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process, here or on boards",
                        description="Measure latency percentiles, start-up and memory of each model with "
@@ -222,7 +257,7 @@ def cmd_demo(args) -> int:
     from edgekit.demo import run_demo
 
     run_demo(args.out, model_name=args.model, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
-             threads=args.threads, seed=args.seed)
+             threads=args.threads, seed=args.seed, optimized=args.optimized)
     return EXIT_OK
 
 
@@ -259,6 +294,7 @@ def cmd_export(args) -> int:
         calib_samples=args.calib_samples, min_agreement=args.min_agreement,
         keep_float=args.keep_float, layer_report=args.layer_errors,
         seed=args.seed, overwrite=True, progress=f"export {os.path.basename(args.model)}",
+        per_channel=args.per_channel,
     )
     if args.report:
         try:
@@ -385,6 +421,64 @@ def format_bench(results) -> str:
         if r.emulated:
             lines.append(f"note: {r.host} is emulated: its timings say nothing about a real board's speed")
     return "\n".join(lines + notes)
+
+
+def cmd_optimize(args) -> int:
+    from edgekit._io import write_atomic
+    from edgekit.converters import load_keras_model
+    from edgekit.data import fit_to_input, load_data
+    from edgekit.errors import InputError
+    from edgekit.optimize import FineTune, Recipe, optimize, save_model
+    from edgekit.report import table
+
+    if args.recipe and (args.prune is not None or args.cluster is not None or args.qat or args.pattern != "unstructured"):
+        raise InputError("give either --recipe or --prune/--pattern/--cluster/--qat, not both")
+    if args.recipe:
+        recipe = Recipe.from_toml(args.recipe)
+    else:
+        recipe = Recipe.from_flags(prune=args.prune, pattern=args.pattern, cluster=args.cluster, qat=args.qat,
+                                   fine_tune=FineTune(args.epochs, args.batch_size, args.lr), qat_skip=args.qat_skip)
+    out = args.output
+    if recipe.has_qat and out.endswith((".keras", ".h5")):
+        raise InputError(f"{out}: a quantization-aware model is saved as a SavedModel directory (tfmot's wrappers "
+                         f"do not reload from {os.path.splitext(out)[1]}); give a directory name, e.g. "
+                         f"-o {os.path.splitext(out)[0]}_qat")
+    if os.path.exists(out) and not args.overwrite:
+        raise InputError(f"-o {out} exists; pass --overwrite to replace it")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise InputError(f"-o directory does not exist: {os.path.dirname(os.path.abspath(out))}")
+    if args.report:
+        _check_new_file(args.report, True, "--report")
+    model = load_keras_model(args.model)
+    shape = tuple(model.inputs[0].shape[1:])
+    ds = load_data(args.data, input_shape=shape)
+    if not ds.has_labels:
+        raise InputError(f"{args.data} has no labels (y); fine-tuning needs them")
+    x_train, x_test = fit_to_input(ds.x_train, shape, "--data"), fit_to_input(ds.x_test, shape, "--data")
+    print(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / "
+          f"{len(x_test)} test)", flush=True)
+    result = optimize(model, recipe, x_train, ds.y_train, x_test=x_test, y_test=ds.y_test, seed=args.seed,
+                      log=lambda msg: print(msg, flush=True))
+    rows = [["(input)", "", fmt_acc(result.baseline_accuracy), "", "", ""]]
+    for s in result.steps:
+        w = s.weights
+        rows.append([s.step, f"{s.seconds:.1f}", fmt_acc(s.accuracy), f"{w.zeros:.3f}",
+                     f"{max(l.unique for l in w.layers):,}" if w.layers else "-", f"{w.params:,}"])
+    print(table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows))
+    print(result.steps[-1].weights.table())
+    for note in result.warnings:
+        print(f"warning: {note}")
+    save_model(result.model, out, overwrite=True)
+    print(f"wrote {out}")
+    if args.report:
+        write_atomic(args.report, json.dumps({"model": args.model, "recipe": recipe.describe(), **result.to_dict()},
+                                             indent=2) + "\n")
+        print(f"wrote {args.report}")
+    return EXIT_OK
+
+
+def fmt_acc(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def cmd_device_setup(args) -> int:

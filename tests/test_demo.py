@@ -12,7 +12,7 @@ from conftest import assert_clean_error, run_cli
 def test_demo_writes_a_report_measured_from_the_artifacts(tmp_path):
     out = str(tmp_path / "demo")
     lines = []
-    report = run_demo(out, epochs=1, runs=5, warmup=1, log=lines.append)
+    report = run_demo(out, epochs=1, runs=5, warmup=1, optimized=False, log=lines.append)
     on_disk = json.loads(open(os.path.join(out, "report.json")).read())
     assert on_disk["variants"] == report["variants"]
     assert [v["name"] for v in report["variants"]] == ["float32", "int8"]
@@ -33,11 +33,31 @@ def test_demo_writes_a_report_measured_from_the_artifacts(tmp_path):
     assert any("p50 ms" in line for line in lines)
 
 
-def test_demo_takes_a_registered_model_by_name(tmp_path):
-    report = run_demo(str(tmp_path / "ds"), model_name="ds_cnn", epochs=1, runs=3, warmup=1, log=None)
+def test_demo_optimized_variants_on_a_registered_model(tmp_path):
+    # ds_cnn (24k params, BatchNorm after every conv) keeps this fast: one epoch per fine-tune.
+    out = str(tmp_path / "ds")
+    report = run_demo(out, model_name="ds_cnn", epochs=2, runs=3, warmup=1, fine_tune_epochs=1, log=None)
     assert report["model"]["name"] == "digits_ds_cnn"
     assert report["model"]["params"] == 24_778
-    assert report["variants"][1]["fully_integer"]
+    assert [v["name"] for v in report["variants"]] == ["float32", "int8", "pruned 0.8 + int8", "2:4 + int8",
+                                                       "clustered 16 + int8", "QAT int8", "PCQAT int8"]
+    f32, i8, pruned, two4, clustered, qat, pcqat = report["variants"]
+    assert all(v["fully_integer"] for v in report["variants"][1:])
+    assert all(v["gzip_bytes"] < v["size_bytes"] for v in report["variants"])
+    # what each optimization achieved, read from the weights (1 epoch of fine-tune each here)
+    assert pruned["optimization"]["min_zeros_pruned"] >= 0.79
+    assert two4["optimization"]["two_four_compliant"] and two4["optimization"]["min_zeros_pruned"] >= 0.5
+    not_dw = lambda v: [l for l in v["optimization"]["weights"]["layers"] if l["kind"] != "DepthwiseConv2D"]  # noqa: E731
+    assert max(l["unique"] for l in not_dw(clustered)) <= 16
+    assert max(l["unique"] for l in not_dw(pcqat)) <= 16 and min(l["zeros"] for l in not_dw(pcqat)) >= 0.79
+    assert pcqat["optimization"]["recipe"] == "pruned 0.8 + int8 → cluster 16 → qat"
+    assert clustered["export"]["per_channel"] is False
+    assert clustered["gzip_bytes"] < i8["gzip_bytes"] and pcqat["gzip_bytes"] < pruned["gzip_bytes"]
+    assert qat["optimization"]["keras_accuracy"] is not None
+    png = os.path.join(out, "pareto.png")
+    assert report["pareto_png"] == "pareto.png" and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "![accuracy against latency" in open(os.path.join(out, "report.md")).read()
+
 
 
 def test_demo_refuses_a_model_that_is_not_a_digits_classifier(tmp_path):

@@ -1,0 +1,224 @@
+"""Fine-tuning and recipes: techniques applied in order, each followed by a fine-tune, with what
+each step achieved measured from the weights and on held-out data.
+
+A recipe is a TOML file::
+
+    [fine_tune]            # defaults for every step
+    epochs = 2
+    batch_size = 32
+    learning_rate = 0.0005
+
+    [[steps]]
+    technique = "prune"    # prune | cluster | qat
+    sparsity = 0.8
+    pattern = "unstructured"
+
+    [[steps]]
+    technique = "cluster"
+    clusters = 16
+
+    [[steps]]
+    technique = "qat"
+    epochs = 3             # a step may override the fine-tune settings
+
+The other keys of a step are the fields of its config (:class:`PruneConfig`,
+:class:`ClusterConfig`, :class:`QATConfig`); lists become tuples. Collaborative optimization is
+automatic: clustering after pruning keeps the zeros, QAT after pruning and/or clustering keeps
+them (PQAT, CQAT, PCQAT). QAT must be the last step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.optimize.configs import (
+    ClusterConfig,
+    FineTune,
+    PruneConfig,
+    QATConfig,
+    config_from_dict,
+)
+from edgekit.optimize.weights import WeightReport, weight_report
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+VERBS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig}
+_FT_KEYS = {f.name for f in fields(FineTune)}
+
+
+@dataclass(frozen=True)
+class Step:
+    technique: str
+    config: object
+    fine_tune: FineTune
+
+    def describe(self) -> str:
+        c = self.config
+        if self.technique == "prune":
+            return "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}"
+        if self.technique == "cluster":
+            return f"cluster {c.clusters}"
+        return "qat"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: Tuple[Step, ...]
+
+    def __post_init__(self):
+        if not self.steps:
+            raise InputError("the recipe has no steps")
+        for i, s in enumerate(self.steps):
+            if s.technique == "qat" and i != len(self.steps) - 1:
+                raise InputError(f"step {i + 1}: qat must be the last step (it writes the int8 ranges the export uses)")
+
+    @property
+    def has_qat(self) -> bool:
+        return any(s.technique == "qat" for s in self.steps)
+
+    def describe(self) -> str:
+        return " → ".join(s.describe() for s in self.steps)
+
+    @classmethod
+    def from_toml(cls, path: str) -> "Recipe":
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise InputError(f"recipe not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_dict(doc, where=path)
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "recipe") -> "Recipe":
+        unknown = sorted(set(doc) - {"fine_tune", "steps"})
+        if unknown:
+            raise InputError(f"{where}: unknown table {unknown[0]!r}; a recipe has [fine_tune] and [[steps]]")
+        defaults = doc.get("fine_tune", {})
+        bad = sorted(set(defaults) - _FT_KEYS)
+        if bad:
+            raise InputError(f"{where}: [fine_tune] has unknown key {bad[0]!r}; expected {', '.join(sorted(_FT_KEYS))}")
+        base = FineTune(**defaults)
+        steps = []
+        for i, table in enumerate(doc.get("steps", [])):
+            at = f"{where}: step {i + 1}"
+            table = dict(table)
+            technique = table.pop("technique", None)
+            if technique not in VERBS:
+                raise InputError(f"{at}: technique must be one of {', '.join(VERBS)}; received {technique!r}")
+            ft = replace(base, **{k: table.pop(k) for k in list(table) if k in _FT_KEYS})
+            steps.append(Step(technique, config_from_dict(technique, table, at), ft))
+        return cls(tuple(steps))
+
+    @classmethod
+    def from_flags(cls, prune: Optional[float] = None, pattern: str = "unstructured", cluster: Optional[int] = None,
+                   qat: bool = False, fine_tune: FineTune = FineTune(), qat_skip: Sequence[str] = ()) -> "Recipe":
+        steps = []
+        if prune is not None or pattern == "2:4":
+            steps.append(Step("prune", PruneConfig(sparsity=prune if prune is not None else 0.5, pattern=pattern),
+                              fine_tune))
+        if cluster is not None:
+            steps.append(Step("cluster", ClusterConfig(clusters=cluster), fine_tune))
+        if qat:
+            steps.append(Step("qat", QATConfig(skip=tuple(qat_skip)), fine_tune))
+        if not steps:
+            raise InputError("nothing to do: give --recipe R.toml or at least one of --prune, --cluster, --qat")
+        return cls(tuple(steps))
+
+
+def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
+              metrics=("accuracy",), verbose=0, seed: int = 0):
+    """Compile ``model`` with Adam at ``settings.learning_rate`` and fit it (the callbacks the
+    optimization verbs wired into ``model.fit`` come along). Returns the Keras History."""
+    from edgekit._compat import keras
+
+    keras.utils.set_random_seed(seed)
+    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=loss, metrics=list(metrics))
+    return model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True)
+
+
+def accuracy(model, x, y, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier."""
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(out.reshape(len(out), -1).argmax(axis=1) == np.asarray(y).reshape(-1)))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    technique: str
+    config: dict
+    weights: WeightReport
+    accuracy: Optional[float]
+    seconds: float
+
+
+@dataclass
+class OptimizeResult:
+    """The optimized model (stripped; QAT-wrapped when the last step was QAT) and per step what
+    it achieved."""
+
+    model: object
+    baseline_accuracy: Optional[float]
+    steps: List[StepResult] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"baseline_accuracy": self.baseline_accuracy, "warnings": self.warnings,
+                "steps": [{"step": s.step, "technique": s.technique, "config": s.config, "accuracy": s.accuracy,
+                           "seconds": s.seconds, "weights": s.weights.to_dict()} for s in self.steps]}
+
+
+def _lost(before: WeightReport, after: WeightReport) -> List[str]:
+    """Layers whose zeros or clusters did not survive quantization-aware training."""
+    notes = []
+    for b, a in zip(before.layers, after.layers):
+        if b.zeros >= 0.3 and a.zeros < b.zeros - 0.1:
+            notes.append(f"{b.layer}: zeros {b.zeros:.2f} → {a.zeros:.2f} after QAT")
+        elif b.unique <= 256 and b.params >= 8 * b.unique and a.unique > 2 * b.unique:
+            notes.append(f"{b.layer}: {b.unique} distinct values → {a.unique} after QAT")
+    if notes:
+        notes.append("tfmot's sparsity/cluster-preserving QAT does not keep them for every layer pattern "
+                     "(measured: a Conv2D followed by a separate ReLU layer loses them; Conv2D→BatchNorm→ReLU keeps them)")
+    return notes
+
+
+def _config_dict(config) -> dict:
+    d = asdict(config)
+    d.pop("configs", None)
+    return {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None, seed: int = 0) -> OptimizeResult:
+    """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
+    ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step."""
+    from edgekit.optimize.techniques import cluster, prune, qat, strip
+
+    verbs = {"prune": prune, "cluster": cluster, "qat": qat}
+    log = log or (lambda msg: None)
+    has_test = x_test is not None and y_test is not None
+    result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
+    current = model
+    for i, step in enumerate(recipe.steps):
+        t0 = time.perf_counter()
+        log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
+        wrapped = verbs[step.technique](current, step.config)
+        fine_tune(wrapped, x, y, step.fine_tune, seed=seed)
+        current = strip(wrapped)
+        acc = accuracy(current, x_test, y_test) if has_test else None
+        if step.technique == "qat" and result.steps:
+            result.warnings += _lost(result.steps[-1].weights, weight_report(current))
+        result.steps.append(StepResult(step.describe(), step.technique, _config_dict(step.config), weight_report(current), acc,
+                                       time.perf_counter() - t0))
+    result.model = current
+    return result

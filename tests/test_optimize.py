@@ -1,0 +1,348 @@
+"""Pruning, clustering and QAT over tfmot: each test asserts the property measured from the weights
+or the exported file, on tiny models with a few fine-tune steps."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, build_tiny, run_cli
+
+from edgekit._compat import keras
+from edgekit.errors import InputError
+from edgekit.optimize import (
+    ClusterConfig,
+    FineTune,
+    PruneConfig,
+    QATConfig,
+    Recipe,
+    cluster,
+    load_model,
+    m_by_n_compliant,
+    optimize,
+    prune,
+    qat,
+    save_model,
+    strip,
+    weight_report,
+)
+
+L = keras.layers
+
+
+def _small(seed=0):
+    """A classifier with enough weights per layer for sparsity to be measured to 0.01."""
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((32, 32, 1))
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(i)
+    x = L.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(64, activation="relu")(x)
+    return keras.Model(i, L.Dense(10, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def trained(digits_ds):
+    m = _small()
+    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    m.fit(digits_ds.x_train, digits_ds.y_train, epochs=4, batch_size=32, verbose=0)
+    return m
+
+
+def _snapshot(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_prune_reaches_the_target_in_under_20_steps_inside_a_plain_fit(trained, digits_ds):
+    before = _snapshot(trained)
+    pruned = prune(trained, PruneConfig(sparsity=0.8))
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    # The user's own fit, no callbacks given: 256 samples / 16 = 16 steps.
+    pruned.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], batch_size=16, epochs=1, verbose=0)
+    report = weight_report(strip(pruned))
+    assert len(report.layers) == 4
+    for layer in report.layers:
+        assert layer.zeros >= 0.79, layer
+    # the caller's model is untouched
+    assert all(np.array_equal(a, b) for a, b in zip(before, trained.get_weights()))
+
+
+def test_two_four_pattern_every_group_of_four_has_two_zeros(trained, digits_ds):
+    pruned = prune(trained, pattern="2:4")
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=16, verbose=0)
+    report = weight_report(strip(pruned))
+    stem, rest = report.layers[0], report.layers[1:]
+    assert stem.two_four is None and stem.zeros == 0.0  # 1 input channel: 2:4 does not apply, left alone
+    assert all(l.two_four is True for l in rest)
+    assert all(l.zeros >= 0.5 for l in rest)
+
+
+def test_m_by_n_check_reads_groups_along_the_input_axis():
+    dense = np.ones((8, 3), np.float32)  # [in, out]
+    dense[0::4] = dense[1::4] = 0       # inputs 0,1 and 4,5 zero for every output
+    assert m_by_n_compliant(dense) is True
+    dense[1, 2] = 1.0
+    assert m_by_n_compliant(dense) is False
+    conv = np.zeros((3, 3, 2, 4), np.float32)
+    assert m_by_n_compliant(conv) is None  # fewer than 4 inputs
+
+
+def test_prune_layer_selection_and_errors(trained):
+    pruned = prune(trained, sparsity=0.5, layers=("re:dense.*",), steps=4)
+    wrapped = [type(l.layer).__name__ for l in pruned.layers if type(l).__name__ == "PruneLowMagnitude"]
+    assert wrapped == ["Dense", "Dense"]  # the regex matched the two Dense layers only
+    assert [type(l.layer).__name__ for l in prune(trained, layers=(keras.layers.Conv2D,), steps=4).layers
+            if type(l).__name__ == "PruneLowMagnitude"] == ["Conv2D", "Conv2D"]
+    with pytest.raises(InputError, match="no layer matches 'nope'"):
+        prune(trained, layers=("nope",))
+    with pytest.raises(InputError, match="cannot tell how many steps"):
+        p = prune(trained)
+        p.compile("adam", "sparse_categorical_crossentropy")
+        import tensorflow as tf
+
+        gen = tf.data.Dataset.from_tensor_slices((np.zeros((8, 32, 32, 1), np.float32), np.zeros(8))).repeat().batch(4)
+        p.fit(gen, epochs=1, verbose=0)
+
+
+def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, digits_ds, tmp_path):
+    from edgekit.converters import export
+
+    clustered = cluster(trained, ClusterConfig(clusters=16))
+    clustered.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    clustered.fit(digits_ds.x_train[:128], digits_ds.y_train[:128], batch_size=32, verbose=0)
+    stripped = strip(clustered)
+    report = weight_report(stripped)
+    assert all(l.unique <= 16 for l in report.layers)
+    sizes = {}
+    for name, m in (("plain", trained), ("clustered", stripped)):
+        r = export(m, str(tmp_path / f"{name}.tflite"), "int8", calib=digits_ds.x_train, eval_x=digits_ds.x_test,
+                   calib_samples=64, layer_report=False)
+        sizes[name] = len(gzip.compress(open(r.path, "rb").read(), 9))
+    assert sizes["clustered"] < 0.9 * sizes["plain"], sizes  # small model: the graph weighs; the demo checks 0.6x
+
+
+def test_collaborative_prune_cluster_qat_keeps_zeros_and_clusters_into_int8(trained, digits_ds, tmp_path):
+    from edgekit.converters import export, inspect_tflite
+
+    recipe = Recipe.from_flags(prune=0.8, cluster=8, qat=True, fine_tune=FineTune(epochs=1, batch_size=64))
+    result = optimize(trained, recipe, digits_ds.x_train[:512], digits_ds.y_train[:512],
+                      x_test=digits_ds.x_test, y_test=digits_ds.y_test)
+    assert [s.step for s in result.steps] == ["prune 0.8", "cluster 8", "qat"]
+    final = result.steps[-1].weights
+    for layer in final.layers:  # PCQAT: zeros and clusters survive quantization-aware training
+        assert layer.zeros >= 0.79 and layer.unique <= 8, layer
+    r = export(result.model, str(tmp_path / "pcqat.tflite"), "int8", calib=digits_ds.x_train,
+               eval_x=digits_ds.x_test, calib_samples=64, layer_report=False)
+    assert r.fully_integer
+    from edgekit.device import load_interpreter
+
+    info = inspect_tflite(r.path)
+    interp = load_interpreter(r.path)
+    weights = [t for t in info.tensors if t.constant and t.dtype == "INT8" and len(t.shape) in (2, 4)]
+    assert len(weights) == 4
+    for t in weights:  # the zeros are still there in the int8 file
+        assert np.mean(interp.get_tensor(t.index) == 0) >= 0.79, t.name
+    assert inspect_tflite(r.path).fully_integer
+
+
+def _with(mid):
+    i = keras.Input((16, 16, 1))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(i)
+    x = mid(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(i, L.Dense(4, activation="softmax")(x))
+
+
+def _se(x):
+    s = L.GlobalAveragePooling2D()(x)
+    s = L.Dense(8, activation="sigmoid")(s)
+    return L.Multiply()([x, L.Reshape((1, 1, 8))(s)])
+
+
+QAT_LAYERS = {
+    "multiply": _se,
+    "reshape": lambda x: L.Reshape((8, 32, 8))(x),
+    "rescaling": lambda x: L.Rescaling(0.5, 0.1)(x),
+    "upsampling_nearest": lambda x: L.UpSampling2D()(x),
+    "upsampling_bilinear": lambda x: L.UpSampling2D(interpolation="bilinear")(x),
+    "conv2d_transpose": lambda x: L.Conv2DTranspose(8, 3, strides=2, padding="same")(x),
+    "sigmoid": lambda x: L.Activation("sigmoid")(x),
+    "hard_sigmoid": lambda x: L.Activation("hard_sigmoid")(x),
+    "swish": lambda x: L.Activation("swish")(x),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QAT_LAYERS))
+def test_qat_on_common_layers_exports_fully_integer(name, tmp_path):
+    from edgekit.converters import export
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 16, 16, 1), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) * 4 % 4).astype(int)
+    model = _with(QAT_LAYERS[name])
+    q = qat(model)
+    q.compile("adam", "sparse_categorical_crossentropy")
+    q.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    r = export(q, str(tmp_path / f"{name}.tflite"), "int8", calib=x, eval_x=x, layer_report=False)
+    assert r.fully_integer and r.agreement >= 0.9, (r.agreement, r.op_counts)
+
+
+def test_qat_errors_name_the_layer_and_the_fix(tmp_path):
+    i = keras.Input((8,))
+    x = L.Dense(8)(i)
+    x = L.LayerNormalization(name="double")(x)
+    model = keras.Model(i, L.Dense(2)(x))
+    with pytest.raises(InputError, match=r"layer 'double' \(LayerNormalization\) has no QuantizeConfig; leave it in float with "
+                                         r"QATConfig\(skip=\('double',\)\)"):
+        qat(model)
+    q = qat(model, QATConfig(skip=("double",)))
+    assert any(l.name == "double" for l in q.layers)
+
+
+def test_keras3_and_subclassed_models_are_refused():
+    import keras as keras3
+
+    k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(InputError, match="Keras 3"):
+        prune(k3)
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = L.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 4), np.float32))
+    with pytest.raises(InputError, match="subclassed model"):
+        qat(sub)
+
+
+def test_recipe_toml_and_its_errors(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[fine_tune]\nepochs = 3\n\n[[steps]]\ntechnique = "prune"\nsparsity = 0.7\npattern = "unstructured"\n'
+                    'skip = ["predictions"]\n\n[[steps]]\ntechnique = "cluster"\nclusters = 8\nepochs = 1\n\n'
+                    '[[steps]]\ntechnique = "qat"\n')
+    recipe = Recipe.from_toml(str(path))
+    assert recipe.describe() == "prune 0.7 → cluster 8 → qat"
+    assert [s.fine_tune.epochs for s in recipe.steps] == [3, 1, 3]
+    assert recipe.steps[0].config == PruneConfig(sparsity=0.7, skip=("predictions",))
+    for text, message in [
+        ('[[steps]]\ntechnique = "prune"\nsparsty = 0.5\n', "unknown key 'sparsty' for prune"),
+        ('[[steps]]\ntechnique = "qat"\n[[steps]]\ntechnique = "prune"\n', "qat must be the last step"),
+        ('[[steps]]\ntechnique = "distill"\n', "technique must be one of"),
+        ('[[steps]\n', "not valid TOML"),
+        ('[[steps]]\ntechnique = "prune"\nsparsity = 1.5\n', "sparsity must be in (0, 1)"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=__import__("re").escape(message)):
+            Recipe.from_toml(str(path))
+
+
+def test_qat_model_saves_as_savedmodel_and_reloads(tmp_path):
+    model = _with(_se)
+    q = qat(model)
+    x = np.random.default_rng(0).random((4, 16, 16, 1), dtype=np.float32)
+    with pytest.raises(InputError, match="give a directory name"):
+        save_model(q, str(tmp_path / "q.keras"))
+    assert not (tmp_path / "q.keras").exists()
+    path = save_model(q, str(tmp_path / "q_qat"))
+    back = load_model(path)
+    np.testing.assert_allclose(back.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
+
+
+def test_cli_optimize_prune_and_report(tiny_keras_path, npz, digits_ds, tmp_path):
+    data = npz(x_train=digits_ds.x_train[:256], y_train=digits_ds.y_train[:256], x_test=digits_ds.x_test[:100],
+               y_test=digits_ds.y_test[:100])
+    out, report = tmp_path / "pruned.keras", tmp_path / "r.json"
+    proc = run_cli("optimize", tiny_keras_path, "--data", data, "--prune", "0.8", "--epochs", "1", "--batch-size", "16",
+                   "-o", out, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(report.read_text())
+    (step,) = doc["steps"]
+    assert step["step"] == "prune 0.8" and 0 <= step["accuracy"] <= 1
+    pruned_layers = [l for l in step["weights"]["layers"] if l["kind"] != "DepthwiseConv2D"]
+    assert all(l["zeros"] >= 0.79 for l in pruned_layers)
+    reloaded = keras.models.load_model(str(out))  # a plain tf_keras model: wrappers stripped
+    assert weight_report(reloaded).layer(reloaded.layers[-1].name).zeros >= 0.79
+    assert "zeros" in proc.stdout and "wrote" in proc.stdout
+
+
+def test_cli_optimize_bad_input_writes_nothing(tiny_keras_path, tmp_path):
+    out = tmp_path / "q.keras"
+    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--qat", "-o", out),
+                       contains="SavedModel directory")
+    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "-o", out), contains="nothing to do")
+    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--prune", "1.5", "-o", out),
+                       contains="must be in")
+    assert not out.exists()
+
+
+def test_fold_batchnorm_is_exact_and_keeps_clusters_in_the_int8_file(digits_ds, tmp_path):
+    from edgekit.converters import export, inspect_tflite
+    from edgekit.device import load_interpreter
+    from edgekit.optimize import fold_batchnorm
+
+    keras.utils.set_random_seed(1)
+    i = keras.Input((32, 32, 1))
+    x = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(i)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    y = L.DepthwiseConv2D(3, padding="same")(x)
+    y = L.BatchNormalization()(y)
+    x = L.Add()([x, y])                      # residual: BN after Add is not foldable
+    x = L.BatchNormalization(name="after_add")(x)
+    x = L.Conv2D(32, 1, activation="relu")(x)  # activation inside: the next BN is not foldable
+    x = L.BatchNormalization(name="after_relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(32)(x)
+    x = L.BatchNormalization()(x)
+    model = keras.Model(i, L.Dense(10, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], epochs=1, verbose=0)  # non-trivial BN statistics
+    folded = fold_batchnorm(model)
+    bns = [l.name for l in folded.layers if isinstance(l, L.BatchNormalization)]
+    assert sorted(bns) == ["after_add", "after_relu"]
+    x = digits_ds.x_test[:64]
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+    c = strip(cluster(model, ClusterConfig(clusters=8)))
+    r = export(c, str(tmp_path / "c.tflite"), "int8", calib=digits_ds.x_train, eval_x=x, calib_samples=32,
+               layer_report=False, per_channel=False)
+    interp = load_interpreter(r.path)
+    for t in inspect_tflite(r.path).tensors:  # Conv2D/Dense kernels: at most 8 int8 values each
+        if t.constant and t.dtype == "INT8" and len(t.shape) in (2, 4) and t.shape[-1] != 1 and "depthwise" not in t.name:
+            assert len(np.unique(interp.get_tensor(t.index))) <= 8, t.name
+    assert r.per_channel is False and r.fully_integer
+
+
+def test_qat_preserve_auto_reads_the_weights(trained, digits_ds):
+    plain = qat(trained)
+    assert plain._edgekit_preserve == "none"  # a trained, unclustered model: plain QAT
+    p = prune(trained, steps=2)
+    p.compile("adam", "sparse_categorical_crossentropy")
+    p.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=32, verbose=0)
+    assert qat(strip(p))._edgekit_preserve == "sparsity"
+    c = strip(cluster(strip(p), clusters=8))
+    assert qat(c)._edgekit_preserve == "both"
+
+
+def test_optimize_warns_when_qat_loses_zeros_or_clusters():
+    from edgekit.optimize.recipe import _lost
+    from edgekit.optimize.weights import LayerWeights, WeightReport
+
+    before = WeightReport([LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
+                           LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False)], 8192)
+    after = WeightReport([LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
+                          LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.07, 3800, False)], 8192)
+    notes = _lost(before, after)
+    assert notes[0] == "b: zeros 0.80 → 0.07 after QAT" and len(notes) == 2
+    assert _lost(before, before) == []
