@@ -34,7 +34,7 @@ bench-converter: $(STAMP)
 
 # Harness fidelity vs litert-benchmark, timing-loop overhead, peak RSS vs getrusage, SSH vs local.
 bench-harness: $(STAMP)
-	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo
+	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
 	$(BIN)/python benchmarks/harness_targets.py
 
 # The demo's .tflite files on ARM64 under QEMU (Pi 4: cortex-a72, Pi 5: cortex-a76) against this
