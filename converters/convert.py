@@ -464,6 +464,10 @@ def export(
 
         model = strip(model)  # the wrappers' masks and indices are training state, not the model
     io = quant.check_io(io)
+    qat_model = any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+    if qat_model and keep_float:
+        raise InputError("--keep-float does not apply to a quantization-aware model: leave the layer out of QAT "
+                         "instead (QATConfig(skip=...), --qat-skip)")
     if isinstance(keep_float, str) and keep_float != "auto":
         keep_float = [k.strip() for k in keep_float.split(",") if k.strip()]
     if keep_float and quant is not Quant.INT8:
@@ -490,7 +494,9 @@ def export(
 
     t0 = time.perf_counter()
     errors = []
-    if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float):
+    # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
+    # "Please check if the quantized model is in debug mode"), so QAT models get no layer report.
+    if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float) and not qat_model:
         errors = layer_errors(model, calib_x, fit_to_input(eval_x, _input_shape(model), "verification data"))
     kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
     if kept_tensors and not errors:

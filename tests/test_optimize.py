@@ -257,6 +257,11 @@ def test_qat_model_saves_as_savedmodel_and_reloads(tmp_path):
     path = save_model(q, str(tmp_path / "q_qat"))
     back = load_model(path)
     np.testing.assert_allclose(back.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
+    # exports with the default settings (no per-layer report for QAT: TF's debugger cannot run it)
+    from edgekit.converters import export
+
+    r = export(back, str(tmp_path / "q.tflite"), "int8", calib=x, eval_x=x)
+    assert r.fully_integer and r.worst_layers == []
 
 
 def test_cli_optimize_prune_and_report(tiny_keras_path, npz, digits_ds, tmp_path):
