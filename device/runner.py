@@ -427,11 +427,7 @@ def bench(
             return targets[0]()
         with ThreadPoolExecutor(max_workers=len(targets)) as pool:
             futures = [pool.submit(t) for t in targets]
-            try:
-                return [r for f in futures for r in f.result()]
-            except BaseException:
-                live.stop_all()
-                raise
+            return [r for f in futures for r in f.result()]
     except BaseException:
         live.stop_all()
         raise

@@ -334,7 +334,7 @@ def format_export(report) -> str:
 
 def cmd_bench(args) -> int:
     from edgekit._io import write_atomic
-    from edgekit.device import bench, ratios
+    from edgekit.device import bench
     from edgekit.errors import InputError
 
     if args.json and args.json != "-":
@@ -429,6 +429,7 @@ def cmd_optimize(args) -> int:
     from edgekit.data import fit_to_input, load_data
     from edgekit.errors import InputError
     from edgekit.optimize import FineTune, Recipe, optimize, save_model
+    from edgekit.optimize.techniques import check_save_path
     from edgekit.report import table
 
     if args.recipe and (args.prune is not None or args.cluster is not None or args.qat or args.pattern != "unstructured"):
@@ -439,10 +440,7 @@ def cmd_optimize(args) -> int:
         recipe = Recipe.from_flags(prune=args.prune, pattern=args.pattern, cluster=args.cluster, qat=args.qat,
                                    fine_tune=FineTune(args.epochs, args.batch_size, args.lr), qat_skip=args.qat_skip)
     out = args.output
-    if recipe.has_qat and out.endswith((".keras", ".h5")):
-        raise InputError(f"{out}: a quantization-aware model is saved as a SavedModel directory (tfmot's wrappers "
-                         f"do not reload from {os.path.splitext(out)[1]}); give a directory name, e.g. "
-                         f"-o {os.path.splitext(out)[0]}_qat")
+    check_save_path(out, recipe.has_qat)  # before training, not after
     if os.path.exists(out) and not args.overwrite:
         raise InputError(f"-o {out} exists; pass --overwrite to replace it")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):

@@ -200,7 +200,7 @@ def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log) ->
     """Optimize ``model`` each way of :data:`OPTIMIZED`, export each int8 into ``exports``; returns
     per variant what its optimization achieved, measured from the weights."""
     from edgekit.converters import export
-    from edgekit.optimize import FineTune, Recipe, Step, optimize, save_model
+    from edgekit.optimize import FineTune, Recipe, Step, optimize
     from edgekit.optimize.configs import config_from_dict
 
     done, summary = {}, {}

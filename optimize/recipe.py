@@ -38,6 +38,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.optimize.configs import (
+    CONFIGS,
     ClusterConfig,
     FineTune,
     PruneConfig,
@@ -51,7 +52,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-VERBS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig}
 _FT_KEYS = {f.name for f in fields(FineTune)}
 
 
@@ -114,8 +114,8 @@ class Recipe:
             at = f"{where}: step {i + 1}"
             table = dict(table)
             technique = table.pop("technique", None)
-            if technique not in VERBS:
-                raise InputError(f"{at}: technique must be one of {', '.join(VERBS)}; received {technique!r}")
+            if technique not in CONFIGS:
+                raise InputError(f"{at}: technique must be one of {', '.join(CONFIGS)}; received {technique!r}")
             ft = replace(base, **{k: table.pop(k) for k in list(table) if k in _FT_KEYS})
             steps.append(Step(technique, config_from_dict(technique, table, at), ft))
         return cls(tuple(steps))

@@ -24,6 +24,7 @@ import numpy as np
 from edgekit._compat import keras, tf
 from edgekit.errors import InputError
 from edgekit.optimize.configs import ClusterConfig, PruneConfig, QATConfig, selects
+from edgekit.optimize.weights import layer_kernel
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after _compat: tf_keras)
 
@@ -245,16 +246,8 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
 
 # -- cluster -------------------------------------------------------------------------------
 
-def _kernel(layer):
-    for name in ("kernel", "depthwise_kernel"):
-        w = getattr(layer, name, None)
-        if w is not None and hasattr(w, "numpy"):
-            return w.numpy()
-    return None
-
-
 def _is_sparse(model, threshold: float = 0.25) -> bool:
-    zeros = [float(np.mean(k == 0)) for k in (_kernel(l) for l in model.layers) if k is not None and k.size >= 16]
+    zeros = [float(np.mean(k == 0)) for k in (layer_kernel(l)[1] for l in model.layers) if k is not None and k.size >= 16]
     return bool(zeros) and float(np.mean(zeros)) >= threshold
 
 
@@ -262,7 +255,7 @@ def _is_clustered(model) -> bool:
     """Some kernel of 512+ weights holds at most 256 distinct values and at most one per 8
     weights (tfmot's cluster-preserving QAT then keeps each such layer's clusters; depthwise
     kernels are never clustered). An unclustered kernel has about one value per weight."""
-    kernels = [k for k in (_kernel(l) for l in model.layers if not isinstance(l, keras.layers.DepthwiseConv2D))
+    kernels = [k for k in (layer_kernel(l)[1] for l in model.layers if not isinstance(l, keras.layers.DepthwiseConv2D))
                if k is not None and k.size >= 512]
     return any(len(np.unique(k)) <= min(256, k.size // 8) for k in kernels)
 
@@ -287,7 +280,7 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
               "preserve_sparsity": preserve}
 
     def wrap(layer):
-        kernel = _kernel(layer)
+        kernel = layer_kernel(layer)[1]
         if (not _selected(layer, config.layers, config.skip) or not ClusteringRegistry.supports(layer)
                 or kernel is None or kernel.size <= config.clusters):
             return layer
@@ -379,16 +372,21 @@ def is_qat(model) -> bool:
     return any(type(l).__name__.startswith("Quantize") for l in model.layers)
 
 
+def check_save_path(path: str, qat_model: bool) -> None:
+    """A quantization-aware model needs a directory name (SavedModel), not .keras or .h5."""
+    if qat_model and path.endswith((".keras", ".h5")):
+        raise InputError(f"{path}: a quantization-aware model is saved as a SavedModel directory (tfmot's wrappers "
+                         f"do not reload from {os.path.splitext(path)[1]}); give a directory name, e.g. "
+                         f"{os.path.splitext(path)[0]}_qat")
+
+
 def save_model(model, path: str, overwrite: bool = True) -> str:
     """Save atomically. Pruning/clustering wrappers are stripped first. A QAT model is written as
     a SavedModel directory (tfmot's quantize wrappers do not reload from .keras or .h5: measured
     with tfmot 0.8, 'expected 5 variables, but received 3'); other models as given by the suffix."""
     model = strip(model)
     path = os.fspath(path)
-    if is_qat(model) and path.endswith((".keras", ".h5")):
-        raise InputError(f"{path}: a quantization-aware model cannot be saved as {os.path.splitext(path)[1]} "
-                         f"(tfmot's wrappers do not reload from it); give a directory name, e.g. "
-                         f"{os.path.splitext(path)[0]}_qat, to write a SavedModel")
+    check_save_path(path, is_qat(model))
     if os.path.exists(path) and not overwrite:
         raise InputError(f"{path} exists; pass --overwrite to replace it")
     parent = os.path.dirname(os.path.abspath(path))

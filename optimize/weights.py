@@ -78,7 +78,7 @@ class WeightReport:
         return table(("layer", "type", "kernel", "params", "zeros", "2:4", "distinct values"), rows)
 
 
-def _layer_kernel(layer):
+def layer_kernel(layer):
     """The kernel variable of a layer, looking inside tfmot wrappers (pruning, clustering, QAT)."""
     inner = layer
     while hasattr(inner, "layer") and inner.layer is not inner:
@@ -94,7 +94,7 @@ def weight_report(model) -> WeightReport:
     """Measure every layer that has a kernel (Dense, Conv2D, DepthwiseConv2D, …), wrapped or not."""
     rows = []
     for layer in model.layers:
-        kind, k = _layer_kernel(layer)
+        kind, k = layer_kernel(layer)
         if k is None:
             continue
         rows.append(LayerWeights(layer.name, kind, tuple(int(d) for d in k.shape), int(k.size),

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, build_tiny, run_cli
+from conftest import assert_clean_error, run_cli
 
 from edgekit._compat import keras
 from edgekit.errors import InputError
