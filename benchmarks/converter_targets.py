@@ -8,6 +8,8 @@
   the per-layer error report <= 60 s.
 - A 90%-sparse MLP (784-1000-1000-10): float32 with --sparse <= 0.2x dense; int8 + sparse,
   which does not prepare under XNNPACK, is refused by verification.
+- Tied-embedding LM (vocab 30,000, dim 500): the int8 file <= 0.55x the untied int8 file (the
+  float32 ratio is printed beside it).
 - With --demo-report: the demo's int8 accuracy within 1 point of Keras, top-1 agreement >= 98%.
 Exits 1 if a target is missed.
 """
@@ -79,6 +81,28 @@ def sparse_rows(tmp: str) -> list:
     ]
 
 
+def tied_rows() -> list:
+    """Tied-embedding LM, vocab 30,000, dim 500: the int8 file holds the matrix once."""
+    from edgekit.models.language import tied_lm
+
+    x = np.random.default_rng(0).integers(0, 30000, (64, 32))
+    sizes, shared = {}, []
+    for tied in (True, False):
+        model = tied_lm(30000, 500, context=32, layers=1, kernel=1, tied=tied)
+        for mode in ("float32", "int8"):
+            rep = export(model, None, mode, calib=x, calib_samples=64, eval_x=x[:16], layer_report=False)
+            sizes[tied, mode] = (model.count_params(), rep.size_bytes)
+            shared += rep.shared_weights if tied else []
+    (tp, t32), (up, u32) = sizes[True, "float32"], sizes[False, "float32"]
+    t8, u8 = sizes[True, "int8"][1], sizes[False, "int8"][1]
+    return [
+        ("tied LM 30000x500: params, float32 file tied vs untied",
+         f"{tp:,} vs {up:,}; {t32:,} / {u32:,} = {t32 / u32:.3f}x", t32 <= 0.55 * u32),
+        ("tied LM int8 file <= 0.55x the untied int8 file",
+         f"{t8:,} / {u8:,} = {t8 / u8:.3f}x; merged {sum(s['bytes'] for s in shared):,} B", t8 <= 0.55 * u8),
+    ]
+
+
 def demo_rows(path: str) -> list:
     report = json.load(open(path))
     i8 = {v["name"]: v for v in report["variants"]}["int8"]
@@ -95,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-report", help="a demo report.json to check the accuracy targets on")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = mobilenet_v2_rows(tmp) + sparse_rows(tmp)
+        rows = mobilenet_v2_rows(tmp) + sparse_rows(tmp) + tied_rows()
     if args.demo_report:
         rows += demo_rows(args.demo_report)
     print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))

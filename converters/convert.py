@@ -30,6 +30,7 @@ import numpy as np
 
 from edgekit._io import write_atomic
 from edgekit.converters.inspection import inspect_tflite
+from edgekit.converters.share import share_weights as _share_weights
 from edgekit.data import calibration_samples, fit_to_input, sample_indices
 from edgekit.errors import InputError, VerificationError
 
@@ -110,6 +111,7 @@ class ExportReport:
     calib: Optional[dict] = None  # source, samples, seed, selection
     worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
     kept_float: list = field(default_factory=list)  # Keras layers left in float
+    shared_weights: list = field(default_factory=list)  # weights stored once for several ops
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,6 +155,7 @@ def load_keras_model(path: str):
     _, keras = _keras()
     if not os.path.exists(path):
         raise InputError(f"model file not found: {path}")
+    import edgekit.models  # noqa: F401 - registers the builders' custom layers (TiedEmbedding)
     from edgekit.optimize.techniques import custom_objects
 
     try:
@@ -171,6 +174,15 @@ def load_keras_model(path: str):
 
 def _input_shape(model) -> tuple:
     return tuple(model.inputs[0].shape[1:])
+
+
+def _input_dtype(model) -> str:
+    """The model input's dtype: float32, or an integer type for token ids."""
+    return np.dtype(model.inputs[0].dtype.as_numpy_dtype).name
+
+
+def _fit(model, x, what: str) -> np.ndarray:
+    return fit_to_input(x, _input_shape(model), what, _input_dtype(model))
 
 
 def _representative(data: np.ndarray, progress_label: Optional[str]):
@@ -237,6 +249,7 @@ def convert(
     keep_float: Sequence[str] = (),
     progress: Optional[str] = None,
     per_channel: bool = True,
+    share: bool = True,
 ) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
@@ -246,7 +259,16 @@ def convert(
     the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
     ``keep_float`` names output tensors (see :func:`layer_errors`) of int8 ops to leave in float.
     ``progress`` labels a progress line on a terminal during calibration. ``per_channel=False``
-    quantizes each weight tensor with one scale (for clustered models: k values stay k values)."""
+    quantizes each weight tensor with one scale (for clustered models: k values stay k values).
+    ``share`` stores a weight that several ops read (a tied embedding) once
+    (:func:`edgekit.converters.share.share_weights`)."""
+    return _convert(model, quant, calib, io=io, sparse=sparse, calib_samples=calib_samples, seed=seed,
+                    keep_float=keep_float, progress=progress, per_channel=per_channel, share=share)[0]
+
+
+def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float, progress, per_channel,
+             share) -> tuple:
+    """:func:`convert`, also returning what weight sharing merged."""
     quant = Quant.parse(quant)
     check_model(model)
     io = quant.check_io(io)
@@ -255,7 +277,7 @@ def convert(
         if calib is None:
             raise InputError(f"{quant.value} conversion needs calibration data (--calib digits, a .npz "
                              f"or an image directory)")
-        data, _ = calibration_samples(calib, _input_shape(model), calib_samples, seed)
+        data, _ = calibration_samples(calib, _input_shape(model), calib_samples, seed, _input_dtype(model))
     if keep_float and quant is not Quant.INT8:
         raise InputError(f"keeping layers in float applies to int8 models, not {quant.value}")
     if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
@@ -263,8 +285,10 @@ def convert(
     converter = _converter(model, quant, data, io, sparse, progress, per_channel)
     what = f"model '{model.name}'"
     if not keep_float:
-        return _run_converter(what, quant, converter.convert)
-    return _run_converter(what, quant, lambda: _quantize_keeping_float(converter, io, keep_float, sparse))
+        tflite = _run_converter(what, quant, converter.convert)
+    else:
+        tflite = _run_converter(what, quant, lambda: _quantize_keeping_float(converter, io, keep_float, sparse))
+    return _share_weights(tflite) if share else (tflite, [])
 
 
 def _quantize_keeping_float(converter, io: str, keep_float: Sequence[str], sparse: bool) -> bytes:
@@ -400,20 +424,26 @@ def verify(
 
     measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
     if x is not None:
-        xs = fit_to_input(x, _input_shape(model), "verification data")
+        xs = _fit(model, x, "verification data")
         idx = sample_indices(len(xs), verify_samples, seed)
         xs = xs[idx]
         lite = predict(interp, xs)
         ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
-        lite2 = lite.reshape(len(lite), -1)
-        ref2 = ref.reshape(len(ref), -1)
-        agreement = float(np.mean(lite2.argmax(1) == ref2.argmax(1)))
-        measured.update(agreement=agreement, verify_samples=int(len(xs)), **_output_similarity(ref2, lite2))
+        # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
+        lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)
+        agreement = float(np.mean(lite_top == ref_top))
+        measured.update(agreement=agreement, verify_samples=int(len(xs)),
+                        **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)))
         if y is not None:
             ys = np.asarray(y)[idx]
+            if ys.size != ref_top.size:
+                want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
+                raise InputError(f"labels have shape {np.shape(y)}; the model's output "
+                                 f"{tuple(ref.shape[1:])} needs one label per class axis: {want}")
+            ys = ys.reshape(ref_top.shape)
             measured["accuracy"] = {
-                "keras": float(np.mean(ref2.argmax(1) == ys)),
-                "tflite": float(np.mean(lite2.argmax(1) == ys)),
+                "keras": float(np.mean(ref_top == ys)),
+                "tflite": float(np.mean(lite_top == ys)),
             }
         if min_agreement is not None and agreement < min_agreement:
             raise VerificationError(
@@ -444,6 +474,7 @@ def export(
     overwrite: bool = True,
     progress: Optional[str] = None,
     per_channel: bool = True,
+    share_weights: bool = True,
 ) -> ExportReport:
     """Convert, verify, then write ``path`` atomically (nothing is written if a step fails).
 
@@ -453,8 +484,9 @@ def export(
     each layer's quantization error (the worst are in ``worst_layers``), and ``keep_float``
     leaves layers in float: a list of Keras layer names, or ``"auto"`` to keep the most
     sensitive ones until ``min_agreement`` holds. ``per_channel=False`` gives each weight tensor
-    one scale (clustered models keep their k values per kernel in the file). Pruning and
-    clustering wrappers are stripped first."""
+    one scale (clustered models keep their k values per kernel in the file). ``share_weights``
+    stores a weight read by several ops (a tied embedding) once; ``shared_weights`` in the report
+    lists what was merged and the bytes saved. Pruning and clustering wrappers are stripped first."""
     from edgekit.converters.quant_debug import keep_float_auto, layer_errors, tensors_of_layers
 
     quant = Quant.parse(quant)
@@ -486,7 +518,7 @@ def export(
         if calib is None:
             raise InputError(f"{quant.value} export needs calibration data (--calib digits, a .npz "
                              f"or an image directory)")
-        calib_x, calib_info = calibration_samples(calib, _input_shape(model), calib_samples, seed)
+        calib_x, calib_info = calibration_samples(calib, _input_shape(model), calib_samples, seed, _input_dtype(model))
     if eval_x is None and calib_x is not None:
         eval_x, eval_y = calib_x, None
     elif eval_x is None and isinstance(calib, np.ndarray):
@@ -497,13 +529,14 @@ def export(
     # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
     # "Please check if the quantized model is in debug mode"), so QAT models get no layer report.
     if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float) and not qat_model:
-        errors = layer_errors(model, calib_x, fit_to_input(eval_x, _input_shape(model), "verification data"))
+        errors = layer_errors(model, calib_x, _fit(model, eval_x, "verification data"))
     kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
     if kept_tensors and not errors:
         raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
-    tflite = convert(model, quant, calib_x, io=io, sparse=sparse,
-                     calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
-                     keep_float=kept_tensors, progress=progress, per_channel=per_channel)
+    tflite, shared = _convert(model, quant, calib_x, io=io, sparse=sparse,
+                              calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
+                              keep_float=kept_tensors, progress=progress, per_channel=per_channel,
+                              share=share_weights)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)
@@ -512,7 +545,7 @@ def export(
         if measured["agreement"] is None:
             raise InputError("--keep-float auto needs verification data")
         if measured["agreement"] < min_agreement:
-            tflite, info, measured, kept = keep_float_auto(
+            tflite, info, measured, kept, shared = keep_float_auto(
                 model, calib_x, eval_x, eval_y, errors, min_agreement=min_agreement, io=io, sparse=sparse,
                 seed=seed, verify_samples=verify_samples)
     else:
@@ -523,6 +556,9 @@ def export(
     if measured["agreement"] is None:
         notes.append("no verification data: agreement with the Keras model was not measured")
     kept_layers = list(dict.fromkeys(e.layer for e in kept))
+    if shared:
+        notes.append(f"stored once: {len(shared)} weight(s) read by several ops, "
+                     f"{sum(s['bytes'] for s in shared):,} bytes saved")
     if kept_layers:
         notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
     if path is not None:
@@ -552,4 +588,5 @@ def export(
         calib=calib_info,
         worst_layers=[e.to_dict() for e in errors[:5]],
         kept_float=kept_layers,
+        shared_weights=shared,
     )

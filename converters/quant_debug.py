@@ -87,8 +87,8 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
                     verify_samples: Optional[int] = None):
     """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
     agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
-    ModelInfo, measurements, kept LayerErrors)."""
-    from edgekit.converters.convert import DEFAULT_VERIFY_SAMPLES, convert, verify
+    ModelInfo, measurements, kept LayerErrors, shared weights)."""
+    from edgekit.converters.convert import DEFAULT_VERIFY_SAMPLES, _convert, verify
 
     if min_agreement is None:
         raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
@@ -100,12 +100,12 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
     while True:
         kept_layers = layers[:k]
         kept = [e for e in errors if e.layer in kept_layers]
-        tflite = convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
-                         keep_float=[e.tensor for e in kept])
+        tflite, shared = _convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
+                                  keep_float=[e.tensor for e in kept], progress=None, per_channel=True, share=True)
         info, measured = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
                                 seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
         if measured["agreement"] is not None and measured["agreement"] >= min_agreement:
-            return tflite, info, measured, kept
+            return tflite, info, measured, kept, shared
         if k >= len(layers):
             raise VerificationError(
                 f"int8 agreement stays at {measured['agreement']:.1%} with all {len(layers)} quantized "

@@ -98,11 +98,12 @@ def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np
     if y is None:
         return None
     y = np.asarray(y)
-    if y.ndim == 2:  # one-hot or probabilities
+    if y.ndim == 2 and not np.issubdtype(y.dtype, np.integer):  # one-hot or probabilities
         y = y.argmax(axis=1)
-    if y.ndim != 1 or len(y) != n:
+    # integer labels of rank 2 are one class id per position (e.g. the next tokens)
+    if y.ndim not in (1, 2) or len(y) != n:
         raise InputError(
-            f"{path}: '{key}' must hold one label per sample ({n}), "
+            f"{path}: '{key}' must hold one label per sample ({n}), or per position as integers, "
             f"received shape {tuple(np.shape(y))}"
         )
     if not np.issubdtype(y.dtype, np.integer):
@@ -241,8 +242,8 @@ def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
-def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 0):
-    """``n`` samples (float32, checked against ``input_shape``) from any calibration source,
+def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 0, dtype="float32"):
+    """``n`` samples (of ``dtype``, checked against ``input_shape``) from any calibration source,
     and a dict describing them (``source``, ``samples``, ``seed``, ``selection``).
 
     Arrays, Datasets and files are sampled without replacement with ``seed``; streams (tf.data,
@@ -272,15 +273,16 @@ def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 
         selection = "first"
     if len(x) == 0:
         raise InputError("the calibration data is empty (0 samples)")
-    x = fit_to_input(x, input_shape, "calibration data")
+    x = fit_to_input(x, input_shape, "calibration data", dtype)
     if selection == "random":
         x = x[sample_indices(len(x), n, seed)]
     return x, {"source": label, "samples": int(len(x)), "seed": seed, "selection": selection}
 
 
-def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.ndarray:
+def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str, dtype="float32") -> np.ndarray:
     """Check that samples ``x`` (N, ...) fit a model input of ``input_shape`` (no batch axis)
-    and return them as float32. A missing trailing channel axis of size 1 is added."""
+    and ``dtype``, and return them as that dtype (float32 by default; token ids of an integer
+    input must be whole numbers). A missing trailing channel axis of size 1 is added."""
     expected = tuple(int(d) if d is not None else -1 for d in input_shape)
     x = np.asarray(x)
     received = x.shape
@@ -295,11 +297,17 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str) -> np.nda
             f"{what} has shape {received}; the model expects {want}. "
             f"Pass data that matches the model's input"
         )
-    x = x.astype(np.float32, copy=False)
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{what} has dtype {x.dtype}; the model expects numbers ({np.dtype(dtype).name})")
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise InputError(f"{what} holds {bad} NaN or infinite values; clean the data first")
-    return x
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
+        if np.any(x != np.round(x)):
+            raise InputError(f"{what} holds fractional values; the model's input is {dtype.name} "
+                             f"(token ids, indices): pass whole numbers")
+    return x.astype(dtype, copy=False)
 
 
 def _first_line(exc: BaseException) -> str:

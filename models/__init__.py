@@ -1,6 +1,7 @@
 """Keras (tf_keras) model builders for edge architectures. Imported as ``edgekit.models``."""
 
 from edgekit.models.mobilenet_v2 import DIGITS_CONFIG, PAPER_BLOCKS, make_divisible, mobilenet_v2
+from edgekit.models.language import TiedEmbedding, tied_lm
 from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
 from edgekit.models.mobilenet_v1 import mobilenet_v1
 from edgekit.models.profiler import LayerProfile, Profile, layer_macs, profile
@@ -16,6 +17,8 @@ __all__ = [
     "mobilenet_v1",
     "resnet8",
     "resnet50",
+    "TiedEmbedding",
+    "tied_lm",
     "vgg16",
     "DIGITS_CONFIG",
     "LayerProfile",
