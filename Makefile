@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-harness arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-harness arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench-estimate: $(STAMP)
 # Converter targets: MobileNetV2 1.0/224 int8 size and export time, sparse encoding.
 bench-converter: $(STAMP)
 	$(BIN)/python benchmarks/converter_targets.py $(if $(wildcard runs/demo/report.json),--demo-report runs/demo/report.json)
+
+# Channel pruning vs magnitude pruning on the demo model: int8 latency, accuracy, params.
+bench-channels: $(STAMP)
+	$(BIN)/python benchmarks/channel_prune.py $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
 
 # Harness fidelity vs litert-benchmark, timing-loop overhead, peak RSS vs getrusage, SSH vs local.
 bench-harness: $(STAMP)

@@ -46,9 +46,9 @@ def mobilenet_v2_rows(tmp: str) -> list:
     return [
         ("MobileNetV2 1.0/224 int8 <= 0.29x float32", f"{i8.size_bytes:,} / {f32.size_bytes:,} = "
          f"{i8.size_bytes / f32.size_bytes:.3f}x", i8.size_bytes <= 0.29 * f32.size_bytes),
-        ("inspect: weights + quant params (read per tensor), graph = rest",
+        ("inspect: weights + quant params, read per tensor, >= 99% of the file",
          f"{info.weight_bytes:,} + {info.quant_params_bytes:,} = {measured:.1%}; graph {info.graph_bytes:,} B",
-         info.weight_bytes + info.quant_params_bytes + info.graph_bytes == info.size_bytes),
+         measured >= 0.99),
         ("int8 export + verify (100 samples) + layer errors <= 60 s", f"{seconds:.1f} s "
          f"(convert {i8.convert_seconds:.1f}, verify {i8.verify_seconds:.1f})", seconds <= 60.0),
         ("MobileNetV2 int8 fully integer, agreement on random images", f"{i8.fully_integer}, {i8.agreement:.2f}",

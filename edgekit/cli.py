@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8: skip the per-layer quantization error measurement")
     p.set_defaults(func=cmd_export, quiet_native=True)
 
-    p = sub.add_parser("optimize", help="prune, cluster and/or quantization-aware train a Keras model",
-                       description="Apply a recipe (or --prune/--cluster/--qat) to a tf_keras model, "
+    p = sub.add_parser("optimize", help="channel-prune, prune, cluster and/or quantization-aware train a Keras model",
+                       description="Apply a recipe (or --channel-prune/--prune/--cluster/--qat) to a tf_keras model, "
                        "fine-tuning after each step on DATA, and report what each step achieved, "
                        "measured from the weights and on the test split.")
     p.add_argument("model", metavar="IN.keras")
@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="OUT.keras; a quantization-aware model is written as a SavedModel directory")
     p.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see README)")
+    p.add_argument("--channel-prune", type=_fraction_open, metavar="RATIO",
+                   help="remove RATIO of the prunable channels/units (a smaller dense model; first step)")
+    p.add_argument("--target-params", type=_int_at_least("--target-params", 1), metavar="N",
+                   help="channel-prune until the model has at most N params")
+    p.add_argument("--target-macs", type=_int_at_least("--target-macs", 1), metavar="N",
+                   help="channel-prune until the model needs at most N MACs")
     p.add_argument("--prune", type=_fraction_open, metavar="SPARSITY", help="magnitude pruning to SPARSITY")
     p.add_argument("--pattern", choices=("unstructured", "2:4"), default="unstructured",
                    help="pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input weights)")
@@ -432,13 +438,25 @@ def cmd_optimize(args) -> int:
     from edgekit.optimize.techniques import check_save_path
     from edgekit.report import table
 
-    if args.recipe and (args.prune is not None or args.cluster is not None or args.qat or args.pattern != "unstructured"):
-        raise InputError("give either --recipe or --prune/--pattern/--cluster/--qat, not both")
+    channel_flags = [f for f, v in (("--channel-prune", args.channel_prune), ("--target-params", args.target_params),
+                                    ("--target-macs", args.target_macs)) if v is not None]
+    if args.recipe and (channel_flags or args.prune is not None or args.cluster is not None or args.qat
+                        or args.pattern != "unstructured"):
+        raise InputError("give either --recipe or --channel-prune/--prune/--pattern/--cluster/--qat, not both")
+    if len(channel_flags) > 1:
+        raise InputError(f"give one of {', '.join(channel_flags)}: a ratio or one budget")
     if args.recipe:
         recipe = Recipe.from_toml(args.recipe)
     else:
+        channels = None
+        if channel_flags:
+            from edgekit.optimize import ChannelPruneConfig
+
+            channels = ChannelPruneConfig(ratio=args.channel_prune or 0.5, target_params=args.target_params,
+                                          target_macs=args.target_macs)
         recipe = Recipe.from_flags(prune=args.prune, pattern=args.pattern, cluster=args.cluster, qat=args.qat,
-                                   fine_tune=FineTune(args.epochs, args.batch_size, args.lr), qat_skip=args.qat_skip)
+                                   fine_tune=FineTune(args.epochs, args.batch_size, args.lr), qat_skip=args.qat_skip,
+                                   channel_prune=channels)
     out = args.output
     check_save_path(out, recipe.has_qat)  # before training, not after
     if os.path.exists(out) and not args.overwrite:
@@ -464,6 +482,15 @@ def cmd_optimize(args) -> int:
                      f"{max(l.unique for l in w.layers):,}" if w.layers else "-", f"{w.params:,}"])
     print(table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows))
     print(result.steps[-1].weights.table())
+    for s in result.steps:
+        if s.details:
+            d = s.details
+            print(f"{s.step}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → "
+                  f"{d['macs'][1]:,}" + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""))
+            print(table(("layer", "width before", "after"), [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in
+                                                             d["widths"].items()], align="lrr"))
+            if d["barriers"]:
+                print(f"left alone (channel semantics not known, a barrier): {', '.join(d['barriers'])}")
     for note in result.warnings:
         print(f"warning: {note}")
     save_model(result.model, out, overwrite=True)

@@ -13,6 +13,14 @@ Inside your own training script::
     print(weight_report(strip(pruned)).table())
 """
 
+from edgekit.optimize.channels import (
+    ChannelPruneConfig,
+    ChannelPruneResult,
+    channel_prune,
+    channel_prune_report,
+    layer_widths,
+    reestimate_batchnorm,
+)
 from edgekit.optimize.configs import ClusterConfig, FineTune, PruneConfig, QATConfig
 from edgekit.optimize.fold import fold_batchnorm
 from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, accuracy, fine_tune, optimize
@@ -30,6 +38,12 @@ from edgekit.optimize.techniques import (
 from edgekit.optimize.weights import LayerWeights, WeightReport, m_by_n_compliant, weight_report
 
 __all__ = [
+    "ChannelPruneConfig",
+    "ChannelPruneResult",
+    "channel_prune",
+    "channel_prune_report",
+    "layer_widths",
+    "reestimate_batchnorm",
     "ClusterConfig",
     "FineTune",
     "FitLengthSchedule",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from edgekit.errors import InputError
 
 PATTERNS = ("unstructured", "2:4")
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
 PRESERVE = ("auto", "none", "sparsity", "clusters", "both")
+IMPORTANCE = ("l1", "l2", "bn")
+SCHEDULES = ("constant", "cosine")
 
 
 def _layers(value, name: str) -> Optional[tuple]:
@@ -37,8 +39,11 @@ class FineTune:
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 5e-4
+    schedule: str = "constant"  # or "cosine": decays to 0 over the fine-tune (retraining after surgery)
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}. Received schedule={self.schedule!r}")
         if int(self.epochs) < 1:
             raise InputError(f"epochs must be >= 1. Received epochs={self.epochs}")
         if int(self.batch_size) < 1:
@@ -123,7 +128,46 @@ class QATConfig:
         return hash((self.layers, self.skip, self.preserve, tuple(sorted(self.configs))))
 
 
-CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig}
+@dataclass(frozen=True)
+class ChannelPruneConfig:
+    """What :func:`channel_prune` removes. ``ratio``: share of each group's prunable channels;
+    or ``target_params`` / ``target_macs``: the least pruning that brings the model to that
+    budget. ``importance``: ``"l1"``, ``"l2"``, ``"bn"`` or a function ``f(layer) -> scores``.
+    ``skip``: layers left alone (names, class names, classes or ``"re:…"``). ``round_to``: keep
+    channel counts at multiples of it where a group has more. ``blocks``: residual blocks to
+    drop entirely (structural pruning). ``iterations``: in a recipe, reach ``ratio`` in this many
+    prune + fine-tune rounds."""
+
+    ratio: float = 0.5
+    importance: Union[str, Callable] = "l1"
+    target_params: Optional[int] = None
+    target_macs: Optional[int] = None
+    skip: Tuple[Any, ...] = ()
+    round_to: int = 1
+    blocks: int = 0
+    iterations: int = 1
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise InputError(f"ratio must be in [0, 1). Received ratio={self.ratio}")
+        if not callable(self.importance) and self.importance not in IMPORTANCE:
+            raise InputError(f"importance must be one of {', '.join(IMPORTANCE)} or a function. "
+                             f"Received importance={self.importance!r}")
+        for name in ("target_params", "target_macs"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise InputError(f"{name} must be >= 1. Received {name}={value}")
+        if self.target_params is not None and self.target_macs is not None:
+            raise InputError("give one budget: target_params or target_macs, not both")
+        if int(self.round_to) < 1 or int(self.blocks) < 0 or int(self.iterations) < 1:
+            raise InputError(f"round_to and iterations must be >= 1 and blocks >= 0. Received "
+                             f"round_to={self.round_to}, blocks={self.blocks}, iterations={self.iterations}")
+        if int(self.iterations) > 1 and (self.target_params or self.target_macs):
+            raise InputError("iterations apply to a ratio; a params or MACs budget is reached in one step")
+        object.__setattr__(self, "skip", _layers(self.skip, "skip") or ())
+
+
+CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig, "channel_prune": ChannelPruneConfig}
 
 
 def config_from_dict(technique: str, values: dict, where: str):

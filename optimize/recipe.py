@@ -39,6 +39,7 @@ import numpy as np
 from edgekit.errors import InputError
 from edgekit.optimize.configs import (
     CONFIGS,
+    ChannelPruneConfig,
     ClusterConfig,
     FineTune,
     PruneConfig,
@@ -67,6 +68,11 @@ class Step:
             return "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}"
         if self.technique == "cluster":
             return f"cluster {c.clusters}"
+        if self.technique == "channel_prune":
+            target = (f"to {c.target_params:,} params" if c.target_params else f"to {c.target_macs:,} MACs"
+                      if c.target_macs else f"{c.ratio:g}")
+            return (f"channel prune {target}" + (f" in {c.iterations} rounds" if c.iterations > 1 else "")
+                    + (f", drop {c.blocks} block(s)" if c.blocks else ""))
         return "qat"
 
 
@@ -122,8 +128,9 @@ class Recipe:
 
     @classmethod
     def from_flags(cls, prune: Optional[float] = None, pattern: str = "unstructured", cluster: Optional[int] = None,
-                   qat: bool = False, fine_tune: FineTune = FineTune(), qat_skip: Sequence[str] = ()) -> "Recipe":
-        steps = []
+                   qat: bool = False, fine_tune: FineTune = FineTune(), qat_skip: Sequence[str] = (),
+                   channel_prune: Optional[ChannelPruneConfig] = None) -> "Recipe":
+        steps = [Step("channel_prune", channel_prune, fine_tune)] if channel_prune is not None else []
         if prune is not None or pattern == "2:4":
             steps.append(Step("prune", PruneConfig(sparsity=prune if prune is not None else 0.5, pattern=pattern),
                               fine_tune))
@@ -132,18 +139,24 @@ class Recipe:
         if qat:
             steps.append(Step("qat", QATConfig(skip=tuple(qat_skip)), fine_tune))
         if not steps:
-            raise InputError("nothing to do: give --recipe R.toml or at least one of --prune, --cluster, --qat")
+            raise InputError("nothing to do: give --recipe R.toml or at least one of --channel-prune, --target-params, "
+                             "--target-macs, --prune, --cluster, --qat")
         return cls(tuple(steps))
 
 
 def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
               metrics=("accuracy",), verbose=0, seed: int = 0):
-    """Compile ``model`` with Adam at ``settings.learning_rate`` and fit it (the callbacks the
-    optimization verbs wired into ``model.fit`` come along). Returns the Keras History."""
+    """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
+    with ``schedule="cosine"``) and fit it (the callbacks the optimization verbs wired into
+    ``model.fit`` come along). Returns the Keras History."""
     from edgekit._compat import keras
 
     keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=loss, metrics=list(metrics))
+    lr = settings.learning_rate
+    if settings.schedule == "cosine":
+        steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
+        lr = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
+    model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     return model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True)
 
 
@@ -161,6 +174,7 @@ class StepResult:
     weights: WeightReport
     accuracy: Optional[float]
     seconds: float
+    details: Optional[dict] = None  # channel pruning: widths before/after, params, MACs, dropped blocks
 
 
 @dataclass
@@ -176,7 +190,8 @@ class OptimizeResult:
     def to_dict(self) -> dict:
         return {"baseline_accuracy": self.baseline_accuracy, "warnings": self.warnings,
                 "steps": [{"step": s.step, "technique": s.technique, "config": s.config, "accuracy": s.accuracy,
-                           "seconds": s.seconds, "weights": s.weights.to_dict()} for s in self.steps]}
+                           "seconds": s.seconds, "weights": s.weights.to_dict(),
+                           **({"channels": s.details} if s.details else {})} for s in self.steps]}
 
 
 def _lost(before: WeightReport, after: WeightReport) -> List[str]:
@@ -196,6 +211,8 @@ def _lost(before: WeightReport, after: WeightReport) -> List[str]:
 def _config_dict(config) -> dict:
     d = asdict(config)
     d.pop("configs", None)
+    if callable(d.get("importance")):
+        d["importance"] = getattr(d["importance"], "__name__", "function")
     return {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
@@ -212,13 +229,46 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
-        wrapped = verbs[step.technique](current, step.config)
-        fine_tune(wrapped, x, y, step.fine_tune, seed=seed)
-        current = strip(wrapped)
+        details = None
+        if step.technique == "channel_prune":
+            current, details = _channel_prune(current, step, x, y, seed, log)
+        else:
+            wrapped = verbs[step.technique](current, step.config)
+            fine_tune(wrapped, x, y, step.fine_tune, seed=seed)
+            current = strip(wrapped)
         acc = accuracy(current, x_test, y_test) if has_test else None
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))
         result.steps.append(StepResult(step.describe(), step.technique, _config_dict(step.config), weight_report(current), acc,
-                                       time.perf_counter() - t0))
+                                       time.perf_counter() - t0, details))
     result.model = current
     return result
+
+
+def _channel_prune(model, step: Step, x, y, seed: int, log):
+    """Channel pruning in ``iterations`` rounds, each: surgery, BatchNorm statistics re-estimated
+    on ``x``, fine-tune. Returns the model and what changed from the first round's input to the
+    last round's output (widths, params, MACs, dropped blocks)."""
+    from edgekit.optimize.channels import channel_prune_report, layer_widths, reestimate_batchnorm
+
+    c = step.config
+    rounds = int(c.iterations)
+    per_round = 1.0 - (1.0 - float(c.ratio)) ** (1.0 / rounds)
+    reports = []
+    for r in range(rounds):
+        # blocks are dropped in the first round only
+        rep = channel_prune_report(model, replace(c, ratio=per_round, iterations=1, blocks=c.blocks if r == 0 else 0)
+                                   if rounds > 1 else c)
+        reports.append(rep)
+        model = rep.model
+        reestimate_batchnorm(model, x)
+        fine_tune(model, x, y, step.fine_tune, seed=seed)
+        if rounds > 1:
+            log(f"      round {r + 1}/{rounds}: {rep.params[1]:,} params, {rep.macs[1]:,} MACs")
+    first, last = reports[0], reports[-1]
+    widths = layer_widths(model)
+    details = first.to_dict()
+    details.update(params=[first.params[0], last.params[1]], macs=[first.macs[0], last.macs[1]],
+                   widths={k: [v[0], widths[k]] for k, v in first.widths.items() if k in widths},
+                   ratio=float(c.ratio) if rounds > 1 else first.ratio)
+    return model, details

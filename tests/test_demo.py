@@ -39,9 +39,11 @@ def test_demo_optimized_variants_on_a_registered_model(tmp_path):
     report = run_demo(out, model_name="ds_cnn", epochs=2, runs=3, warmup=1, fine_tune_epochs=1, log=None)
     assert report["model"]["name"] == "digits_ds_cnn"
     assert report["model"]["params"] == 24_778
-    assert [v["name"] for v in report["variants"]] == ["float32", "int8", "pruned 0.8 + int8", "2:4 + int8",
-                                                       "clustered 16 + int8", "QAT int8", "PCQAT int8"]
-    f32, i8, pruned, two4, clustered, qat, pcqat = report["variants"]
+    assert [v["name"] for v in report["variants"]] == ["float32", "int8", "channels 0.5 + int8", "pruned 0.8 + int8",
+                                                       "2:4 + int8", "clustered 16 + int8", "QAT int8", "PCQAT int8"]
+    f32, i8, channels, pruned, two4, clustered, qat, pcqat = report["variants"]
+    ch = channels["optimization"]["channels"]
+    assert ch["params"][1] < 0.5 * ch["params"][0] and channels["size_bytes"] < 0.6 * i8["size_bytes"]
     assert all(v["fully_integer"] for v in report["variants"][1:])
     assert all(v["gzip_bytes"] < v["size_bytes"] for v in report["variants"])
     # what each optimization achieved, read from the weights (1 epoch of fine-tune each here)

@@ -1,0 +1,487 @@
+"""Channel (unit, filter) pruning that removes them: a smaller dense tf_keras model.
+
+Magnitude pruning zeroes weights and the model keeps its shape; on a board's int8 kernels it runs
+no faster. :func:`channel_prune` removes whole output channels of ``Conv1D``/``Conv2D``,
+``SeparableConv2D`` and ``Dense`` layers (and with them the matching channels of the
+``DepthwiseConv2D``, ``BatchNormalization`` and every other layer that reads them), then rebuilds a
+functional model with the surviving weights copied in.
+
+**Dependency groups** come from the functional graph. Every channel of every tensor gets an id;
+channel-wise layers (BatchNorm, activations, depthwise convs, pooling, padding, dropout) pass ids
+through; ``Add``/``Multiply``/``Subtract``/``Average``/``Maximum``/``Minimum`` join the ids of their
+inputs (a residual connection prunes the same channels on both sides); ``Concatenate`` on the
+channel axis lays its inputs' ids side by side; ``Flatten`` repeats them per spatial position, so
+the ``Dense`` after it loses the rows of a removed channel. Channels joined this way form one
+channel *slot*, removed everywhere or nowhere. The model's outputs, the input, the layers named in
+``skip`` (their inputs and outputs) and everything around a layer whose channel semantics are not
+known here (``Reshape``, ``LayerNormalization``, ``Softmax`` …: a *barrier*, listed in the result)
+are never pruned, so the rebuilt model is always valid.
+
+**Whole blocks** (``blocks=N``): a residual block ``Add([x, f(x)])`` whose branch ``f`` can be
+dropped leaves ``x``; the N blocks with the smallest branch (by the importance below) go.
+
+**Importance** of a channel: the L1 (default) or L2 norm of its filter, ``|gamma|`` of the
+BatchNorm right after it (``"bn"``), or a function ``f(layer) -> scores`` (one score per output
+channel of the layer). Each layer's scores are divided by their mean, and a slot's importance is
+the sum over the channels in it; each group (the slots fed by the same layers) loses the same share
+of its slots, the least important first, keeping ``round_to`` multiples when asked.
+
+Budgets: ``ratio`` (share of prunable channels removed), or ``target_params`` / ``target_macs``
+(the smallest ratio that fits, found by bisection on the rebuilt model's profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgekit._compat import keras
+from edgekit.errors import InputError
+from edgekit.optimize.configs import ChannelPruneConfig, selects
+
+L = keras.layers
+# Layers that compute each output channel from the same input channel alone.
+_CHANNELWISE = (
+    L.BatchNormalization, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D,
+    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D,
+    L.AveragePooling1D, L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D,
+    L.UpSampling1D, L.UpSampling2D, L.PReLU,
+)
+_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+
+
+@dataclass
+class ChannelPlan:
+    """What the graph allows: channel ids of every tensor, slots, groups and barriers."""
+
+    ids: Dict[int, np.ndarray]  # id(tensor) -> channel id per channel of its last axis
+    parent: List[int]
+    protected: set
+    sources: List[Tuple[Any, np.ndarray]]  # (layer, ids of its output channels)
+    barriers: List[str]
+    blocks: List[Tuple[Any, int]]  # (Add layer, index of its shortcut input)
+
+    def root(self, i: int) -> int:
+        return _find(self.parent, i)
+
+
+def _find(parent: List[int], i: int) -> int:
+    """Union-find root of channel id ``i`` (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class _Ids:
+    def __init__(self):
+        self.parent: List[int] = []
+
+    def fresh(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n)
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = _find(self.parent, x), _find(self.parent, y)
+            if rx != ry:
+                self.parent[ry] = rx
+
+
+def _inputs(layer) -> list:
+    args = layer.input
+    return list(args) if isinstance(args, (list, tuple)) else [args]
+
+
+def _channels(t) -> int:
+    dim = t.shape[-1]
+    if dim is None:
+        raise InputError(f"tensor {t.name} has an unknown channel count; build the model with a fixed input shape")
+    return int(dim)
+
+
+def _is_conv(layer) -> bool:
+    """A plain convolution (exact class: subclasses such as transposed convs compute otherwise)."""
+    return (type(layer) in (L.Conv1D, L.Conv2D, L.Conv3D) and layer.groups == 1
+            and layer.data_format == "channels_last")
+
+
+def _softmax(layer) -> bool:
+    return isinstance(layer, L.Softmax) or getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
+
+
+def plan(model, skip: Sequence = ()) -> ChannelPlan:
+    """Trace ``model``'s functional graph into channel ids (see the module doc)."""
+    if not getattr(model, "_is_graph_network", False):
+        raise InputError("channel_prune needs a functional or Sequential tf_keras model; rebuild a subclassed "
+                         "model with the functional API")
+    reg = _Ids()
+    ids: Dict[int, np.ndarray] = {}
+    protected: set = set()
+    sources, barriers, blocks = [], [], []
+    for t in model.inputs:
+        ids[id(t)] = reg.fresh(_channels(t))
+        protected.update(ids[id(t)].tolist())
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        if len(layer._inbound_nodes) != 1:
+            raise InputError(f"channel_prune: layer '{layer.name}' is used {len(layer._inbound_nodes)} times; "
+                             f"shared layers are not supported: give each use its own layer")
+        if isinstance(layer.output, (list, tuple)):
+            raise InputError(f"channel_prune: layer '{layer.name}' has several outputs; not supported")
+        ins = [ids[id(t)] for t in _inputs(layer)]
+        out_c = _channels(layer.output)
+        skipped = bool(skip) and selects(layer, skip)
+        kind = _kind(layer, ins, out_c)
+        if skipped or kind == "barrier":
+            for a in ins:
+                protected.update(a.tolist())
+            out = reg.fresh(out_c)
+            protected.update(out.tolist())
+            if kind == "barrier" and not skipped:
+                barriers.append(f"{layer.name} ({type(layer).__name__})")
+            if kind == "source" and skipped:
+                sources.append((layer, out))
+        elif kind == "source":
+            out = reg.fresh(out_c)
+            sources.append((layer, out))
+            if _softmax(layer):  # normalized across its units: removing one changes the others
+                protected.update(out.tolist())
+        elif kind == "pass":
+            out = ins[0]
+        elif kind == "merge":
+            full = [a for a in ins if len(a) == out_c]
+            for a in full[1:]:
+                reg.union(full[0], a)
+            out = full[0]
+            shortcut = _shortcut(layer) if isinstance(layer, L.Add) and len(ins) == 2 else None
+            if shortcut is not None:
+                blocks.append((layer, shortcut))
+        elif kind == "concat":
+            out = np.concatenate(ins)
+        elif kind == "concat_other_axis":
+            for a in ins[1:]:
+                reg.union(ins[0], a)
+            out = ins[0]
+        elif kind == "flatten":
+            spatial = int(np.prod(layer.input.shape[1:-1]))
+            out = np.tile(ins[0], spatial)
+        else:  # pragma: no cover - _kind returns one of the above
+            raise AssertionError(kind)
+        ids[id(layer.output)] = out
+    for t in model.outputs:
+        protected.update(ids[id(t)].tolist())
+    return ChannelPlan(ids, reg.parent, protected, sources, barriers, blocks)
+
+
+def _kind(layer, ins, out_c) -> str:
+    if _softmax(layer) and not (_is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D))):
+        return "barrier"  # normalizes across channels
+    if _is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
+        if isinstance(layer, L.SeparableConv2D) and layer.data_format != "channels_last":
+            return "barrier"
+        return "source"
+    if isinstance(layer, L.DepthwiseConv2D):
+        return "pass" if layer.depth_multiplier == 1 and len(ins[0]) == out_c else "barrier"
+    if isinstance(layer, L.Activation) or isinstance(layer, _CHANNELWISE):
+        if isinstance(layer, L.BatchNormalization) and layer.axis not in ([-1], [len(layer.input_shape) - 1]):
+            return "barrier"
+        return "pass" if len(ins[0]) == out_c else "barrier"
+    if isinstance(layer, _MERGE):
+        shapes = [tuple(t.shape[1:]) for t in _inputs(layer)]
+        if all(len(a) in (1, out_c) for a in ins) and all(len(s) == len(shapes[0]) for s in shapes):
+            return "merge"
+        return "barrier"
+    if isinstance(layer, L.Concatenate):
+        rank = len(layer.output.shape)
+        if layer.axis in (-1, rank - 1):
+            return "concat"
+        return "concat_other_axis" if all(len(a) == out_c for a in ins) else "barrier"
+    if isinstance(layer, L.Flatten) and layer.data_format == "channels_last" and None not in layer.input.shape[1:]:
+        return "flatten"
+    return "barrier"
+
+
+def _shortcut(add) -> Optional[int]:
+    """For ``Add([a, b])``: the index of the input that is the other's ancestor (the shortcut)."""
+    a, b = _inputs(add)
+    for short, branch, index in ((a, b, 0), (b, a, 1)):
+        seen, stack = set(), [branch]
+        while stack:
+            t = stack.pop()
+            if t is short:
+                return index
+            layer = t._keras_history.layer
+            if id(layer) in seen or isinstance(layer, L.InputLayer):
+                continue
+            seen.add(id(layer))
+            stack.extend(_inputs(layer))
+    return None
+
+
+def _kernel(layer) -> np.ndarray:
+    """Output-channel-last kernel of a source layer (the pointwise one of a separable conv)."""
+    return (layer.pointwise_kernel if isinstance(layer, L.SeparableConv2D) else layer.kernel).numpy()
+
+
+def _next_bn(model, layer):
+    for other in model.layers:
+        if isinstance(other, L.BatchNormalization) and len(other._inbound_nodes) == 1 and other.input is layer.output:
+            return other
+    return None
+
+
+def _scores(model, layer, importance) -> np.ndarray:
+    if callable(importance):
+        s = np.asarray(importance(layer), dtype=np.float64).reshape(-1)
+        if len(s) != _channels(layer.output):
+            raise InputError(f"importance function returned {len(s)} scores for layer '{layer.name}' with "
+                             f"{_channels(layer.output)} output channels")
+        return s
+    if importance == "bn":
+        bn = _next_bn(model, layer)
+        if bn is not None and bn.gamma is not None:
+            return np.abs(bn.gamma.numpy()).astype(np.float64)
+    k = _kernel(layer).reshape(-1, _kernel(layer).shape[-1])
+    return (np.abs(k).sum(0) if importance != "l2" else np.sqrt((k**2).sum(0))).astype(np.float64)
+
+
+@dataclass
+class Selection:
+    """The channel ids to remove and the blocks to drop."""
+
+    removed: set
+    dropped_blocks: List[str] = field(default_factory=list)
+
+
+def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int = 1, blocks: int = 0) -> Selection:
+    """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
+    blocks with the least important branches."""
+    slot_score: Dict[int, float] = {}
+    slot_sources: Dict[int, set] = {}
+    members: Dict[int, List[int]] = {}
+    for i in range(len(p.parent)):
+        members.setdefault(p.root(i), []).append(i)
+    for layer, out in p.sources:
+        s = _scores(model, layer, importance)
+        s = s / (s.mean() if s.mean() > 0 else 1.0)
+        for ch, score in zip(out.tolist(), s.tolist()):
+            r = p.root(ch)
+            slot_score[r] = slot_score.get(r, 0.0) + score
+            slot_sources.setdefault(r, set()).add(layer.name)
+    protected_roots = {p.root(i) for i in p.protected}
+    groups: Dict[tuple, List[int]] = {}
+    for r, names in slot_sources.items():
+        groups.setdefault(tuple(sorted(names)), []).append(r)
+    removed: set = set()
+    for key, roots in groups.items():
+        free = [r for r in roots if r not in protected_roots]
+        if not free or ratio <= 0:
+            continue
+        keep = len(roots) - int(np.floor(ratio * len(free)))
+        if round_to > 1 and len(roots) > round_to:
+            keep = max(round_to, int(np.ceil(keep / round_to)) * round_to)
+        n_remove = min(len(free), len(roots) - max(keep, 1))
+        if n_remove <= 0:
+            continue
+        order = sorted(free, key=lambda r: slot_score[r])
+        for r in order[:n_remove]:
+            removed.update(members[r])
+    dropped = []
+    if blocks:
+        scored = []
+        for add, short in p.blocks:
+            branch = _inputs(add)[1 - short]
+            last = _last_source(branch)
+            if last is None:
+                continue
+            s = _scores(model, last, importance if not callable(importance) else "l1")
+            scored.append((float(np.mean(s)), add.name))
+        dropped = [name for _, name in sorted(scored)[:blocks]]
+        if len(dropped) < blocks:
+            raise InputError(f"blocks={blocks}, but the model has {len(scored)} residual block(s) that can be "
+                             f"dropped (an Add of a tensor and a branch computed from it)")
+    return Selection(removed, dropped)
+
+
+def _last_source(t):
+    """The conv/dense layer that last set the channels of ``t`` (through channel-wise layers)."""
+    while True:
+        layer = t._keras_history.layer
+        if _is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
+            return layer
+        if isinstance(layer, (L.DepthwiseConv2D, L.Activation) + _CHANNELWISE):
+            t = _inputs(layer)[0]
+            continue
+        return None
+
+
+def rebuild(model, p: ChannelPlan, sel: Selection):
+    """A new functional model without the removed channels and dropped blocks, weights copied."""
+    removed = np.fromiter(sel.removed, dtype=np.int64) if sel.removed else np.zeros(0, np.int64)
+
+    def keep(t) -> np.ndarray:
+        return ~np.isin(p.ids[id(t)], removed)
+
+    dropped = {name for name in sel.dropped_blocks}
+    shortcut_of = {add.name: short for add, short in p.blocks}
+    # Which layers the rebuilt outputs still need (a dropped block's branch is not rebuilt).
+    needed, stack = set(), list(model.outputs)
+    while stack:
+        t = stack.pop()
+        layer = t._keras_history.layer
+        if id(layer) in needed:
+            continue
+        needed.add(id(layer))
+        ins = _inputs(layer) if not isinstance(layer, L.InputLayer) else []
+        stack.extend([ins[shortcut_of[layer.name]]] if layer.name in dropped else ins)
+
+    new: Dict[int, Any] = {}
+    inputs = []
+    for t in model.inputs:
+        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
+        new[id(t)] = i
+        inputs.append(i)
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer) or id(layer) not in needed:
+            continue
+        ins = _inputs(layer)
+        if layer.name in dropped:
+            new[id(layer.output)] = new[id(ins[shortcut_of[layer.name]])]
+            continue
+        mapped = [new[id(t)] for t in ins]
+        config = layer.get_config()
+        weights = layer.get_weights()
+        out_keep = keep(layer.output)
+        in_keep = keep(ins[0])
+        if _is_conv(layer):
+            config["filters"] = int(out_keep.sum())
+            weights[0] = weights[0][..., in_keep, :][..., out_keep]
+            if layer.use_bias:
+                weights[1] = weights[1][out_keep]
+        elif isinstance(layer, L.Dense):
+            config["units"] = int(out_keep.sum())
+            weights[0] = weights[0][in_keep][:, out_keep]
+            if layer.use_bias:
+                weights[1] = weights[1][out_keep]
+        elif isinstance(layer, L.SeparableConv2D):
+            m = layer.depth_multiplier
+            config["filters"] = int(out_keep.sum())
+            weights[0] = weights[0][:, :, in_keep, :]
+            weights[1] = weights[1][:, :, np.repeat(in_keep, m), :][..., out_keep]
+            if layer.use_bias:
+                weights[2] = weights[2][out_keep]
+        elif isinstance(layer, L.DepthwiseConv2D) and len(p.ids[id(ins[0])]) == len(p.ids[id(layer.output)]):
+            weights[0] = weights[0][:, :, in_keep, :]
+            if layer.use_bias:
+                weights[1] = weights[1][in_keep]
+        elif isinstance(layer, (L.BatchNormalization, L.PReLU)) and len(in_keep) == len(out_keep):
+            weights = [w[..., in_keep] for w in weights]
+        clone = layer.__class__.from_config(config)
+        out = clone(mapped if len(mapped) > 1 or isinstance(layer.input, (list, tuple)) else mapped[0])
+        clone.set_weights(weights)
+        new[id(layer.output)] = out
+    outputs = [new[id(t)] for t in model.outputs]
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def layer_widths(model) -> Dict[str, int]:
+    """Output channels of every conv, separable conv and dense layer, by name."""
+    return {l.name: _channels(l.output) for l in model.layers
+            if _is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))}
+
+
+@dataclass
+class ChannelPruneResult:
+    """The pruned model and what changed: per-layer widths before and after, params, MACs."""
+
+    model: Any
+    ratio: float
+    widths: Dict[str, Tuple[int, int]]
+    params: Tuple[int, int]
+    macs: Tuple[int, int]
+    dropped_blocks: List[str]
+    barriers: List[str]
+
+    def to_dict(self) -> dict:
+        return {"ratio": self.ratio, "params": list(self.params), "macs": list(self.macs),
+                "widths": {k: list(v) for k, v in self.widths.items()}, "dropped_blocks": self.dropped_blocks,
+                "barriers": self.barriers}
+
+
+def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig()) -> ChannelPruneResult:
+    """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`)."""
+    from edgekit.models.profiler import profile
+    from edgekit.optimize.techniques import check_model
+
+    check_model(model, "channel_prune")
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    p = plan(model, config.skip)
+    before = profile(model)
+
+    def build(ratio):
+        sel = select(model, p, ratio, config.importance, int(config.round_to), int(config.blocks))
+        return rebuild(model, p, sel), sel
+
+    ratio = float(config.ratio)
+    budget = config.target_params or config.target_macs
+    if budget is not None:
+        measure = (lambda m: profile(m).params) if config.target_params else (lambda m: profile(m).macs)
+        what = "target_params" if config.target_params else "target_macs"
+        lo, hi = 0.0, 0.95
+        if measure(build(hi)[0]) > budget:
+            raise InputError(f"{what}={budget:,} is out of reach: removing 95% of the prunable channels leaves "
+                             f"{measure(build(hi)[0]):,}; lower the budget's ambition or prune more layers")
+        if measure(build(0.0)[0]) <= budget:
+            hi = 0.0
+        for _ in range(12):
+            if hi - lo < 0.005:
+                break
+            mid = (lo + hi) / 2
+            if measure(build(mid)[0]) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        ratio = hi
+    pruned, sel = build(ratio)
+    after = profile(pruned)
+    widths_before, widths_after = layer_widths(model), layer_widths(pruned)
+    return ChannelPruneResult(
+        model=pruned, ratio=round(ratio, 4),
+        widths={k: (v, widths_after[k]) for k, v in widths_before.items() if k in widths_after},
+        params=(before.params, after.params), macs=(before.macs, after.macs),
+        dropped_blocks=sel.dropped_blocks, barriers=p.barriers)
+
+
+def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig()):
+    """A new, smaller tf_keras model without the least important channels (see the module doc);
+    ``model`` is left as it is. Re-estimate BatchNorm statistics (:func:`reestimate_batchnorm`)
+    and fine-tune afterwards."""
+    return channel_prune_report(model, config).model
+
+
+def reestimate_batchnorm(model, x, batch_size: int = 64, batches: Optional[int] = None) -> None:
+    """Recompute every BatchNormalization's moving mean and variance on ``x`` (in place): after
+    surgery the statistics of the remaining channels' inputs have changed. The running averages are
+    reset and averaged over the batches (momentum i/(i+1) on batch i)."""
+    bns = [l for l in model.layers if isinstance(l, L.BatchNormalization)]
+    if not bns:
+        return
+    x = np.asarray(x)
+    n = len(x) if batches is None else min(len(x), batches * batch_size)
+    saved = [bn.momentum for bn in bns]
+    try:
+        for i, start in enumerate(range(0, n, batch_size)):
+            for bn in bns:
+                bn.momentum = i / (i + 1.0)
+            # Only the BatchNorms update in training mode; their outputs are not used.
+            model(x[start : start + batch_size], training=True)
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
