@@ -40,6 +40,7 @@ import numpy as np
 from edgekit._compat import keras
 from edgekit.errors import InputError
 from edgekit.optimize.configs import ChannelPruneConfig, selects
+from edgekit.optimize.fold import fresh_inputs
 
 L = keras.layers
 # Layers that compute each output channel from the same input channel alone.
@@ -341,12 +342,7 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         ins = _inputs(layer) if not isinstance(layer, L.InputLayer) else []
         stack.extend([ins[shortcut_of[layer.name]]] if layer.name in dropped else ins)
 
-    new: Dict[int, Any] = {}
-    inputs = []
-    for t in model.inputs:
-        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
-        new[id(t)] = i
-        inputs.append(i)
+    new, inputs = fresh_inputs(model)
     for layer in model.layers:
         if isinstance(layer, L.InputLayer) or id(layer) not in needed:
             continue

@@ -40,6 +40,18 @@ def _foldable(layer, bn, consumers) -> bool:
             and len(bn._inbound_nodes) == 1)
 
 
+def fresh_inputs(model):
+    """New ``keras.Input`` tensors like ``model``'s, for rebuilding it layer by layer: a map from
+    id(old input tensor) to the new one, and the list of new inputs."""
+    new: Dict[int, object] = {}
+    inputs = []
+    for t in model.inputs:
+        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
+        new[id(t)] = i
+        inputs.append(i)
+    return new, inputs
+
+
 def fold_batchnorm(model):
     """A new functional model where every BatchNormalization that directly follows a linear
     Conv2D / DepthwiseConv2D / Dense (its only consumer) is folded into it. Other layers are
@@ -60,12 +72,7 @@ def fold_batchnorm(model):
         return model
     skip = {id(bn) for bn in folded_into.values()}
 
-    new: Dict[int, object] = {}
-    inputs = []
-    for t in model.inputs:
-        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
-        new[id(t)] = i
-        inputs.append(i)
+    new, inputs = fresh_inputs(model)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
