@@ -267,8 +267,10 @@ def convert(
 
 
 def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float, progress, per_channel,
-             share) -> tuple:
-    """:func:`convert`, also returning what weight sharing merged."""
+             share, calibrated: Optional[bytes] = None) -> tuple:
+    """:func:`convert`, also returning what weight sharing merged. ``calibrated``: the model
+    already calibrated on ``calib`` (:func:`calibrate`, as the layer report keeps it), so int8
+    quantizes it instead of calibrating again."""
     quant = Quant.parse(quant)
     check_model(model)
     io = quant.check_io(io)
@@ -282,27 +284,36 @@ def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float
         raise InputError(f"keeping layers in float applies to int8 models, not {quant.value}")
     if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
         raise InputError(f"per-tensor weights apply to int8, int16x8 and dynamic models, not {quant.value}")
-    converter = _converter(model, quant, data, io, sparse, progress, per_channel)
     what = f"model '{model.name}'"
-    if not keep_float:
-        tflite = _run_converter(what, quant, converter.convert)
+    if quant is Quant.INT8 and (keep_float or calibrated is not None):
+        def run():
+            cal = calibrated if calibrated is not None else calibrate(
+                _converter(model, quant, data, io, sparse, progress, per_channel))
+            return _quantize(cal, io, keep_float, sparse, per_channel)
+        tflite = _run_converter(what, quant, run)
     else:
-        tflite = _run_converter(what, quant, lambda: _quantize_keeping_float(converter, io, keep_float, sparse))
+        tflite = _run_converter(what, quant, _converter(model, quant, data, io, sparse, progress, per_channel).convert)
     return _share_weights(tflite) if share else (tflite, [])
 
 
-def _quantize_keeping_float(converter, io: str, keep_float: Sequence[str], sparse: bool) -> bytes:
-    """Calibrate, then quantize with the ops producing ``keep_float`` tensors left in float (the
-    MLIR quantizer's node denylist, as TF's QuantizationDebugger uses it)."""
+def calibrate(converter) -> bytes:
+    """The float model with the activation ranges recorded on the converter's representative
+    data (TF's QuantizationDebugger path); :func:`_quantize` makes it int8."""
+    converter.experimental_new_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - TF's documented debugger path
+    return converter.convert()
+
+
+def _quantize(calibrated: bytes, io: str, keep_float: Sequence[str], sparse: bool, per_channel: bool) -> bytes:
+    """Quantize a calibrated model to int8 with the ops producing ``keep_float`` tensors left in
+    float (the MLIR quantizer's node denylist). The same ops, tensors and outputs as the
+    converter's own int8 path (tested); only the conversion metadata differ."""
     tf, _ = _keras()
     from tensorflow.lite.python import convert as tflite_convert
 
-    converter.experimental_new_quantizer = True
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - TF's documented debugger path
-    calibrated = converter.convert()
     model = tflite_convert.mlir_quantize(
-        calibrated, input_data_type=getattr(tf, io), output_data_type=getattr(tf, io),
-        denylisted_nodes=list(keep_float),
+        calibrated, disable_per_channel=not per_channel, input_data_type=getattr(tf, io),
+        output_data_type=getattr(tf, io), denylisted_nodes=list(keep_float),
     )
     return tflite_convert.mlir_sparsify(model) if sparse else model
 
@@ -487,7 +498,7 @@ def export(
     one scale (clustered models keep their k values per kernel in the file). ``share_weights``
     stores a weight read by several ops (a tied embedding) once; ``shared_weights`` in the report
     lists what was merged and the bytes saved. Pruning and clustering wrappers are stripped first."""
-    from edgekit.converters.quant_debug import keep_float_auto, layer_errors, tensors_of_layers
+    from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
 
     quant = Quant.parse(quant)
     check_model(model)
@@ -525,18 +536,19 @@ def export(
         eval_x, eval_y = calib, None
 
     t0 = time.perf_counter()
-    errors = []
+    errors, calibrated = [], None
     # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
     # "Please check if the quantized model is in debug mode"), so QAT models get no layer report.
     if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float) and not qat_model:
-        errors = layer_errors(model, calib_x, _fit(model, eval_x, "verification data"))
+        errors, calibrated = _layer_errors(model, calib_x, _fit(model, eval_x, "verification data"),
+                                           progress=progress)
     kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
     if kept_tensors and not errors:
         raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
     tflite, shared = _convert(model, quant, calib_x, io=io, sparse=sparse,
                               calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
                               keep_float=kept_tensors, progress=progress, per_channel=per_channel,
-                              share=share_weights)
+                              share=share_weights, calibrated=calibrated if per_channel else None)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)
@@ -547,7 +559,7 @@ def export(
         if measured["agreement"] < min_agreement:
             tflite, info, measured, kept, shared = keep_float_auto(
                 model, calib_x, eval_x, eval_y, errors, min_agreement=min_agreement, io=io, sparse=sparse,
-                seed=seed, verify_samples=verify_samples)
+                seed=seed, verify_samples=verify_samples, calibrated=calibrated)
     else:
         info, measured = verify(model, tflite, quant, eval_x, eval_y, min_agreement=min_agreement,
                                 allow_float=bool(kept), **common)

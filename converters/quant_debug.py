@@ -42,6 +42,13 @@ def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
                  samples: int = DEFAULT_DEBUG_SAMPLES) -> List[LayerError]:
     """Per-op int8 error of ``model`` calibrated on ``calib``, measured on up to ``samples`` of
     ``debug_x``; worst first."""
+    return _layer_errors(model, calib, debug_x, samples)[0]
+
+
+def _layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, samples: int = DEFAULT_DEBUG_SAMPLES,
+                  progress: Optional[str] = None) -> tuple:
+    """:func:`layer_errors` and the calibrated model the debugger made (the export quantizes it
+    rather than calibrating a second time)."""
     from edgekit._compat import tf
     from edgekit.converters.convert import Quant, _converter, layer_of_tensor
 
@@ -53,7 +60,7 @@ def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converter = _converter(model, Quant.INT8, calib, "int8", False)
+        converter = _converter(model, Quant.INT8, calib, "int8", False, progress)
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
         debugger.run()
     buf = _io.StringIO()
@@ -67,7 +74,7 @@ def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
             rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else float("inf"),
             mean_squared_error=mse, max_abs_error=float(r["max_abs_error"]), scale=scale,
         ))
-    return sorted(rows, key=lambda e: -e.rmse_over_scale)
+    return sorted(rows, key=lambda e: -e.rmse_over_scale), debugger.calibrated_model
 
 
 def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> List[str]:
@@ -84,10 +91,11 @@ def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> Li
 
 def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[LayerError], *,
                     min_agreement: float, io: str = "int8", sparse: bool = False, seed: int = 0,
-                    verify_samples: Optional[int] = None):
+                    verify_samples: Optional[int] = None, calibrated: Optional[bytes] = None):
     """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
     agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
-    ModelInfo, measurements, kept LayerErrors, shared weights)."""
+    ModelInfo, measurements, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
+    calibrated on ``calib``, quantized at each step instead of calibrating again."""
     from edgekit.converters.convert import DEFAULT_VERIFY_SAMPLES, _convert, verify
 
     if min_agreement is None:
@@ -101,7 +109,8 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
         kept_layers = layers[:k]
         kept = [e for e in errors if e.layer in kept_layers]
         tflite, shared = _convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
-                                  keep_float=[e.tensor for e in kept], progress=None, per_channel=True, share=True)
+                                  keep_float=[e.tensor for e in kept], progress=None, per_channel=True, share=True,
+                                  calibrated=calibrated)
         info, measured = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
                                 seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
         if measured["agreement"] is not None and measured["agreement"] >= min_agreement:

@@ -123,6 +123,34 @@ def test_int8_report_names_the_worst_layers(tiny_model, digits_ds, exported):
     assert worst and worst[0]["layer"] in names and {"op", "rmse_over_scale", "tensor"} <= set(worst[0])
 
 
+def test_layer_report_export_equals_a_plain_int8_conversion(tiny_model, digits_ds, exported):
+    # With the layer report on, the export quantizes the debugger's calibrated model instead of
+    # calibrating twice: the same ops, tensors and outputs as the converter's own int8 path.
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.converters import convert
+
+    plain = convert(tiny_model, "int8", digits_ds.x_train, calib_samples=64)
+    with open(exported["int8"].path, "rb") as f:
+        reused = f.read()
+    assert exported["int8"].worst_layers
+    outs = []
+    for buf in (plain, reused):
+        it = Interpreter(model_content=buf)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        scale, zero = i["quantization"]
+        q = np.clip(np.round(digits_ds.x_test[:20] / scale + zero), -128, 127).astype(np.int8)
+        rows = []
+        for k in range(len(q)):
+            it.set_tensor(i["index"], q[k : k + 1])
+            it.invoke()
+            rows.append(it.get_tensor(o["index"]).copy())
+        outs.append((np.concatenate(rows), [(d["name"], d["dtype"]) for d in it.get_tensor_details()]))
+    assert outs[0][1] == outs[1][1]
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+
+
 def test_keep_float_named_layer(tiny_model, digits_ds, tmp_path):
     dense = [l.name for l in tiny_model.layers if type(l).__name__ == "Dense"][0]
     rep = _export(tiny_model, digits_ds, tmp_path, "int8", keep_float=dense)
