@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-harness arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench-converter: $(STAMP)
 # Channel pruning vs magnitude pruning on the demo model: int8 latency, accuracy, params.
 bench-channels: $(STAMP)
 	$(BIN)/python benchmarks/channel_prune.py $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
+
+# What each technique buys (tying, pruning, distillation, low-rank, quantization, architectures),
+# written into the README's technique table.
+bench-techniques: $(STAMP)
+	$(BIN)/python benchmarks/techniques.py --readme README.md $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
 
 # Harness fidelity vs litert-benchmark, timing-loop overhead, peak RSS vs getrusage, SSH vs local.
 bench-harness: $(STAMP)

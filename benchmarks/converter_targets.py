@@ -30,6 +30,7 @@ from edgekit.converters import export, inspect_tflite
 from edgekit.errors import VerificationError
 from edgekit.models import create
 from edgekit.report import table
+from edgekit.techniques import tied_lm_sizes
 
 
 def mobilenet_v2_rows(tmp: str) -> list:
@@ -83,23 +84,14 @@ def sparse_rows(tmp: str) -> list:
 
 def tied_rows() -> list:
     """Tied-embedding LM, vocab 30,000, dim 500: the int8 file holds the matrix once."""
-    from edgekit.models.language import tied_lm
-
-    x = np.random.default_rng(0).integers(0, 30000, (64, 32))
-    sizes, shared = {}, []
-    for tied in (True, False):
-        model = tied_lm(30000, 500, context=32, layers=1, kernel=1, tied=tied)
-        for mode in ("float32", "int8"):
-            rep = export(model, None, mode, calib=x, calib_samples=64, eval_x=x[:16], layer_report=False)
-            sizes[tied, mode] = (model.count_params(), rep.size_bytes)
-            shared += rep.shared_weights if tied else []
-    (tp, t32), (up, u32) = sizes[True, "float32"], sizes[False, "float32"]
-    t8, u8 = sizes[True, "int8"][1], sizes[False, "int8"][1]
+    s = tied_lm_sizes()
+    (tp, t32), (up, u32) = (s[True, "params"], s[True, "float32"]), (s[False, "params"], s[False, "float32"])
+    t8, u8 = s[True, "int8"], s[False, "int8"]
     return [
         ("tied LM 30000x500: params, float32 file tied vs untied",
          f"{tp:,} vs {up:,}; {t32:,} / {u32:,} = {t32 / u32:.3f}x", t32 <= 0.55 * u32),
         ("tied LM int8 file <= 0.55x the untied int8 file",
-         f"{t8:,} / {u8:,} = {t8 / u8:.3f}x; merged {sum(s['bytes'] for s in shared):,} B", t8 <= 0.55 * u8),
+         f"{t8:,} / {u8:,} = {t8 / u8:.3f}x; merged {s['merged_bytes']:,} B", t8 <= 0.55 * u8),
     ]
 
 

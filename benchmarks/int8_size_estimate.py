@@ -28,6 +28,10 @@ def _data_for(model, ds, n: int, seed: int = 0):
     """Inputs and targets shaped for ``model``: digits where it fits, random data otherwise."""
     shape = tuple(model.input_shape[1:])
     rng = np.random.default_rng(seed)
+    if model.inputs[0].dtype.is_integer:  # token ids: next-token targets
+        vocab = int(model.output_shape[-1])
+        x = rng.integers(0, vocab, (n,) + shape).astype(np.int32)
+        return x, np.roll(x, -1, axis=1), "sparse_categorical_crossentropy"
     if shape == ds.input_shape:
         x = ds.x_train[:n]
     elif int(np.prod(shape)) == int(np.prod(ds.input_shape)):

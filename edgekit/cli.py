@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8: skip the per-layer quantization error measurement")
     p.set_defaults(func=cmd_export, quiet_native=True)
 
-    p = sub.add_parser("optimize", help="channel-prune, prune, cluster and/or quantization-aware train a Keras model",
-                       description="Apply a recipe (or --channel-prune/--prune/--cluster/--qat) to a tf_keras model, "
+    p = sub.add_parser("optimize", help="channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a "
+                       "Keras model",
+                       description="Apply a recipe (or --channel-prune/--factorize-*/--prune/--cluster/--distill-from/"
+                       "--qat) to a tf_keras model, "
                        "fine-tuning after each step on DATA, and report what each step achieved, "
                        "measured from the weights and on the test split.")
     p.add_argument("model", metavar="IN.keras")
@@ -160,12 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel-prune until the model has at most N params")
     p.add_argument("--target-macs", type=_int_at_least("--target-macs", 1), metavar="N",
                    help="channel-prune until the model needs at most N MACs")
+    p.add_argument("--target-latency", type=float, metavar="MS",
+                   help="channel-prune until the int8 model's p50 latency here (device harness, XNNPACK, "
+                   "1 thread) is at most MS milliseconds")
+    p.add_argument("--factorize-rank", type=_int_at_least("--factorize-rank", 1), metavar="R",
+                   help="low-rank factorization (truncated SVD) of Dense/Conv2D layers at rank R")
+    p.add_argument("--factorize-energy", type=_fraction_open, metavar="E",
+                   help="factorize each layer at the least rank keeping E of its singular-value energy")
+    p.add_argument("--factorize-params", type=_int_at_least("--factorize-params", 1), metavar="N",
+                   help="factorize until the model has at most N params")
     p.add_argument("--prune", type=_fraction_open, metavar="SPARSITY", help="magnitude pruning to SPARSITY")
     p.add_argument("--pattern", choices=("unstructured", "2:4"), default="unstructured",
                    help="pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input weights)")
     p.add_argument("--cluster", type=_int_at_least("--cluster", 2), metavar="K", help="weight clustering, K clusters")
     p.add_argument("--qat", action="store_true", help="quantization-aware training (last step)")
     p.add_argument("--qat-skip", action="append", default=[], metavar="LAYER", help="leave LAYER in float under QAT")
+    p.add_argument("--distill-from", metavar="TEACHER.keras",
+                   help="every fine-tune learns from this teacher's outputs too (alone: one distill step)")
+    p.add_argument("--distill", action="store_true",
+                   help="every fine-tune distills from IN.keras as it came in (recovery after channel pruning)")
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument("--alpha", type=float, default=0.1,
+                   help="distillation: weight of the label loss, 1-alpha on the teacher's (default 0.1)")
     p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=2, help="fine-tune epochs per step (default 2)")
     p.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=32, help="default 32")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tune learning rate (default 5e-4)")
@@ -223,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print JSON instead of a table")
     out.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=cmd_models, quiet_native=True)
+
+    p = sub.add_parser("techniques", help="measure what each optimization technique buys (about 15 min)",
+                       description="Run weight tying, pruning, distillation, low-rank factorization, "
+                       "quantization and efficient architectures against their baselines on this machine and "
+                       "print the table; exits 1 if a target is missed.")
+    p.add_argument("--model", metavar="DEMO.keras", help="a trained demo model (default: train one)")
+    p.add_argument("--readme", metavar="README.md", help="write the Markdown table between the README's "
+                   "<!-- techniques:begin/end --> markers")
+    p.add_argument("--json", metavar="OUT.json", help="also write the rows as JSON")
+    p.set_defaults(func=cmd_techniques, quiet_native=True)
 
     p = sub.add_parser("profile", help="per-layer params, MACs and activation memory of a model",
                        description="Profile a registered model (by name) or a saved Keras model.")
@@ -439,24 +467,42 @@ def cmd_optimize(args) -> int:
     from edgekit.report import table
 
     channel_flags = [f for f, v in (("--channel-prune", args.channel_prune), ("--target-params", args.target_params),
-                                    ("--target-macs", args.target_macs)) if v is not None]
-    if args.recipe and (channel_flags or args.prune is not None or args.cluster is not None or args.qat
-                        or args.pattern != "unstructured"):
-        raise InputError("give either --recipe or --channel-prune/--prune/--pattern/--cluster/--qat, not both")
+                                    ("--target-macs", args.target_macs), ("--target-latency", args.target_latency))
+                     if v is not None]
+    factor_flags = [f for f, v in (("--factorize-rank", args.factorize_rank), ("--factorize-energy",
+                                   args.factorize_energy), ("--factorize-params", args.factorize_params)) if v is not None]
+    if args.recipe and (channel_flags or factor_flags or args.prune is not None or args.cluster is not None or args.qat
+                        or args.pattern != "unstructured" or args.distill):
+        raise InputError("give either --recipe or --channel-prune/--factorize-*/--prune/--pattern/--cluster/--distill/"
+                         "--qat, not both")
     if len(channel_flags) > 1:
         raise InputError(f"give one of {', '.join(channel_flags)}: a ratio or one budget")
+    if len(factor_flags) > 1:
+        raise InputError(f"give one of {', '.join(factor_flags)}")
+    if args.distill and args.distill_from:
+        raise InputError("give --distill (the input model teaches) or --distill-from TEACHER.keras, not both")
+    distill = None
+    if args.distill or args.distill_from:
+        from edgekit.optimize import DistillConfig
+
+        distill = DistillConfig(temperature=args.temperature, alpha=args.alpha)
     if args.recipe:
         recipe = Recipe.from_toml(args.recipe)
     else:
-        channels = None
+        channels = factorize = None
         if channel_flags:
             from edgekit.optimize import ChannelPruneConfig
 
             channels = ChannelPruneConfig(ratio=args.channel_prune or 0.5, target_params=args.target_params,
-                                          target_macs=args.target_macs)
+                                          target_macs=args.target_macs, target_latency=args.target_latency)
+        if factor_flags:
+            from edgekit.optimize import FactorizeConfig
+
+            factorize = FactorizeConfig(rank=args.factorize_rank, energy=args.factorize_energy or 0.9,
+                                        target_params=args.factorize_params)
         recipe = Recipe.from_flags(prune=args.prune, pattern=args.pattern, cluster=args.cluster, qat=args.qat,
                                    fine_tune=FineTune(args.epochs, args.batch_size, args.lr), qat_skip=args.qat_skip,
-                                   channel_prune=channels)
+                                   channel_prune=channels, factorize=factorize, distill=distill)
     out = args.output
     check_save_path(out, recipe.has_qat)  # before training, not after
     if os.path.exists(out) and not args.overwrite:
@@ -466,15 +512,19 @@ def cmd_optimize(args) -> int:
     if args.report:
         _check_new_file(args.report, True, "--report")
     model = load_keras_model(args.model)
+    teacher = load_keras_model(args.distill_from) if args.distill_from else None
     shape = tuple(model.inputs[0].shape[1:])
     ds = load_data(args.data, input_shape=shape)
     if not ds.has_labels:
         raise InputError(f"{args.data} has no labels (y); fine-tuning needs them")
-    x_train, x_test = fit_to_input(ds.x_train, shape, "--data"), fit_to_input(ds.x_test, shape, "--data")
+    from edgekit.converters.convert import _input_dtype
+
+    dtype = _input_dtype(model)
+    x_train, x_test = fit_to_input(ds.x_train, shape, "--data", dtype), fit_to_input(ds.x_test, shape, "--data", dtype)
     print(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / "
           f"{len(x_test)} test)", flush=True)
     result = optimize(model, recipe, x_train, ds.y_train, x_test=x_test, y_test=ds.y_test, seed=args.seed,
-                      log=lambda msg: print(msg, flush=True))
+                      log=lambda msg: print(msg, flush=True), teacher=teacher)
     rows = [["(input)", "", fmt_acc(result.baseline_accuracy), "", "", ""]]
     for s in result.steps:
         w = s.weights
@@ -483,7 +533,12 @@ def cmd_optimize(args) -> int:
     print(table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows))
     print(result.steps[-1].weights.table())
     for s in result.steps:
-        if s.details:
+        if s.details and s.technique == "factorize":
+            from edgekit.optimize import FactorizedLayer, FactorizeResult
+
+            print(FactorizeResult(None, [FactorizedLayer(**{**l, "shape": tuple(l["shape"])}) for l in s.details["layers"]],
+                                  tuple(s.details["params"])).table())
+        elif s.details:
             d = s.details
             print(f"{s.step}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → "
                   f"{d['macs'][1]:,}" + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""))
@@ -543,6 +598,14 @@ def model_rows(preset=None) -> list:
                          "peak_activation_bytes_int8": p.peak_activation_bytes,
                          "int8_bytes_estimate": p.int8_bytes})
     return rows
+
+
+def cmd_techniques(args) -> int:
+    from edgekit.techniques import main
+
+    argv = [a for flag, v in (("--model", args.model), ("--readme", args.readme), ("--json", args.json)) if v
+            for a in (flag, v)]
+    return main(argv)
 
 
 def cmd_models(args) -> int:

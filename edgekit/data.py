@@ -94,6 +94,47 @@ def digits(size: int = DIGITS_SIZE) -> Dataset:
     return Dataset("digits", x_train, y_train, x_test, y_test)
 
 
+def python_source(vocab: int = 512, context: int = 32, max_tokens: int = 300_000, test_every: int = 10) -> Dataset:
+    """A real text corpus available offline: the Python standard library's own top-level
+    modules (sorted by name), split into tokens (words, numbers, single punctuation marks),
+    the ``vocab - 1`` most frequent of the train files numbered 1…, everything else 0
+    (unknown). Windows of ``context`` tokens, ``y`` the same window shifted by one (next-token
+    targets); every ``test_every``-th file is held out for the test split."""
+    import re
+    import sysconfig
+    from collections import Counter
+
+    if vocab < 2 or context < 1 or max_tokens < 2 * (context + 1):
+        raise InputError(f"python_source needs vocab >= 2, context >= 1 and max_tokens >= 2*(context+1); "
+                         f"received vocab={vocab}, context={context}, max_tokens={max_tokens}")
+    root = sysconfig.get_paths()["stdlib"]
+    files = sorted(f for f in os.listdir(root) if f.endswith(".py"))
+    word = re.compile(r"[A-Za-z_]\w*|\d+|[^\w\s]")
+    train, test, total = [], [], 0
+    for i, name in enumerate(files):
+        with open(os.path.join(root, name), encoding="utf-8", errors="replace") as f:
+            tokens = word.findall(f.read())
+        (test if i % test_every == test_every - 1 else train).append(tokens)
+        total += len(tokens)
+        if total >= max_tokens:
+            break
+    counts = Counter(t for doc in train for t in doc)
+    ids = {t: i + 1 for i, (t, _) in enumerate(counts.most_common(vocab - 1))}
+
+    def windows(docs):
+        stream = np.array([ids.get(t, 0) for doc in docs for t in doc], dtype=np.int32)
+        n = (len(stream) - 1) // context
+        x = stream[: n * context].reshape(n, context)
+        y = stream[1 : n * context + 1].reshape(n, context)
+        return x, y.astype(np.int64)
+
+    x_train, y_train = windows(train)
+    x_test, y_test = windows(test)
+    if len(x_test) == 0:
+        raise InputError(f"python_source: max_tokens={max_tokens} leaves no test file; raise it")
+    return Dataset("python-source", x_train, y_train, x_test, y_test)
+
+
 def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np.ndarray]:
     if y is None:
         return None
@@ -193,13 +234,15 @@ def load_data(spec: str, input_shape: Optional[Sequence[int]] = None) -> Dataset
     model's ``input_shape`` to resize to)."""
     if spec == "digits":
         return digits()
+    if spec == "python-source":
+        return python_source()
     if os.path.isdir(spec):
         if input_shape is None:
             raise InputError(f"{spec} is a directory; images need the model's input shape to resize to")
         return load_image_dir(spec, input_shape)
     if not spec.endswith(".npz"):
         raise InputError(
-            f"unknown data '{spec}': expected 'digits', a path ending in .npz or a directory of images"
+            f"unknown data '{spec}': expected 'digits', 'python-source', a path ending in .npz or a directory of images"
         )
     return load_npz(spec)
 

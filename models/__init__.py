@@ -1,7 +1,7 @@
 """Keras (tf_keras) model builders for edge architectures. Imported as ``edgekit.models``."""
 
 from edgekit.models.mobilenet_v2 import DIGITS_CONFIG, PAPER_BLOCKS, make_divisible, mobilenet_v2
-from edgekit.models.language import TiedEmbedding, tied_lm
+from edgekit.models.language import TiedEmbedding, tie, tied_lm
 from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
 from edgekit.models.mobilenet_v1 import mobilenet_v1
 from edgekit.models.profiler import LayerProfile, Profile, layer_macs, profile
@@ -18,6 +18,7 @@ __all__ = [
     "resnet8",
     "resnet50",
     "TiedEmbedding",
+    "tie",
     "tied_lm",
     "vgg16",
     "DIGITS_CONFIG",

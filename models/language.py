@@ -14,11 +14,25 @@ from edgekit._compat import keras, tf
 @keras.utils.register_keras_serializable(package="edgekit")
 class TiedEmbedding(keras.layers.Embedding):
     """An ``Embedding`` that is also the output projection: ``layer(ids)`` looks rows up,
-    ``layer(h, attend=True)`` returns ``h @ embeddings.T`` (logits over the vocabulary)."""
+    ``layer(h, attend=True)`` returns ``h @ embeddings.T`` (logits over the vocabulary), plus a
+    per-token bias with ``output_bias=True``."""
+
+    def __init__(self, input_dim, output_dim, output_bias: bool = False, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.output_bias = bool(output_bias)
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if self.output_bias:
+            self.bias = self.add_weight(name="output_bias", shape=(self.input_dim,), initializer="zeros")
+
+    def get_config(self):
+        return dict(super().get_config(), output_bias=self.output_bias)
 
     def call(self, inputs, attend: bool = False):
         if attend:
-            return tf.matmul(inputs, self.embeddings, transpose_b=True)
+            logits = tf.matmul(inputs, self.embeddings, transpose_b=True)
+            return logits + self.bias if self.output_bias else logits
         return super().call(inputs)
 
     def compute_output_shape(self, input_shape, attend: bool = False):
@@ -49,3 +63,66 @@ def tied_lm(vocab: int = 30000, dim: int = 500, *, context: int = 32, layers: in
     else:
         logits = keras.layers.Dense(vocab, use_bias=False, name="logits")(x)
     return keras.Model(tokens, logits, name=name)
+
+
+def tie(model, embedding: str, output: str):
+    """A new model in which the ``output`` Dense layer (units = vocabulary, input width = the
+    embedding's dimension) multiplies by the ``embedding`` layer's matrix instead of its own
+    kernel: one vocab × dim matrix instead of two. The embedding's weights are kept, the Dense
+    kernel dropped (its bias and softmax kept); fine-tune afterwards. Other layers are copied."""
+    from edgekit.errors import InputError
+    from edgekit.optimize.graph import functional, rewrite
+
+    model = functional(model, "tie")
+    names = {l.name: l for l in model.layers}
+    for n in (embedding, output):
+        if n not in names:
+            raise InputError(f"tie: the model has no layer '{n}'; its layers are {', '.join(list(names)[:12])}")
+    emb, dense = names[embedding], names[output]
+    if not isinstance(emb, keras.layers.Embedding):
+        raise InputError(f"tie: '{embedding}' is a {type(emb).__name__}, not an Embedding")
+    if type(dense) is not keras.layers.Dense:
+        raise InputError(f"tie: '{output}' is a {type(dense).__name__}, not a Dense layer")
+    act = getattr(dense.activation, "__name__", "")
+    if act not in ("linear", "softmax"):
+        raise InputError(f"tie: '{output}' has activation {act!r}; a tied projection gives logits (linear) "
+                         f"or probabilities (softmax)")
+    vocab, dim = emb.input_dim, emb.output_dim
+    if tuple(dense.kernel.shape) != (dim, vocab):
+        raise InputError(f"tie: '{output}' maps {dense.kernel.shape[0]} -> {dense.kernel.shape[1]} units; "
+                         f"tying to '{embedding}' ({vocab} tokens x {dim}) needs {dim} -> {vocab}")
+    tied = {}
+
+    def replace(layer, mapped):
+        if layer is emb:
+            config = dict(emb.get_config(), output_bias=dense.use_bias)
+            tied["layer"] = TiedEmbedding.from_config(config)
+            out = tied["layer"](mapped)
+            tied["layer"].set_weights(emb.get_weights() + ([dense.get_weights()[1]] if dense.use_bias else []))
+            return out
+        if layer is dense:
+            if "layer" not in tied:
+                raise InputError(f"tie: '{output}' comes before '{embedding}' in the model; the output "
+                                 f"projection must follow the embedding")
+            out = tied["layer"](mapped, attend=True)
+            return keras.layers.Softmax(name=f"{output}_softmax")(out) if act == "softmax" else out
+        return None
+
+    return rewrite(model, replace, "tie")
+
+
+def perplexity(model, x, y, batch_size: int = 64) -> float:
+    """exp(mean next-token cross-entropy) of a language model on token windows ``x`` with
+    targets ``y`` (its outputs are logits, or probabilities after a softmax)."""
+    import numpy as np
+
+    from edgekit.optimize.distill import emits_probabilities
+
+    out = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float64)
+    if emits_probabilities(model):
+        logp = np.log(np.clip(out, 1e-12, 1.0))
+    else:
+        out -= out.max(axis=-1, keepdims=True)
+        logp = out - np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(logp, np.asarray(y)[..., None].astype(np.int64), axis=-1)
+    return float(np.exp(-picked.mean()))

@@ -109,6 +109,9 @@ def layer_macs(layer) -> int:
     if kind == "Dense":
         inp = _shape(_single(layer.input_shape))
         return int(np.prod(inp)) * int(layer.units)
+    if kind == "TiedEmbedding":  # the call with attend=True is the output projection
+        return sum(int(np.prod(_shape(layer.get_input_shape_at(i))[:-1])) * layer.input_dim * layer.output_dim
+                   for i in range(len(layer._inbound_nodes)) if not layer.get_input_at(i).dtype.is_integer)
     return 0
 
 
@@ -131,6 +134,8 @@ def _kernels_and_channels(layer) -> Tuple[int, int, int]:
     if kind in ("SeparableConv2D", "SeparableConv1D"):
         d, p = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
         return int(np.prod(d) + np.prod(p)), int(d[-2] * d[-1] + p[-1]), 2
+    if kind in ("Embedding", "TiedEmbedding"):  # one per-tensor table, however many ops read it
+        return int(layer.input_dim * layer.output_dim), 0, len(layer._inbound_nodes)
     if kind in _IN_PLACE:
         return 0, 0, 0
     return 0, 0, 1
@@ -165,7 +170,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
     out_bytes: Dict[str, int] = {}
     profiles = []
     for l in layers:
-        shape = _shape(_single(l.output_shape))
+        shape = _shape(_single(l.get_output_shape_at(len(l._inbound_nodes) - 1)))  # a shared layer: its last call
         nbytes = int(np.prod(shape)) * dtype_bytes
         out_bytes[l.name] = nbytes
         kind = type(l).__name__

@@ -2,7 +2,8 @@
 
 Each entry has two presets: ``reference`` (the published configuration, e.g. MobileNetV2
 1.0/224/1000) and ``digits`` (a small configuration for the embedded 32x32x1, 10-class digits data
-that trains in seconds). Keyword arguments override the preset; an unknown name, preset or
+that trains in seconds; for the language model, a 512-token vocabulary for the text corpus of
+:func:`edgekit.data.text_corpus`). Keyword arguments override the preset; an unknown name, preset or
 keyword is an error that lists what exists, never silently ignored.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
 from edgekit.errors import InputError
+from edgekit.models.language import tied_lm
 from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
 from edgekit.models.mobilenet_v1 import mobilenet_v1
 from edgekit.models.mobilenet_v2 import DIGITS_CONFIG, mobilenet_v2
@@ -76,3 +78,5 @@ register("fc_autoencoder", fc_autoencoder, "MLPerf Tiny anomaly detection autoen
 register("vgg16", vgg16, "VGG-16 reference point (Simonyan 2014)",
          digits=dict(_SMALL, width=0.125, fc_units=64))
 register("resnet50", resnet50, "ResNet-50 reference point (He 2015)", digits=dict(_SMALL, width=0.25))
+register("tied_lm", tied_lm, "language model whose output projection is its embedding (Press & Wolf 2017); "
+         "token ids in, next-token logits out", digits=dict(vocab=512, dim=64, context=32, layers=2, kernel=3))

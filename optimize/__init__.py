@@ -21,7 +21,9 @@ from edgekit.optimize.channels import (
     layer_widths,
     reestimate_batchnorm,
 )
-from edgekit.optimize.configs import ClusterConfig, FineTune, PruneConfig, QATConfig
+from edgekit.optimize.configs import ClusterConfig, DistillConfig, FactorizeConfig, FineTune, PruneConfig, QATConfig
+from edgekit.optimize.distill import Distiller, distill
+from edgekit.optimize.factorize import FactorizedLayer, FactorizeResult, factorize, factorize_report
 from edgekit.optimize.fold import fold_batchnorm
 from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, accuracy, fine_tune, optimize
 from edgekit.optimize.techniques import (
@@ -45,6 +47,11 @@ __all__ = [
     "layer_widths",
     "reestimate_batchnorm",
     "ClusterConfig",
+    "DistillConfig",
+    "Distiller",
+    "FactorizeConfig",
+    "FactorizeResult",
+    "FactorizedLayer",
     "FineTune",
     "FitLengthSchedule",
     "LayerWeights",
@@ -59,6 +66,9 @@ __all__ = [
     "cluster",
     "copy_model",
     "custom_objects",
+    "distill",
+    "factorize",
+    "factorize_report",
     "fine_tune",
     "fold_batchnorm",
     "load_model",

@@ -40,7 +40,7 @@ import numpy as np
 from edgekit._compat import keras
 from edgekit.errors import InputError
 from edgekit.optimize.configs import ChannelPruneConfig, selects
-from edgekit.optimize.fold import fresh_inputs
+from edgekit.optimize.graph import fresh_inputs
 
 L = keras.layers
 # Layers that compute each output channel from the same input channel alone.
@@ -260,9 +260,18 @@ class Selection:
     dropped_blocks: List[str] = field(default_factory=list)
 
 
-def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int = 1, blocks: int = 0) -> Selection:
-    """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
-    blocks with the least important branches."""
+@dataclass
+class Ranking:
+    """Each slot's importance and the groups of slots pruned together (computed once per model;
+    a budget search selects from it at many ratios)."""
+
+    slot_score: Dict[int, float]
+    members: Dict[int, List[int]]
+    groups: Dict[tuple, List[int]]
+    protected_roots: set
+
+
+def rank(model, p: ChannelPlan, importance="l1") -> Ranking:
     slot_score: Dict[int, float] = {}
     slot_sources: Dict[int, set] = {}
     members: Dict[int, List[int]] = {}
@@ -279,8 +288,17 @@ def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int =
     groups: Dict[tuple, List[int]] = {}
     for r, names in slot_sources.items():
         groups.setdefault(tuple(sorted(names)), []).append(r)
+    return Ranking(slot_score, members, groups, protected_roots)
+
+
+def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int = 1, blocks: int = 0,
+           ranking: Optional[Ranking] = None) -> Selection:
+    """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
+    blocks with the least important branches. ``ranking``: :func:`rank`'s result, when known."""
+    ranking = ranking or rank(model, p, importance)
+    slot_score, members, protected_roots = ranking.slot_score, ranking.members, ranking.protected_roots
     removed: set = set()
-    for key, roots in groups.items():
+    for key, roots in ranking.groups.items():
         free = [r for r in roots if r not in protected_roots]
         if not free or ratio <= 0:
             continue
@@ -410,8 +428,26 @@ class ChannelPruneResult:
                 "barriers": self.barriers}
 
 
-def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig()) -> ChannelPruneResult:
-    """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`)."""
+def latency_ms(model, calib, runs: int = 50) -> float:
+    """p50 latency (ms) of ``model`` as int8 under the device harness here (LiteRT, XNNPACK,
+    1 thread), calibrated on up to 64 samples of ``calib``."""
+    import os
+    import tempfile
+
+    from edgekit.converters import convert
+    from edgekit.device import measure
+
+    tflite = convert(model, "int8", calib, calib_samples=min(64, len(calib)), share=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "candidate.tflite")
+        with open(path, "wb") as f:
+            f.write(tflite)
+        return float(measure(path, runs=runs, warmup=10)["latency_ms"]["p50"])
+
+
+def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(), calib=None) -> ChannelPruneResult:
+    """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`). ``calib``:
+    samples to convert and time candidates with, for ``target_latency``."""
     from edgekit.models.profiler import profile
     from edgekit.optimize.techniques import check_model
 
@@ -420,22 +456,43 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     p = plan(model, config.skip)
     before = profile(model)
+    ranking = rank(model, p, config.importance)
 
     def build(ratio):
-        sel = select(model, p, ratio, config.importance, int(config.round_to), int(config.blocks))
+        sel = select(model, p, ratio, config.importance, int(config.round_to), int(config.blocks), ranking)
         return rebuild(model, p, sel), sel
 
     ratio = float(config.ratio)
-    budget = config.target_params or config.target_macs
+    budget = config.target_params or config.target_macs or config.target_latency
     if budget is not None:
-        measure = (lambda m: profile(m).params) if config.target_params else (lambda m: profile(m).macs)
-        what = "target_params" if config.target_params else "target_macs"
+        if config.target_latency:
+            if calib is None:
+                raise InputError("target_latency needs calibration data (channel_prune_report(..., calib=x)) to "
+                                 "convert each candidate to int8 and time it")
+            what, unit = "target_latency", " ms"
+
+            def measure(m):
+                from edgekit.device import HarnessError
+
+                try:
+                    return latency_ms(m, calib)
+                except HarnessError:  # measured: 1-channel layers can fail to prepare under XNNPACK
+                    return float("inf")
+        else:
+            what, unit = ("target_params", "") if config.target_params else ("target_macs", "")
+
+            def measure(m):
+                return profile(m).params if config.target_params else profile(m).macs
         lo, hi = 0.0, 0.95
-        if measure(build(hi)[0]) > budget:
-            raise InputError(f"{what}={budget:,} is out of reach: removing 95% of the prunable channels leaves "
-                             f"{measure(build(hi)[0]):,}; lower the budget's ambition or prune more layers")
         if measure(build(0.0)[0]) <= budget:
-            hi = 0.0
+            hi = 0.0  # met without pruning
+        else:
+            at_most = measure(build(hi)[0])
+            if at_most > budget:
+                leaves = ("a model that does not prepare under XNNPACK" if at_most == float("inf")
+                          else f"{at_most:,}{unit}")
+                raise InputError(f"{what}={budget:,}{unit} is out of reach: removing 95% of the prunable channels "
+                                 f"leaves {leaves}; raise the budget or prune more layers")
         for _ in range(12):
             if hi - lo < 0.005:
                 break
@@ -455,11 +512,11 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
         dropped_blocks=sel.dropped_blocks, barriers=p.barriers)
 
 
-def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig()):
+def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig(), calib=None):
     """A new, smaller tf_keras model without the least important channels (see the module doc);
     ``model`` is left as it is. Re-estimate BatchNorm statistics (:func:`reestimate_batchnorm`)
     and fine-tune afterwards."""
-    return channel_prune_report(model, config).model
+    return channel_prune_report(model, config, calib).model
 
 
 def reestimate_batchnorm(model, x, batch_size: int = 64, batches: Optional[int] = None) -> None:

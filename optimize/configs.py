@@ -33,15 +33,57 @@ def _layers(value, name: str) -> Optional[tuple]:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (Hinton 2015): the student learns the teacher's softened outputs.
+    Loss = ``alpha`` · CE(labels) + (1 − ``alpha``) · T² · KL(teacher_T ‖ student_T), outputs
+    softened by ``temperature`` T, plus ``feature_weight`` · MSE for each (student layer, teacher
+    layer) pair in ``features`` (a learned linear map on the channel axis when widths differ)."""
+
+    temperature: float = 4.0
+    alpha: float = 0.1
+    features: Tuple[Tuple[str, str], ...] = ()
+    feature_weight: float = 1.0
+
+    def __post_init__(self):
+        if not float(self.temperature) > 0:
+            raise InputError(f"temperature must be > 0. Received temperature={self.temperature}")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise InputError(f"alpha (the weight of the label loss) must be in [0, 1]. Received alpha={self.alpha}")
+        if not float(self.feature_weight) >= 0:
+            raise InputError(f"feature_weight must be >= 0. Received feature_weight={self.feature_weight}")
+        pairs = tuple(tuple(p) for p in self.features)
+        if any(len(p) != 2 or not all(isinstance(n, str) for n in p) for p in pairs):
+            raise InputError(f"features are (student layer, teacher layer) name pairs. Received {self.features!r}")
+        object.__setattr__(self, "features", pairs)
+
+
+@dataclass(frozen=True)
 class FineTune:
-    """How long and how fast each step's fine-tune runs (``fine_tune``, recipes, the CLI)."""
+    """How long and how fast each step's fine-tune runs (``fine_tune``, recipes, the CLI).
+    ``distill``: fine-tune against a teacher's outputs too (a :class:`DistillConfig`, ``True``
+    for the defaults, or a dict of its fields); the teacher is the one given to ``optimize``,
+    else the recipe's input model."""
 
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 5e-4
     schedule: str = "constant"  # or "cosine": decays to 0 over the fine-tune (retraining after surgery)
+    distill: Optional[DistillConfig] = None
 
     def __post_init__(self):
+        if self.distill is True:
+            object.__setattr__(self, "distill", DistillConfig())
+        elif self.distill is False:
+            object.__setattr__(self, "distill", None)
+        elif isinstance(self.distill, dict):
+            unknown = sorted(set(self.distill) - {f.name for f in fields(DistillConfig)})
+            if unknown:
+                raise InputError(f"distill has unknown key {unknown[0]!r}; expected some of "
+                                 f"{', '.join(f.name for f in fields(DistillConfig))}")
+            object.__setattr__(self, "distill", DistillConfig(**self.distill))
+        elif self.distill is not None and not isinstance(self.distill, DistillConfig):
+            raise InputError(f"distill is true, a table of DistillConfig fields or a DistillConfig. "
+                             f"Received distill={self.distill!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}. Received schedule={self.schedule!r}")
         if int(self.epochs) < 1:
@@ -132,7 +174,10 @@ class QATConfig:
 class ChannelPruneConfig:
     """What :func:`channel_prune` removes. ``ratio``: share of each group's prunable channels;
     or ``target_params`` / ``target_macs``: the least pruning that brings the model to that
-    budget. ``importance``: ``"l1"``, ``"l2"``, ``"bn"`` or a function ``f(layer) -> scores``.
+    budget; or ``target_latency``: the least pruning whose int8 model's p50 latency, measured with
+    the device harness on this machine, is at most that many milliseconds (the search converts
+    and times each candidate, so it needs calibration data). ``importance``: ``"l1"``, ``"l2"``,
+    ``"bn"`` or a function ``f(layer) -> scores``.
     ``skip``: layers left alone (names, class names, classes or ``"re:…"``). ``round_to``: keep
     channel counts at multiples of it where a group has more. ``blocks``: residual blocks to
     drop entirely (structural pruning). ``iterations``: in a recipe, reach ``ratio`` in this many
@@ -142,6 +187,7 @@ class ChannelPruneConfig:
     importance: Union[str, Callable] = "l1"
     target_params: Optional[int] = None
     target_macs: Optional[int] = None
+    target_latency: Optional[float] = None
     skip: Tuple[Any, ...] = ()
     round_to: int = 1
     blocks: int = 0
@@ -157,17 +203,48 @@ class ChannelPruneConfig:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise InputError(f"{name} must be >= 1. Received {name}={value}")
-        if self.target_params is not None and self.target_macs is not None:
-            raise InputError("give one budget: target_params or target_macs, not both")
+        if self.target_latency is not None and not float(self.target_latency) > 0:
+            raise InputError(f"target_latency (ms) must be > 0. Received target_latency={self.target_latency}")
+        if sum(v is not None for v in (self.target_params, self.target_macs, self.target_latency)) > 1:
+            raise InputError("give one budget: target_params, target_macs or target_latency")
         if int(self.round_to) < 1 or int(self.blocks) < 0 or int(self.iterations) < 1:
             raise InputError(f"round_to and iterations must be >= 1 and blocks >= 0. Received "
                              f"round_to={self.round_to}, blocks={self.blocks}, iterations={self.iterations}")
-        if int(self.iterations) > 1 and (self.target_params or self.target_macs):
-            raise InputError("iterations apply to a ratio; a params or MACs budget is reached in one step")
+        if int(self.iterations) > 1 and (self.target_params or self.target_macs or self.target_latency):
+            raise InputError("iterations apply to a ratio; a params, MACs or latency budget is reached in one step")
         object.__setattr__(self, "skip", _layers(self.skip, "skip") or ())
 
 
-CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig, "channel_prune": ChannelPruneConfig}
+@dataclass(frozen=True)
+class FactorizeConfig:
+    """Low-rank factorization by truncated SVD of ``Dense`` (W ≈ U·V: two Dense layers) and
+    ``Conv2D`` (a k×k conv with r filters, then a 1×1 conv) kernels. The rank of each layer:
+    ``rank`` (fixed), else the least rank keeping ``energy`` of the sum of squared singular
+    values, or with ``target_params`` the one energy threshold, shared by all layers, that brings
+    the model to that budget. A layer is factorized only when it gets smaller; ``layers``/``skip``
+    select them."""
+
+    rank: Optional[int] = None
+    energy: float = 0.9
+    target_params: Optional[int] = None
+    layers: Optional[Tuple[Any, ...]] = None
+    skip: Tuple[Any, ...] = ()
+
+    def __post_init__(self):
+        if self.rank is not None and self.target_params is not None:
+            raise InputError("give rank or target_params, not both")
+        if self.rank is not None and int(self.rank) < 1:
+            raise InputError(f"rank must be >= 1. Received rank={self.rank}")
+        if not 0.0 < float(self.energy) <= 1.0:
+            raise InputError(f"energy must be in (0, 1]. Received energy={self.energy}")
+        if self.target_params is not None and int(self.target_params) < 1:
+            raise InputError(f"target_params must be >= 1. Received target_params={self.target_params}")
+        object.__setattr__(self, "layers", _layers(self.layers, "layers"))
+        object.__setattr__(self, "skip", _layers(self.skip, "skip") or ())
+
+
+CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig, "channel_prune": ChannelPruneConfig,
+           "factorize": FactorizeConfig, "distill": DistillConfig}
 
 
 def config_from_dict(technique: str, values: dict, where: str):
@@ -177,7 +254,8 @@ def config_from_dict(technique: str, values: dict, where: str):
     unknown = sorted(set(values) - names)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r} for {technique}; expected some of {', '.join(sorted(names))}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return cls(**{k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
+                  for k, v in values.items()})
 
 
 def selects(layer, spec) -> bool:

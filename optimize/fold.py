@@ -14,7 +14,7 @@ from typing import Dict
 import numpy as np
 
 from edgekit._compat import keras
-from edgekit.errors import InputError
+from edgekit.optimize.graph import functional, rewrite
 
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -40,26 +40,11 @@ def _foldable(layer, bn, consumers) -> bool:
             and len(bn._inbound_nodes) == 1)
 
 
-def fresh_inputs(model):
-    """New ``keras.Input`` tensors like ``model``'s, for rebuilding it layer by layer: a map from
-    id(old input tensor) to the new one, and the list of new inputs."""
-    new: Dict[int, object] = {}
-    inputs = []
-    for t in model.inputs:
-        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
-        new[id(t)] = i
-        inputs.append(i)
-    return new, inputs
-
-
 def fold_batchnorm(model):
     """A new functional model where every BatchNormalization that directly follows a linear
     Conv2D / DepthwiseConv2D / Dense (its only consumer) is folded into it. Other layers are
     copied with their weights; the outputs are equal in inference mode (float rounding)."""
-    if not getattr(model, "_is_graph_network", False) and not isinstance(model, keras.Sequential):
-        raise InputError("fold_batchnorm needs a functional or Sequential tf_keras model")
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    model = functional(model, "fold_batchnorm")
     consumers = _consumers(model)
     producer = {id(l.output): l for l in model.layers if len(l._inbound_nodes) == 1}
     folded_into = {}  # id(conv) -> bn
@@ -72,27 +57,13 @@ def fold_batchnorm(model):
         return model
     skip = {id(bn) for bn in folded_into.values()}
 
-    new, inputs = fresh_inputs(model)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if len(layer._inbound_nodes) != 1:
-            raise InputError(f"fold_batchnorm: layer '{layer.name}' is used more than once; shared layers are "
-                             "not supported")
+    def replace(layer, mapped):
         if id(layer) in skip:
-            new[id(layer.output)] = new[id(layer.input)]
-            continue
-        args = layer.input
-        mapped = [new[id(t)] for t in args] if isinstance(args, (list, tuple)) else new[id(args)]
+            return mapped  # the folded conv's output
         bn = folded_into.get(id(layer))
         if bn is None:
-            clone = layer.__class__.from_config(layer.get_config())
-            out = clone(mapped)
-            clone.set_weights(layer.get_weights())
-            new[id(layer.output)] = out
-            continue
-        config = dict(layer.get_config(), use_bias=True)
-        clone = layer.__class__.from_config(config)
+            return None
+        clone = layer.__class__.from_config(dict(layer.get_config(), use_bias=True))
         out = clone(mapped)
         weights = layer.get_weights()
         kernel = weights[0]
@@ -108,7 +79,6 @@ def fold_batchnorm(model):
             kernel = kernel * factor
         clone.set_weights([kernel.astype(weights[0].dtype), ((bias - bw["moving_mean"]) * factor + beta).astype(
             weights[0].dtype)])
-        new[id(layer.output)] = out
-        new[id(bn.output)] = out
-    outputs = [new[id(t)] for t in model.outputs]
-    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+        return out
+
+    return rewrite(model, replace, "fold_batchnorm")

@@ -9,7 +9,7 @@ A recipe is a TOML file::
     learning_rate = 0.0005
 
     [[steps]]
-    technique = "prune"    # prune | cluster | qat
+    technique = "prune"    # channel_prune | factorize | prune | cluster | distill | qat
     sparsity = 0.8
     pattern = "unstructured"
 
@@ -21,8 +21,12 @@ A recipe is a TOML file::
     technique = "qat"
     epochs = 3             # a step may override the fine-tune settings
 
-The other keys of a step are the fields of its config (:class:`PruneConfig`,
-:class:`ClusterConfig`, :class:`QATConfig`); lists become tuples. Collaborative optimization is
+The other keys of a step are the fields of its config (:class:`ChannelPruneConfig`,
+:class:`FactorizeConfig`, :class:`PruneConfig`, :class:`ClusterConfig`, :class:`DistillConfig`,
+:class:`QATConfig`); lists become tuples. A ``distill`` step only fine-tunes, against the teacher;
+``distill = true`` (or a table of :class:`DistillConfig` fields) in ``[fine_tune]`` or in a step
+makes that fine-tune distill too, e.g. to recover after channel pruning. The teacher is the one
+given to :func:`optimize` (``--distill-from``), else the recipe's input model. Collaborative optimization is
 automatic: clustering after pruning keeps the zeros, QAT after pruning and/or clustering keeps
 them (PQAT, CQAT, PCQAT). QAT must be the last step.
 """
@@ -41,6 +45,8 @@ from edgekit.optimize.configs import (
     CONFIGS,
     ChannelPruneConfig,
     ClusterConfig,
+    DistillConfig,
+    FactorizeConfig,
     FineTune,
     PruneConfig,
     QATConfig,
@@ -68,9 +74,14 @@ class Step:
             return "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}"
         if self.technique == "cluster":
             return f"cluster {c.clusters}"
+        if self.technique == "distill":
+            return f"distill T={c.temperature:g} alpha={c.alpha:g}"
+        if self.technique == "factorize":
+            return ("factorize " + (f"rank {c.rank}" if c.rank else f"to {c.target_params:,} params"
+                                    if c.target_params else f"energy {c.energy:g}"))
         if self.technique == "channel_prune":
             target = (f"to {c.target_params:,} params" if c.target_params else f"to {c.target_macs:,} MACs"
-                      if c.target_macs else f"{c.ratio:g}")
+                      if c.target_macs else f"to {c.target_latency:g} ms int8 p50" if c.target_latency else f"{c.ratio:g}")
             return (f"channel prune {target}" + (f" in {c.iterations} rounds" if c.iterations > 1 else "")
                     + (f", drop {c.blocks} block(s)" if c.blocks else ""))
         return "qat"
@@ -129,8 +140,15 @@ class Recipe:
     @classmethod
     def from_flags(cls, prune: Optional[float] = None, pattern: str = "unstructured", cluster: Optional[int] = None,
                    qat: bool = False, fine_tune: FineTune = FineTune(), qat_skip: Sequence[str] = (),
-                   channel_prune: Optional[ChannelPruneConfig] = None) -> "Recipe":
+                   channel_prune: Optional[ChannelPruneConfig] = None, factorize: Optional[FactorizeConfig] = None,
+                   distill: Optional[DistillConfig] = None) -> "Recipe":
+        """Steps in the fixed order channel prune → factorize → prune → cluster → qat. With
+        ``distill`` every fine-tune distills from the teacher; alone, it is one distill step."""
+        if distill is not None:
+            fine_tune = replace(fine_tune, distill=distill)
         steps = [Step("channel_prune", channel_prune, fine_tune)] if channel_prune is not None else []
+        if factorize is not None:
+            steps.append(Step("factorize", factorize, fine_tune))
         if prune is not None or pattern == "2:4":
             steps.append(Step("prune", PruneConfig(sparsity=prune if prune is not None else 0.5, pattern=pattern),
                               fine_tune))
@@ -138,17 +156,22 @@ class Recipe:
             steps.append(Step("cluster", ClusterConfig(clusters=cluster), fine_tune))
         if qat:
             steps.append(Step("qat", QATConfig(skip=tuple(qat_skip)), fine_tune))
+        if not steps and distill is not None:
+            steps.append(Step("distill", distill, fine_tune))
         if not steps:
             raise InputError("nothing to do: give --recipe R.toml or at least one of --channel-prune, --target-params, "
-                             "--target-macs, --prune, --cluster, --qat")
+                             "--target-macs, --factorize-*, --prune, --cluster, --distill-from, --qat")
         return cls(tuple(steps))
 
 
 def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
-              metrics=("accuracy",), verbose=0, seed: int = 0):
+              metrics=("accuracy",), verbose=0, seed: int = 0, teacher=None):
     """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
     with ``schedule="cosine"``) and fit it (the callbacks the optimization verbs wired into
-    ``model.fit`` come along). Returns the Keras History."""
+    ``model.fit`` come along). With ``settings.distill`` the fit runs through a
+    :class:`~edgekit.optimize.distill.Distiller` against ``teacher`` (``loss`` is then the
+    distillation loss; the default cross-entropy reads logits unless the model ends in softmax).
+    Returns the Keras History."""
     from edgekit._compat import keras
 
     keras.utils.set_random_seed(seed)
@@ -156,14 +179,32 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
     if settings.schedule == "cosine":
         steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
         lr = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
-    model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
-    return model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True)
+    trained = model
+    if settings.distill is not None:
+        from edgekit.optimize.distill import Distiller
+
+        if teacher is None:
+            raise InputError("a distilling fine-tune needs a teacher model (optimize(teacher=...), "
+                             "--distill-from TEACHER.keras)")
+        trained = Distiller(model, teacher, settings.distill)
+        trained.compile(keras.optimizers.Adam(lr), metrics=list(metrics))
+    else:
+        if loss == "sparse_categorical_crossentropy":
+            from edgekit.optimize.distill import emits_probabilities
+
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not emits_probabilities(model))
+        model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
+    return trained.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True)
 
 
 def accuracy(model, x, y, batch_size: int = 256) -> float:
-    """Top-1 accuracy of a classifier."""
+    """Top-1 accuracy of a classifier (per position for a sequence model's (N, T, classes) output
+    with (N, T) labels)."""
     out = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(out.reshape(len(out), -1).argmax(axis=1) == np.asarray(y).reshape(-1)))
+    y = np.asarray(y)
+    if out.ndim == y.ndim + 1:
+        return float(np.mean(out.argmax(axis=-1) == y))
+    return float(np.mean(out.reshape(len(out), -1).argmax(axis=1) == y.reshape(-1)))
 
 
 @dataclass(frozen=True)
@@ -174,7 +215,7 @@ class StepResult:
     weights: WeightReport
     accuracy: Optional[float]
     seconds: float
-    details: Optional[dict] = None  # channel pruning: widths before/after, params, MACs, dropped blocks
+    details: Optional[dict] = None  # channel pruning: widths, params, MACs, dropped blocks; factorize: ranks
 
 
 @dataclass
@@ -191,7 +232,8 @@ class OptimizeResult:
         return {"baseline_accuracy": self.baseline_accuracy, "warnings": self.warnings,
                 "steps": [{"step": s.step, "technique": s.technique, "config": s.config, "accuracy": s.accuracy,
                            "seconds": s.seconds, "weights": s.weights.to_dict(),
-                           **({"channels": s.details} if s.details else {})} for s in self.steps]}
+                           **({("factorize" if s.technique == "factorize" else "channels"): s.details}
+                              if s.details else {})} for s in self.steps]}
 
 
 def _lost(before: WeightReport, after: WeightReport) -> List[str]:
@@ -216,10 +258,13 @@ def _config_dict(config) -> dict:
     return {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None, seed: int = 0) -> OptimizeResult:
+def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None, seed: int = 0,
+             teacher=None) -> OptimizeResult:
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
-    ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step."""
-    from edgekit.optimize.techniques import cluster, prune, qat, strip
+    ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step. Distilling
+    fine-tunes learn from ``teacher``, by default ``model`` as it came in."""
+    from edgekit.optimize.factorize import factorize_report
+    from edgekit.optimize.techniques import cluster, copy_model, prune, qat, strip
 
     verbs = {"prune": prune, "cluster": cluster, "qat": qat}
     log = log or (lambda msg: None)
@@ -230,11 +275,23 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
         details = None
+        ft = replace(step.fine_tune, distill=step.config) if step.technique == "distill" else step.fine_tune
+        if step.technique == "distill" and teacher is None and i == 0:
+            raise InputError("a first distill step without a teacher would learn from the model itself: pass a "
+                             "teacher (--distill-from TEACHER.keras, optimize(teacher=...))")
+        step_teacher = teacher if teacher is not None else model
         if step.technique == "channel_prune":
-            current, details = _channel_prune(current, step, x, y, seed, log)
+            current, details = _channel_prune(current, replace(step, fine_tune=ft), x, y, seed, log, step_teacher)
+        elif step.technique in ("factorize", "distill"):
+            if step.technique == "factorize":
+                rep = factorize_report(current, step.config)
+                current, details = rep.model, rep.to_dict()
+            else:
+                current = copy_model(current)
+            fine_tune(current, x, y, ft, seed=seed, teacher=step_teacher)
         else:
             wrapped = verbs[step.technique](current, step.config)
-            fine_tune(wrapped, x, y, step.fine_tune, seed=seed)
+            fine_tune(wrapped, x, y, ft, seed=seed, teacher=step_teacher)
             current = strip(wrapped)
         acc = accuracy(current, x_test, y_test) if has_test else None
         if step.technique == "qat" and result.steps:
@@ -245,7 +302,7 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     return result
 
 
-def _channel_prune(model, step: Step, x, y, seed: int, log):
+def _channel_prune(model, step: Step, x, y, seed: int, log, teacher=None):
     """Channel pruning in ``iterations`` rounds, each: surgery, BatchNorm statistics re-estimated
     on ``x``, fine-tune. Returns the model and what changed from the first round's input to the
     last round's output (widths, params, MACs, dropped blocks)."""
@@ -258,11 +315,11 @@ def _channel_prune(model, step: Step, x, y, seed: int, log):
     for r in range(rounds):
         # blocks are dropped in the first round only
         rep = channel_prune_report(model, replace(c, ratio=per_round, iterations=1, blocks=c.blocks if r == 0 else 0)
-                                   if rounds > 1 else c)
+                                   if rounds > 1 else c, calib=x)
         reports.append(rep)
         model = rep.model
         reestimate_batchnorm(model, x)
-        fine_tune(model, x, y, step.fine_tune, seed=seed)
+        fine_tune(model, x, y, step.fine_tune, seed=seed, teacher=teacher)
         if rounds > 1:
             log(f"      round {r + 1}/{rounds}: {rep.params[1]:,} params, {rep.macs[1]:,} MACs")
     first, last = reports[0], reports[-1]

@@ -146,6 +146,7 @@ def _wire_fit(model, callbacks, before_fit=None) -> None:
 
     fit.__doc__ = original.__doc__
     object.__setattr__(model, "fit", fit)  # not a tracked Keras attribute
+    object.__setattr__(model, "_edgekit_fit_hooks", (callbacks, before_fit))  # a Distiller wires them too
 
 
 # -- prune ---------------------------------------------------------------------------------

@@ -167,6 +167,21 @@ def test_budgets_and_blocks():
         channel_prune(model, ChannelPruneConfig(target_params=10))
 
 
+def test_latency_budget_is_measured_with_the_harness():
+    # Timings are noisy here, so only the two ends are asserted: a budget the unpruned int8 model
+    # meets prunes nothing; one no candidate can meet is refused with the measured time.
+    keras.utils.set_random_seed(0)
+    model = _randomize(residual())
+    x = np.random.default_rng(0).random((16,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    rep = channel_prune_report(model, ChannelPruneConfig(target_latency=1e6), calib=x)
+    assert rep.ratio == 0.0 and rep.params[0] == rep.params[1]
+    with pytest.raises(InputError, match=r"target_latency=1e-06 ms is out of reach: .* leaves ([\d.]+ ms|a model that "
+                                         r"does not prepare under XNNPACK)"):
+        channel_prune_report(model, ChannelPruneConfig(target_latency=1e-6), calib=x)
+    with pytest.raises(InputError, match="needs calibration data"):
+        channel_prune_report(model, ChannelPruneConfig(target_latency=1.0))
+
+
 def test_bad_configs_are_clear_errors():
     with pytest.raises(InputError, match=r"ratio must be in \[0, 1\). Received ratio=1.5"):
         ChannelPruneConfig(ratio=1.5)
@@ -174,6 +189,8 @@ def test_bad_configs_are_clear_errors():
         ChannelPruneConfig(importance="random")
     with pytest.raises(InputError, match="one budget"):
         ChannelPruneConfig(target_params=10, target_macs=10)
+    with pytest.raises(InputError, match="one budget"):
+        ChannelPruneConfig(target_latency=1.0, target_macs=10)
 
 
 def test_batchnorm_reestimation_matches_the_data(digits_ds):

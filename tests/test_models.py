@@ -55,7 +55,7 @@ REFERENCE = {  # name: (params, MACs or None); see each builder's docstring for 
 
 
 def test_registry_lists_every_builder():
-    assert set(available()) == set(REFERENCE) | {"vgg16"}
+    assert set(available()) == set(REFERENCE) | {"vgg16", "tied_lm"}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))

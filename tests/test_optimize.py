@@ -237,7 +237,8 @@ def test_recipe_toml_and_its_errors(tmp_path):
     for text, message in [
         ('[[steps]]\ntechnique = "prune"\nsparsty = 0.5\n', "unknown key 'sparsty' for prune"),
         ('[[steps]]\ntechnique = "qat"\n[[steps]]\ntechnique = "prune"\n', "qat must be the last step"),
-        ('[[steps]]\ntechnique = "distill"\n', "technique must be one of"),
+        ('[[steps]]\ntechnique = "dstill"\n', "technique must be one of"),
+        ('[fine_tune]\ndistill = {temp = 2}\n[[steps]]\ntechnique = "prune"\n', "distill has unknown key 'temp'"),
         ('[[steps]\n', "not valid TOML"),
         ('[[steps]]\ntechnique = "prune"\nsparsity = 1.5\n', "sparsity must be in (0, 1)"),
     ]:
