@@ -152,13 +152,11 @@ def factorize_report(model, config: FactorizeConfig = FactorizeConfig(), **overr
     and reconstruction errors. The caller's model is left untouched."""
     if overrides:
         config = FactorizeConfig(**{**config.__dict__, **overrides})
-    from edgekit.optimize.techniques import check_model
+    from edgekit.optimize.techniques import _check_selection, check_model
 
     check_model(model, "factorize")
     model = functional(model, "factorize")
-    for spec in config.layers or ():
-        if not any(selects(l, (spec,)) for l in model.layers):
-            raise InputError(f"factorize: no layer matches {spec!r}")
+    _check_selection(model, config.layers, "factorize")
     before = model.count_params()
     if config.target_params is not None:
         if config.target_params >= before:
