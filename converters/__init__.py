@@ -14,7 +14,7 @@ from edgekit.converters.convert import (
     verify,
 )
 from edgekit.converters.quant_debug import LayerError, layer_errors
-from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, format_info, inspect_tflite
+from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, format_info, inspect_tflite, kernel_zeros
 
 __all__ = [
     "ExportReport",
@@ -29,6 +29,7 @@ __all__ = [
     "export",
     "format_info",
     "inspect_tflite",
+    "kernel_zeros",
     "layer_errors",
     "load_keras_model",
     "verify",

@@ -79,6 +79,7 @@ class ModelInfo:
     outputs: Tuple[dict, ...]
     ops: Tuple[OpInfo, ...]
     tensors: Tuple[TensorInfo, ...] = field(repr=False)
+    kernel_zeros: float = 0.0  # share of zeros in the conv/fully-connected weights (see kernel_zeros)
 
     @property
     def graph_bytes(self) -> int:
@@ -120,6 +121,7 @@ class ModelInfo:
             "graph_bytes": self.graph_bytes,
             "params": self.params,
             "macs": self.macs,
+            "kernel_zeros": self.kernel_zeros,
             "fully_integer": self.fully_integer,
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
@@ -196,6 +198,58 @@ def inspect_tflite(source: Union[str, os.PathLike, bytes]) -> ModelInfo:
             f"{label} is a corrupt or truncated .tflite file ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
         ) from None
+
+
+# Ops whose input 1 is the weight tensor (kernel or filter).
+WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"})
+_NUMPY_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "FLOAT32": np.float32, "FLOAT16": np.float16}
+
+
+def kernel_zeros(source: Union[str, os.PathLike, bytes]) -> float:
+    """The share of zeros among the constant weights of the file's conv and fully connected ops
+    (input 1 of each op in :data:`WEIGHT_OPS`), read from the stored values: a quantized weight
+    is zero when it equals its zero point. A sparse-encoded weight counts every value it does not
+    store as zero (float ones reach their op through DENSIFY). Weights that reach their op through
+    DEQUANTIZE (float16 files) are not counted."""
+    data = read_tflite(source)
+    schema = _schema()
+    op_names = _enum_names(schema.BuiltinOperator)
+    model = schema.Model.GetRootAsModel(data, 0)
+    codes = [op_names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()), "")
+             for i in range(model.OperatorCodesLength())]
+    type_names = _enum_names(schema.TensorType)
+    zeros = total = 0
+    seen = set()
+    for s in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(s)
+        ops = [sub.Operators(o) for o in range(sub.OperatorsLength())]
+        densified = {int(op.Outputs(0)): int(op.Inputs(0)) for op in ops if codes[op.OpcodeIndex()] == "DENSIFY"}
+        for op in ops:
+            if codes[op.OpcodeIndex()] not in WEIGHT_OPS or op.InputsLength() < 2:
+                continue
+            weight = int(op.Inputs(1))
+            ten = sub.Tensors(densified.get(weight, weight))  # float sparse weights reach it through DENSIFY
+            dtype = _NUMPY_TYPES.get(type_names.get(ten.Type(), ""))
+            if dtype is None or ten.Buffer() <= 0 or ten.Buffer() in seen:
+                continue
+            values = model.Buffers(ten.Buffer()).DataAsNumpy()
+            if not isinstance(values, np.ndarray) or values.size == 0:
+                continue
+            seen.add(ten.Buffer())
+            values = values.view(dtype)
+            size = int(np.prod(ten.ShapeAsNumpy()))
+            q = ten.Quantization()
+            zero_points = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else np.zeros(1, np.int64)
+            zero = zero_points[0] if np.all(zero_points == zero_points[0]) else None
+            if zero is None:  # per-channel zero points: along the quantized dimension
+                shape = [1] * ten.ShapeLength()
+                shape[q.QuantizedDimension()] = -1
+                zero = zero_points.reshape(shape)
+                values = values.reshape(tuple(ten.ShapeAsNumpy()))
+            stored_zeros = int(np.count_nonzero(values == zero))
+            zeros += size - values.size + stored_zeros  # values not stored (sparse encoding) are zero
+            total += size
+    return zeros / total if total else 0.0
 
 
 def _parse(data: bytes) -> ModelInfo:
@@ -299,6 +353,7 @@ def _parse(data: bytes) -> ModelInfo:
         outputs=io.get("outputs", ()),
         ops=tuple(ops),
         tensors=tuple(tensors),
+        kernel_zeros=kernel_zeros(data),
     )
 
 
@@ -320,7 +375,7 @@ def format_info(info: ModelInfo, path: Optional[str] = None, tensors: bool = Fal
     lines.append(
         f"params {info.params:,} ({info.size_bytes / max(info.params, 1):.2f} file bytes/param, "
         f"{info.weight_bytes / max(info.params, 1):.2f} weight bytes/param); {info.macs / 1e6:,.2f}M MACs; "
-        f"fully integer: {'yes' if info.fully_integer else 'no'}"
+        f"kernel zeros {info.kernel_zeros:.1%}; fully integer: {'yes' if info.fully_integer else 'no'}"
     )
     for key in ("inputs", "outputs"):
         for t in getattr(info, key):

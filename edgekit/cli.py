@@ -665,6 +665,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader closed stdout (`edgekit inspect M | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (EdgekitError, HarnessError) as exc:
         _err(f"error: {exc}")
         return getattr(exc, "exit_code", EXIT_USAGE)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from edgekit.converters import export, inspect_tflite, layer_errors
+from edgekit.converters import export, inspect_tflite, kernel_zeros, layer_errors
 from edgekit.converters.inspection import INTEGER_TYPES
 from edgekit.errors import InputError, VerificationError
 from edgekit.models import profile
@@ -193,6 +193,12 @@ def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
     sparse = export(model, str(tmp_path / "sparse.tflite"), "float32", eval_x=x, sparse=True)
     assert sparse.sparse and sparse.size_bytes <= 0.2 * dense.size_bytes
     assert sparse.agreement == 1.0
+    # zeros read back from the files: the float ones hold exactly the model's, int8 adds the weights it rounds to 0
+    kernels = [layer.get_weights()[0] for layer in model.layers]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+    assert kernel_zeros(dense.path) == pytest.approx(zeros) and kernel_zeros(sparse.path) == pytest.approx(zeros)
+    int8 = export(model, str(tmp_path / "int8.tflite"), "int8", calib=x, eval_x=x, layer_report=False)
+    assert zeros <= kernel_zeros(int8.path) < zeros + 0.02
     with pytest.raises(VerificationError, match="XNNPACK.*without --sparse"):
         export(model, str(tmp_path / "int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True,
                layer_report=False)
