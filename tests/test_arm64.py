@@ -15,10 +15,10 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (shutil.which("apt-get") and shutil.which("dpkg-deb")) and not os.environ.get("EDGEKIT_REQUIRE_QEMU"),
     reason="the ARM64 check fetches QEMU and an arm64 sysroot with apt-get (Debian/Ubuntu only)",
-)
+), pytest.mark.xdist_group("arm64")]  # one xdist worker runs them all: the QEMU sysroot is prepared once, not raced
 
 
 def test_outputs_on_both_pi_cpus_against_x86(exported, test_npz):

@@ -24,10 +24,10 @@ from conftest import EDGEKIT, assert_clean_error, run_cli
 
 from edgekit.device.loopback import LoopbackSSHD, free_port as _free_port, sshd_path
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (sshd_path() and shutil.which("ssh")) and not os.environ.get("EDGEKIT_REQUIRE_SSHD"),
     reason="needs openssh-server and openssh-client (apt-get install openssh-server)",
-)
+), pytest.mark.xdist_group("sshd")]  # one xdist worker runs them all: the module's venv and sshd are set up once
 
 
 @pytest.fixture(scope="module")
