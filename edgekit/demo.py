@@ -73,12 +73,14 @@ def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = 20, batch
     """Registered model ``name`` (digits preset) trained with Adam and a cosine-decayed learning
     rate, so the last epoch is as good as the best."""
     from edgekit._compat import keras
+    from edgekit.optimize.recipe import create_fit_variables
 
     keras.utils.set_random_seed(seed)
     model = digits_classifier(name, ds)
     steps = max(1, epochs * int(np.ceil(len(ds.x_train) / batch_size)))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
+    create_fit_variables(model, ds.x_train, ds.y_train)
     model.fit(ds.x_train, ds.y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
     return model
 
