@@ -35,7 +35,9 @@ OPTIMIZED = (
     # Importance |gamma| of the BatchNorm after each conv, then retrained with a cosine schedule:
     # measured 0.981 vs 0.961 with L1 filter norms (the float model: 0.983).
     ("channels 0.5 + int8", None, (("channel_prune", {"ratio": 0.5, "importance": "bn"}, 15, 2e-3, "cosine"),), {}),
-    ("pruned 0.8 + int8", None, (("prune", {"sparsity": 0.8}, 6, 7e-4),), {}),
+    # The 80%-pruned fine-tune distills from the trained model (temperature 4, alpha 0.1): int8
+    # 0.9833 vs 0.9639 without on this CPU, and PCQAT (which starts from it) 0.9806 vs 0.9667.
+    ("pruned 0.8 + int8", None, (("prune", {"sparsity": 0.8}, 6, 7e-4, "constant", True),), {}),
     ("2:4 + int8", None, (("prune", {"pattern": "2:4"}, 4, 1e-3),), {}),
     ("clustered 16 + int8", None, (("cluster", {"clusters": 16, "init": "linear"}, 2, 1e-4),),
      {"per_channel": False}),
