@@ -200,6 +200,21 @@ def inspect_tflite(source: Union[str, os.PathLike, bytes]) -> ModelInfo:
         ) from None
 
 
+def _opcode_names(schema, model) -> List[str]:
+    """The name of each operator code: the builtin's, ``FLEX:Op`` or ``CUSTOM:name``."""
+    op_names = _enum_names(schema.BuiltinOperator)
+    names = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = op_names.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            custom = (oc.CustomCode() or b"?").decode("utf-8", "replace")
+            name = f"FLEX:{custom[4:]}" if custom.startswith("Flex") else f"CUSTOM:{custom}"
+        names.append(name)
+    return names
+
+
 # Ops whose input 1 is the weight tensor (kernel or filter).
 WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"})
 _NUMPY_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "FLOAT32": np.float32, "FLOAT16": np.float16}
@@ -213,10 +228,8 @@ def kernel_zeros(source: Union[str, os.PathLike, bytes]) -> float:
     DEQUANTIZE (float16 files) are not counted."""
     data = read_tflite(source)
     schema = _schema()
-    op_names = _enum_names(schema.BuiltinOperator)
     model = schema.Model.GetRootAsModel(data, 0)
-    codes = [op_names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()), "")
-             for i in range(model.OperatorCodesLength())]
+    codes = _opcode_names(schema, model)
     type_names = _enum_names(schema.TensorType)
     zeros = total = 0
     seen = set()
@@ -255,7 +268,6 @@ def kernel_zeros(source: Union[str, os.PathLike, bytes]) -> float:
 def _parse(data: bytes) -> ModelInfo:
     schema = _schema()
     type_names = _enum_names(schema.TensorType)
-    op_names = _enum_names(schema.BuiltinOperator)
     model = schema.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() < 1:
         raise InputError("the .tflite file has no subgraph")
@@ -268,15 +280,7 @@ def _parse(data: bytes) -> ModelInfo:
             size = int(buf.Size())
         buffer_sizes.append(size)
 
-    opcodes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, f"BUILTIN_{code}")
-        if name == "CUSTOM":
-            custom = (oc.CustomCode() or b"?").decode("utf-8", "replace")
-            name = f"FLEX:{custom[4:]}" if custom.startswith("Flex") else f"CUSTOM:{custom}"
-        opcodes.append(name)
+    opcodes = _opcode_names(schema, model)
 
     tensors: List[TensorInfo] = []
     ops: List[OpInfo] = []
