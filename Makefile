@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edgekit demo
+	$(BIN)/edgekit demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/pytest

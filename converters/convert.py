@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgekit._io import write_atomic
+from edgekit._io import check_output, write_atomic
 from edgekit.converters.inspection import inspect_tflite
 from edgekit.converters.share import share_weights as _share_weights
 from edgekit.data import calibration_samples, fit_to_input, sample_indices
@@ -149,19 +149,29 @@ def check_model(model) -> None:
     raise InputError(f"expected a tf_keras.Model, received {kind}")
 
 
-def load_keras_model(path: str):
+def load_keras_model(path, safe_mode: bool = True):
     """Load a ``.keras``/``.h5`` file or a SavedModel directory with tf_keras, including models
-    written by ``edgekit optimize`` (tfmot wrappers, edgekit's QuantizeConfigs)."""
+    written by ``edgekit optimize`` (tfmot wrappers, edgekit's QuantizeConfigs).
+
+    The file is read first without running any of it (:func:`edgekit.modelfile.scan`): a model
+    that would run Python when loaded (a Lambda layer, an unknown module) is refused with
+    :class:`~edgekit.errors.UnsafeModelError` unless ``safe_mode=False``, and sizes are checked
+    against :mod:`edgekit.limits`."""
+    from edgekit.modelfile import scan
+
+    path = os.fspath(path)
+    found = scan(path, safe_mode=safe_mode)
+    if found.format == "savedmodel" and not found.has_keras_metadata:
+        raise InputError(f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
+                         f"or Keras 3's model.export): give the .keras file the model was saved to instead")
     _, keras = _keras()
-    if not os.path.exists(path):
-        raise InputError(f"model file not found: {path}")
     import edgekit.models  # noqa: F401 - registers the builders' custom layers (TiedEmbedding)
     from edgekit.optimize.techniques import custom_objects
 
     try:
         with warnings.catch_warnings(), custom_objects():
             warnings.simplefilter("ignore")
-            model = keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # corrupt zip, wrong format, missing custom object ...
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise InputError(
@@ -482,7 +492,7 @@ def export(
     keep_float=None,
     layer_report: bool = True,
     seed: int = 0,
-    overwrite: bool = True,
+    overwrite: bool = False,
     progress: Optional[str] = None,
     per_channel: bool = True,
     share_weights: bool = True,
@@ -518,12 +528,7 @@ def export(
     if keep_float == "auto" and min_agreement is None:
         raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
     if path is not None:
-        path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise InputError(f"output directory does not exist: {parent}")
-        if os.path.exists(path) and not overwrite:
-            raise InputError(f"{path} exists; pass --overwrite to replace it")
+        path = check_output(path, overwrite=overwrite)
     calib_x, calib_info = None, None
     if quant.integer:
         if calib is None:
@@ -574,7 +579,7 @@ def export(
     if kept_layers:
         notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
     if path is not None:
-        write_atomic(path, tflite)
+        write_atomic(path, tflite, overwrite=overwrite)
     return ExportReport(
         mode=quant.value,
         path=path,

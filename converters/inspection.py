@@ -173,6 +173,8 @@ def read_tflite(source: Union[str, os.PathLike, bytes]) -> bytes:
         data, label = bytes(source), "model bytes"
     else:
         path = os.fspath(source)
+        if os.path.isdir(path):
+            raise InputError(f"{path} is a directory, not a .tflite file")
         if not os.path.isfile(path):
             raise InputError(f"model file not found: {path}")
         with open(path, "rb") as f:
@@ -193,6 +195,8 @@ def inspect_tflite(source: Union[str, os.PathLike, bytes]) -> ModelInfo:
         return _parse(data)
     except InputError:
         raise
+    except _Corrupt as exc:
+        raise InputError(f"{label} is a corrupt .tflite file: {exc}") from None
     except Exception as exc:  # the flatbuffer reader raises anything on a truncated file
         raise InputError(
             f"{label} is a corrupt or truncated .tflite file ({type(exc).__name__}: "
@@ -265,6 +269,32 @@ def kernel_zeros(source: Union[str, os.PathLike, bytes]) -> float:
     return zeros / total if total else 0.0
 
 
+class _Corrupt(ValueError):
+    """A structural inconsistency found while parsing (reported as a corrupt file)."""
+
+
+# Bits per element of the tensor types (schema TensorType values), to check buffer sizes.
+_ITEM_BITS = {0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128, 12: 64, 15: 32, 16: 16,
+              17: 4, 18: 16}
+
+
+def _buffer_size(buf, file_size: int, index: int) -> int:
+    """Bytes of buffer ``index``, checked to lie inside the file."""
+    n = buf.DataLength()
+    if n:
+        values = buf.DataAsNumpy()  # raises when the vector runs past the end of the file
+        if len(values) != n:
+            raise _Corrupt(f"buffer {index} runs past the end of the file")
+        return int(n)
+    offset, size = int(buf.Offset()), int(buf.Size())
+    if offset > 1 or size > 1:  # >2 GB models keep data outside the flatbuffer, after it
+        if offset < 0 or size < 0 or offset + size > file_size:
+            raise _Corrupt(f"buffer {index} points at bytes {offset:,}..{offset + size:,}, past the end of the "
+                           f"{file_size:,}-byte file")
+        return size
+    return 0
+
+
 def _parse(data: bytes) -> ModelInfo:
     schema = _schema()
     type_names = _enum_names(schema.TensorType)
@@ -272,14 +302,7 @@ def _parse(data: bytes) -> ModelInfo:
     if model.SubgraphsLength() < 1:
         raise InputError("the .tflite file has no subgraph")
 
-    buffer_sizes = []
-    for b in range(model.BuffersLength()):
-        buf = model.Buffers(b)
-        size = buf.DataLength()
-        if size == 0 and buf.Size() > 1:  # >2 GB models keep data outside the flatbuffer
-            size = int(buf.Size())
-        buffer_sizes.append(size)
-
+    buffer_sizes = [_buffer_size(model.Buffers(b), len(data), b) for b in range(model.BuffersLength())]
     opcodes = _opcode_names(schema, model)
 
     tensors: List[TensorInfo] = []
@@ -290,10 +313,17 @@ def _parse(data: bytes) -> ModelInfo:
     for s in range(model.SubgraphsLength()):
         sub = model.Subgraphs(s)
         offset = len(tensors)
-        for t in range(sub.TensorsLength()):
+        n_tensors = sub.TensorsLength()
+        for t in range(n_tensors):
             ten = sub.Tensors(t)
             shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
             buf = ten.Buffer()
+            if any(d < 0 for d in shape) or not 0 <= buf < max(len(buffer_sizes), 1):
+                raise _Corrupt(f"tensor {t} has shape {shape} and buffer {buf} (of {len(buffer_sizes)})")
+            if buffer_sizes and buffer_sizes[buf] and shape and buffer_sizes[buf] < int(np.prod(shape)) * _ITEM_BITS.get(
+                    ten.Type(), 0) // 8 and ten.Sparsity() is None:
+                raise _Corrupt(f"tensor {t} of shape {shape} needs more bytes than its buffer holds "
+                               f"({buffer_sizes[buf]:,})")
             data_bytes = buffer_sizes[buf] if 0 < buf < len(buffer_sizes) else 0
             if buf in seen_buffers:
                 data_bytes = 0  # a buffer shared by several tensors is stored once
@@ -321,6 +351,10 @@ def _parse(data: bytes) -> ModelInfo:
             op = sub.Operators(o)
             ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
             outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            if not 0 <= op.OpcodeIndex() < len(opcodes) or any(i < -1 or i >= n_tensors for i in ins) \
+                    or any(i < 0 or i >= n_tensors for i in outs):
+                raise _Corrupt(f"operator {o} names op code {op.OpcodeIndex()} (of {len(opcodes)}) or tensors "
+                               f"outside 0..{n_tensors - 1}")
             ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
             name = opcodes[op.OpcodeIndex()]
             ops.append(
@@ -341,12 +375,16 @@ def _parse(data: bytes) -> ModelInfo:
                 ("outputs", sub.OutputsAsNumpy, sub.OutputsLength),
             ):
                 idx = [int(i) for i in getter()] if length() else []
+                if any(not 0 <= i < n_tensors for i in idx):
+                    raise _Corrupt(f"the graph's {key} name tensors outside 0..{n_tensors - 1}")
                 io[key] = tuple(
                     {"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype,
                      "shape": list(tensors[i].shape)}
                     for i in idx
                 )
 
+    if sum(t.bytes for t in tensors) > len(data):
+        raise _Corrupt(f"its tensors claim {sum(t.bytes for t in tensors):,} bytes of a {len(data):,}-byte file")
     return ModelInfo(
         size_bytes=len(data),
         gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),

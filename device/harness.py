@@ -143,6 +143,8 @@ def load_interpreter(model=None, *, model_content=None, threads=1, xnnpack=True,
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     label = "model bytes" if model is None else str(model)
     if model is not None:
+        if os.path.isdir(model):
+            raise HarnessError(f"{model} is a directory, not a .tflite file")
         if not os.path.isfile(model):
             raise HarnessError(f"model file not found: {model}")
         kwargs["model_path"] = str(model)

@@ -179,7 +179,7 @@ def raw_outputs(argv_prefix: Sequence[str], model: str, inputs: str, out: str, t
     output tensors it saved."""
     import numpy as np
 
-    cmd = list(argv_prefix) + [HARNESS_PATH, model, "--inputs", inputs, "--outputs", out]
+    cmd = list(argv_prefix) + [HARNESS_PATH, f"--inputs={inputs}", f"--outputs={out}", "--", model]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = proc.stdout.strip().splitlines()
     data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}

@@ -210,18 +210,23 @@ def _parse(model: str, returncode: int, stdout: str, stderr_tail: List[str], hos
     return BenchmarkResult(model, error=reason, host=host, threads=threads)
 
 
-def _harness_args(runs, warmup, threads, xnnpack, duration, inputs) -> List[str]:
+def _harness_args(runs, warmup, threads, xnnpack, duration) -> List[str]:
     args = ["--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads), "--progress"]
     if duration:
         args += ["--duration", str(duration)]
     if not xnnpack:
         args.append("--no-xnnpack")
-    if inputs:
-        args += ["--inputs", inputs]
     return args
 
 
-def _run_local(jobs, python_argv, host_label, live, progress, timeout) -> List[BenchmarkResult]:
+def harness_argv(model: str, args: Sequence[str], inputs: Optional[str] = None) -> List[str]:
+    """The harness's arguments for ``model``: options first, each path attached to its option
+    (``--inputs=PATH``) and the model after ``--``, so no user path (``-rf.tflite``) is ever read
+    as an option."""
+    return list(args) + ([f"--inputs={inputs}"] if inputs else []) + ["--", os.fspath(model)]
+
+
+def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=None) -> List[BenchmarkResult]:
     """Each job (model, threads, harness args) in its own child process on this machine."""
     results = []
     # The child is the harness alone: keep TensorFlow's logging quiet should it fall back to it.
@@ -230,7 +235,7 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout) -> List[B
         name = os.path.basename(model)
         tail: List[str] = []
         try:
-            proc = live.start(list(python_argv) + [HARNESS_PATH, os.fspath(model)] + args,
+            proc = live.start(list(python_argv) + [HARNESS_PATH] + harness_argv(model, args, inputs),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         except OSError as exc:
             raise HarnessError(f"cannot start {python_argv[0]}: {exc.strerror}") from None
@@ -245,6 +250,10 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout) -> List[B
             results.append(BenchmarkResult(str(model), error=f"timed out after {timeout:.0f} s",
                                            host=host_label, threads=threads))
             continue
+        except BaseException:  # interrupted: the child goes with us
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             live.done(proc)
         reader.join(timeout=5)
@@ -266,10 +275,7 @@ def _payload(jobs, inputs) -> tuple:
             if model not in names:
                 names[model] = f"m{len(names)}.tflite"
                 tar.add(model, arcname=names[model])
-    remote_jobs = []
-    for model, _, args in jobs:
-        args = ["inputs.npz" if a == inputs else a for a in args]
-        remote_jobs.append([names[model]] + args)
+    remote_jobs = [harness_argv(names[model], args, "inputs.npz" if inputs else None) for model, _, args in jobs]
     return buf.getvalue(), remote_jobs
 
 
@@ -409,16 +415,17 @@ def bench(
         from edgekit.device import qemu as qemu_mod
 
         qemu_argvs = {cpu: qemu_mod.python_argv(cpu) for cpu in qemu}
-    jobs = [(m, t, _harness_args(runs, warmup, t, xnnpack, duration, inputs)) for m in models for t in sweep]
+    inputs = os.path.abspath(inputs) if inputs is not None else None
+    jobs = [(m, t, _harness_args(runs, warmup, t, xnnpack, duration)) for m in models for t in sweep]
 
     live = _Live()
     line = _ProgressLine(progress)
     targets: List[Callable[[], List[BenchmarkResult]]] = []
     if not parsed and not qemu:
-        targets.append(lambda: _run_local(jobs, python or [sys.executable], None, live, line, timeout))
+        targets.append(lambda: _run_local(jobs, python or [sys.executable], None, live, line, timeout, inputs))
     for cpu in qemu:
         targets.append(lambda cpu=cpu: _run_local(jobs, qemu_argvs[cpu], f"qemu:{cpu}", live, line,
-                                                  timeout and timeout * 20))
+                                                  timeout and timeout * 20, inputs))
     for host in parsed:
         targets.append(lambda host=host: _run_remote(jobs, host, remote_python, ssh_config, inputs, live,
                                                      line, timeout))

@@ -1,26 +1,159 @@
-"""Atomic file output: a failed step never leaves a half-written file behind."""
+"""File output with one policy for everything edgekit writes (models, ``.tflite``, reports, JSON,
+demo folders):
+
+- an existing output is replaced only with ``overwrite`` (``--overwrite``);
+- an output that is also an input of the same call is refused;
+- a directory is replaced only when it holds nothing but what edgekit writes there (a SavedModel,
+  a demo run): never ``.``, a home directory or a folder of the user's;
+- everything is written under a temporary name beside the output and renamed into place at the
+  end, so a failed or interrupted step leaves nothing half-written; without ``overwrite`` the final
+  rename never replaces a file that appeared meanwhile (another run writing the same name fails
+  with "exists" instead of one result silently replacing the other).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import sys
 import tempfile
+from typing import Iterable, Optional
+
+from edgekit.errors import InputError
+
+# What a SavedModel directory holds: such a directory may be replaced with ``overwrite``.
+SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables", "assets"})
 
 
-def write_atomic(path: str, data) -> None:
-    """Write ``data`` (bytes or str) to a temporary file beside ``path``, then rename it."""
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(path, *, overwrite: bool = False, inputs: Iterable = (), what: str = "output",
+                 directory: bool = False, replaceable=None) -> str:
+    """Check ``path`` can be written under the policy above, before any work; returns it as a
+    string. ``directory``: the output is a directory (a SavedModel, a demo run), which may
+    replace an existing directory only when every entry of it is in ``replaceable`` (a set of
+    names, or a function of a name; default: what a SavedModel holds)."""
+    if path is None or not os.fspath(path).strip():
+        raise InputError(f"{what}: an empty path; give a file name")
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    for item in inputs:
+        if item is not None and not isinstance(item, (bytes, bytearray)) and isinstance(item, (str, os.PathLike)) \
+                and os.path.exists(os.fspath(item)) and os.path.exists(path) and _same(path, os.fspath(item)):
+            raise InputError(f"{what} {path} is also an input ({os.fspath(item)}); give the output its own name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"{what} directory does not exist: {parent}")
+    if not os.path.lexists(path):
+        return path
+    if os.path.isdir(path) and not directory:
+        raise InputError(f"{what} {path} is a directory; give a file name")
+    if directory and not os.path.isdir(path):
+        raise InputError(f"{what} {path} is a file; give the name of a directory to write")
+    if not overwrite:
+        raise InputError(f"{what} {path} exists; pass `overwrite=True` to replace it")
+    if os.path.isdir(path) and not os.path.islink(path):
+        entries = set(os.listdir(path))
+        allowed = replaceable if replaceable is not None else SAVEDMODEL_ENTRIES
+        ours = allowed if callable(allowed) else allowed.__contains__
+        home = os.path.expanduser("~")
+        if _same(path, os.getcwd()) or _same(path, home) or os.path.abspath(path) == os.path.abspath(os.sep) \
+                or not all(ours(e) for e in entries):
+            raise InputError(f"{what} {path} is a directory edgekit did not write (it holds "
+                             f"{', '.join(sorted(entries)[:3]) or 'nothing'}{' …' if len(entries) > 3 else ''}); "
+                             f"edgekit replaces only its own outputs: give a new name")
+    return path
+
+
+def _exists_meanwhile(path: str) -> InputError:
+    return InputError(f"{path} appeared while edgekit was writing it (another run?) and was left as it is; "
+                      f"pass `overwrite=True` to replace it")
+
+
+def commit_file(tmp: str, path: str, overwrite: bool) -> None:
+    """Rename the finished ``tmp`` to ``path``; without ``overwrite`` never replace a file that
+    exists by now (a hard link claims the name atomically)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_meanwhile(path) from None
+    except OSError:  # no hard links on this file system: claim the name, then replace it
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise _exists_meanwhile(path) from None
+        os.close(fd)
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def commit_dir(tmp: str, path: str, overwrite: bool) -> None:
+    """Rename the finished directory ``tmp`` to ``path``. With ``overwrite`` an existing directory
+    (checked replaceable by :func:`check_output`) is moved aside first and removed after."""
+    parent, base = os.path.split(os.path.abspath(path))
+    if overwrite and os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            old = os.path.join(parent, f".{base}.old-{os.getpid()}")
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        os.unlink(path)
+    try:
+        os.rename(tmp, path)  # fails on an existing file or non-empty directory
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise _exists_meanwhile(path) from None
+        raise
+
+
+@contextlib.contextmanager
+def staging_dir(path: str):
+    """A fresh temporary directory beside ``path``, removed when the block ends (whatever is left
+    in it: the block commits what it finished)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomic(path, data, overwrite: bool = False) -> None:
+    """Write ``data`` (bytes or str) to a temporary file beside ``path``, then rename it into
+    place (see :func:`commit_file`)."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     mode = "wb" if isinstance(data, (bytes, bytearray, memoryview)) else "w"
     try:
-        with open(tmp, mode) as f:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        os.chmod(tmp, 0o666 & ~_umask())
+        commit_file(tmp, path, overwrite)
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -70,6 +71,17 @@ def _fraction_open(text):
     return value
 
 
+def _seconds(text):
+    """--duration: a finite number of seconds in (0, 1 day]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--duration must be a number of seconds, received '{text}'") from None
+    if not 0.0 < value <= 86400.0:
+        raise argparse.ArgumentTypeError(f"--duration must be in (0, 86400] seconds, received '{text}'")
+    return value
+
+
 def _add_bench_flags(p, runs=100, warmup=10, sweep=False):
     g = p.add_argument_group("benchmark")
     g.add_argument("--runs", type=_int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})")
@@ -80,6 +92,12 @@ def _add_bench_flags(p, runs=100, warmup=10, sweep=False):
                        help="interpreter threads; a comma list sweeps them (default 1)")
     else:
         g.add_argument("--threads", type=_int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)")
+
+
+def _add_unsafe_load(p):
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="load model files that would run Python code (Lambda layers, unknown modules): only "
+                   "for files you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "see `edgekit models`)")
     p.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=20, help="training epochs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier demo run")
     p.add_argument("--no-optimize", dest="optimized", action="store_false",
                    help="only float32 and int8 (skip the pruned, 2:4, clustered, QAT and PCQAT variants)")
     _add_bench_flags(p, runs=200, warmup=20)
@@ -132,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
     g.add_argument("--report", metavar="OUT.json", help="write the export report as JSON")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_unsafe_load(g)
     g = p.add_argument_group("verification")
     g.add_argument("--min-agreement", type=_fraction, metavar="F",
                    help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F")
@@ -190,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="OUT.json", help="write the per-step, per-layer report as JSON")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _add_unsafe_load(p)
     p.set_defaults(func=cmd_optimize, quiet_native=True)
 
     p = sub.add_parser("bench", help="benchmark .tflite models, each in a fresh process, here or on boards",
@@ -199,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "given as a ratio to the first model.")
     p.add_argument("models", nargs="+", metavar="MODEL.tflite")
     _add_bench_flags(p, sweep=True)
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS",
                    help="time runs for this many seconds per model instead of --runs")
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
                    help="disable LiteRT's default XNNPACK delegate")
@@ -207,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npz with x (and y: on-device accuracy); default random inputs")
     p.add_argument("--json", metavar="OUT.json", help="write the results to OUT.json ('-' for stdout; "
                    "schema in docs/bench-json.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     g = p.add_argument_group("targets")
     g.add_argument("--host", action="append", default=[], metavar="USER@BOARD[:PORT]",
                    help="run on this board over SSH (repeat for a fleet, run in parallel)")
@@ -250,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", metavar="README.md", help="write the Markdown table between the README's "
                    "<!-- techniques:begin/end --> markers")
     p.add_argument("--json", metavar="OUT.json", help="also write the rows as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     p.set_defaults(func=cmd_techniques, quiet_native=True)
 
     p = sub.add_parser("profile", help="per-layer params, MACs and activation memory of a model",
@@ -259,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset of a registered model (default reference)")
     p.add_argument("--int8", action="store_true", help="count 1-byte activations (default 4)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_unsafe_load(p)
     p.set_defaults(func=cmd_profile, quiet_native=True)
 
     p = sub.add_parser("inspect", help="ops, tensor dtypes and size of a .tflite file",
@@ -275,23 +299,32 @@ def _err(msg: str) -> None:
     print(f"edgekit: {msg}", file=sys.stderr)
 
 
-def _check_new_file(path: str, overwrite: bool, what: str) -> None:
+def _outputs(args, outputs, inputs=()):
+    """Check every output of a command under edgekit's output policy before any work: each is
+    new (or ``--overwrite``), none is an input, no two are the same file. ``outputs`` are
+    (path, what, is a directory) triples; None paths are skipped."""
+    from edgekit._io import check_output
     from edgekit.errors import InputError
 
-    if os.path.isdir(path):
-        raise InputError(f"{what} {path} is a directory; give a file name")
-    if os.path.exists(path) and not overwrite:
-        raise InputError(f"{what} {path} exists; pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(f"{what} directory does not exist: {parent}")
+    given = [(p, w, d) for p, w, d in outputs if p is not None and p != "-"]
+    seen = {}
+    for path, what, directory in given:
+        key = os.path.abspath(path)
+        if key in seen:
+            raise InputError(f"{what} and {seen[key]} name the same file ({path}); give each its own name")
+        seen[key] = what
+        check_output(path, overwrite=getattr(args, "overwrite", False), what=what, directory=directory,
+                     inputs=[i for i in inputs if i])
+    for i in inputs:
+        if i and os.path.abspath(i) in seen:
+            raise InputError(f"{seen[os.path.abspath(i)]} {i} is also an input; give the output its own name")
 
 
 def cmd_demo(args) -> int:
     from edgekit.demo import run_demo
 
     run_demo(args.out, model_name=args.model, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
-             threads=args.threads, seed=args.seed, optimized=args.optimized)
+             threads=args.threads, seed=args.seed, optimized=args.optimized, overwrite=args.overwrite)
     return EXIT_OK
 
 
@@ -302,23 +335,20 @@ def cmd_export(args) -> int:
 
     quant = Quant.parse(args.quant)
     io = quant.check_io(args.io)
-    _check_new_file(args.output, args.overwrite, "output")
-    if args.report:
-        _check_new_file(args.report, args.overwrite, "report")
-        if os.path.abspath(args.report) == os.path.abspath(args.output):
-            raise InputError("--report and -o name the same file; give the report its own name")
+    _outputs(args, [(args.output, "-o", False), (args.report, "--report", False)], [args.model, args.calib])
     if quant.integer and not args.calib:
         raise InputError(f"--quant {quant.value} needs --calib DATA ('digits', a .npz or an image "
                          f"directory) to calibrate activations")
     if args.keep_float and quant is not Quant.INT8:
         raise InputError(f"--keep-float applies to --quant int8, not {quant.value}")
-    if not os.path.exists(args.model):
-        raise InputError(f"model file not found: {args.model}")
-
     from edgekit.converters import export, load_keras_model
-    from edgekit.data import load_data
+    from edgekit.data import check_data_spec, load_data
+    from edgekit.modelfile import scan
 
-    model = load_keras_model(args.model)
+    scan(args.model, safe_mode=not args.unsafe_load)  # before any long work: format, limits, code
+    if args.calib:
+        check_data_spec(args.calib)
+    model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
     data = load_data(args.calib, tuple(model.input_shape[1:])) if args.calib else None
     report = export(
         model, args.output, quant, io=io, sparse=args.sparse,
@@ -327,12 +357,12 @@ def cmd_export(args) -> int:
         eval_y=data.y_test if data else None,
         calib_samples=args.calib_samples, min_agreement=args.min_agreement,
         keep_float=args.keep_float, layer_report=args.layer_errors,
-        seed=args.seed, overwrite=True, progress=f"export {os.path.basename(args.model)}",
+        seed=args.seed, overwrite=args.overwrite, progress=f"export {os.path.basename(args.model)}",
         per_channel=args.per_channel,
     )
     if args.report:
         try:
-            write_atomic(args.report, report.to_json() + "\n")
+            write_atomic(args.report, report.to_json() + "\n", overwrite=args.overwrite)
         except BaseException:
             os.unlink(args.output)  # all or nothing
             raise
@@ -371,12 +401,11 @@ def cmd_bench(args) -> int:
     from edgekit.device import bench
     from edgekit.errors import InputError
 
-    if args.json and args.json != "-":
-        _check_new_file(args.json, True, "--json")
-    if args.inputs and not os.path.isfile(args.inputs):
-        raise InputError(f"inputs file not found: {args.inputs}")
-    if args.duration is not None and not args.duration > 0:
-        raise InputError(f"--duration must be > 0 seconds, received {args.duration}")
+    _outputs(args, [(args.json, "--json", False)], list(args.models) + [args.inputs])
+    if args.inputs:
+        from edgekit.data import check_npz
+
+        check_npz(args.inputs)
     results = bench(args.models, runs=args.runs, warmup=args.warmup, threads=args.threads,
                     xnnpack=args.xnnpack, inputs=args.inputs, duration=args.duration, hosts=args.host,
                     remote_python=args.remote_python, ssh_config=args.ssh_config, qemu=args.qemu,
@@ -391,7 +420,7 @@ def cmd_bench(args) -> int:
               "one process per model; (×) = ratio to the first model on the same target and threads")
         print(format_bench(results))
         if args.json:
-            write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+            write_atomic(args.json, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
             print(f"wrote {args.json}")
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -505,14 +534,17 @@ def cmd_optimize(args) -> int:
                                    channel_prune=channels, factorize=factorize, distill=distill)
     out = args.output
     check_save_path(out, recipe.has_qat)  # before training, not after
-    if os.path.exists(out) and not args.overwrite:
-        raise InputError(f"-o {out} exists; pass --overwrite to replace it")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise InputError(f"-o directory does not exist: {os.path.dirname(os.path.abspath(out))}")
-    if args.report:
-        _check_new_file(args.report, True, "--report")
-    model = load_keras_model(args.model)
-    teacher = load_keras_model(args.distill_from) if args.distill_from else None
+    _outputs(args, [(out, "-o", recipe.has_qat or not out.endswith((".keras", ".h5"))), (args.report, "--report", False)],
+             [args.model, args.data, args.recipe, args.distill_from])
+    from edgekit.data import check_data_spec
+    from edgekit.modelfile import scan
+
+    for path in (args.model, args.distill_from):
+        if path:
+            scan(path, safe_mode=not args.unsafe_load)
+    check_data_spec(args.data)
+    model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
+    teacher = load_keras_model(args.distill_from, safe_mode=not args.unsafe_load) if args.distill_from else None
     shape = tuple(model.inputs[0].shape[1:])
     ds = load_data(args.data, input_shape=shape)
     if not ds.has_labels:
@@ -548,11 +580,11 @@ def cmd_optimize(args) -> int:
                 print(f"left alone (channel semantics not known, a barrier): {', '.join(d['barriers'])}")
     for note in result.warnings:
         print(f"warning: {note}")
-    save_model(result.model, out, overwrite=True)
+    save_model(result.model, out, overwrite=args.overwrite)
     print(f"wrote {out}")
     if args.report:
         write_atomic(args.report, json.dumps({"model": args.model, "recipe": recipe.describe(), **result.to_dict()},
-                                             indent=2) + "\n")
+                                             indent=2) + "\n", overwrite=args.overwrite)
         print(f"wrote {args.report}")
     return EXIT_OK
 
@@ -604,7 +636,7 @@ def cmd_techniques(args) -> int:
     from edgekit.techniques import main
 
     argv = [a for flag, v in (("--model", args.model), ("--readme", args.readme), ("--json", args.json)) if v
-            for a in (flag, v)]
+            for a in (flag, v)] + (["--overwrite"] if args.overwrite else [])
     return main(argv)
 
 
@@ -629,7 +661,7 @@ def cmd_profile(args) -> int:
         if not os.path.exists(args.model):
             raise InputError(f"'{args.model}' is neither a registered model ({', '.join(available())}) "
                              f"nor an existing .keras file")
-        model = load_keras_model(args.model)
+        model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
     p = profile(model, dtype_bytes=1 if args.int8 else 4)
     print(p.to_json() if args.json else p.format())
     return EXIT_OK
@@ -646,6 +678,31 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+# The library names its parameters; the command line names flags.
+FLAG_WORDS = {"`overwrite=True`": "--overwrite", "`safe_mode=False`": "--unsafe-load",
+              "`y_test`": "the test labels of --data", "`y`": "the labels of --data"}
+
+
+def cli_words(message: str) -> str:
+    for word, flag in FLAG_WORDS.items():
+        message = message.replace(word, flag)
+    return message
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so every temporary file and child process is cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
+    raise Terminated(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -653,15 +710,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edgekit.errors import EdgekitError
 
     import contextlib
+    import shutil
+    import tempfile
 
     from edgekit._io import captured_native_stderr
 
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    # Temporary files of this run (TensorFlow's converter writes SavedModels there) go into one
+    # private directory, removed however the run ends.
+    private_tmp = tempfile.mkdtemp(prefix="edgekit-")
+    tempfile.tempdir = private_tmp
+    os.environ["TMPDIR"] = private_tmp
     quiet = getattr(args, "quiet_native", False) and not os.environ.get("EDGEKIT_DEBUG")
     native = captured_native_stderr() if quiet else contextlib.nullcontext(lambda: "")
     captured = lambda: ""  # noqa: E731
     try:
         with native as captured:
             return args.func(args)
+    except Terminated as exc:
+        _err(f"stopped by signal {signal.Signals(exc.signum).name}; nothing was left half-written")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
@@ -669,7 +738,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (EdgekitError, HarnessError) as exc:
-        _err(f"error: {exc}")
+        _err(f"error: {cli_words(' '.join(str(exc).split()))}")
         return getattr(exc, "exit_code", EXIT_USAGE)
     except Exception as exc:
         if os.environ.get("EDGEKIT_DEBUG"):
@@ -680,6 +749,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(log, file=sys.stderr)
         _err(f"internal error: {type(exc).__name__}: {text} (set EDGEKIT_DEBUG=1 for the traceback)")
         return EXIT_INTERNAL
+    finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -166,15 +166,67 @@ def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:
     return x
 
 
-def load_npz(path: str) -> Dataset:
-    """Read ``x``/``y`` or ``x_train``/``y_train``/``x_test``/``y_test`` from a ``.npz`` file.
+NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
 
-    With only ``x``, the same samples serve for calibration and verification."""
+
+def _npy_header(f):
+    """(shape, dtype) from a .npy header (format versions 1, 2 and 3), without reading the data."""
+    from numpy.lib import format as npformat
+
+    version = npformat.read_magic(f)
+    read = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def check_npz(path: str) -> None:
+    """Check a ``.npz`` file from its zip directory and ``.npy`` headers, before any array is
+    read: a zip of numeric arrays (no pickled Python objects), each holding the bytes its header
+    declares, within :mod:`edgekit.limits` (decompression bombs)."""
+    import math
+
+    from edgekit import limits
+
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a .npz file")
     if not os.path.isfile(path):
         raise InputError(f"data file not found: {path} (expected 'digits' or a .npz file)")
     try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise InputError(f"cannot read {path}: not a .npz file (a zip archive of .npy arrays, as numpy.savez "
+                         f"writes it)") from None
+    with zf:
+        for info in zf.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if key not in NPZ_KEYS:
+                continue
+            what = f"{path}: array '{key}'"
+            limits.check_unpacked(what, info.file_size, info.compress_size)
+            try:
+                with zf.open(info) as f:
+                    shape, dtype = _npy_header(f)
+                    header = f.tell()
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise InputError(f"{what} is corrupt: {_first_line(exc)}") from None
+            if dtype.hasobject:
+                raise InputError(f"{what} holds Python objects, which reading would unpickle; edgekit reads "
+                                 f"numeric arrays only: save numbers (e.g. x.astype('float32'))")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared != info.file_size - header:
+                raise InputError(f"{what} is corrupt: its header declares shape {shape} of {dtype} "
+                                 f"({declared:,} bytes) but it holds {info.file_size - header:,} bytes")
+
+
+def load_npz(path: str) -> Dataset:
+    """Read ``x``/``y`` or ``x_train``/``y_train``/``x_test``/``y_test`` from a ``.npz`` file
+    (checked first with :func:`check_npz`).
+
+    With only ``x``, the same samples serve for calibration and verification."""
+    check_npz(path)
+    try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files if k in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {path} as a .npz file: {_first_line(exc)}") from None
     name = os.path.basename(path)
@@ -193,8 +245,10 @@ def load_npz(path: str) -> Dataset:
         x = _features(arrays["x"], "x", path)
         y = _labels(arrays.get("y"), len(x), "y", path)
         return Dataset(name, x, y, x, y)
+    with zipfile.ZipFile(path) as zf:
+        held = sorted(n[:-4] if n.endswith(".npy") else n for n in zf.namelist())
     raise InputError(
-        f"{path} holds {sorted(arrays) or 'no arrays'}; expected 'x' (and 'y') "
+        f"{path} holds {held or 'no arrays'}; expected 'x' (and 'y') "
         f"or 'x_train', 'y_train', 'x_test', 'y_test'"
     )
 
@@ -202,13 +256,39 @@ def load_npz(path: str) -> Dataset:
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
-    """Every image in directory ``path`` (sorted by name), decoded, resized (bilinear) to the
-    height and width of ``input_shape`` (H, W, C), converted to C channels and scaled to [0, 1].
-    No labels."""
+def _image_files(path: str):
     files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise InputError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [os.path.join(path, f) for f in files]
+
+
+def _open_image(path: str):
+    """A lazily decoded Pillow image, its size checked against :mod:`edgekit.limits` from the
+    header before any pixel is decoded."""
+    from PIL import Image
+
+    from edgekit import limits
+
+    Image.MAX_IMAGE_PIXELS = None  # edgekit.limits checks instead, with its own message
+    try:
+        img = Image.open(path)
+    except Exception as exc:  # Pillow raises many types for a corrupt or mis-named file
+        raise InputError(f"cannot decode {path} as an image: {_first_line(exc)}") from None
+    try:
+        limits.check_pixels(path, img.width, img.height)
+    except BaseException:
+        img.close()
+        raise
+    return img
+
+
+def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
+    """Every image in directory ``path`` (sorted by name), decoded (the first frame of an
+    animation), resized (bilinear) to the height and width of ``input_shape`` (H, W, C),
+    converted to C channels and scaled to [0, 1]. No labels. Each image's size is checked from
+    its header first (:mod:`edgekit.limits`)."""
+    files = _image_files(path)
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or None in input_shape:
         raise InputError(
             f"a directory of images needs a model with a (H, W, 1|3) input; "
@@ -219,14 +299,33 @@ def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
     h, w, c = (int(d) for d in input_shape)
     images = []
     for name in files:
+        img = _open_image(name)
         try:
-            raw = tf.io.read_file(os.path.join(path, name))
-            img = tf.io.decode_image(raw, channels=c, expand_animations=False)
-        except Exception as exc:  # a corrupt or mis-named file
-            raise InputError(f"cannot decode {os.path.join(path, name)} as an image: {_first_line(exc)}") from None
-        images.append(tf.image.resize(tf.cast(img, tf.float32) / 255.0, (h, w)).numpy())
+            pixels = np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
+        except Exception as exc:  # truncated or corrupt image data
+            raise InputError(f"cannot decode {name} as an image: {_first_line(exc)}") from None
+        finally:
+            img.close()
+        pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], c) / 255.0
+        images.append(tf.image.resize(pixels, (h, w)).numpy())
     x = np.stack(images).astype(np.float32)
     return Dataset(os.path.basename(os.path.normpath(path)), x, None, x, None)
+
+
+def check_data_spec(spec: str) -> None:
+    """Check a ``DATA`` argument before any long work: a known name, a ``.npz`` (headers and
+    limits, :func:`check_npz`) or a directory of images (each image's size from its header)."""
+    if spec in ("digits", "python-source"):
+        return
+    if os.path.isdir(spec):
+        for name in _image_files(spec):
+            _open_image(name).close()
+        return
+    if not spec.endswith(".npz"):
+        raise InputError(
+            f"unknown data '{spec}': expected 'digits', 'python-source', a path ending in .npz or a directory of images"
+        )
+    check_npz(spec)
 
 
 def load_data(spec: str, input_shape: Optional[Sequence[int]] = None) -> Dataset:
@@ -346,11 +445,22 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str, dtype="fl
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise InputError(f"{what} holds {bad} NaN or infinite values; clean the data first")
     dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
-        if np.any(x != np.round(x)):
+    if np.issubdtype(dtype, np.integer):
+        if not np.issubdtype(x.dtype, np.integer) and np.any(x != np.round(x)):
             raise InputError(f"{what} holds fractional values; the model's input is {dtype.name} "
                              f"(token ids, indices): pass whole numbers")
-    return x.astype(dtype, copy=False)
+        info = np.iinfo(dtype)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise InputError(f"{what} holds values from {x.min():g} to {x.max():g}, outside the range of the "
+                             f"model's {dtype.name} input [{info.min}, {info.max}]")
+        return x.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = x.astype(dtype, copy=False)
+    if not np.all(np.isfinite(out)):
+        big = float(np.max(np.abs(x.astype(np.float64))))
+        raise InputError(f"{what} holds values up to {big:g}, beyond the range of the model's {dtype.name} "
+                         f"input (±{float(np.finfo(dtype).max):.3g}); scale the data first")
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgekit import __version__
-from edgekit._io import write_atomic
+from edgekit._io import check_output, commit_dir, staging_dir, write_atomic
 from edgekit.errors import InputError
 from edgekit.report import fmt, table
 
@@ -99,8 +99,13 @@ def run_demo(
     optimized: bool = True,
     fine_tune_epochs: Optional[int] = None,
     log: Optional[Callable[[str], None]] = print,
+    overwrite: bool = False,
 ) -> dict:
     """Run the demo and return the report (also written to ``out/report.json`` and ``.md``).
+
+    Everything is written to a temporary directory beside ``out`` and renamed to ``out`` at the
+    end: an interrupted run leaves nothing. An existing ``out`` is replaced only with
+    ``overwrite`` and only when it holds nothing but an earlier demo's files.
 
     With ``optimized``, the trained model is also pruned, 2:4-pruned, clustered, quantization-
     aware trained and PCQAT-trained (each exported int8); ``fine_tune_epochs`` overrides every
@@ -110,15 +115,42 @@ def run_demo(
         if value < low:
             raise InputError(f"--{name} must be >= {low}. Received {name}={value}")
     log = log or (lambda _msg: None)
+    if not os.path.lexists(out):
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    out = check_output(out, overwrite=overwrite, what="--out", directory=True, replaceable=is_demo_file)
 
-    from edgekit.converters import export
     from edgekit.data import digits
-    from edgekit.device import bench
 
     t_start = time.perf_counter()
     ds = digits()
     digits_classifier(model_name, ds)  # a wrong model fails before anything is trained or written
-    os.makedirs(out, exist_ok=True)
+    with staging_dir(out) as work:
+        report = _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimized, fine_tune_epochs,
+                      log, t_start)
+        commit_dir(work, out, overwrite)
+    log("")
+    log(format_variants(report["variants"]))
+    log("")
+    log(f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
+        f"({report['total_seconds']:.0f} s in all)")
+    return report
+
+
+DEMO_FILES = frozenset({"report.json", "report.md", "pareto.png", "model.keras", "digits_test.npz"})
+
+
+def is_demo_file(name: str) -> bool:
+    """A file the demo writes (what ``--overwrite`` may replace in an existing ``--out``)."""
+    return name in DEMO_FILES or (name.startswith("model_") and name.endswith(".tflite"))
+
+
+def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimized, fine_tune_epochs, log,
+         t_start) -> dict:
+    """The demo's work, written into ``work``; paths in the report name ``out``, where ``work``
+    is renamed to."""
+    from edgekit.converters import export
+    from edgekit.device import bench
+
     log(f"[1/4] training {model_name} (digits preset) on digits "
         f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {epochs} epochs ...")
     t0 = time.perf_counter()
@@ -126,22 +158,22 @@ def run_demo(
     train_seconds = time.perf_counter() - t0
     keras_accuracy = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
     keras_path = os.path.join(out, "model.keras")
-    model.save(keras_path)
+    model.save(os.path.join(work, "model.keras"))
     log(f"      {model.count_params():,} params, Keras test accuracy {keras_accuracy:.4f} "
         f"({train_seconds:.0f} s); saved {keras_path}")
 
     exports, optimizations = {}, {}
     for quant in VARIANTS:
-        path = os.path.join(out, f"model_{quant}.tflite")
+        path = os.path.join(work, f"model_{quant}.tflite")
         log(f"[2/4] exporting {quant} and verifying against Keras ...")
         exports[quant] = export(
             model, path, quant, calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed,
         )
     if optimized:
-        optimizations = _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log)
+        optimizations = _optimized_variants(model, ds, work, seed, fine_tune_epochs, exports, log)
 
     names = list(exports)
-    test_npz = ds.save_test_npz(os.path.join(out, "digits_test.npz"))
+    test_npz = ds.save_test_npz(os.path.join(work, "digits_test.npz"))
     log(f"[3/4] benchmarking each model in a fresh harness process "
         f"({warmup} warm-up + {runs} timed runs, {threads} thread(s), XNNPACK) ...")
     results = bench([exports[q].path for q in names], runs=runs, warmup=warmup,
@@ -156,7 +188,7 @@ def run_demo(
         variants.append({
             "name": quant,
             "optimization": optimizations.get(quant),
-            "tflite": rep.path,
+            "tflite": os.path.join(out, os.path.basename(rep.path)),
             "size_bytes": rep.size_bytes,
             "gzip_bytes": rep.gzip_bytes,
             "size_vs_float32": rep.size_bytes / float_size,
@@ -170,7 +202,7 @@ def run_demo(
             "peak_rss_mb": result.peak_rss_mb,
             "startup_ms": result.data.get("startup_ms"),
             "memory_mb": result.data.get("memory_mb"),
-            "export": rep.to_dict(),
+            "export": dict(rep.to_dict(), path=os.path.join(out, os.path.basename(rep.path))),
         })
 
     report = {
@@ -182,7 +214,7 @@ def run_demo(
                   "seed": seed, "keras_accuracy": keras_accuracy, "keras": keras_path,
                   "train_seconds": round(train_seconds, 1)},
         "bench": {"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
-                  "inputs": test_npz, "runtime": results[0].data.get("runtime"),
+                  "inputs": os.path.join(out, "digits_test.npz"), "runtime": results[0].data.get("runtime"),
                   "platform": results[0].data.get("platform")},
         "variants": variants,
         "total_seconds": None,
@@ -192,15 +224,10 @@ def run_demo(
     if len(variants) > 2:
         from edgekit.report import pareto_png
 
-        report["pareto_png"] = pareto_png(variants, os.path.join(out, "pareto.png"),
+        report["pareto_png"] = pareto_png(variants, os.path.join(work, "pareto.png"),
                                           title=f"{model.name} on digits: accuracy vs latency")
-    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
-    write_atomic(os.path.join(out, "report.md"), render_markdown(report))
-    log("")
-    log(format_variants(report["variants"]))
-    log("")
-    log(f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
-        f"({report['total_seconds']:.0f} s in all)")
+    write_atomic(os.path.join(work, "report.json"), json.dumps(report, indent=2) + "\n")
+    write_atomic(os.path.join(work, "report.md"), render_markdown(report))
     return report
 
 

@@ -21,3 +21,13 @@ class VerificationError(EdgekitError):
     """A converted model failed a check (dtype audit, interpreter run, agreement). Exit code 1."""
 
     exit_code = 1
+
+
+class UnsafeModelError(InputError):
+    """A model file that would run Python code when loaded (a Lambda layer, an unknown module).
+    Nothing of the file has run when this is raised."""
+
+
+class ResourceLimitError(InputError):
+    """A file that declares more than the limits allow (:mod:`edgekit.limits`): a decompression
+    bomb or a corrupt header. Nothing was unpacked."""

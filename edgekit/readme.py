@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         text = f.read()
     with captured_native_stderr():  # TF's C++ start-up lines
         text = update(text)
-    write_atomic(path, text)
+    write_atomic(path, text, overwrite=True)
     print(f"updated {', '.join(SECTIONS)} in {path}")
     return 0
 

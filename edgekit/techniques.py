@@ -261,12 +261,25 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
     ap.add_argument("--readme", metavar="README.md", help="write the table between its techniques markers")
     ap.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     args = ap.parse_args(argv)
+    # every argument is checked now, not after the 16-minute run
+    from edgekit._io import check_output
+    from edgekit.errors import InputError
+
+    if args.model:
+        from edgekit.modelfile import scan
+
+        scan(args.model)
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite, what="--json")
     if args.readme:
         from edgekit.readme import _span
 
+        if not os.path.isfile(args.readme):
+            raise InputError(f"--readme {args.readme} not found (the README whose techniques table to update)")
         with open(args.readme, encoding="utf-8") as f:
-            _span(f.read(), "techniques")  # fail now, not after the run
+            _span(f.read(), "techniques")
     t0 = time.perf_counter()
     rows = run(args.model, log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - t0
@@ -276,7 +289,8 @@ def main(argv=None) -> int:
     if args.json:
         from edgekit._io import write_atomic
 
-        write_atomic(args.json, json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        write_atomic(args.json, json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
+                     overwrite=args.overwrite)
     if args.readme:
         from edgekit._io import write_atomic
         from edgekit.readme import _span
@@ -284,7 +298,7 @@ def main(argv=None) -> int:
         with open(args.readme, encoding="utf-8") as f:
             text = f.read()
         start, end = _span(text, "techniques")
-        write_atomic(args.readme, text[:start] + markdown(rows, seconds) + text[end:])
+        write_atomic(args.readme, text[:start] + markdown(rows, seconds) + text[end:], overwrite=True)
         print(f"updated the techniques table in {args.readme}")
     return 0 if all(r.ok is not False for r in rows) else 1
 

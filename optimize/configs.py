@@ -247,13 +247,59 @@ CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "qat": QATConfig, "ch
            "factorize": FactorizeConfig, "distill": DistillConfig}
 
 
+_NUMBER = (int, float)
+
+
+def _kind_ok(kind: str, value) -> bool:
+    """Whether a recipe value (TOML: str, int, float, bool, list, table) fits a field annotated ``kind``."""
+    kind = kind.replace(" ", "")
+    if kind.startswith("Optional[") and kind.endswith("]"):
+        return _kind_ok(kind[len("Optional["):-1], value)
+    if isinstance(value, bool):
+        return kind in ("bool", "Optional[DistillConfig]", "DistillConfig")
+    if kind == "float":
+        return isinstance(value, _NUMBER)
+    if kind == "int":
+        return isinstance(value, int)
+    if kind in ("str", "Union[str,Callable]"):
+        return isinstance(value, str)
+    if kind == "Tuple[Tuple[str,str],...]":
+        return isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
+                                               for p in value)
+    if kind.startswith("Tuple["):
+        return isinstance(value, (list, str)) and all(isinstance(v, str) for v in (value if isinstance(value, list) else []))
+    if kind == "DistillConfig":
+        return isinstance(value, dict)
+    return True
+
+
+_KIND_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string",
+               "Union[str,Callable]": "a string", "DistillConfig": "true, false or a table of distill settings",
+               "Tuple[Tuple[str,str],...]": "a list of [student layer, teacher layer] pairs"}
+
+
+def check_types(cls, values: dict, where: str) -> None:
+    """A recipe table's values against ``cls``'s field types: a one-line error naming the key,
+    what it must be and what was given (``sparsity = "lots"``)."""
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if kind is not None and not _kind_ok(kind, value):
+            bare = kind.replace(" ", "")
+            bare = bare[len("Optional["):-1] if bare.startswith("Optional[") else bare
+            expected = _KIND_NAMES.get(bare, "a list of layer names" if bare.startswith("Tuple[") else bare)
+            raise InputError(f"{where}: {key} must be {expected}; received {value!r}")
+
+
 def config_from_dict(technique: str, values: dict, where: str):
-    """A config from a recipe's table; unknown keys are errors naming the key and the step."""
+    """A config from a recipe's table; unknown keys and values of the wrong type are errors naming
+    the key and the step."""
     cls = CONFIGS[technique]
     names = {f.name for f in fields(cls)} - {"configs"}
     unknown = sorted(set(values) - names)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r} for {technique}; expected some of {', '.join(sorted(names))}")
+    check_types(cls, values, where)
     return cls(**{k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
                   for k, v in values.items()})
 

@@ -50,6 +50,7 @@ from edgekit.optimize.configs import (
     FineTune,
     PruneConfig,
     QATConfig,
+    check_types,
     config_from_dict,
 )
 from edgekit.optimize.weights import WeightReport, weight_report
@@ -122,18 +123,27 @@ class Recipe:
         if unknown:
             raise InputError(f"{where}: unknown table {unknown[0]!r}; a recipe has [fine_tune] and [[steps]]")
         defaults = doc.get("fine_tune", {})
+        if not isinstance(defaults, dict):
+            raise InputError(f"{where}: fine_tune must be a table ([fine_tune]); received {defaults!r}")
         bad = sorted(set(defaults) - _FT_KEYS)
         if bad:
             raise InputError(f"{where}: [fine_tune] has unknown key {bad[0]!r}; expected {', '.join(sorted(_FT_KEYS))}")
+        check_types(FineTune, defaults, f"{where}: [fine_tune]")
         base = FineTune(**defaults)
+        tables = doc.get("steps", [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise InputError(f"{where}: steps must be a list of tables ([[steps]] with technique = ...); "
+                             f"received {tables!r}")
         steps = []
-        for i, table in enumerate(doc.get("steps", [])):
+        for i, table in enumerate(tables):
             at = f"{where}: step {i + 1}"
             table = dict(table)
             technique = table.pop("technique", None)
             if technique not in CONFIGS:
                 raise InputError(f"{at}: technique must be one of {', '.join(CONFIGS)}; received {technique!r}")
-            ft = replace(base, **{k: table.pop(k) for k in list(table) if k in _FT_KEYS})
+            own = {k: table.pop(k) for k in list(table) if k in _FT_KEYS}
+            check_types(FineTune, own, at)
+            ft = replace(base, **own)
             steps.append(Step(technique, config_from_dict(technique, table, at), ft))
         return cls(tuple(steps))
 
@@ -175,6 +185,8 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
     from edgekit._compat import keras
 
     keras.utils.set_random_seed(seed)
+    if loss == "sparse_categorical_crossentropy":
+        check_labels(model, y, "y")
     lr = settings.learning_rate
     if settings.schedule == "cosine":
         steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
@@ -196,6 +208,21 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     create_fit_variables(trained, x, y)
     return trained.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True)
+
+
+def check_labels(model, y, what: str) -> None:
+    """Class-id labels must be classes of ``model``'s output (0 … units − 1)."""
+    if y is None:
+        return
+    y = np.asarray(y)
+    if not y.size:
+        return
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"`{what}` must hold integer class ids; received {y.dtype}")
+    classes = int(model.outputs[0].shape[-1])
+    if y.min() < 0 or y.max() >= classes:
+        raise InputError(f"`{what}` holds class ids {int(y.min())}..{int(y.max())}, but the model's output has "
+                         f"{classes} classes (0..{classes - 1}): pass labels of this model's classes")
 
 
 def create_fit_variables(model, x, y) -> None:
@@ -284,6 +311,8 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
 
     verbs = {"prune": prune, "cluster": cluster, "qat": qat}
     log = log or (lambda msg: None)
+    check_labels(model, y, "y")
+    check_labels(model, y_test, "y_test")
     has_test = x_test is not None and y_test is not None
     result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
     current = model

@@ -15,8 +15,6 @@ import inspect
 import math
 import os
 import re
-import shutil
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -381,29 +379,26 @@ def check_save_path(path: str, qat_model: bool) -> None:
                          f"{os.path.splitext(path)[0]}_qat")
 
 
-def save_model(model, path: str, overwrite: bool = True) -> str:
-    """Save atomically. Pruning/clustering wrappers are stripped first. A QAT model is written as
-    a SavedModel directory (tfmot's quantize wrappers do not reload from .keras or .h5: measured
-    with tfmot 0.8, 'expected 5 variables, but received 3'); other models as given by the suffix."""
+def save_model(model, path, overwrite: bool = False) -> str:
+    """Save atomically under edgekit's output policy (:mod:`edgekit._io`). Pruning/clustering
+    wrappers are stripped first. A QAT model is written as a SavedModel directory (tfmot's quantize
+    wrappers do not reload from .keras or .h5: measured with tfmot 0.8, 'expected 5 variables, but
+    received 3'); other models as given by the suffix."""
+    from edgekit._io import check_output, commit_dir, commit_file, staging_dir
+
     model = strip(model)
     path = os.fspath(path)
     check_save_path(path, is_qat(model))
-    if os.path.exists(path) and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        target = os.path.join(tmp, os.path.basename(path))
-        if is_qat(model) or not path.endswith((".keras", ".h5")):
+    as_dir = is_qat(model) or not path.endswith((".keras", ".h5"))
+    check_output(path, overwrite=overwrite, directory=as_dir)
+    with staging_dir(path) as tmp:
+        target = os.path.join(tmp, "model" + ("" if as_dir else os.path.splitext(path)[1]))
+        if as_dir:
             model.save(target, save_format="tf", include_optimizer=False)
+            commit_dir(target, path, overwrite)
         else:
             model.save(target)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            commit_file(target, path, overwrite)
     return path
 
 

@@ -16,6 +16,7 @@ from conftest import assert_clean_error, run_cli
 def _export(model, ds, tmp_path, mode, **kw):
     kw.setdefault("calib", ds.x_train)
     kw.setdefault("calib_samples", 32)
+    kw.setdefault("overwrite", True)  # several exports of one mode per test
     return export(model, str(tmp_path / f"{mode}.tflite"), mode, eval_x=ds.x_test[:100],
                   eval_y=ds.y_test[:100], **kw)
 
