@@ -50,11 +50,11 @@ bench-harness: $(STAMP)
 # machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.
 arm-check: $(STAMP)
 	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
-	$(BIN)/python -m edgekit.device.qemu runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
+	$(BIN)/python -m edgekit.cli.arm_check runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
 
 # Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).
 readme: $(STAMP)
-	$(BIN)/python -m edgekit.readme README.md
+	$(BIN)/python tools/readme.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

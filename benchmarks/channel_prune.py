@@ -28,7 +28,7 @@ from edgekit.data import digits
 from edgekit.demo import train_digits_model
 from edgekit.device import bench
 from edgekit.optimize import ChannelPruneConfig, FineTune, PruneConfig, Recipe, Step, optimize
-from edgekit.report import table
+from edgekit.results import table
 
 EPOCHS, LR = 15, 2e-3
 

@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 
-from edgekit._compat import keras
+from edgekit import keras
 from edgekit.converters import export, inspect_tflite
 from edgekit.errors import VerificationError
 from edgekit.models import create
-from edgekit.report import table
-from edgekit.techniques import tied_lm_sizes
+from edgekit.results import table
+from techniques import tied_lm_sizes
 
 
 def mobilenet_v2_rows(tmp: str) -> list:

@@ -34,8 +34,8 @@ import numpy as np
 
 from edgekit.device import bench, load_interpreter
 from edgekit.device.harness import _timed_runs
-from edgekit.device.runner import HARNESS_PATH
-from edgekit.report import table
+from edgekit.device.children import HARNESS_PATH
+from edgekit.results import table
 
 LITERT_BENCHMARK = os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
 
@@ -133,7 +133,8 @@ def memory_rows(paths: dict, runs: int) -> list:
 
 
 def remote_rows(path: str, runs: int, warmup: int, rounds: int, tmp: str) -> list:
-    from edgekit.device.loopback import LoopbackSSHD, sshd_path
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
+    from loopback import LoopbackSSHD, sshd_path
 
     if not sshd_path():
         return [("remote over SSH (needs openssh-server)", "skipped: no sshd", True)]

@@ -19,7 +19,7 @@ import numpy as np
 from edgekit.converters import convert, inspect_tflite
 from edgekit.data import digits
 from edgekit.models import available, create, profile
-from edgekit.report import table
+from edgekit.results import table
 
 TOLERANCE = 0.15
 

@@ -3,31 +3,26 @@
 Inspection needs only LiteRT's flatbuffer schema; conversion imports TensorFlow when called.
 """
 
-from edgekit.converters.convert import (
-    ExportReport,
-    Quant,
-    audit,
-    check_model,
-    convert,
-    export,
-    load_keras_model,
-    verify,
-)
+from edgekit.converters.convert import Quant, convert
+from edgekit.converters.export import ExportOptions, ExportReport, export
+from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, inspect_tflite, kernel_zeros
 from edgekit.converters.quant_debug import LayerError, layer_errors
-from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, format_info, inspect_tflite, kernel_zeros
+from edgekit.converters.verify import Verification, audit, verify
+from edgekit.saving import check_model, load_keras_model
 
 __all__ = [
+    "ExportOptions",
     "ExportReport",
     "LayerError",
     "ModelInfo",
     "OpInfo",
     "Quant",
     "TensorInfo",
+    "Verification",
     "audit",
     "check_model",
     "convert",
     "export",
-    "format_info",
     "inspect_tflite",
     "kernel_zeros",
     "layer_errors",

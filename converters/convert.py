@@ -1,41 +1,32 @@
-"""Keras → ``.tflite``, verified after every conversion.
+"""Keras → ``.tflite`` bytes (TFLite builtin ops only) in every mode of :class:`Quant`.
 
-:func:`convert` returns the flatbuffer bytes; :func:`export` converts, verifies and only then writes
-the file (to a temporary name, renamed into place), returning an :class:`ExportReport`.
-
-Modes (:class:`Quant`): float32, float16, dynamic, int8 (full integer), int16x8; optional sparse
-weight encoding. Verification (see :func:`verify`):
-1. audit — every op and tensor dtype is read from the file; a custom/Flex op is an error in every
-   mode, and in the integer modes so is a float op (other than the I/O edges with float32 I/O),
-   naming the op and the Keras layer it came from;
-2. the model allocates and runs under the interpreter configuration a board uses (XNNPACK); a
-   failure names the reason and the fix;
-3. agreement with the Keras model on held-out data: top-1 agreement, output SNR and cosine, and
-   the accuracy of both when labels exist; ``min_agreement`` turns a low agreement into an error;
-4. int8: each layer's quantization error (:mod:`edgekit.converters.quant_debug`), worst first,
-   and optionally layers kept in float until the agreement holds.
+:func:`convert` returns the flatbuffer bytes; :func:`edgekit.converters.export` converts,
+verifies (:mod:`edgekit.converters.verify`) and only then writes the file. int8 calibrates the
+float model once (:func:`calibrate`, TF's QuantizationDebugger path) and quantizes it with the
+MLIR quantizer (:func:`quantize`), so the per-layer error report and ``keep_float`` reuse one
+calibration.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import os
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
-from edgekit._io import check_output, write_atomic
-from edgekit.converters.inspection import inspect_tflite
 from edgekit.converters.share import share_weights as _share_weights
-from edgekit.data import calibration_samples, fit_to_input, sample_indices
-from edgekit.errors import InputError, VerificationError
+from edgekit.data import calibration_samples, fit_to_input
+from edgekit.errors import InputError
+from edgekit.saving import check_model
 
 DEFAULT_CALIB_SAMPLES = 256
-DEFAULT_VERIFY_SAMPLES = 1000
+
+
+def _keras():
+    from edgekit.compat import keras, tf
+
+    return tf, keras
 
 
 class Quant(str, enum.Enum):
@@ -78,125 +69,26 @@ class Quant(str, enum.Enum):
         io = self.io_types[0] if io is None else str(io)
         if io not in self.io_types:
             raise InputError(
-                f"--io {io} does not apply to {self.value} models; use one of: {', '.join(self.io_types)}"
+                f"`io='{io}'` does not apply to {self.value} models; use one of: {', '.join(self.io_types)}"
             )
         return io
 
 
-@dataclass(frozen=True)
-class ExportReport:
-    """What an export wrote and what verification measured."""
-
-    mode: str
-    path: Optional[str]
-    size_bytes: int
-    gzip_bytes: int
-    fully_integer: bool
-    op_counts: dict
-    input: dict
-    output: dict
-    accuracy: Optional[dict]  # {"keras": ..., "tflite": ...} when labels exist
-    agreement: Optional[float]  # top-1 agreement with the Keras model, 0-1
-    snr_db: Optional[float]  # output SNR against the Keras model (None when identical)
-    cosine: Optional[float]  # mean cosine similarity of the outputs
-    verify_samples: int
-    calib_samples: int
-    seed: int
-    convert_seconds: float
-    verify_seconds: float
-    warnings: list = field(default_factory=list)
-    io: str = "float32"
-    sparse: bool = False
-    per_channel: bool = True  # int8 weights quantized per output channel (False: one scale per tensor)
-    calib: Optional[dict] = None  # source, samples, seed, selection
-    worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
-    kept_float: list = field(default_factory=list)  # Keras layers left in float
-    shared_weights: list = field(default_factory=list)  # weights stored once for several ops
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-
-def _keras():
-    from edgekit._compat import keras, tf
-
-    return tf, keras
-
-
-def check_model(model) -> None:
-    """A clear error for anything that is not a built tf_keras model."""
-    _, keras = _keras()
-    if isinstance(model, keras.Model):
-        if not model.built or not model.inputs:
-            raise InputError(
-                f"model '{model.name}' has no defined inputs; build it with keras.Input(...) "
-                f"(a functional or Sequential model with an input shape)"
-            )
-        if len(model.inputs) != 1:
-            raise InputError(
-                f"model '{model.name}' has {len(model.inputs)} inputs; export supports one input"
-            )
-        return
-    kind = f"{type(model).__module__}.{type(model).__name__}"
-    if type(model).__module__.startswith("keras"):
-        raise InputError(
-            f"received a Keras 3 model ({kind}); edgekit works with tf_keras (Keras 2): "
-            f"import tf_keras as keras, or `from edgekit._compat import keras`"
-        )
-    raise InputError(f"expected a tf_keras.Model, received {kind}")
-
-
-def load_keras_model(path, safe_mode: bool = True):
-    """Load a ``.keras``/``.h5`` file or a SavedModel directory with tf_keras, including models
-    written by ``edgekit optimize`` (tfmot wrappers, edgekit's QuantizeConfigs).
-
-    The file is read first without running any of it (:func:`edgekit.modelfile.scan`): a model
-    that would run Python when loaded (a Lambda layer, an unknown module) is refused with
-    :class:`~edgekit.errors.UnsafeModelError` unless ``safe_mode=False``, and sizes are checked
-    against :mod:`edgekit.limits`."""
-    from edgekit.modelfile import scan
-
-    path = os.fspath(path)
-    found = scan(path, safe_mode=safe_mode)
-    if found.format == "savedmodel" and not found.has_keras_metadata:
-        raise InputError(f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
-                         f"or Keras 3's model.export): give the .keras file the model was saved to instead")
-    _, keras = _keras()
-    import edgekit.models  # noqa: F401 - registers the builders' custom layers (TiedEmbedding)
-    from edgekit.optimize.techniques import custom_objects
-
-    try:
-        with warnings.catch_warnings(), custom_objects():
-            warnings.simplefilter("ignore")
-            model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-    except Exception as exc:  # corrupt zip, wrong format, missing custom object ...
-        text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise InputError(
-            f"cannot load {path} as a Keras model ({type(exc).__name__}: {text}); "
-            f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras"
-        ) from None
-    check_model(model)
-    return model
-
-
-def _input_shape(model) -> tuple:
+def input_shape(model) -> tuple:
     return tuple(model.inputs[0].shape[1:])
 
 
-def _input_dtype(model) -> str:
+def input_dtype(model) -> str:
     """The model input's dtype: float32, or an integer type for token ids."""
     return np.dtype(model.inputs[0].dtype.as_numpy_dtype).name
 
 
-def _fit(model, x, what: str) -> np.ndarray:
-    return fit_to_input(x, _input_shape(model), what, _input_dtype(model))
+def fit(model, x, what: str) -> np.ndarray:
+    return fit_to_input(x, input_shape(model), what, input_dtype(model))
 
 
 def _representative(data: np.ndarray, progress_label: Optional[str]):
-    from edgekit.device.harness import Progress
+    from edgekit.device.progress import Progress
 
     def gen():
         bar = Progress(progress_label or "calibrating", enabled=None if progress_label else False)
@@ -287,19 +179,19 @@ def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float
     data = None
     if quant.integer:
         if calib is None:
-            raise InputError(f"{quant.value} conversion needs calibration data (--calib digits, a .npz "
-                             f"or an image directory)")
-        data, _ = calibration_samples(calib, _input_shape(model), calib_samples, seed, _input_dtype(model))
+            raise InputError(f"`quant='{quant.value}'` needs `calib`, calibration data ('digits', a .npz, an "
+                             f"image directory or an array)")
+        data, _ = calibration_samples(calib, input_shape(model), calib_samples, seed, input_dtype(model))
     if keep_float and quant is not Quant.INT8:
-        raise InputError(f"keeping layers in float applies to int8 models, not {quant.value}")
+        raise InputError(f"`keep_float` applies to int8 models, not {quant.value}")
     if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
-        raise InputError(f"per-tensor weights apply to int8, int16x8 and dynamic models, not {quant.value}")
+        raise InputError(f"`per_channel=False` applies to int8, int16x8 and dynamic models, not {quant.value}")
     what = f"model '{model.name}'"
     if quant is Quant.INT8 and (keep_float or calibrated is not None):
         def run():
             cal = calibrated if calibrated is not None else calibrate(
                 _converter(model, quant, data, io, sparse, progress, per_channel))
-            return _quantize(cal, io, keep_float, sparse, per_channel)
+            return quantize(cal, io, keep_float, sparse, per_channel)
         tflite = _run_converter(what, quant, run)
     else:
         tflite = _run_converter(what, quant, _converter(model, quant, data, io, sparse, progress, per_channel).convert)
@@ -314,7 +206,7 @@ def calibrate(converter) -> bytes:
     return converter.convert()
 
 
-def _quantize(calibrated: bytes, io: str, keep_float: Sequence[str], sparse: bool, per_channel: bool) -> bytes:
+def quantize(calibrated: bytes, io: str, keep_float: Sequence[str], sparse: bool, per_channel: bool) -> bytes:
     """Quantize a calibrated model to int8 with the ops producing ``keep_float`` tensors left in
     float (the MLIR quantizer's node denylist). The same ops, tensors and outputs as the
     converter's own int8 path (tested); only the conversion metadata differ."""
@@ -347,263 +239,3 @@ def op_layer(info, op, model=None) -> str:
     """The Keras layer ``op`` came from, by its output tensor's name."""
     name = info.tensors[op.outputs[0]].name if op.outputs else ""
     return layer_of_tensor(name, model) if name else f"op #{op.index}"
-
-
-def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
-    """Raise :class:`VerificationError` for an op a board cannot run as asked; returns the
-    float ops accepted (those of layers kept in float with ``allow_float``).
-
-    Every mode: custom and Flex ops are errors (a board's LiteRT wheel has builtins only).
-    ``int8``/``int16x8``: every op computes on integers, except a QUANTIZE of the graph input and
-    a DEQUANTIZE of the graph output when the I/O is float32."""
-    quant = Quant.parse(quant)
-    io = quant.check_io(io)
-    if info.custom_ops:
-        op = info.custom_ops[0]
-        raise VerificationError(
-            f"{op.op} (op #{op.index}, layer {op_layer(info, op, model)}) is not a TFLite builtin; "
-            f"a board's LiteRT wheel cannot run it: replace the layer with builtin-convertible ones"
-        )
-    if not quant.integer:
-        return []
-    graph_in = {t["index"] for t in info.inputs}
-    graph_out = {t["index"] for t in info.outputs}
-
-    def at_edge(op) -> bool:
-        return io == "float32" and (
-            (op.op == "QUANTIZE" and set(op.inputs) <= graph_in)
-            or (op.op == "DEQUANTIZE" and set(op.outputs) <= graph_out)
-        )
-
-    bad = [op for op in info.float_ops if not at_edge(op)]
-    if bad and not allow_float:
-        op = bad[0]
-        raise VerificationError(
-            f"{quant.value} model is not fully integer: {op.op} (op #{op.index}, layer "
-            f"{op_layer(info, op, model)}) computes on "
-            f"{'/'.join(sorted(set(op.input_dtypes + op.output_dtypes)))}; {len(bad)} such op(s) in all; "
-            f"the layer has no integer kernel: replace it, or export as float32/dynamic"
-        )
-    return bad
-
-
-def _output_similarity(ref: np.ndarray, lite: np.ndarray) -> dict:
-    """SNR (dB) of the .tflite outputs against the Keras outputs, and their mean cosine."""
-    ref = ref.astype(np.float64)
-    err = lite.astype(np.float64) - ref
-    noise = float(np.mean(err**2))
-    signal = float(np.mean(ref**2))
-    snr = float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(lite, axis=1)
-    cos = np.where(norms > 0, np.sum(ref * lite, axis=1) / np.where(norms > 0, norms, 1), 1.0)
-    return {"snr_db": round(float(snr), 2) if np.isfinite(snr) else None, "cosine": float(np.mean(cos))}
-
-
-_PREPARE_FIXES = {
-    "sparse": "sparse int8 weights have no XNNPACK kernel: export without --sparse, or run the "
-              "model with the delegate off (bench --no-xnnpack)",
-    "default": "the board's default interpreter (XNNPACK) would fail the same way: export in another "
-               "mode or replace the layer",
-}
-
-
-def verify(
-    model,
-    tflite: bytes,
-    quant="int8",
-    x: Optional[np.ndarray] = None,
-    y: Optional[np.ndarray] = None,
-    *,
-    io: Optional[str] = None,
-    sparse: bool = False,
-    allow_float: bool = False,
-    min_agreement: Optional[float] = None,
-    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
-    seed: int = 0,
-    threads: int = 1,
-):
-    """Audit ``tflite`` (:func:`audit`), prepare and run it under XNNPACK, compare it with
-    ``model`` on ``x``; returns (ModelInfo, measurements dict with ``agreement``, ``accuracy``,
-    ``snr_db``, ``cosine``, ``verify_samples``).
-
-    Raises :class:`VerificationError` when the audit fails, the model does not prepare under
-    XNNPACK, or top-1 agreement is below ``min_agreement``."""
-    from edgekit.device.harness import HarnessError, load_interpreter, predict
-
-    quant = Quant.parse(quant)
-    info = inspect_tflite(tflite)
-    audit(info, quant, io, model, allow_float=allow_float)
-    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
-        raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={min_agreement}")
-    try:
-        interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
-    except HarnessError as exc:
-        reason = str(exc).replace("model bytes", "the converted model")
-        raise VerificationError(
-            f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}"
-        ) from None
-
-    measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
-    if x is not None:
-        xs = _fit(model, x, "verification data")
-        idx = sample_indices(len(xs), verify_samples, seed)
-        xs = xs[idx]
-        lite = predict(interp, xs)
-        ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
-        # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
-        lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)
-        agreement = float(np.mean(lite_top == ref_top))
-        measured.update(agreement=agreement, verify_samples=int(len(xs)),
-                        **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)))
-        if y is not None:
-            ys = np.asarray(y)[idx]
-            if ys.size != ref_top.size:
-                want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
-                raise InputError(f"labels have shape {np.shape(y)}; the model's output "
-                                 f"{tuple(ref.shape[1:])} needs one label per class axis: {want}")
-            ys = ys.reshape(ref_top.shape)
-            measured["accuracy"] = {
-                "keras": float(np.mean(ref_top == ys)),
-                "tflite": float(np.mean(lite_top == ys)),
-            }
-        if min_agreement is not None and agreement < min_agreement:
-            raise VerificationError(
-                f"{quant.value} model agrees with the Keras model on {agreement:.1%} of "
-                f"{len(xs)} samples, below the required {min_agreement:.1%} (min_agreement); "
-                f"calibrate with more representative data, keep sensitive layers in float "
-                f"(--keep-float auto) or export as float32"
-            )
-    return info, measured
-
-
-def export(
-    model,
-    path: Optional[str],
-    quant="int8",
-    *,
-    calib=None,
-    eval_x: Optional[np.ndarray] = None,
-    eval_y: Optional[np.ndarray] = None,
-    io: Optional[str] = None,
-    sparse: bool = False,
-    calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
-    min_agreement: Optional[float] = None,
-    keep_float=None,
-    layer_report: bool = True,
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: Optional[str] = None,
-    per_channel: bool = True,
-    share_weights: bool = True,
-) -> ExportReport:
-    """Convert, verify, then write ``path`` atomically (nothing is written if a step fails).
-
-    ``path=None`` converts and verifies without writing. ``calib`` is any calibration source
-    (see :func:`convert`); ``eval_x``/``eval_y`` are held-out data for the agreement check
-    (default: the calibration samples, without labels). For int8, ``layer_report`` measures
-    each layer's quantization error (the worst are in ``worst_layers``), and ``keep_float``
-    leaves layers in float: a list of Keras layer names, or ``"auto"`` to keep the most
-    sensitive ones until ``min_agreement`` holds. ``per_channel=False`` gives each weight tensor
-    one scale (clustered models keep their k values per kernel in the file). ``share_weights``
-    stores a weight read by several ops (a tied embedding) once; ``shared_weights`` in the report
-    lists what was merged and the bytes saved. Pruning and clustering wrappers are stripped first."""
-    from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
-
-    quant = Quant.parse(quant)
-    check_model(model)
-    if any(type(layer).__name__ in ("PruneLowMagnitude", "ClusterWeights") for layer in model.layers):
-        from edgekit.optimize import strip
-
-        model = strip(model)  # the wrappers' masks and indices are training state, not the model
-    io = quant.check_io(io)
-    qat_model = any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
-    if qat_model and keep_float:
-        raise InputError("--keep-float does not apply to a quantization-aware model: leave the layer out of QAT "
-                         "instead (QATConfig(skip=...), --qat-skip)")
-    if isinstance(keep_float, str) and keep_float != "auto":
-        keep_float = [k.strip() for k in keep_float.split(",") if k.strip()]
-    if keep_float and quant is not Quant.INT8:
-        raise InputError(f"--keep-float applies to int8 models, not {quant.value}")
-    if keep_float == "auto" and min_agreement is None:
-        raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
-    if path is not None:
-        path = check_output(path, overwrite=overwrite)
-    calib_x, calib_info = None, None
-    if quant.integer:
-        if calib is None:
-            raise InputError(f"{quant.value} export needs calibration data (--calib digits, a .npz "
-                             f"or an image directory)")
-        calib_x, calib_info = calibration_samples(calib, _input_shape(model), calib_samples, seed, _input_dtype(model))
-    if eval_x is None and calib_x is not None:
-        eval_x, eval_y = calib_x, None
-    elif eval_x is None and isinstance(calib, np.ndarray):
-        eval_x, eval_y = calib, None
-
-    t0 = time.perf_counter()
-    errors, calibrated = [], None
-    # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
-    # "Please check if the quantized model is in debug mode"), so QAT models get no layer report.
-    if quant is Quant.INT8 and eval_x is not None and (layer_report or keep_float) and not qat_model:
-        errors, calibrated = _layer_errors(model, calib_x, _fit(model, eval_x, "verification data"),
-                                           progress=progress)
-    kept_tensors = tensors_of_layers(errors, keep_float) if isinstance(keep_float, list) and keep_float else []
-    if kept_tensors and not errors:
-        raise InputError("--keep-float LAYER needs verification data to find the layer's ops")
-    tflite, shared = _convert(model, quant, calib_x, io=io, sparse=sparse,
-                              calib_samples=calib_samples if calib_x is None else len(calib_x), seed=seed,
-                              keep_float=kept_tensors, progress=progress, per_channel=per_channel,
-                              share=share_weights, calibrated=calibrated if per_channel else None)
-    t1 = time.perf_counter()
-    kept = [e for e in errors if e.tensor in kept_tensors]
-    common = dict(io=io, sparse=sparse, verify_samples=verify_samples, seed=seed)
-    if keep_float == "auto":
-        info, measured = verify(model, tflite, quant, eval_x, eval_y, **common)
-        if measured["agreement"] is None:
-            raise InputError("--keep-float auto needs verification data")
-        if measured["agreement"] < min_agreement:
-            tflite, info, measured, kept, shared = keep_float_auto(
-                model, calib_x, eval_x, eval_y, errors, min_agreement=min_agreement, io=io, sparse=sparse,
-                seed=seed, verify_samples=verify_samples, calibrated=calibrated)
-    else:
-        info, measured = verify(model, tflite, quant, eval_x, eval_y, min_agreement=min_agreement,
-                                allow_float=bool(kept), **common)
-    t2 = time.perf_counter()
-    notes = []
-    if measured["agreement"] is None:
-        notes.append("no verification data: agreement with the Keras model was not measured")
-    kept_layers = list(dict.fromkeys(e.layer for e in kept))
-    if shared:
-        notes.append(f"stored once: {len(shared)} weight(s) read by several ops, "
-                     f"{sum(s['bytes'] for s in shared):,} bytes saved")
-    if kept_layers:
-        notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
-    if path is not None:
-        write_atomic(path, tflite, overwrite=overwrite)
-    return ExportReport(
-        mode=quant.value,
-        path=path,
-        size_bytes=info.size_bytes,
-        gzip_bytes=info.gzip_bytes,
-        fully_integer=info.fully_integer,
-        op_counts=info.op_counts,
-        input=dict(info.inputs[0]),
-        output=dict(info.outputs[0]),
-        accuracy=measured["accuracy"],
-        agreement=measured["agreement"],
-        snr_db=measured["snr_db"],
-        cosine=measured["cosine"],
-        verify_samples=measured["verify_samples"],
-        calib_samples=calib_info["samples"] if calib_info else 0,
-        seed=seed,
-        convert_seconds=round(t1 - t0, 3),
-        verify_seconds=round(t2 - t1, 3),
-        warnings=notes,
-        io=io,
-        sparse=sparse,
-        per_channel=per_channel,
-        calib=calib_info,
-        worst_layers=[e.to_dict() for e in errors[:5]],
-        kept_float=kept_layers,
-        shared_weights=shared,
-    )

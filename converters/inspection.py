@@ -7,31 +7,22 @@ so it works on any file, including one that will not prepare under a delegate.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from edgekit.converters import flatbuffer as fb
 from edgekit.errors import InputError
+from edgekit.results import Result, table
 
 # Tensor types that integer-only kernels compute on. INT32 carries biases and shapes, INT64
 # only shapes/indices, BOOL comparisons.
 INTEGER_TYPES = frozenset({"INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL", "INT4"})
 # Ops that move data without computing on it in floating point when their tensors are integer.
 QUANTIZE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _enum_names(enum_cls) -> Dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +57,7 @@ class OpInfo:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Result):
     """What a ``.tflite`` file holds. ``size_bytes`` splits into weights (constant tensor data),
     quantization parameters (scales and zero points) and graph (everything else)."""
 
@@ -142,8 +133,40 @@ class ModelInfo:
             "tensors": [asdict(t) | {"shape": list(t.shape)} for t in self.tensors],
         }
 
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+    def summary(self, tensors: bool = False) -> str:
+        """Size breakdown, I/O, op table (with MACs), optionally every tensor."""
+        lines = []
+        kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
+        pct = lambda n: f"{100.0 * n / max(self.size_bytes, 1):.1f}%"  # noqa: E731
+        lines.append(
+            f"size {kib(self.size_bytes)} (gzip {kib(self.gzip_bytes)}): weights {kib(self.weight_bytes)} "
+            f"({pct(self.weight_bytes)}), quantization params {kib(self.quant_params_bytes)} "
+            f"({pct(self.quant_params_bytes)}), graph {kib(self.graph_bytes)} ({pct(self.graph_bytes)})"
+        )
+        lines.append(
+            f"params {self.params:,} ({self.size_bytes / max(self.params, 1):.2f} file bytes/param, "
+            f"{self.weight_bytes / max(self.params, 1):.2f} weight bytes/param); {self.macs / 1e6:,.2f}M MACs; "
+            f"kernel zeros {self.kernel_zeros:.1%}; fully integer: {'yes' if self.fully_integer else 'no'}"
+        )
+        for key in ("inputs", "outputs"):
+            for t in getattr(self, key):
+                lines.append(f"{key[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}")
+        lines.append("")
+        groups: Dict[Tuple[str, Tuple[str, ...], Tuple[str, ...]], List[int]] = {}
+        for op in self.ops:
+            g = groups.setdefault((op.op, op.input_dtypes, op.output_dtypes), [0, 0])
+            g[0] += 1
+            g[1] += op.macs
+        rows = [[name, str(n), f"{macs:,}" if macs else "-", f"{','.join(ins)} -> {','.join(outs)}"]
+                for (name, ins, outs), (n, macs) in sorted(groups.items(), key=lambda kv: (-kv[1][1], -kv[1][0]))]
+        lines.append(table(("op", "count", "MACs", "input dtypes -> output dtypes"), rows, align="lrrl"))
+        if tensors:
+            lines.append("")
+            rows = [[str(t.index), t.dtype, "x".join(map(str, t.shape)) or "scalar", f"{t.bytes:,}",
+                     f"{t.quant_params_bytes:,}", t.name[:60]] for t in self.tensors]
+            lines.append(table(("tensor", "dtype", "shape", "data bytes", "quant bytes", "name"), rows,
+                               align="rllrrl"))
+        return "\n".join(lines)
 
 
 def op_macs(op: str, in_shapes, out_shapes) -> int:
@@ -204,21 +227,6 @@ def inspect_tflite(source: Union[str, os.PathLike, bytes]) -> ModelInfo:
         ) from None
 
 
-def _opcode_names(schema, model) -> List[str]:
-    """The name of each operator code: the builtin's, ``FLEX:Op`` or ``CUSTOM:name``."""
-    op_names = _enum_names(schema.BuiltinOperator)
-    names = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, f"BUILTIN_{code}")
-        if name == "CUSTOM":
-            custom = (oc.CustomCode() or b"?").decode("utf-8", "replace")
-            name = f"FLEX:{custom[4:]}" if custom.startswith("Flex") else f"CUSTOM:{custom}"
-        names.append(name)
-    return names
-
-
 # Ops whose input 1 is the weight tensor (kernel or filter).
 WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"})
 _NUMPY_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "FLOAT32": np.float32, "FLOAT16": np.float16}
@@ -231,10 +239,10 @@ def kernel_zeros(source: Union[str, os.PathLike, bytes]) -> float:
     store as zero (float ones reach their op through DENSIFY). Weights that reach their op through
     DEQUANTIZE (float16 files) are not counted."""
     data = read_tflite(source)
-    schema = _schema()
+    schema = fb.schema()
     model = schema.Model.GetRootAsModel(data, 0)
-    codes = _opcode_names(schema, model)
-    type_names = _enum_names(schema.TensorType)
+    codes = fb.opcode_names(model)
+    type_names = fb.enum_names(schema.TensorType)
     zeros = total = 0
     seen = set()
     for s in range(model.SubgraphsLength()):
@@ -295,94 +303,75 @@ def _buffer_size(buf, file_size: int, index: int) -> int:
     return 0
 
 
+def _tensor(ten, index: int, buffer_sizes, seen_buffers: set, type_names) -> TensorInfo:
+    """One tensor, checked against the file's buffers (a buffer shared by several tensors counts once)."""
+    shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
+    buf = ten.Buffer()
+    if any(d < 0 for d in shape) or not 0 <= buf < max(len(buffer_sizes), 1):
+        raise _Corrupt(f"tensor {index} has shape {shape} and buffer {buf} (of {len(buffer_sizes)})")
+    if buffer_sizes and buffer_sizes[buf] and shape and ten.Sparsity() is None \
+            and buffer_sizes[buf] < int(np.prod(shape)) * _ITEM_BITS.get(ten.Type(), 0) // 8:
+        raise _Corrupt(f"tensor {index} of shape {shape} needs more bytes than its buffer holds ({buffer_sizes[buf]:,})")
+    data_bytes = buffer_sizes[buf] if 0 < buf < len(buffer_sizes) and buf not in seen_buffers else 0
+    if data_bytes:
+        seen_buffers.add(buf)
+    q = ten.Quantization()
+    qbytes = 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + 8 * q.ZeroPointLength() if q is not None else 0
+    return TensorInfo(index=index, name=(ten.Name() or b"").decode("utf-8", "replace"),
+                      dtype=type_names.get(ten.Type(), f"TYPE_{ten.Type()}"), shape=shape, bytes=data_bytes,
+                      quant_params_bytes=qbytes, constant=data_bytes > 0)
+
+
+def _op(op, o: int, index: int, offset: int, tensors, opcodes) -> OpInfo:
+    """One operator, its tensor indices checked to exist."""
+    n_tensors = len(tensors) - offset
+    ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
+    outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+    if not 0 <= op.OpcodeIndex() < len(opcodes) or any(i < -1 or i >= n_tensors for i in ins) \
+            or any(i < 0 or i >= n_tensors for i in outs):
+        raise _Corrupt(f"operator {o} names op code {op.OpcodeIndex()} (of {len(opcodes)}) or tensors "
+                       f"outside 0..{n_tensors - 1}")
+    ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
+    name = opcodes[op.OpcodeIndex()]
+    return OpInfo(index=index, op=name, inputs=tuple(offset + i for i in ins), outputs=tuple(offset + i for i in outs),
+                  input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
+                  output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
+                  macs=op_macs(name, [tensors[offset + i].shape for i in ins], [tensors[offset + i].shape for i in outs]))
+
+
+def _io(sub, tensors) -> Dict[str, Tuple[dict, ...]]:
+    """The main graph's inputs and outputs."""
+    io = {}
+    for key, getter, length in (("inputs", sub.InputsAsNumpy, sub.InputsLength),
+                                ("outputs", sub.OutputsAsNumpy, sub.OutputsLength)):
+        idx = [int(i) for i in getter()] if length() else []
+        if any(not 0 <= i < sub.TensorsLength() for i in idx):
+            raise _Corrupt(f"the graph's {key} name tensors outside 0..{sub.TensorsLength() - 1}")
+        io[key] = tuple({"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype,
+                         "shape": list(tensors[i].shape)} for i in idx)
+    return io
+
+
 def _parse(data: bytes) -> ModelInfo:
-    schema = _schema()
-    type_names = _enum_names(schema.TensorType)
+    schema = fb.schema()
+    type_names = fb.enum_names(schema.TensorType)
     model = schema.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() < 1:
         raise InputError("the .tflite file has no subgraph")
-
     buffer_sizes = [_buffer_size(model.Buffers(b), len(data), b) for b in range(model.BuffersLength())]
-    opcodes = _opcode_names(schema, model)
-
+    opcodes = fb.opcode_names(model)
     tensors: List[TensorInfo] = []
     ops: List[OpInfo] = []
+    seen_buffers: set = set()
     io: Dict[str, Tuple[dict, ...]] = {}
-    seen_buffers = set()
-    params = 0
     for s in range(model.SubgraphsLength()):
         sub = model.Subgraphs(s)
         offset = len(tensors)
-        n_tensors = sub.TensorsLength()
-        for t in range(n_tensors):
-            ten = sub.Tensors(t)
-            shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
-            buf = ten.Buffer()
-            if any(d < 0 for d in shape) or not 0 <= buf < max(len(buffer_sizes), 1):
-                raise _Corrupt(f"tensor {t} has shape {shape} and buffer {buf} (of {len(buffer_sizes)})")
-            if buffer_sizes and buffer_sizes[buf] and shape and buffer_sizes[buf] < int(np.prod(shape)) * _ITEM_BITS.get(
-                    ten.Type(), 0) // 8 and ten.Sparsity() is None:
-                raise _Corrupt(f"tensor {t} of shape {shape} needs more bytes than its buffer holds "
-                               f"({buffer_sizes[buf]:,})")
-            data_bytes = buffer_sizes[buf] if 0 < buf < len(buffer_sizes) else 0
-            if buf in seen_buffers:
-                data_bytes = 0  # a buffer shared by several tensors is stored once
-            elif data_bytes:
-                seen_buffers.add(buf)
-            q = ten.Quantization()
-            qbytes = 0
-            if q is not None:
-                qbytes = 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + 8 * q.ZeroPointLength()
-            dtype = type_names.get(ten.Type(), f"TYPE_{ten.Type()}")
-            if data_bytes:
-                params += int(np.prod(shape)) if shape else 1
-            tensors.append(
-                TensorInfo(
-                    index=offset + t,
-                    name=(ten.Name() or b"").decode("utf-8", "replace"),
-                    dtype=dtype,
-                    shape=shape,
-                    bytes=data_bytes,
-                    quant_params_bytes=qbytes,
-                    constant=data_bytes > 0,
-                )
-            )
-        for o in range(sub.OperatorsLength()):
-            op = sub.Operators(o)
-            ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
-            outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
-            if not 0 <= op.OpcodeIndex() < len(opcodes) or any(i < -1 or i >= n_tensors for i in ins) \
-                    or any(i < 0 or i >= n_tensors for i in outs):
-                raise _Corrupt(f"operator {o} names op code {op.OpcodeIndex()} (of {len(opcodes)}) or tensors "
-                               f"outside 0..{n_tensors - 1}")
-            ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
-            name = opcodes[op.OpcodeIndex()]
-            ops.append(
-                OpInfo(
-                    index=len(ops),
-                    op=name,
-                    inputs=tuple(offset + i for i in ins),
-                    outputs=tuple(offset + i for i in outs),
-                    input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
-                    output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
-                    macs=op_macs(name, [tensors[offset + i].shape for i in ins],
-                                 [tensors[offset + i].shape for i in outs]),
-                )
-            )
+        tensors += [_tensor(sub.Tensors(t), offset + t, buffer_sizes, seen_buffers, type_names)
+                    for t in range(sub.TensorsLength())]
+        ops += [_op(sub.Operators(o), o, len(ops) + o, offset, tensors, opcodes) for o in range(sub.OperatorsLength())]
         if s == 0:
-            for key, getter, length in (
-                ("inputs", sub.InputsAsNumpy, sub.InputsLength),
-                ("outputs", sub.OutputsAsNumpy, sub.OutputsLength),
-            ):
-                idx = [int(i) for i in getter()] if length() else []
-                if any(not 0 <= i < n_tensors for i in idx):
-                    raise _Corrupt(f"the graph's {key} name tensors outside 0..{n_tensors - 1}")
-                io[key] = tuple(
-                    {"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype,
-                     "shape": list(tensors[i].shape)}
-                    for i in idx
-                )
-
+            io = _io(sub, tensors)
     if sum(t.bytes for t in tensors) > len(data):
         raise _Corrupt(f"its tensors claim {sum(t.bytes for t in tensors):,} bytes of a {len(data):,}-byte file")
     return ModelInfo(
@@ -390,51 +379,10 @@ def _parse(data: bytes) -> ModelInfo:
         gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
         weight_bytes=sum(t.bytes for t in tensors),
         quant_params_bytes=sum(t.quant_params_bytes for t in tensors),
-        params=params,
+        params=sum((int(np.prod(t.shape)) if t.shape else 1) for t in tensors if t.bytes),
         inputs=io.get("inputs", ()),
         outputs=io.get("outputs", ()),
         ops=tuple(ops),
         tensors=tuple(tensors),
         kernel_zeros=kernel_zeros(data),
     )
-
-
-def format_info(info: ModelInfo, path: Optional[str] = None, tensors: bool = False) -> str:
-    """A human-readable summary: size breakdown, I/O, op table (with MACs), optionally every
-    tensor."""
-    from edgekit.report import table
-
-    lines = []
-    if path:
-        lines.append(path)
-    kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
-    pct = lambda n: f"{100.0 * n / max(info.size_bytes, 1):.1f}%"  # noqa: E731
-    lines.append(
-        f"size {kib(info.size_bytes)} (gzip {kib(info.gzip_bytes)}): weights {kib(info.weight_bytes)} "
-        f"({pct(info.weight_bytes)}), quantization params {kib(info.quant_params_bytes)} "
-        f"({pct(info.quant_params_bytes)}), graph {kib(info.graph_bytes)} ({pct(info.graph_bytes)})"
-    )
-    lines.append(
-        f"params {info.params:,} ({info.size_bytes / max(info.params, 1):.2f} file bytes/param, "
-        f"{info.weight_bytes / max(info.params, 1):.2f} weight bytes/param); {info.macs / 1e6:,.2f}M MACs; "
-        f"kernel zeros {info.kernel_zeros:.1%}; fully integer: {'yes' if info.fully_integer else 'no'}"
-    )
-    for key in ("inputs", "outputs"):
-        for t in getattr(info, key):
-            lines.append(f"{key[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}")
-    lines.append("")
-    groups: Dict[Tuple[str, Tuple[str, ...], Tuple[str, ...]], List[int]] = {}
-    for op in info.ops:
-        g = groups.setdefault((op.op, op.input_dtypes, op.output_dtypes), [0, 0])
-        g[0] += 1
-        g[1] += op.macs
-    rows = [[name, str(n), f"{macs:,}" if macs else "-", f"{','.join(ins)} -> {','.join(outs)}"]
-            for (name, ins, outs), (n, macs) in sorted(groups.items(), key=lambda kv: (-kv[1][1], -kv[1][0]))]
-    lines.append(table(("op", "count", "MACs", "input dtypes -> output dtypes"), rows, align="lrrl"))
-    if tensors:
-        lines.append("")
-        rows = [[str(t.index), t.dtype, "x".join(map(str, t.shape)) or "scalar", f"{t.bytes:,}",
-                 f"{t.quant_params_bytes:,}", t.name[:60]] for t in info.tensors]
-        lines.append(table(("tensor", "dtype", "shape", "data bytes", "quant bytes", "name"), rows,
-                           align="rllrrl"))
-    return "\n".join(lines)

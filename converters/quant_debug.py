@@ -19,6 +19,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.converters.convert import Quant, _convert, _converter, layer_of_tensor
+from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
 from edgekit.errors import InputError, VerificationError
 
 DEFAULT_DEBUG_SAMPLES = 32
@@ -49,8 +51,7 @@ def _layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, samples: int = 
                   progress: Optional[str] = None) -> tuple:
     """:func:`layer_errors` and the calibrated model the debugger made (the export quantizes it
     rather than calibrating a second time)."""
-    from edgekit._compat import tf
-    from edgekit.converters.convert import Quant, _converter, layer_of_tensor
+    from edgekit.compat import tf
 
     xs = debug_x[: max(1, samples)]
 
@@ -83,7 +84,7 @@ def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> Li
     unknown = [l for l in layers if l not in known]
     if unknown:
         raise InputError(
-            f"--keep-float names {', '.join(unknown)}, which is not a quantized layer of this model; "
+            f"`keep_float` names {', '.join(unknown)}, which is not a quantized layer of this model; "
             f"quantized layers: {', '.join(sorted(known))}"
         )
     return [e.tensor for e in errors if e.layer in layers]
@@ -94,12 +95,10 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
                     verify_samples: Optional[int] = None, calibrated: Optional[bytes] = None):
     """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
     agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
-    ModelInfo, measurements, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
+    Verification, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
     calibrated on ``calib``, quantized at each step instead of calibrating again."""
-    from edgekit.converters.convert import DEFAULT_VERIFY_SAMPLES, _convert, verify
-
     if min_agreement is None:
-        raise InputError("--keep-float auto needs --min-agreement F: the agreement to reach")
+        raise InputError("`keep_float='auto'` needs `min_agreement`: the agreement to reach")
     layers: List[str] = []
     for e in errors:
         if e.layer not in layers:
@@ -111,13 +110,13 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
         tflite, shared = _convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
                                   keep_float=[e.tensor for e in kept], progress=None, per_channel=True, share=True,
                                   calibrated=calibrated)
-        info, measured = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
-                                seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
-        if measured["agreement"] is not None and measured["agreement"] >= min_agreement:
-            return tflite, info, measured, kept, shared
+        checked = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
+                         seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
+        if checked.agreement is not None and checked.agreement >= min_agreement:
+            return tflite, checked, kept, shared
         if k >= len(layers):
             raise VerificationError(
-                f"int8 agreement stays at {measured['agreement']:.1%} with all {len(layers)} quantized "
-                f"layers kept in float, below --min-agreement {min_agreement:.1%}: export as float32"
+                f"int8 agreement stays at {checked.agreement:.1%} with all {len(layers)} quantized "
+                f"layers kept in float, below `min_agreement` {min_agreement:.1%}: export as float32"
             )
         k = min(2 * k, len(layers))

@@ -24,14 +24,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edgekit.converters import flatbuffer as fb
+
 _TFLITE_IDENTIFIER = b"TFL3"
 _ALIGN = 16  # constant data starts on a 16-byte boundary, as the converter writes it
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
 
 
 def _builder(size: int):
@@ -50,14 +46,12 @@ def _builder(size: int):
 
 def _op_names(model, graph) -> List[str]:
     """The builtin name of each operator of ``graph``."""
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "") for c in model.operatorCodes]
+    codes = fb.opcode_names_t(model)
     return [codes[op.opcodeIndex] for op in graph.operators]
 
 
 def _has_gather(tflite: bytes) -> bool:
-    schema = _schema()
+    schema = fb.schema()
     model = schema.Model.GetRootAsModel(tflite, 0)
     return any(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
                == schema.BuiltinOperator.GATHER for i in range(model.OperatorCodesLength()))
@@ -89,7 +83,7 @@ def _consumers(graph) -> Dict[int, List[Tuple[int, int]]]:
 
 def _dequantized(model, tensor) -> Optional[np.ndarray]:
     """An int8 constant as float (per tensor, or per channel along axis 0)."""
-    schema = _schema()
+    schema = fb.schema()
     data = _data(model, tensor)
     scale, zero, axis = _quant(tensor)
     if data is None or tensor.type != schema.TensorType.INT8 or len(scale) == 0 or axis != 0:
@@ -104,7 +98,7 @@ def _dequantized(model, tensor) -> Optional[np.ndarray]:
 def _requantize_bias(model, graph, op, new_scale: float, dry_run: bool = False) -> bool:
     """Rescale a FULLY_CONNECTED's int32 bias to input scale × ``new_scale``; False if it cannot
     (``dry_run``: only tell)."""
-    schema = _schema()
+    schema = fb.schema()
     if len(op.inputs) < 3 or op.inputs[2] < 0:
         return True
     bias = graph.tensors[op.inputs[2]]
@@ -195,7 +189,7 @@ def share_weights(tflite: bytes) -> Tuple[bytes, List[dict]]:
     there is nothing to share."""
     if not _has_gather(tflite):  # only a GATHER table can be a second copy of a matrix
         return tflite, []
-    schema = _schema()
+    schema = fb.schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     log: List[dict] = []
     for g, graph in enumerate(model.subgraphs or []):

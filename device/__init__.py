@@ -12,7 +12,9 @@ from edgekit.device.harness import (
     runtime_info,
     summarize_latency,
 )
-from edgekit.device.runner import HARNESS_PATH, BenchmarkResult, Host, bench, ratios, setup
+from edgekit.device.children import HARNESS_PATH, BenchmarkResult
+from edgekit.device.runner import bench, ratios
+from edgekit.device.ssh import Host, setup
 
 __all__ = [
     "BenchmarkResult",

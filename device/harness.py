@@ -30,70 +30,18 @@ except ImportError:  # reported as a one-line error by main(), like a missing Li
 SCHEMA_VERSION = 1
 
 __all__ = [
-    "HarnessError",
-    "Progress",
-    "load_interpreter",
-    "allocate_tensors",
-    "runtime_info",
-    "prepare_inputs",
-    "predict",
-    "raw_outputs",
-    "save_outputs",
-    "measure",
-    "summarize_latency",
-    "board_facts",
-    "thermal_verdict",
+    "HarnessError", "load_interpreter", "allocate_tensors", "runtime_info", "prepare_inputs", "predict",
+    "raw_outputs", "save_outputs", "measure", "summarize_latency", "board_facts", "thermal_verdict",
     "main",
 ]
 
 
-class HarnessError(ValueError):
-    """A one-line, user-facing error: bad model, bad inputs, no LiteRT installed."""
+if __package__:  # imported as edgekit.device.harness: one error hierarchy (``except edgekit.EdgekitError``)
+    from edgekit.device.errors import HarnessError
+else:  # run as a script (a child process here, or this file alone on a board): stay lean
 
-
-class Progress:
-    """A live one-line progress indicator on stderr (``label: phase done/total``), redrawn at
-    most 10 times a second and only after ``delay`` seconds, so short jobs print nothing. Silent
-    when stderr is not a terminal or ``enabled`` is False."""
-
-    def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None):
-        self.stream = stream or sys.stderr
-        self.enabled = (hasattr(self.stream, "isatty") and self.stream.isatty()) if enabled is None else enabled
-        self.label, self.delay = label, delay
-        self.start = time.perf_counter()
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.start < self.delay or (now - self._last < 0.1 and done < total):
-            return
-        self._last = now
-        self._draw(f"{self.label}: {phase} {done}/{total}")
-
-    def show(self, text: str) -> None:
-        """Draw ``text`` as the line (same delay and rate limit as :meth:`update`)."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.start < self.delay or now - self._last < 0.1:
-            return
-        self._last = now
-        self._draw(text)
-
-    def _draw(self, text: str) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns - 1
-        self._shown = True
-        self.stream.write("\r\x1b[K" + text[:width])
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
+    class HarnessError(ValueError):  # type: ignore[no-redef]
+        """A one-line, user-facing error: bad model, bad inputs, no LiteRT installed."""
 
 
 def _runtime():
@@ -373,6 +321,24 @@ def thermal_verdict(before: dict, after: dict) -> list:
     return reasons
 
 
+def _start(model, threads, xnnpack, x, seed) -> tuple:
+    """Load, allocate, set the inputs and invoke once: (interpreter, start-up ms, RSS before load
+    and after allocate)."""
+    rss_before = _memory_mb()["rss"]
+    t0 = time.perf_counter()
+    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack, allocate=False)
+    t1 = time.perf_counter()
+    allocate_tensors(interp)
+    t2 = time.perf_counter()
+    rss_allocated = _memory_mb()["rss"]
+    for d, a in zip(interp.get_input_details(), prepare_inputs(interp, x, seed=seed)):
+        interp.set_tensor(d["index"], a)
+    t3 = time.perf_counter()
+    interp.invoke()
+    startup = {"load": (t1 - t0) * 1e3, "allocate": (t2 - t1) * 1e3, "first_invoke": (time.perf_counter() - t3) * 1e3}
+    return interp, startup, rss_before, rss_allocated
+
+
 def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0,
             duration=None, progress=None):
     """Benchmark one model in this process and return a JSON-ready dict.
@@ -383,33 +349,14 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     its peak. With ``inputs`` (a .npz holding ``x`` and optionally ``y``) the timed runs use its
     first sample, and with labels the on-device accuracy over all of ``x`` is measured after the
     timed runs. ``progress(phase, done, total)`` is called now and then (total 0: unknown)."""
-    if int(runs) < 1:
-        raise HarnessError(f"runs must be >= 1. Received runs={runs}")
-    if int(warmup) < 0:
-        raise HarnessError(f"warmup must be >= 0. Received warmup={warmup}")
-    if duration is not None and not float(duration) > 0:
-        raise HarnessError(f"duration must be > 0 seconds. Received duration={duration}")
+    if int(runs) < 1 or int(warmup) < 0 or (duration is not None and not float(duration) > 0):
+        raise HarnessError(f"runs must be >= 1, warmup >= 0 and duration > 0 seconds. Received runs={runs}, "
+                           f"warmup={warmup}, duration={duration}")
     report = progress or (lambda phase, done, total: None)
-    x = y = None
-    if inputs is not None:
-        x, y = _load_npz(inputs)
+    x, y = _load_npz(inputs) if inputs is not None else (None, None)
     _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
     board_before = board_facts()
-    rss_before = _memory_mb()["rss"]
-
-    t0 = time.perf_counter()
-    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack, allocate=False)
-    t1 = time.perf_counter()
-    allocate_tensors(interp)
-    t2 = time.perf_counter()
-    rss_allocated = _memory_mb()["rss"]
-    arrays = prepare_inputs(interp, x, seed=seed)
-    for d, a in zip(interp.get_input_details(), arrays):
-        interp.set_tensor(d["index"], a)
-    t3 = time.perf_counter()
-    interp.invoke()
-    first_ms = (time.perf_counter() - t3) * 1e3
-
+    interp, startup, rss_before, rss_allocated = _start(model, threads, xnnpack, x, seed)
     for i in range(int(warmup)):
         if i % 16 == 0:
             report("warm-up", i, int(warmup))
@@ -417,46 +364,26 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     samples = _timed_runs(interp.invoke, int(runs), duration, report)
     latency = summarize_latency(samples)
     board_after = board_facts()
-
     accuracy = None
     if x is not None and y is not None:
         report("accuracy", 0, len(x))
         outputs = predict(interp, x)
         accuracy = float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
-    memory = _memory_mb()
-
+    peak = _memory_mb()["peak"]
+    verdict = thermal_verdict(board_before, board_after)
     return {
-        "schema_version": SCHEMA_VERSION,
-        "model": str(model),
-        "model_size_bytes": os.path.getsize(model),
-        "runs": int(len(samples)),
-        "warmup": int(warmup),
-        "duration_s": float(duration) if duration else None,
-        "threads": int(threads),
-        "xnnpack": bool(xnnpack),
-        "inputs": str(inputs) if inputs else "random",
-        "latency_ms": latency,
-        "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
-        "startup_ms": {"load": (t1 - t0) * 1e3, "allocate": (t2 - t1) * 1e3, "first_invoke": first_ms},
-        "memory_mb": {
-            "rss_before_load": rss_before,
-            "rss_after_allocate": rss_allocated,
-            "peak": memory["peak"],
-            "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None,
-        },
-        "peak_rss_mb": memory["peak"],
-        "accuracy": accuracy,
-        "samples": int(len(x)) if x is not None else None,
+        "schema_version": SCHEMA_VERSION, "model": str(model), "model_size_bytes": os.path.getsize(model),
+        "runs": int(len(samples)), "warmup": int(warmup), "duration_s": float(duration) if duration else None,
+        "threads": int(threads), "xnnpack": bool(xnnpack), "inputs": str(inputs) if inputs else "random",
+        "latency_ms": latency, "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
+        "startup_ms": startup,
+        "memory_mb": {"rss_before_load": rss_before, "rss_after_allocate": rss_allocated, "peak": peak,
+                      "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None},
+        "peak_rss_mb": peak, "accuracy": accuracy, "samples": int(len(x)) if x is not None else None,
         "runtime": runtime_info(),
-        "board": {"before": board_before, "after": board_after,
-                  "throttled": bool(thermal_verdict(board_before, board_after)),
-                  "warnings": thermal_verdict(board_before, board_after)},
-        "platform": {
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
+        "platform": {"machine": platform.machine(), "system": platform.system(),
+                     "python": platform.python_version(), "cpus": os.cpu_count()},
     }
 
 

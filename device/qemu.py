@@ -14,15 +14,15 @@ XNNPACK's ARM kernels) on this x86 machine, as a Raspberry Pi 4 (``cortex-a72``)
   (``pip download`` needs the manylinux_2_27/2_28 tags, or it silently picks 1.4.0).
 
 :func:`python_argv` is the command prefix that runs the aarch64 python; ``edgekit bench --qemu
-cortex-a72`` uses it. :func:`check` (``make arm-check``) runs models under both CPUs and on this
-machine on the same inputs and compares the raw outputs: int8 must be bit-identical.
+cortex-a72`` uses it. :func:`check` (``make arm-check``, ``python -m edgekit.cli.arm_check``) runs
+models under both CPUs and on this machine on the same inputs and compares the raw outputs: int8
+must be bit-identical.
 
 Emulated timings mean nothing for a real board; outputs and memory behaviour do.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -34,7 +34,7 @@ import tempfile
 from typing import Dict, List, Optional, Sequence
 
 from edgekit.device.harness import HarnessError
-from edgekit.device.runner import HARNESS_PATH
+from edgekit.device.children import HARNESS_PATH
 
 CPUS = ("cortex-a72", "cortex-a76")
 BOARDS = {"cortex-a72": "Raspberry Pi 4", "cortex-a76": "Raspberry Pi 5"}
@@ -168,7 +168,7 @@ def ensure(root: Optional[str] = None, log=None) -> Dict[str, str]:
 def python_argv(cpu: str, root: Optional[str] = None) -> List[str]:
     """The command prefix running the aarch64 python as ``cpu`` (prepared on first use)."""
     if cpu not in CPUS:
-        raise HarnessError(f"--qemu {cpu!r} is not a known board CPU; use one of {', '.join(CPUS)}")
+        raise HarnessError(f"`qemu` CPU {cpu!r} is not a known board CPU; use one of {', '.join(CPUS)}")
     p = ensure(root)
     return [p["qemu"], "-L", p["sysroot"], "-cpu", cpu, "-E", f"PYTHONPATH={p['site']}",
             os.path.join(p["sysroot"], "usr", "bin", PYTHON)]
@@ -241,35 +241,3 @@ def check(models: Sequence[str], inputs: str, cpus: Sequence[str] = CPUS, sample
                              "dtype": str(a.dtype), "samples": int(len(x)), **c,
                              "arm_machine": outs[target]["machine"], "ok": bool(ok)})
     return rows
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgekit.device.qemu",
-                                     description="Compare .tflite outputs on ARM64 (QEMU) with this machine's.")
-    parser.add_argument("models", nargs="+")
-    parser.add_argument("--inputs", required=True, help=".npz with x")
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--cpu", action="append", choices=CPUS, help="default: all of " + ", ".join(CPUS))
-    parser.add_argument("--strict", action="store_true",
-                        help="integer outputs must be bit-identical to x86 too (not only across ARM CPUs)")
-    args = parser.parse_args(argv)
-    try:
-        rows = check(args.models, args.inputs, args.cpu or CPUS, args.samples, args.strict)
-    except HarnessError as exc:
-        print(f"arm-check: error: {exc}", file=sys.stderr)
-        return 2
-    from edgekit.report import table
-
-    print(table(("model", "CPU (board)", "against", "output", "bit-identical", "samples differing",
-                 "max |diff|", "top-1 same", "result"),
-                [[r["model"], f"{r['cpu']} ({r['board']})", r["against"], r["dtype"], "yes" if r["identical"] else "no",
-                  f"{r['differing_samples']}/{r['samples']}", f"{r['max_abs_diff']:.3g}",
-                  f"{r['top1_agreement']:.4f}", "ok" if r["ok"] else "FAILED"] for r in rows]))
-    failed = [r for r in rows if not r["ok"]]
-    print(f"arm-check: {len(rows) - len(failed)}/{len(rows)} comparisons pass (x86 vs ARM64 under QEMU "
-          f"{', '.join(args.cpu or CPUS)})")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

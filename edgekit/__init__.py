@@ -4,9 +4,13 @@ numbers from the board.
 ``import edgekit`` is cheap: TensorFlow is imported only when a function that needs it runs.
 
     import edgekit
+    from edgekit import keras          # tf_keras (Keras 2), which tfmot needs; loaded on first use
+
     report = edgekit.export(model, "model.tflite", quant="int8", calib=x_train,
                             eval_x=x_test, eval_y=y_test)
     results = edgekit.bench(["model.tflite"], runs=200)
+
+Every error edgekit raises is an :class:`EdgekitError` (device errors included).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ _LAZY = {
     "convert": "edgekit.converters",
     "verify": "edgekit.converters",
     "inspect_tflite": "edgekit.converters",
-    "load_keras_model": "edgekit.converters",
+    "ExportOptions": "edgekit.converters",
+    "load_keras_model": "edgekit.saving",
+    "save_model": "edgekit.saving",
     "ExportReport": "edgekit.converters",
     "Quant": "edgekit.converters",
     "bench": "edgekit.device",
@@ -33,6 +39,10 @@ _LAZY = {
     "EdgekitError": "edgekit.errors",
     "InputError": "edgekit.errors",
     "VerificationError": "edgekit.errors",
+    "UnsafeModelError": "edgekit.errors",
+    "ResourceLimitError": "edgekit.errors",
+    "HarnessError": "edgekit.errors",
+    "keras": "edgekit.compat",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgekit._io import write_atomic
+from edgekit.io import write_atomic
 from edgekit.errors import InputError
 
 DIGITS_SIZE = 32
@@ -294,7 +294,7 @@ def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
             f"a directory of images needs a model with a (H, W, 1|3) input; "
             f"this model's input is {tuple(input_shape)}"
         )
-    from edgekit._compat import tf
+    from edgekit.compat import tf
 
     h, w, c = (int(d) for d in input_shape)
     images = []

@@ -10,7 +10,7 @@ on the test split, latency and memory by the device harness.
 from __future__ import annotations
 
 import datetime
-import json
+from dataclasses import asdict, dataclass, replace
 import os
 import platform
 import time
@@ -19,33 +19,38 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgekit import __version__
-from edgekit._io import check_output, commit_dir, staging_dir, write_atomic
+from edgekit.io import check_output, commit_dir, staging_dir, write_atomic
 from edgekit.errors import InputError
-from edgekit.report import fmt, table
+from edgekit.results import Result, fmt, table
 
 VARIANTS = ("float32", "int8")
 
 # The optimized variants (each exported int8): name, the variant it starts from (None: the trained
-# model), recipe steps as (technique, config fields, fine-tune epochs, learning rate), and export
-# options. The fine-tune lengths were chosen on digits so each variant meets its accuracy target
-# (see benchmarks/demo_targets.py). The clustered model is exported with one scale per tensor, so
-# its kernels keep 16 values in the file (per channel, each channel's own scale multiplies them).
+# model), the recipe (a TOML recipe's tables) and export options. The fine-tune lengths were chosen
+# on digits so each variant meets its accuracy target (see benchmarks/demo_targets.py). The
+# clustered model is exported with one scale per tensor, so its kernels keep 16 values in the file
+# (per channel, each channel's own scale multiplies them).
 OPTIMIZED = (
     # Channel pruning removes half the channels: a smaller dense model, faster on the board.
     # Importance |gamma| of the BatchNorm after each conv, then retrained with a cosine schedule:
     # measured 0.981 vs 0.961 with L1 filter norms (the float model: 0.983).
-    ("channels 0.5 + int8", None, (("channel_prune", {"ratio": 0.5, "importance": "bn"}, 15, 2e-3, "cosine"),), {}),
+    ("channels 0.5 + int8", None, {"fine_tune": {"epochs": 15, "learning_rate": 2e-3, "schedule": "cosine"},
+                                   "steps": [{"technique": "channel_prune", "ratio": 0.5, "importance": "bn"}]}, {}),
     # The 80%-pruned fine-tune distills from the trained model (temperature 4, alpha 0.1): int8
     # 0.9833 vs 0.9639 without on this CPU, and PCQAT (which starts from it) 0.9806 vs 0.9667.
-    ("pruned 0.8 + int8", None, (("prune", {"sparsity": 0.8}, 6, 7e-4, "constant", True),), {}),
-    ("2:4 + int8", None, (("prune", {"pattern": "2:4"}, 4, 1e-3),), {}),
-    ("clustered 16 + int8", None, (("cluster", {"clusters": 16, "init": "linear"}, 2, 1e-4),),
+    ("pruned 0.8 + int8", None, {"fine_tune": {"epochs": 6, "learning_rate": 7e-4, "distill": True},
+                                 "steps": [{"technique": "prune", "sparsity": 0.8}]}, {}),
+    ("2:4 + int8", None, {"fine_tune": {"epochs": 4, "learning_rate": 1e-3},
+                          "steps": [{"technique": "prune", "pattern": "2:4"}]}, {}),
+    ("clustered 16 + int8", None, {"fine_tune": {"epochs": 2, "learning_rate": 1e-4},
+                                   "steps": [{"technique": "cluster", "clusters": 16, "init": "linear"}]},
      {"per_channel": False}),
-    ("QAT int8", None, (("qat", {}, 2, 1e-4),), {}),
+    ("QAT int8", None, {"fine_tune": {"epochs": 2, "learning_rate": 1e-4}, "steps": [{"technique": "qat"}]}, {}),
     # BatchNorm stays for PCQAT: tfmot's cluster-preserving QAT keeps zeros and clusters through
     # Conv→BN→ReLU but not through Conv→ReLU, which folding would leave (measured).
-    ("PCQAT int8", "pruned 0.8 + int8", (("cluster", {"clusters": 16, "fold_batchnorm": False}, 2, 1e-4),
-                                         ("qat", {}, 2, 1e-4)), {}),
+    ("PCQAT int8", "pruned 0.8 + int8", {"fine_tune": {"epochs": 2, "learning_rate": 1e-4},
+                                         "steps": [{"technique": "cluster", "clusters": 16, "fold_batchnorm": False},
+                                                   {"technique": "qat"}]}, {}),
 )
 
 
@@ -74,8 +79,8 @@ def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = 20, batch
                        seed: int = 0, learning_rate: float = 2e-3):
     """Registered model ``name`` (digits preset) trained with Adam and a cosine-decayed learning
     rate, so the last epoch is as good as the best."""
-    from edgekit._compat import keras
-    from edgekit.optimize.recipe import create_fit_variables
+    from edgekit.compat import keras
+    from edgekit.optimize.finetune import create_fit_variables
 
     keras.utils.set_random_seed(seed)
     model = digits_classifier(name, ds)
@@ -117,7 +122,7 @@ def run_demo(
     log = log or (lambda _msg: None)
     if not os.path.lexists(out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    out = check_output(out, overwrite=overwrite, what="--out", directory=True, replaceable=is_demo_file)
+    out = check_output(out, overwrite=overwrite, what="`out`", directory=True, replaceable=is_demo_file)
 
     from edgekit.data import digits
 
@@ -129,10 +134,10 @@ def run_demo(
                       log, t_start)
         commit_dir(work, out, overwrite)
     log("")
-    log(format_variants(report["variants"]))
+    log(report.summary())
     log("")
     log(f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
-        f"({report['total_seconds']:.0f} s in all)")
+        f"({report.total_seconds:.0f} s in all)")
     return report
 
 
@@ -180,68 +185,83 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
                     threads=threads, inputs=test_npz)
 
     float_size = exports["float32"].size_bytes
-    variants = []
-    for quant, result in zip(names, results):
-        rep = exports[quant]
-        if not result.ok:
-            raise InputError(f"benchmark of {rep.path} failed: {result.error}")
-        variants.append({
-            "name": quant,
-            "optimization": optimizations.get(quant),
-            "tflite": os.path.join(out, os.path.basename(rep.path)),
-            "size_bytes": rep.size_bytes,
-            "gzip_bytes": rep.gzip_bytes,
-            "size_vs_float32": rep.size_bytes / float_size,
-            "accuracy": result.accuracy,
-            "keras_accuracy": keras_accuracy,
-            "agreement": rep.agreement,
-            "fully_integer": rep.fully_integer,
-            "input_dtype": rep.input["dtype"],
-            "output_dtype": rep.output["dtype"],
-            "latency_ms": result.latency_ms,
-            "peak_rss_mb": result.peak_rss_mb,
-            "startup_ms": result.data.get("startup_ms"),
-            "memory_mb": result.data.get("memory_mb"),
-            "export": dict(rep.to_dict(), path=os.path.join(out, os.path.basename(rep.path))),
-        })
-
-    report = {
-        "edgekit_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"name": ds.name, "train": int(len(ds.x_train)), "test": int(len(ds.x_test)),
-                    "input_shape": list(ds.input_shape)},
-        "model": {"name": model.name, "params": int(model.count_params()), "epochs": epochs,
-                  "seed": seed, "keras_accuracy": keras_accuracy, "keras": keras_path,
-                  "train_seconds": round(train_seconds, 1)},
-        "bench": {"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
-                  "inputs": os.path.join(out, "digits_test.npz"), "runtime": results[0].data.get("runtime"),
-                  "platform": results[0].data.get("platform")},
-        "variants": variants,
-        "total_seconds": None,
-    }
-    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    variants = [_variant(q, exports[q], r, optimizations.get(q), out, float_size, keras_accuracy)
+                for q, r in zip(names, results)]
+    report = DemoReport(
+        edgekit_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        dataset={"name": ds.name, "train": int(len(ds.x_train)), "test": int(len(ds.x_test)),
+                 "input_shape": list(ds.input_shape)},
+        model={"name": model.name, "params": int(model.count_params()), "epochs": epochs, "seed": seed,
+               "keras_accuracy": keras_accuracy, "keras": keras_path, "train_seconds": round(train_seconds, 1)},
+        bench={"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
+               "inputs": os.path.join(out, "digits_test.npz"), "runtime": results[0].data.get("runtime"),
+               "platform": results[0].data.get("platform")},
+        variants=variants, total_seconds=round(time.perf_counter() - t_start, 1))
     log("[4/4] writing the report ...")
     if len(variants) > 2:
-        from edgekit.report import pareto_png
+        from edgekit.charts import pareto_png
 
-        report["pareto_png"] = pareto_png(variants, os.path.join(work, "pareto.png"),
-                                          title=f"{model.name} on digits: accuracy vs latency")
-    write_atomic(os.path.join(work, "report.json"), json.dumps(report, indent=2) + "\n")
+        report.pareto_png = pareto_png(variants, os.path.join(work, "pareto.png"),
+                                       title=f"{model.name} on digits: accuracy vs latency")
+    write_atomic(os.path.join(work, "report.json"), report.to_json() + "\n")
     write_atomic(os.path.join(work, "report.md"), render_markdown(report))
     return report
+
+
+def _variant(name, rep, result, optimization, out, float_size, keras_accuracy) -> dict:
+    """One row of the report: the export's and the benchmark's figures."""
+    if not result.ok:
+        raise InputError(f"benchmark of {rep.path} failed: {result.error}")
+    return {
+        "name": name, "optimization": optimization, "tflite": os.path.join(out, os.path.basename(rep.path)),
+        "size_bytes": rep.size_bytes, "gzip_bytes": rep.gzip_bytes, "size_vs_float32": rep.size_bytes / float_size,
+        "accuracy": result.accuracy, "keras_accuracy": keras_accuracy, "agreement": rep.agreement,
+        "fully_integer": rep.fully_integer, "input_dtype": rep.input["dtype"], "output_dtype": rep.output["dtype"],
+        "latency_ms": result.latency_ms, "peak_rss_mb": result.peak_rss_mb,
+        "startup_ms": result.data.get("startup_ms"), "memory_mb": result.data.get("memory_mb"),
+        "export": dict(rep.to_dict(), path=os.path.join(out, os.path.basename(rep.path))),
+    }
+
+
+@dataclass
+class DemoReport(Result):
+    """What the demo measured (``report.json``); ``report["variants"]`` reads a key as in the file."""
+
+    edgekit_version: str
+    created: str
+    dataset: dict
+    model: dict
+    bench: dict
+    variants: list
+    total_seconds: float
+    pareto_png: Optional[str] = None
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["pareto_png"] is None:
+            del d["pareto_png"]
+        return d
+
+    def summary(self) -> str:
+        return format_variants(self.variants)
 
 
 def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log) -> dict:
     """Optimize ``model`` each way of :data:`OPTIMIZED`, export each int8 into ``exports``; returns
     per variant what its optimization achieved, measured from the weights."""
     from edgekit.converters import export
-    from edgekit.optimize import FineTune, Recipe, Step, optimize
-    from edgekit.optimize.configs import config_from_dict
+    from edgekit.optimize import Recipe, optimize
 
     done, summary = {}, {}
-    for name, start, steps, export_options in OPTIMIZED:
-        recipe = Recipe(tuple(Step(t, config_from_dict(t, c, name), FineTune(fine_tune_epochs or e, 32, lr, *sched))
-                              for t, c, e, lr, *sched in steps))
+    for name, start, doc, export_options in OPTIMIZED:
+        recipe = Recipe.from_dict(doc, where=name)
+        if fine_tune_epochs:
+            recipe = Recipe(tuple(replace(s, fine_tune=replace(s.fine_tune, epochs=fine_tune_epochs))
+                                  for s in recipe.steps))
         base = done[start] if start else model
         log(f"[2/4] {name}: {recipe.describe()} ({' + '.join(str(s.fine_tune.epochs) for s in recipe.steps)} "
             f"epoch(s) of fine-tune) ...")
@@ -253,7 +273,7 @@ def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log) ->
         exports[name] = export(result.model, path, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test,
                                seed=seed, layer_report=False, **export_options)
         weights = result.steps[-1].weights
-        two_four = any(t == "prune" and c.get("pattern") == "2:4" for t, c, *_ in steps)
+        two_four = any(s.technique == "prune" and s.config.pattern == "2:4" for s in recipe.steps)
         # the kernels the techniques change: not depthwise ones, and for 2:4 those with >= 4 inputs
         changed = [l for l in weights.layers if l.kind != "DepthwiseConv2D" and not (two_four and l.two_four is None)]
         summary[name] = {
@@ -299,7 +319,8 @@ def format_variants(variants, markdown: bool = False) -> str:
     return table(_HEADERS, _rows(variants), markdown=markdown, align="l" + "r" * 10 + "l")
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report) -> str:
+    report = report.to_dict() if isinstance(report, Result) else report
     m, d, b = report["model"], report["dataset"], report["bench"]
     plat = b.get("platform") or {}
     runtime = b.get("runtime") or {}

@@ -1,16 +1,18 @@
-"""User-facing errors.
+"""User-facing errors: one hierarchy under :class:`EdgekitError`, each also the built-in type a
+caller would expect (``ValueError`` for bad input).
 
 Each message is one line: what was wrong, what was expected, how to fix it, echoing the bad value.
-The CLI prints it as ``edgekit: error: <message>`` and exits non-zero without a traceback.
+Library messages name parameters in backticks (`` `min_agreement` ``); the command line
+translates them to its flags (``--min-agreement``). The CLI prints ``edgekit: error: <message>``
+and exits with the error's ``exit_code``, without a traceback.
 """
 
 from __future__ import annotations
 
+from edgekit.device.errors import EdgekitError, HarnessError
 
-class EdgekitError(Exception):
-    """Base class of the errors edgekit reports to users. Exit code 2 in the CLI."""
-
-    exit_code = 2
+__all__ = ["EdgekitError", "HarnessError", "InputError", "ResourceLimitError", "UnsafeModelError",
+           "VerificationError"]
 
 
 class InputError(EdgekitError, ValueError):

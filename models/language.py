@@ -8,37 +8,12 @@ tensor-list ops that a board's LiteRT wheel cannot run), predicting token t+1 fr
 
 from __future__ import annotations
 
-from edgekit._compat import keras, tf
+import numpy as np
 
-
-@keras.utils.register_keras_serializable(package="edgekit")
-class TiedEmbedding(keras.layers.Embedding):
-    """An ``Embedding`` that is also the output projection: ``layer(ids)`` looks rows up,
-    ``layer(h, attend=True)`` returns ``h @ embeddings.T`` (logits over the vocabulary), plus a
-    per-token bias with ``output_bias=True``."""
-
-    def __init__(self, input_dim, output_dim, output_bias: bool = False, **kwargs):
-        super().__init__(input_dim, output_dim, **kwargs)
-        self.output_bias = bool(output_bias)
-
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        if self.output_bias:
-            self.bias = self.add_weight(name="output_bias", shape=(self.input_dim,), initializer="zeros")
-
-    def get_config(self):
-        return dict(super().get_config(), output_bias=self.output_bias)
-
-    def call(self, inputs, attend: bool = False):
-        if attend:
-            logits = tf.matmul(inputs, self.embeddings, transpose_b=True)
-            return logits + self.bias if self.output_bias else logits
-        return super().call(inputs)
-
-    def compute_output_shape(self, input_shape, attend: bool = False):
-        if attend:
-            return tuple(input_shape[:-1]) + (self.input_dim,)
-        return super().compute_output_shape(input_shape)
+from edgekit.compat import keras
+from edgekit.errors import InputError
+from edgekit.graph import emits_probabilities, functional, rewrite
+from edgekit.layers import TiedEmbedding
 
 
 def tied_lm(vocab: int = 30000, dim: int = 500, *, context: int = 32, layers: int = 2, kernel: int = 3,
@@ -48,7 +23,7 @@ def tied_lm(vocab: int = 30000, dim: int = 500, *, context: int = 32, layers: in
     ``tied=False`` builds the same model with its own output Dense (no bias), for comparison:
     vocab 30,000, dim 500, ``layers=1, kernel=1``: 30.25M params untied, 15.25M tied."""
     if vocab < 2 or dim < 1 or context < 1 or layers < 0 or kernel < 1:
-        raise ValueError(f"tied_lm needs vocab >= 2, dim, context, kernel >= 1 and layers >= 0. Received "
+        raise InputError(f"tied_lm needs vocab >= 2, dim, context, kernel >= 1 and layers >= 0. Received "
                          f"vocab={vocab}, dim={dim}, context={context}, layers={layers}, kernel={kernel}")
     tokens = keras.Input(shape=(context,), dtype="int32", name="tokens")
     embedding = TiedEmbedding(vocab, dim, name="embedding") if tied else keras.layers.Embedding(
@@ -70,9 +45,6 @@ def tie(model, embedding: str, output: str):
     embedding's dimension) multiplies by the ``embedding`` layer's matrix instead of its own
     kernel: one vocab × dim matrix instead of two. The embedding's weights are kept, the Dense
     kernel dropped (its bias and softmax kept); fine-tune afterwards. Other layers are copied."""
-    from edgekit.errors import InputError
-    from edgekit.optimize.graph import functional, rewrite
-
     model = functional(model, "tie")
     names = {l.name: l for l in model.layers}
     for n in (embedding, output):
@@ -114,9 +86,6 @@ def tie(model, embedding: str, output: str):
 def perplexity(model, x, y, batch_size: int = 64) -> float:
     """exp(mean next-token cross-entropy) of a language model on token windows ``x`` with
     targets ``y`` (its outputs are logits, or probabilities after a softmax)."""
-    import numpy as np
-
-    from edgekit.optimize.distill import emits_probabilities
 
     out = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float64)
     if emits_probabilities(model):

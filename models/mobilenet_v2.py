@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-from edgekit._compat import keras
+from edgekit.compat import keras
+from edgekit.errors import InputError
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 PAPER_BLOCKS: Tuple[Tuple[int, int, int, int], ...] = (
@@ -48,13 +49,13 @@ DEFAULT_BN_MOMENTUM = 0.9
 def check_classifier_args(input_shape, alpha: float, classes: int, dropout: float) -> None:
     """The argument checks shared by the image classifier builders."""
     if alpha <= 0:
-        raise ValueError(f"`alpha` must be > 0. Received alpha={alpha}")
+        raise InputError(f"`alpha` must be > 0. Received alpha={alpha}")
     if classes < 1:
-        raise ValueError(f"`classes` must be >= 1. Received classes={classes}")
+        raise InputError(f"`classes` must be >= 1. Received classes={classes}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
+        raise InputError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
     if len(tuple(input_shape)) != 3:
-        raise ValueError(
+        raise InputError(
             f"`input_shape` must be (height, width, channels). Received input_shape={input_shape}"
         )
 

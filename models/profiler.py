@@ -18,11 +18,13 @@ checks the estimate against real files.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.results import Result, table
 
 # Layers that become part of the previous op after conversion (or vanish at inference).
 _IN_PLACE = {"BatchNormalization", "ReLU", "Activation", "Dropout", "LeakyReLU", "ELU",
@@ -41,7 +43,7 @@ class LayerProfile:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(Result):
     """Per-layer costs and totals; ``dtype_bytes`` is the activation element size used (4 for
     float32, 1 for int8)."""
 
@@ -59,12 +61,8 @@ class Profile:
                 "int8_bytes_estimate": self.int8_bytes,
                 "layers": [asdict(l) | {"output_shape": list(l.output_shape)} for l in self.layers]}
 
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def format(self) -> str:
-        from edgekit.report import table
-
+    def summary(self) -> str:
+        """Per layer: type, params, MACs, output shape and bytes; then the totals."""
         rows = [[l.name, l.type, f"{l.params:,}", f"{l.macs:,}", "x".join(map(str, l.output_shape)),
                  f"{l.output_bytes:,}"] for l in self.layers]
         text = table(("layer", "type", "params", "MACs", "output", "bytes"), rows, align="llrrrr")
@@ -161,7 +159,7 @@ def _producers(layer) -> List[str]:
 def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
     """Profile a built tf_keras functional or Sequential model."""
     if dtype_bytes not in (1, 2, 4):
-        raise ValueError(f"`dtype_bytes` must be 1, 2 or 4. Received dtype_bytes={dtype_bytes}")
+        raise InputError(f"`dtype_bytes` must be 1, 2 or 4. Received dtype_bytes={dtype_bytes}")
     layers = list(model.layers)
     producers: Dict[str, List[str]] = {l.name: _producers(l) for l in layers}
 

@@ -1,18 +1,25 @@
-"""Optimization over tensorflow-model-optimization: pruning (unstructured, 2:4), weight
-clustering and quantization-aware training, alone or combined (PQAT, CQAT, PCQAT), each
-verified from the weights. Imported as ``edgekit.optimize`` (imports TensorFlow and tfmot).
+"""Optimization: channel pruning, low-rank factorization, magnitude pruning (unstructured, 2:4),
+weight clustering, distillation and quantization-aware training (alone or combined: PQAT, CQAT,
+PCQAT), each verified from the weights. Imported as ``edgekit.optimize`` (imports TensorFlow and
+tfmot).
 
-Inside your own training script::
+Every technique is a registered module (:mod:`edgekit.optimize.registry`): its config type, how a
+recipe step applies it, its flags. Inside your own training script::
 
-    from edgekit._compat import keras
-    from edgekit.optimize import PruneConfig, prune, strip, weight_report
+    from edgekit import keras
+    from edgekit.optimize import PruneConfig, callbacks, prune, strip, weight_report
 
     pruned = prune(model, PruneConfig(sparsity=0.8))   # model itself is left untouched
     pruned.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
-    pruned.fit(x, y, epochs=2)                           # UpdatePruningStep is wired in
-    print(weight_report(strip(pruned)).table())
+    pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))   # pruning's step counter and schedule
+    print(weight_report(strip(pruned)).summary())
 """
 
+from edgekit.layers import FitLengthSchedule
+from edgekit.optimize.configs import DistillConfig, FineTune
+from edgekit.optimize.registry import Flag, StepContext, Technique, register, techniques, unregister
+
+# The technique modules register themselves, in step order.
 from edgekit.optimize.channels import (
     ChannelPruneConfig,
     ChannelPruneResult,
@@ -21,62 +28,27 @@ from edgekit.optimize.channels import (
     layer_widths,
     reestimate_batchnorm,
 )
-from edgekit.optimize.configs import ClusterConfig, DistillConfig, FactorizeConfig, FineTune, PruneConfig, QATConfig
+from edgekit.optimize.factorize import FactorizeConfig, FactorizedLayer, FactorizeResult, factorize, factorize_report
+from edgekit.optimize.prune import PruneConfig, prune
+from edgekit.optimize.cluster import ClusterConfig, cluster
 from edgekit.optimize.distill import Distiller, distill
-from edgekit.optimize.factorize import FactorizedLayer, FactorizeResult, factorize, factorize_report
+from edgekit.optimize.qat import QATConfig, qat
+
+from edgekit.optimize.common import copy_model
+from edgekit.optimize.finetune import accuracy, callbacks, fine_tune
 from edgekit.optimize.fold import fold_batchnorm
-from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, accuracy, fine_tune, optimize
-from edgekit.optimize.techniques import (
-    FitLengthSchedule,
-    cluster,
-    copy_model,
-    custom_objects,
-    load_model,
-    prune,
-    qat,
-    save_model,
-    strip,
-)
+from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, optimize
 from edgekit.optimize.weights import LayerWeights, WeightReport, m_by_n_compliant, weight_report
+from edgekit.saving import load_keras_model as load_model
+from edgekit.saving import save_model
+from edgekit.wrappers import custom_objects, strip
 
 __all__ = [
-    "ChannelPruneConfig",
-    "ChannelPruneResult",
-    "channel_prune",
-    "channel_prune_report",
-    "layer_widths",
-    "reestimate_batchnorm",
-    "ClusterConfig",
-    "DistillConfig",
-    "Distiller",
-    "FactorizeConfig",
-    "FactorizeResult",
-    "FactorizedLayer",
-    "FineTune",
-    "FitLengthSchedule",
-    "LayerWeights",
-    "OptimizeResult",
-    "PruneConfig",
-    "QATConfig",
-    "Recipe",
-    "Step",
-    "StepResult",
-    "WeightReport",
-    "accuracy",
-    "cluster",
-    "copy_model",
-    "custom_objects",
-    "distill",
-    "factorize",
-    "factorize_report",
-    "fine_tune",
-    "fold_batchnorm",
-    "load_model",
-    "m_by_n_compliant",
-    "optimize",
-    "prune",
-    "qat",
-    "save_model",
-    "strip",
-    "weight_report",
+    "ChannelPruneConfig", "ChannelPruneResult", "ClusterConfig", "DistillConfig", "Distiller", "FactorizeConfig",
+    "FactorizeResult", "FactorizedLayer", "FineTune", "FitLengthSchedule", "Flag", "LayerWeights", "OptimizeResult",
+    "PruneConfig", "QATConfig", "Recipe", "Step", "StepContext", "StepResult", "Technique", "WeightReport",
+    "accuracy", "callbacks", "channel_prune", "channel_prune_report", "cluster", "copy_model", "custom_objects",
+    "distill", "factorize", "factorize_report", "fine_tune", "fold_batchnorm", "layer_widths", "load_model",
+    "m_by_n_compliant", "optimize", "prune", "qat", "reestimate_batchnorm", "register", "save_model", "strip",
+    "techniques", "unregister", "weight_report",
 ]

@@ -27,391 +27,84 @@ the sum over the channels in it; each group (the slots fed by the same layers) l
 of its slots, the least important first, keeping ``round_to`` multiples when asked.
 
 Budgets: ``ratio`` (share of prunable channels removed), or ``target_params`` / ``target_macs``
-(the smallest ratio that fits, found by bisection on the rebuilt model's profile).
+(the smallest ratio that fits, found by bisection on the rebuilt model's profile), or
+``target_latency`` (the same bisection on a caller's ``measure`` of each candidate).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edgekit._compat import keras
+from edgekit.compat import keras
 from edgekit.errors import InputError
-from edgekit.optimize.configs import ChannelPruneConfig, selects
-from edgekit.optimize.graph import fresh_inputs
+from edgekit.models.profiler import profile
+from edgekit.optimize.channel_graph import L, channels_of, is_conv, plan, rank, rebuild, select
+from edgekit.optimize.common import check_model
+from edgekit.optimize.configs import layer_selection
+from edgekit.argtypes import at_least, fraction_open, positive
+from edgekit.optimize.registry import Flag, Technique, register
+from edgekit.results import Result, table
 
-L = keras.layers
-# Layers that compute each output channel from the same input channel alone.
-_CHANNELWISE = (
-    L.BatchNormalization, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D,
-    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D,
-    L.AveragePooling1D, L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D,
-    L.UpSampling1D, L.UpSampling2D, L.PReLU,
-)
-_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+IMPORTANCE = ("l1", "l2", "bn")
 
 
-@dataclass
-class ChannelPlan:
-    """What the graph allows: channel ids of every tensor, slots, groups and barriers."""
+@dataclass(frozen=True)
+class ChannelPruneConfig:
+    """What :func:`channel_prune` removes. ``ratio``: share of each group's prunable channels;
+    or ``target_params`` / ``target_macs``: the least pruning that brings the model to that
+    budget; or ``target_latency``: the least pruning whose latency, as the ``measure`` function
+    given to :func:`channel_prune_report` (or ``optimize``) times each candidate, is at most that
+    many milliseconds (:func:`edgekit.measure.int8_latency`: the int8 model's p50 under the device
+    harness on this machine). ``importance``: ``"l1"``, ``"l2"``,
+    ``"bn"`` or a function ``f(layer) -> scores``.
+    ``skip``: layers left alone (names, class names, classes or ``"re:…"``). ``round_to``: keep
+    channel counts at multiples of it where a group has more. ``blocks``: residual blocks to
+    drop entirely (structural pruning). ``iterations``: in a recipe, reach ``ratio`` in this many
+    prune + fine-tune rounds."""
 
-    ids: Dict[int, np.ndarray]  # id(tensor) -> channel id per channel of its last axis
-    parent: List[int]
-    protected: set
-    sources: List[Tuple[Any, np.ndarray]]  # (layer, ids of its output channels)
-    barriers: List[str]
-    blocks: List[Tuple[Any, int]]  # (Add layer, index of its shortcut input)
+    ratio: float = 0.5
+    importance: Union[str, Callable] = "l1"
+    target_params: Optional[int] = None
+    target_macs: Optional[int] = None
+    target_latency: Optional[float] = None
+    skip: Tuple[Any, ...] = ()
+    round_to: int = 1
+    blocks: int = 0
+    iterations: int = 1
 
-    def root(self, i: int) -> int:
-        return _find(self.parent, i)
-
-
-def _find(parent: List[int], i: int) -> int:
-    """Union-find root of channel id ``i`` (with path halving)."""
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-class _Ids:
-    def __init__(self):
-        self.parent: List[int] = []
-
-    def fresh(self, n: int) -> np.ndarray:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
-        return np.arange(start, start + n)
-
-    def union(self, a: np.ndarray, b: np.ndarray) -> None:
-        for x, y in zip(a.tolist(), b.tolist()):
-            rx, ry = _find(self.parent, x), _find(self.parent, y)
-            if rx != ry:
-                self.parent[ry] = rx
-
-
-def _inputs(layer) -> list:
-    args = layer.input
-    return list(args) if isinstance(args, (list, tuple)) else [args]
-
-
-def _channels(t) -> int:
-    dim = t.shape[-1]
-    if dim is None:
-        raise InputError(f"tensor {t.name} has an unknown channel count; build the model with a fixed input shape")
-    return int(dim)
-
-
-def _is_conv(layer) -> bool:
-    """A plain convolution (exact class: subclasses such as transposed convs compute otherwise)."""
-    return (type(layer) in (L.Conv1D, L.Conv2D, L.Conv3D) and layer.groups == 1
-            and layer.data_format == "channels_last")
-
-
-def _softmax(layer) -> bool:
-    return isinstance(layer, L.Softmax) or getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
-
-
-def plan(model, skip: Sequence = ()) -> ChannelPlan:
-    """Trace ``model``'s functional graph into channel ids (see the module doc)."""
-    if not getattr(model, "_is_graph_network", False):
-        raise InputError("channel_prune needs a functional or Sequential tf_keras model; rebuild a subclassed "
-                         "model with the functional API")
-    reg = _Ids()
-    ids: Dict[int, np.ndarray] = {}
-    protected: set = set()
-    sources, barriers, blocks = [], [], []
-    for t in model.inputs:
-        ids[id(t)] = reg.fresh(_channels(t))
-        protected.update(ids[id(t)].tolist())
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        if len(layer._inbound_nodes) != 1:
-            raise InputError(f"channel_prune: layer '{layer.name}' is used {len(layer._inbound_nodes)} times; "
-                             f"shared layers are not supported: give each use its own layer")
-        if isinstance(layer.output, (list, tuple)):
-            raise InputError(f"channel_prune: layer '{layer.name}' has several outputs; not supported")
-        ins = [ids[id(t)] for t in _inputs(layer)]
-        out_c = _channels(layer.output)
-        skipped = bool(skip) and selects(layer, skip)
-        kind = _kind(layer, ins, out_c)
-        if skipped or kind == "barrier":
-            for a in ins:
-                protected.update(a.tolist())
-            out = reg.fresh(out_c)
-            protected.update(out.tolist())
-            if kind == "barrier" and not skipped:
-                barriers.append(f"{layer.name} ({type(layer).__name__})")
-            if kind == "source" and skipped:
-                sources.append((layer, out))
-        elif kind == "source":
-            out = reg.fresh(out_c)
-            sources.append((layer, out))
-            if _softmax(layer):  # normalized across its units: removing one changes the others
-                protected.update(out.tolist())
-        elif kind == "pass":
-            out = ins[0]
-        elif kind == "merge":
-            full = [a for a in ins if len(a) == out_c]
-            for a in full[1:]:
-                reg.union(full[0], a)
-            out = full[0]
-            shortcut = _shortcut(layer) if isinstance(layer, L.Add) and len(ins) == 2 else None
-            if shortcut is not None:
-                blocks.append((layer, shortcut))
-        elif kind == "concat":
-            out = np.concatenate(ins)
-        elif kind == "concat_other_axis":
-            for a in ins[1:]:
-                reg.union(ins[0], a)
-            out = ins[0]
-        elif kind == "flatten":
-            spatial = int(np.prod(layer.input.shape[1:-1]))
-            out = np.tile(ins[0], spatial)
-        else:  # pragma: no cover - _kind returns one of the above
-            raise AssertionError(kind)
-        ids[id(layer.output)] = out
-    for t in model.outputs:
-        protected.update(ids[id(t)].tolist())
-    return ChannelPlan(ids, reg.parent, protected, sources, barriers, blocks)
-
-
-def _kind(layer, ins, out_c) -> str:
-    if _softmax(layer) and not (_is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D))):
-        return "barrier"  # normalizes across channels
-    if _is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
-        if isinstance(layer, L.SeparableConv2D) and layer.data_format != "channels_last":
-            return "barrier"
-        return "source"
-    if isinstance(layer, L.DepthwiseConv2D):
-        return "pass" if layer.depth_multiplier == 1 and len(ins[0]) == out_c else "barrier"
-    if isinstance(layer, L.Activation) or isinstance(layer, _CHANNELWISE):
-        if isinstance(layer, L.BatchNormalization) and layer.axis not in ([-1], [len(layer.input_shape) - 1]):
-            return "barrier"
-        return "pass" if len(ins[0]) == out_c else "barrier"
-    if isinstance(layer, _MERGE):
-        shapes = [tuple(t.shape[1:]) for t in _inputs(layer)]
-        if all(len(a) in (1, out_c) for a in ins) and all(len(s) == len(shapes[0]) for s in shapes):
-            return "merge"
-        return "barrier"
-    if isinstance(layer, L.Concatenate):
-        rank = len(layer.output.shape)
-        if layer.axis in (-1, rank - 1):
-            return "concat"
-        return "concat_other_axis" if all(len(a) == out_c for a in ins) else "barrier"
-    if isinstance(layer, L.Flatten) and layer.data_format == "channels_last" and None not in layer.input.shape[1:]:
-        return "flatten"
-    return "barrier"
-
-
-def _shortcut(add) -> Optional[int]:
-    """For ``Add([a, b])``: the index of the input that is the other's ancestor (the shortcut)."""
-    a, b = _inputs(add)
-    for short, branch, index in ((a, b, 0), (b, a, 1)):
-        seen, stack = set(), [branch]
-        while stack:
-            t = stack.pop()
-            if t is short:
-                return index
-            layer = t._keras_history.layer
-            if id(layer) in seen or isinstance(layer, L.InputLayer):
-                continue
-            seen.add(id(layer))
-            stack.extend(_inputs(layer))
-    return None
-
-
-def _kernel(layer) -> np.ndarray:
-    """Output-channel-last kernel of a source layer (the pointwise one of a separable conv)."""
-    return (layer.pointwise_kernel if isinstance(layer, L.SeparableConv2D) else layer.kernel).numpy()
-
-
-def _next_bn(model, layer):
-    for other in model.layers:
-        if isinstance(other, L.BatchNormalization) and len(other._inbound_nodes) == 1 and other.input is layer.output:
-            return other
-    return None
-
-
-def _scores(model, layer, importance) -> np.ndarray:
-    if callable(importance):
-        s = np.asarray(importance(layer), dtype=np.float64).reshape(-1)
-        if len(s) != _channels(layer.output):
-            raise InputError(f"importance function returned {len(s)} scores for layer '{layer.name}' with "
-                             f"{_channels(layer.output)} output channels")
-        return s
-    if importance == "bn":
-        bn = _next_bn(model, layer)
-        if bn is not None and bn.gamma is not None:
-            return np.abs(bn.gamma.numpy()).astype(np.float64)
-    k = _kernel(layer).reshape(-1, _kernel(layer).shape[-1])
-    return (np.abs(k).sum(0) if importance != "l2" else np.sqrt((k**2).sum(0))).astype(np.float64)
-
-
-@dataclass
-class Selection:
-    """The channel ids to remove and the blocks to drop."""
-
-    removed: set
-    dropped_blocks: List[str] = field(default_factory=list)
-
-
-@dataclass
-class Ranking:
-    """Each slot's importance and the groups of slots pruned together (computed once per model;
-    a budget search selects from it at many ratios)."""
-
-    slot_score: Dict[int, float]
-    members: Dict[int, List[int]]
-    groups: Dict[tuple, List[int]]
-    protected_roots: set
-
-
-def rank(model, p: ChannelPlan, importance="l1") -> Ranking:
-    slot_score: Dict[int, float] = {}
-    slot_sources: Dict[int, set] = {}
-    members: Dict[int, List[int]] = {}
-    for i in range(len(p.parent)):
-        members.setdefault(p.root(i), []).append(i)
-    for layer, out in p.sources:
-        s = _scores(model, layer, importance)
-        s = s / (s.mean() if s.mean() > 0 else 1.0)
-        for ch, score in zip(out.tolist(), s.tolist()):
-            r = p.root(ch)
-            slot_score[r] = slot_score.get(r, 0.0) + score
-            slot_sources.setdefault(r, set()).add(layer.name)
-    protected_roots = {p.root(i) for i in p.protected}
-    groups: Dict[tuple, List[int]] = {}
-    for r, names in slot_sources.items():
-        groups.setdefault(tuple(sorted(names)), []).append(r)
-    return Ranking(slot_score, members, groups, protected_roots)
-
-
-def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int = 1, blocks: int = 0,
-           ranking: Optional[Ranking] = None) -> Selection:
-    """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
-    blocks with the least important branches. ``ranking``: :func:`rank`'s result, when known."""
-    ranking = ranking or rank(model, p, importance)
-    slot_score, members, protected_roots = ranking.slot_score, ranking.members, ranking.protected_roots
-    removed: set = set()
-    for key, roots in ranking.groups.items():
-        free = [r for r in roots if r not in protected_roots]
-        if not free or ratio <= 0:
-            continue
-        keep = len(roots) - int(np.floor(ratio * len(free)))
-        if round_to > 1 and len(roots) > round_to:
-            keep = max(round_to, int(np.ceil(keep / round_to)) * round_to)
-        n_remove = min(len(free), len(roots) - max(keep, 1))
-        if n_remove <= 0:
-            continue
-        order = sorted(free, key=lambda r: slot_score[r])
-        for r in order[:n_remove]:
-            removed.update(members[r])
-    dropped = []
-    if blocks:
-        scored = []
-        for add, short in p.blocks:
-            branch = _inputs(add)[1 - short]
-            last = _last_source(branch)
-            if last is None:
-                continue
-            s = _scores(model, last, importance if not callable(importance) else "l1")
-            scored.append((float(np.mean(s)), add.name))
-        dropped = [name for _, name in sorted(scored)[:blocks]]
-        if len(dropped) < blocks:
-            raise InputError(f"blocks={blocks}, but the model has {len(scored)} residual block(s) that can be "
-                             f"dropped (an Add of a tensor and a branch computed from it)")
-    return Selection(removed, dropped)
-
-
-def _last_source(t):
-    """The conv/dense layer that last set the channels of ``t`` (through channel-wise layers)."""
-    while True:
-        layer = t._keras_history.layer
-        if _is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
-            return layer
-        if isinstance(layer, (L.DepthwiseConv2D, L.Activation) + _CHANNELWISE):
-            t = _inputs(layer)[0]
-            continue
-        return None
-
-
-def rebuild(model, p: ChannelPlan, sel: Selection):
-    """A new functional model without the removed channels and dropped blocks, weights copied."""
-    removed = np.fromiter(sel.removed, dtype=np.int64) if sel.removed else np.zeros(0, np.int64)
-
-    def keep(t) -> np.ndarray:
-        return ~np.isin(p.ids[id(t)], removed)
-
-    dropped = {name for name in sel.dropped_blocks}
-    shortcut_of = {add.name: short for add, short in p.blocks}
-    # Which layers the rebuilt outputs still need (a dropped block's branch is not rebuilt).
-    needed, stack = set(), list(model.outputs)
-    while stack:
-        t = stack.pop()
-        layer = t._keras_history.layer
-        if id(layer) in needed:
-            continue
-        needed.add(id(layer))
-        ins = _inputs(layer) if not isinstance(layer, L.InputLayer) else []
-        stack.extend([ins[shortcut_of[layer.name]]] if layer.name in dropped else ins)
-
-    new, inputs = fresh_inputs(model)
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer) or id(layer) not in needed:
-            continue
-        ins = _inputs(layer)
-        if layer.name in dropped:
-            new[id(layer.output)] = new[id(ins[shortcut_of[layer.name]])]
-            continue
-        mapped = [new[id(t)] for t in ins]
-        config = layer.get_config()
-        weights = layer.get_weights()
-        out_keep = keep(layer.output)
-        in_keep = keep(ins[0])
-        if _is_conv(layer):
-            config["filters"] = int(out_keep.sum())
-            weights[0] = weights[0][..., in_keep, :][..., out_keep]
-            if layer.use_bias:
-                weights[1] = weights[1][out_keep]
-        elif isinstance(layer, L.Dense):
-            config["units"] = int(out_keep.sum())
-            weights[0] = weights[0][in_keep][:, out_keep]
-            if layer.use_bias:
-                weights[1] = weights[1][out_keep]
-        elif isinstance(layer, L.SeparableConv2D):
-            m = layer.depth_multiplier
-            config["filters"] = int(out_keep.sum())
-            weights[0] = weights[0][:, :, in_keep, :]
-            weights[1] = weights[1][:, :, np.repeat(in_keep, m), :][..., out_keep]
-            if layer.use_bias:
-                weights[2] = weights[2][out_keep]
-        elif isinstance(layer, L.DepthwiseConv2D) and len(p.ids[id(ins[0])]) == len(p.ids[id(layer.output)]):
-            weights[0] = weights[0][:, :, in_keep, :]
-            if layer.use_bias:
-                weights[1] = weights[1][in_keep]
-        elif isinstance(layer, (L.BatchNormalization, L.PReLU)) and len(in_keep) == len(out_keep):
-            weights = [w[..., in_keep] for w in weights]
-        clone = layer.__class__.from_config(config)
-        out = clone(mapped if len(mapped) > 1 or isinstance(layer.input, (list, tuple)) else mapped[0])
-        clone.set_weights(weights)
-        new[id(layer.output)] = out
-    outputs = [new[id(t)] for t in model.outputs]
-    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    def __post_init__(self):
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise InputError(f"ratio must be in [0, 1). Received ratio={self.ratio}")
+        if not callable(self.importance) and self.importance not in IMPORTANCE:
+            raise InputError(f"importance must be one of {', '.join(IMPORTANCE)} or a function. "
+                             f"Received importance={self.importance!r}")
+        for name in ("target_params", "target_macs"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise InputError(f"{name} must be >= 1. Received {name}={value}")
+        if self.target_latency is not None and not float(self.target_latency) > 0:
+            raise InputError(f"target_latency (ms) must be > 0. Received target_latency={self.target_latency}")
+        if sum(v is not None for v in (self.target_params, self.target_macs, self.target_latency)) > 1:
+            raise InputError("give one budget: target_params, target_macs or target_latency")
+        if int(self.round_to) < 1 or int(self.blocks) < 0 or int(self.iterations) < 1:
+            raise InputError(f"round_to and iterations must be >= 1 and blocks >= 0. Received "
+                             f"round_to={self.round_to}, blocks={self.blocks}, iterations={self.iterations}")
+        if int(self.iterations) > 1 and (self.target_params or self.target_macs or self.target_latency):
+            raise InputError("iterations apply to a ratio; a params, MACs or latency budget is reached in one step")
+        object.__setattr__(self, "skip", layer_selection(self.skip, "skip") or ())
 
 
 def layer_widths(model) -> Dict[str, int]:
     """Output channels of every conv, separable conv and dense layer, by name."""
-    return {l.name: _channels(l.output) for l in model.layers
-            if _is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))}
+    return {l.name: channels_of(l.output) for l in model.layers
+            if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))}
 
 
 @dataclass
-class ChannelPruneResult:
+class ChannelPruneResult(Result):
     """The pruned model and what changed: per-layer widths before and after, params, MACs."""
 
     model: Any
@@ -427,30 +120,49 @@ class ChannelPruneResult:
                 "widths": {k: list(v) for k, v in self.widths.items()}, "dropped_blocks": self.dropped_blocks,
                 "barriers": self.barriers}
 
-
-def latency_ms(model, calib, runs: int = 50) -> float:
-    """p50 latency (ms) of ``model`` as int8 under the device harness here (LiteRT, XNNPACK,
-    1 thread), calibrated on up to 64 samples of ``calib``."""
-    import os
-    import tempfile
-
-    from edgekit.converters import convert
-    from edgekit.device import measure
-
-    tflite = convert(model, "int8", calib, calib_samples=min(64, len(calib)), share=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "candidate.tflite")
-        with open(path, "wb") as f:
-            f.write(tflite)
-        return float(measure(path, runs=runs, warmup=10)["latency_ms"]["p50"])
+    def summary(self) -> str:
+        return summarize(self.to_dict())
 
 
-def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(), calib=None) -> ChannelPruneResult:
-    """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`). ``calib``:
-    samples to convert and time candidates with, for ``target_latency``."""
-    from edgekit.models.profiler import profile
-    from edgekit.optimize.techniques import check_model
+def summarize(details: dict, label: str = "channel prune") -> str:
+    """Params and MACs before/after, per-layer widths and barriers, from :meth:`ChannelPruneResult.to_dict`."""
+    d = details
+    lines = [f"{label}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → {d['macs'][1]:,}"
+             + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""),
+             table(("layer", "width before", "after"), [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in d["widths"].items()],
+                   align="lrr")]
+    if d["barriers"]:
+        lines.append(f"left alone (channel semantics not known, a barrier): {', '.join(d['barriers'])}")
+    return "\n".join(lines)
 
+
+def _search(build, measure, budget, what, unit) -> float:
+    """The least ratio in [0, 0.95] whose model measures within ``budget`` (bisection)."""
+    lo, hi = 0.0, 0.95
+    if measure(build(0.0)[0]) <= budget:
+        return 0.0  # met without pruning
+    at_most = measure(build(hi)[0])
+    if at_most > budget:
+        leaves = "a model that does not prepare under XNNPACK" if at_most == float("inf") else f"{at_most:,}{unit}"
+        raise InputError(f"{what}={budget:,}{unit} is out of reach: removing 95% of the prunable channels "
+                         f"leaves {leaves}; raise the budget or prune more layers")
+    for _ in range(12):
+        if hi - lo < 0.005:
+            break
+        mid = (lo + hi) / 2
+        if measure(build(mid)[0]) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(),
+                         measure: Optional[Callable[[Any], float]] = None) -> ChannelPruneResult:
+    """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`). ``measure``: a
+    function of a candidate model returning its latency in ms (``inf`` when it cannot run), for
+    ``target_latency``; :func:`edgekit.measure.int8_latency` times the int8 model with the device
+    harness."""
     check_model(model, "channel_prune")
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
@@ -463,45 +175,14 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
         return rebuild(model, p, sel), sel
 
     ratio = float(config.ratio)
-    budget = config.target_params or config.target_macs or config.target_latency
-    if budget is not None:
-        if config.target_latency:
-            if calib is None:
-                raise InputError("target_latency needs calibration data (channel_prune_report(..., calib=x)) to "
-                                 "convert each candidate to int8 and time it")
-            what, unit = "target_latency", " ms"
-
-            def measure(m):
-                from edgekit.device import HarnessError
-
-                try:
-                    return latency_ms(m, calib)
-                except HarnessError:  # measured: 1-channel layers can fail to prepare under XNNPACK
-                    return float("inf")
-        else:
-            what, unit = ("target_params", "") if config.target_params else ("target_macs", "")
-
-            def measure(m):
-                return profile(m).params if config.target_params else profile(m).macs
-        lo, hi = 0.0, 0.95
-        if measure(build(0.0)[0]) <= budget:
-            hi = 0.0  # met without pruning
-        else:
-            at_most = measure(build(hi)[0])
-            if at_most > budget:
-                leaves = ("a model that does not prepare under XNNPACK" if at_most == float("inf")
-                          else f"{at_most:,}{unit}")
-                raise InputError(f"{what}={budget:,}{unit} is out of reach: removing 95% of the prunable channels "
-                                 f"leaves {leaves}; raise the budget or prune more layers")
-        for _ in range(12):
-            if hi - lo < 0.005:
-                break
-            mid = (lo + hi) / 2
-            if measure(build(mid)[0]) <= budget:
-                hi = mid
-            else:
-                lo = mid
-        ratio = hi
+    if config.target_latency:
+        if measure is None:
+            raise InputError("target_latency needs `measure`, a function timing a candidate model (e.g. "
+                             "edgekit.measure.int8_latency(calibration_samples))")
+        ratio = _search(build, measure, config.target_latency, "target_latency", " ms")
+    elif config.target_params or config.target_macs:
+        what = "target_params" if config.target_params else "target_macs"
+        ratio = _search(build, lambda m: getattr(profile(m), what[len("target_"):]), getattr(config, what), what, "")
     pruned, sel = build(ratio)
     after = profile(pruned)
     widths_before, widths_after = layer_widths(model), layer_widths(pruned)
@@ -512,11 +193,11 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
         dropped_blocks=sel.dropped_blocks, barriers=p.barriers)
 
 
-def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig(), calib=None):
+def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig(), measure=None):
     """A new, smaller tf_keras model without the least important channels (see the module doc);
     ``model`` is left as it is. Re-estimate BatchNorm statistics (:func:`reestimate_batchnorm`)
     and fine-tune afterwards."""
-    return channel_prune_report(model, config, calib).model
+    return channel_prune_report(model, config, measure).model
 
 
 def reestimate_batchnorm(model, x, batch_size: int = 64, batches: Optional[int] = None) -> None:
@@ -538,3 +219,48 @@ def reestimate_batchnorm(model, x, batch_size: int = 64, batches: Optional[int] 
     finally:
         for bn, m in zip(bns, saved):
             bn.momentum = m
+
+
+def _apply(model, config, step):
+    """Surgery, BatchNorm statistics re-estimated on the data, fine-tune — in ``iterations``
+    rounds; what changed from the first round's input to the last round's output."""
+    rounds = int(config.iterations)
+    per_round = 1.0 - (1.0 - float(config.ratio)) ** (1.0 / rounds)
+    reports = []
+    for r in range(rounds):
+        # blocks are dropped in the first round only
+        c = replace(config, ratio=per_round, iterations=1, blocks=config.blocks if r == 0 else 0) if rounds > 1 else config
+        rep = channel_prune_report(model, c, step.measure)
+        reports.append(rep)
+        model = rep.model
+        reestimate_batchnorm(model, step.x)
+        step.fine_tune(model)
+        if rounds > 1:
+            step.log(f"      round {r + 1}/{rounds}: {rep.params[1]:,} params, {rep.macs[1]:,} MACs")
+    first, last = reports[0], reports[-1]
+    widths = layer_widths(model)
+    details = first.to_dict()
+    details.update(params=[first.params[0], last.params[1]], macs=[first.macs[0], last.macs[1]],
+                   widths={k: [v[0], widths[k]] for k, v in first.widths.items() if k in widths},
+                   ratio=float(config.ratio) if rounds > 1 else first.ratio)
+    return model, details
+
+
+def _describe(c) -> str:
+    target = (f"to {c.target_params:,} params" if c.target_params else f"to {c.target_macs:,} MACs"
+              if c.target_macs else f"to {c.target_latency:g} ms int8 p50" if c.target_latency else f"{c.ratio:g}")
+    return (f"channel prune {target}" + (f" in {c.iterations} rounds" if c.iterations > 1 else "")
+            + (f", drop {c.blocks} block(s)" if c.blocks else ""))
+
+
+register(Technique(
+    "channel_prune", ChannelPruneConfig, _apply, _describe, order=10, details_key="channels",
+    exclusive_hint="a ratio or one budget",
+    flags=(Flag("--channel-prune", "ratio", fraction_open, "remove RATIO of the prunable channels/units (a smaller "
+                "dense model; first step)", "RATIO", group="budget"),
+           Flag("--target-params", "target_params", at_least(1), "channel-prune until the model has at most N params",
+                "N", group="budget"),
+           Flag("--target-macs", "target_macs", at_least(1), "channel-prune until the model needs at most N MACs",
+                "N", group="budget"),
+           Flag("--target-latency", "target_latency", positive, "channel-prune until the int8 model's p50 latency "
+                "here (device harness, XNNPACK, 1 thread) is at most MS milliseconds", "MS", group="budget"))))

@@ -22,25 +22,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edgekit._compat import keras, tf
+from edgekit.compat import keras, tf
 from edgekit.errors import InputError
+from edgekit.graph import emits_probabilities
+from edgekit.optimize.common import copy_model
 from edgekit.optimize.configs import DistillConfig, FineTune
-
-
-def _output_layer(model):
-    return model.outputs[0]._keras_history.layer
-
-
-def emits_probabilities(model) -> bool:
-    """True when ``model``'s output comes out of a softmax (a Softmax layer, an Activation or a
-    layer with ``activation="softmax"``, also inside a pruning/QAT wrapper)."""
-    layer = _output_layer(model)
-    layer = getattr(layer, "layer", layer)  # tfmot wrappers keep the wrapped layer in .layer
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    act = getattr(layer, "activation", None)
-    act = getattr(act, "activation", act)  # tfmot's QuantizeAwareActivation keeps the original in .activation
-    return getattr(act, "__name__", "") == "softmax"
+from edgekit.argtypes import positive
+from edgekit.optimize.registry import Flag, Technique, register
 
 
 def _find(model, name: str, role: str):
@@ -55,8 +43,8 @@ def _find(model, name: str, role: str):
 class Distiller(keras.Model):
     """``fit`` trains ``student`` against ``teacher`` (frozen) as :class:`DistillConfig` says;
     ``predict``/``evaluate`` run the student. Labels are optional: without ``y`` the loss is the
-    soft part alone. Callbacks the optimization verbs wired into the student's ``fit`` (pruning's
-    ``UpdatePruningStep``) come along."""
+    soft part alone. A pruned student needs its callbacks in ``fit`` as always
+    (``callbacks=edgekit.optimize.callbacks(student)``; ``fine_tune`` passes them)."""
 
     def __init__(self, student, teacher, config: DistillConfig = DistillConfig(), **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
@@ -87,11 +75,6 @@ class Distiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.soft_tracker = keras.metrics.Mean(name="soft_loss")
         self.hard_tracker = keras.metrics.Mean(name="hard_loss")
-        hooks = getattr(student, "_edgekit_fit_hooks", None)
-        if hooks:
-            from edgekit.optimize.techniques import _wire_fit
-
-            _wire_fit(self, *hooks)
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -160,11 +143,23 @@ def distill(student, teacher, x, y=None, config: DistillConfig = DistillConfig()
             settings: FineTune = FineTune(epochs=10, learning_rate=1e-3), *, seed: int = 0):
     """Train a copy of ``student`` on ``x`` (and labels ``y``, optional) against ``teacher``;
     returns the trained student, a plain model (``student`` itself is left untouched)."""
-    from edgekit.optimize.recipe import fine_tune
-    from edgekit.optimize.techniques import copy_model
+    from edgekit.optimize.finetune import fine_tune
 
     model = copy_model(student)
     fine_tune(model, x, y, replace(settings, distill=config), teacher=teacher, seed=seed,
               **({} if y is not None else {"metrics": ()}))
     return model
 
+
+def _apply(model, config, step):
+    """A step of its own: fine-tune a copy against the teacher (the recipe's, else its input model)."""
+    student = copy_model(model)
+    step.fine_tune(student, replace(step.settings, distill=config))
+    return student, None
+
+
+register(Technique(
+    "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}",
+    flags=(Flag("--temperature", "temperature", positive, "distillation temperature (default 4)", enables=False),
+           Flag("--alpha", "alpha", float, "distillation: weight of the label loss, 1-alpha on the teacher's "
+                "(default 0.1)", enables=False))))

@@ -14,21 +14,53 @@ Inside your own training script::
     from edgekit.optimize import FactorizeConfig, factorize_report
 
     result = factorize_report(model, FactorizeConfig(energy=0.9))
-    print(result.table())
+    print(result.summary())
     small = result.model     # a new tf_keras model; fine-tune it, then export
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgekit._compat import keras
+from edgekit.compat import keras
 from edgekit.errors import InputError
-from edgekit.optimize.configs import FactorizeConfig, selects
-from edgekit.optimize.graph import functional, rewrite
+from edgekit.graph import functional, rewrite
+from edgekit.optimize.common import check_model, check_selection, with_overrides
+from edgekit.optimize.configs import layer_selection, selects
+from edgekit.argtypes import at_least, fraction_open
+from edgekit.optimize.registry import Flag, Technique, register
+from edgekit.results import Result, table
+
+
+@dataclass(frozen=True)
+class FactorizeConfig:
+    """Low-rank factorization by truncated SVD of ``Dense`` (W ≈ U·V: two Dense layers) and
+    ``Conv2D`` (a k×k conv with r filters, then a 1×1 conv) kernels. The rank of each layer:
+    ``rank`` (fixed), else the least rank keeping ``energy`` of the sum of squared singular
+    values, or with ``target_params`` the one energy threshold, shared by all layers, that brings
+    the model to that budget. A layer is factorized only when it gets smaller; ``layers``/``skip``
+    select them."""
+
+    rank: Optional[int] = None
+    energy: float = 0.9
+    target_params: Optional[int] = None
+    layers: Optional[Tuple[Any, ...]] = None
+    skip: Tuple[Any, ...] = ()
+
+    def __post_init__(self):
+        if self.rank is not None and self.target_params is not None:
+            raise InputError("give rank or target_params, not both")
+        if self.rank is not None and int(self.rank) < 1:
+            raise InputError(f"rank must be >= 1. Received rank={self.rank}")
+        if not 0.0 < float(self.energy) <= 1.0:
+            raise InputError(f"energy must be in (0, 1]. Received energy={self.energy}")
+        if self.target_params is not None and int(self.target_params) < 1:
+            raise InputError(f"target_params must be >= 1. Received target_params={self.target_params}")
+        object.__setattr__(self, "layers", layer_selection(self.layers, "layers"))
+        object.__setattr__(self, "skip", layer_selection(self.skip, "skip") or ())
 
 
 @dataclass(frozen=True)
@@ -47,7 +79,7 @@ class FactorizedLayer:
 
 
 @dataclass
-class FactorizeResult:
+class FactorizeResult(Result):
     model: object
     layers: List[FactorizedLayer]
     params: tuple  # (before, after), the whole model
@@ -55,9 +87,8 @@ class FactorizeResult:
     def to_dict(self) -> dict:
         return {"params": list(self.params), "layers": [l.to_dict() for l in self.layers]}
 
-    def table(self) -> str:
-        from edgekit.report import table
-
+    def summary(self) -> str:
+        """Per layer: rank, params before/after, relative error, kept energy."""
         rows = [[l.layer, l.kind, f"{l.shape[0]}x{l.shape[1]}", str(l.rank) if l.rank else "kept",
                  f"{l.params_before:,}", f"{l.params_after:,}", f"{l.error:.4f}", f"{l.energy:.3f}"]
                 for l in self.layers]
@@ -150,13 +181,10 @@ def _layers_report(model, plan) -> List[FactorizedLayer]:
 def factorize_report(model, config: FactorizeConfig = FactorizeConfig(), **overrides) -> FactorizeResult:
     """Factorize ``model`` (see :class:`FactorizeConfig`); a new model, per-layer ranks, params
     and reconstruction errors. The caller's model is left untouched."""
-    if overrides:
-        config = FactorizeConfig(**{**config.__dict__, **overrides})
-    from edgekit.optimize.techniques import _check_selection, check_model
-
+    config = with_overrides(config, overrides)
     check_model(model, "factorize")
     model = functional(model, "factorize")
-    _check_selection(model, config.layers, "factorize")
+    check_selection(model, config.layers, "factorize")
     before = model.count_params()
     if config.target_params is not None:
         if config.target_params >= before:
@@ -206,3 +234,24 @@ def _plan_for_budget(model, config: FactorizeConfig, before: int):
 def factorize(model, config: FactorizeConfig = FactorizeConfig(), **overrides):
     """:func:`factorize_report`'s model."""
     return factorize_report(model, config, **overrides).model
+
+
+def _apply(model, config, step):
+    rep = factorize_report(model, config)
+    step.fine_tune(rep.model)
+    return rep.model, rep.to_dict()
+
+
+def _describe(c) -> str:
+    return "factorize " + (f"rank {c.rank}" if c.rank else f"to {c.target_params:,} params" if c.target_params
+                           else f"energy {c.energy:g}")
+
+
+register(Technique(
+    "factorize", FactorizeConfig, _apply, _describe, order=20,
+    flags=(Flag("--factorize-rank", "rank", at_least(1), "low-rank factorization (truncated SVD) of Dense/Conv2D "
+                "layers at rank R", "R", group="rank"),
+           Flag("--factorize-energy", "energy", fraction_open, "factorize each layer at the least rank keeping E of "
+                "its singular-value energy", "E", group="rank"),
+           Flag("--factorize-params", "target_params", at_least(1), "factorize until the model has at most N params",
+                "N", group="rank"))))

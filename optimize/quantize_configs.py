@@ -4,50 +4,23 @@ Measured with tfmot 0.8: ``quantize_model`` stops at ``Multiply`` (squeeze-excit
 and ``Activation('hard_sigmoid')`` (and every activation other than relu/relu6/swish/gelu/linear/
 softmax/sigmoid/tanh). ``Reshape``, ``UpSampling2D`` (nearest and bilinear), ``Conv2DTranspose``
 and ``Activation('sigmoid'/'swish')`` are handled by tfmot itself. These layers have no weights to
-quantize: their output gets an 8-bit moving-average quantizer, which is what the int8 converter
-needs to give the op an integer output.
+quantize: their output gets an 8-bit moving-average quantizer (:class:`edgekit.layers.OutputQuantizeConfig`,
+in the base layer so that a saved QAT model loads without this module), which is what the int8
+converter needs to give the op an integer output.
 """
 
 from __future__ import annotations
 
-from edgekit._compat import keras
-
-import tensorflow_model_optimization as tfmot
-
-_quantizers = tfmot.quantization.keras.quantizers
-QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
+from edgekit.compat import keras
+from edgekit.layers import OutputQuantizeConfig
 
 # Activations tfmot's Default8BitActivationQuantizeConfig accepts.
 TFMOT_ACTIVATIONS = {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"}
 
 
-class OutputQuantizeConfig(QuantizeConfig):
-    """A weightless layer whose output is quantized to 8 bits (asymmetric, per tensor)."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return [_quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
-
-    def get_config(self):
-        return {}
-
-
 # Weightless layers that combine or rescale tensors: an output quantizer is all they need.
 _OUTPUT_QUANTIZED = (keras.layers.Multiply, keras.layers.Subtract, keras.layers.Maximum, keras.layers.Minimum,
                      keras.layers.Average, keras.layers.Rescaling)
-
-CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig}
 
 
 def edgekit_config(layer):

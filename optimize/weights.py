@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from edgekit.results import Result, table
+
 KERNEL_NAMES = ("kernel:0", "depthwise_kernel:0", "kernel", "depthwise_kernel")
 
 
@@ -43,7 +45,7 @@ class LayerWeights:
 
 
 @dataclass(frozen=True)
-class WeightReport:
+class WeightReport(Result):
     """Per-layer kernel facts and the model's parameter count."""
 
     layers: List[LayerWeights]
@@ -69,9 +71,8 @@ class WeightReport:
         return {"params": self.params, "kernel_params": self.kernel_params, "zeros": self.zeros,
                 "layers": [dict(asdict(l), shape=list(l.shape)) for l in self.layers]}
 
-    def table(self) -> str:
-        from edgekit.report import table
-
+    def summary(self) -> str:
+        """Per layer: kernel shape, params, share of zeros, 2:4 compliance, distinct values."""
         rows = [[l.layer, l.kind, "×".join(map(str, l.shape)), f"{l.params:,}", f"{l.zeros:.3f}",
                  "-" if l.two_four is None else ("yes" if l.two_four else "no"), f"{l.unique:,}"]
                 for l in self.layers]

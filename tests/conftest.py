@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 BIN = os.path.dirname(sys.executable)
+# tools/ (the loopback sshd, the README generator) is not part of the installed package
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 EDGEKIT = os.path.join(BIN, "edgekit")
 
 
@@ -43,7 +45,7 @@ def digits_ds():
 
 
 def build_tiny(input_shape=(32, 32, 1), classes=10):
-    from edgekit._compat import keras
+    from edgekit import keras
 
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inputs)
@@ -61,7 +63,7 @@ def build_tiny(input_shape=(32, 32, 1), classes=10):
 
 @pytest.fixture(scope="session")
 def tiny_model(digits_ds):
-    from edgekit._compat import keras
+    from edgekit import keras
 
     keras.utils.set_random_seed(0)
     model = build_tiny()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgekit._compat import keras
+from edgekit import keras
 from edgekit.errors import InputError
 from edgekit.optimize import ChannelPruneConfig, channel_prune, channel_prune_report, reestimate_batchnorm
 
@@ -168,17 +168,19 @@ def test_budgets_and_blocks():
 
 
 def test_latency_budget_is_measured_with_the_harness():
+    from edgekit.measure import int8_latency
+
     # Timings are noisy here, so only the two ends are asserted: a budget the unpruned int8 model
     # meets prunes nothing; one no candidate can meet is refused with the measured time.
     keras.utils.set_random_seed(0)
     model = _randomize(residual())
     x = np.random.default_rng(0).random((16,) + tuple(model.input_shape[1:]), dtype=np.float32)
-    rep = channel_prune_report(model, ChannelPruneConfig(target_latency=1e6), calib=x)
+    rep = channel_prune_report(model, ChannelPruneConfig(target_latency=1e6), measure=int8_latency(x))
     assert rep.ratio == 0.0 and rep.params[0] == rep.params[1]
     with pytest.raises(InputError, match=r"target_latency=1e-06 ms is out of reach: .* leaves ([\d.]+ ms|a model that "
                                          r"does not prepare under XNNPACK)"):
-        channel_prune_report(model, ChannelPruneConfig(target_latency=1e-6), calib=x)
-    with pytest.raises(InputError, match="needs calibration data"):
+        channel_prune_report(model, ChannelPruneConfig(target_latency=1e-6), measure=int8_latency(x))
+    with pytest.raises(InputError, match="needs `measure`"):
         channel_prune_report(model, ChannelPruneConfig(target_latency=1.0))
 
 

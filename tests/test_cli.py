@@ -55,7 +55,7 @@ def _bad_inputs(tmp_path, tiny_keras_path, npz):
         "npz without x": ([tiny_keras_path, "--quant", "int8", "--calib", no_x], "expected 'x'"),
         "wrong shape": ([tiny_keras_path, "--quant", "int8", "--calib", small], "(4, 8, 8)"),
         "nan values": ([tiny_keras_path, "--quant", "int8", "--calib", npz("nan.npz", x=nan)], "NaN"),
-        "no calib for int8": ([tiny_keras_path, "--quant", "int8"], "--calib"),
+        "no calib for int8": ([tiny_keras_path, "--quant", "int8"], "--data"),
         "missing data": ([tiny_keras_path, "--quant", "int8", "--calib", str(tmp_path / "no.npz")], "not found"),
     }
 

@@ -17,7 +17,7 @@ def test_digits_is_real_data_with_fixed_split(digits_ds):
 
 
 def test_resize_bilinear_matches_tf_image_resize():
-    from edgekit._compat import tf
+    from edgekit.compat import tf
 
     img = np.random.default_rng(0).random((3, 8, 8))
     ours = resize_bilinear(img, 32)

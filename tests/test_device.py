@@ -155,7 +155,7 @@ def test_time_budget_and_progress_lines(exported):
 def test_progress_line_draws_only_on_request_and_after_its_delay():
     import io
 
-    from edgekit.device.harness import Progress
+    from edgekit.device.progress import Progress
 
     stream = io.StringIO()
     p = Progress("bench", enabled=True, delay=0.0, stream=stream)

@@ -22,7 +22,7 @@ def _export(model, ds, tmp_path, mode, **kw):
 
 
 def test_float16_and_dynamic_shrink_weights_and_stay_float_compute(digits_ds, tmp_path):
-    from edgekit._compat import keras
+    from edgekit import keras
 
     keras.utils.set_random_seed(0)  # kernels of >= 1024 weights: the converter keeps smaller ones float
     model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(),
@@ -62,9 +62,9 @@ def test_int8_io_types(tiny_model, digits_ds, tmp_path, io, edge_ops):
 
 
 def test_io_that_does_not_fit_the_mode_is_an_error(tiny_model, digits_ds):
-    with pytest.raises(InputError, match="--io int16 does not apply to int8 models; use one of: int8, uint8, float32"):
+    with pytest.raises(InputError, match="`io='int16'` does not apply to int8 models; use one of: int8, uint8, float32"):
         export(tiny_model, None, "int8", calib=digits_ds.x_train, io="int16")
-    with pytest.raises(InputError, match="--io int8 does not apply to float16"):
+    with pytest.raises(InputError, match="`io='int8'` does not apply to float16"):
         export(tiny_model, None, "float16", io="int8")
 
 
@@ -175,12 +175,12 @@ def test_keep_float_auto_reaches_the_agreement(tiny_model, digits_ds, tmp_path):
                  eval_x=noise, io="float32", keep_float="auto", min_agreement=target)
     assert rep.agreement >= target and rep.kept_float
     assert any(rep.kept_float[0] == w["layer"] for w in rep.worst_layers)
-    with pytest.raises(InputError, match="--keep-float auto needs --min-agreement"):
+    with pytest.raises(InputError, match="`keep_float='auto'` needs `min_agreement`"):
         export(tiny_model, None, "int8", calib=digits_ds.x_train, keep_float="auto")
 
 
 def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
-    from edgekit._compat import keras
+    from edgekit import keras
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(512, activation="relu"),
@@ -219,7 +219,7 @@ def test_cli_mode_errors_are_one_line(tiny_keras_path, tmp_path):
     assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "float16", "--io", "uint8", "-o", out),
                        contains="--io uint8 does not apply to float16")
     assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "int16x8", "-o", out),
-                       contains="--quant int16x8 needs --calib")
+                       contains="--quant int16x8 needs --data")
     assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "dynamic", "--keep-float", "auto", "-o", out),
                        contains="--keep-float applies to --quant int8")
     assert not out.exists()

@@ -81,7 +81,7 @@ def test_vgg16_reference_size():
 
 @pytest.mark.parametrize("name", sorted(REFERENCE) + ["vgg16"])
 def test_every_digits_preset_trains_converts_to_int8_and_runs(name, tmp_path):
-    from edgekit._compat import keras
+    from edgekit import keras
 
     model = create(name, preset="digits")
     rng = np.random.default_rng(0)
@@ -114,8 +114,8 @@ def test_unknown_names_presets_and_keywords_are_errors():
 
 
 def test_readme_model_table_is_the_tools_output():
-    from edgekit.cli import models_table
-    from edgekit.readme import section
+    from edgekit.cli.models import models_table
+    from readme import section  # tools/readme.py (conftest puts tools/ on the path)
 
     readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
     assert section(readme, "models").strip() == models_table(markdown=True).strip(), \

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import assert_clean_error, run_cli
 
-from edgekit._compat import keras
+from edgekit import keras
 from edgekit.errors import InputError
 from edgekit.optimize import (
     ClusterConfig,
@@ -19,6 +19,7 @@ from edgekit.optimize import (
     PruneConfig,
     QATConfig,
     Recipe,
+    callbacks,
     cluster,
     load_model,
     m_by_n_compliant,
@@ -60,8 +61,9 @@ def test_prune_reaches_the_target_in_under_20_steps_inside_a_plain_fit(trained, 
     before = _snapshot(trained)
     pruned = prune(trained, PruneConfig(sparsity=0.8))
     pruned.compile("adam", "sparse_categorical_crossentropy")
-    # The user's own fit, no callbacks given: 256 samples / 16 = 16 steps.
-    pruned.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], batch_size=16, epochs=1, verbose=0)
+    # The user's own fit with the callbacks pruning needs: 256 samples / 16 = 16 steps.
+    pruned.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], batch_size=16, epochs=1, verbose=0,
+               callbacks=callbacks(pruned))
     report = weight_report(strip(pruned))
     assert len(report.layers) == 4
     for layer in report.layers:
@@ -70,10 +72,24 @@ def test_prune_reaches_the_target_in_under_20_steps_inside_a_plain_fit(trained, 
     assert all(np.array_equal(a, b) for a, b in zip(before, trained.get_weights()))
 
 
+def test_a_pruned_model_that_never_stepped_is_an_error_not_a_dense_file(trained, digits_ds, tmp_path):
+    from edgekit.converters import export
+
+    pruned = prune(trained, PruneConfig(sparsity=0.8))  # wrapped, never fine-tuned with its callbacks
+    with pytest.raises(InputError, match="never stepped.*edgekit.optimize.callbacks"):
+        export(pruned, str(tmp_path / "p.tflite"), "float32")
+    with pytest.raises(InputError, match="never stepped"):
+        strip(pruned)
+    assert not (tmp_path / "p.tflite").exists()
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(Exception, match="UpdatePruningStep"):  # tfmot itself refuses to train without them
+        pruned.fit(digits_ds.x_train[:32], digits_ds.y_train[:32], batch_size=16, verbose=0)
+
+
 def test_two_four_pattern_every_group_of_four_has_two_zeros(trained, digits_ds):
     pruned = prune(trained, pattern="2:4")
     pruned.compile("adam", "sparse_categorical_crossentropy")
-    pruned.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=16, verbose=0)
+    pruned.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=16, verbose=0, callbacks=callbacks(pruned))
     report = weight_report(strip(pruned))
     stem, rest = report.layers[0], report.layers[1:]
     assert stem.two_four is None and stem.zeros == 0.0  # 1 input channel: 2:4 does not apply, left alone
@@ -99,13 +115,18 @@ def test_prune_layer_selection_and_errors(trained):
             if type(l).__name__ == "PruneLowMagnitude"] == ["Conv2D", "Conv2D"]
     with pytest.raises(InputError, match="no layer matches 'nope'"):
         prune(trained, layers=("nope",))
-    with pytest.raises(InputError, match="cannot tell how many steps"):
+    with pytest.raises(InputError, match="cannot tell how many batches"):
         p = prune(trained)
         p.compile("adam", "sparse_categorical_crossentropy")
-        import tensorflow as tf
+        from edgekit.compat import tf
 
-        gen = tf.data.Dataset.from_tensor_slices((np.zeros((8, 32, 32, 1), np.float32), np.zeros(8))).repeat().batch(4)
-        p.fit(gen, epochs=1, verbose=0)
+        def batches():  # a finite stream of unknown length
+            for _ in range(2):
+                yield np.zeros((4, 32, 32, 1), np.float32), np.zeros(4)
+
+        gen = tf.data.Dataset.from_generator(batches, output_signature=(
+            tf.TensorSpec((None, 32, 32, 1), tf.float32), tf.TensorSpec((None,), tf.float64)))
+        p.fit(gen, epochs=1, verbose=0, callbacks=callbacks(p))
 
 
 def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, digits_ds, tmp_path):
@@ -128,7 +149,8 @@ def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, d
 def test_collaborative_prune_cluster_qat_keeps_zeros_and_clusters_into_int8(trained, digits_ds, tmp_path):
     from edgekit.converters import export, inspect_tflite
 
-    recipe = Recipe.from_flags(prune=0.8, cluster=8, qat=True, fine_tune=FineTune(epochs=1, batch_size=64))
+    recipe = Recipe.of([QATConfig(), PruneConfig(sparsity=0.8), ClusterConfig(clusters=8)],  # any order: the registry's
+                       FineTune(epochs=1, batch_size=64))
     result = optimize(trained, recipe, digits_ds.x_train[:512], digits_ds.y_train[:512],
                       x_test=digits_ds.x_test, y_test=digits_ds.y_test)
     assert [s.step for s in result.steps] == ["prune 0.8", "cluster 8", "qat"]
@@ -334,7 +356,7 @@ def test_qat_preserve_auto_reads_the_weights(trained, digits_ds):
     assert plain._edgekit_preserve == "none"  # a trained, unclustered model: plain QAT
     p = prune(trained, steps=2)
     p.compile("adam", "sparse_categorical_crossentropy")
-    p.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=32, verbose=0)
+    p.fit(digits_ds.x_train[:64], digits_ds.y_train[:64], batch_size=32, verbose=0, callbacks=callbacks(p))
     assert qat(strip(p))._edgekit_preserve == "sparsity"
     c = strip(cluster(strip(p), clusters=8))
     assert qat(c)._edgekit_preserve == "both"

@@ -45,7 +45,7 @@ def test_regular_install_maps_the_top_level_folders(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
-    for rel in ("edgekit/cli.py", "edgekit/models/mobilenet_v2.py", "edgekit/converters/convert.py",
+    for rel in ("edgekit/cli/__init__.py", "edgekit/models/mobilenet_v2.py", "edgekit/converters/convert.py",
                 "edgekit/device/harness.py"):
         assert (target / rel).is_file(), rel
     env = dict(os.environ, PYTHONPATH=str(target))

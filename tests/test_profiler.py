@@ -1,6 +1,6 @@
 import pytest
 
-from edgekit._compat import keras
+from edgekit import keras
 from edgekit.models import mobilenet_v2, profile
 
 
@@ -53,6 +53,6 @@ def test_profile_output_formats():
     p = profile(hand_counted_net())
     d = p.to_dict()
     assert d["macs"] == p.macs and len(d["layers"]) == len(p.layers)
-    assert "hand: " in p.format() and "MACs" in p.format()
+    assert "hand: " in p.summary() and "MACs" in p.summary()
     with pytest.raises(ValueError, match="dtype_bytes"):
         profile(hand_counted_net(), dtype_bytes=3)

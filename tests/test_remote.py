@@ -22,7 +22,7 @@ import pytest
 
 from conftest import EDGEKIT, assert_clean_error, run_cli
 
-from edgekit.device.loopback import LoopbackSSHD, free_port as _free_port, sshd_path
+from loopback import LoopbackSSHD, free_port as _free_port, sshd_path  # tools/loopback.py
 
 pytestmark = [pytest.mark.skipif(
     not (sshd_path() and shutil.which("ssh")) and not os.environ.get("EDGEKIT_REQUIRE_SSHD"),

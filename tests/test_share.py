@@ -12,7 +12,7 @@ VOCAB, DIM, CONTEXT = 400, 32, 12
 
 @pytest.fixture(scope="module")
 def lm_data():
-    from edgekit._compat import keras
+    from edgekit import keras
 
     rng = np.random.default_rng(0)
     # A learnable sequence: each token is the previous one plus 1 or 2 (mod vocab).
@@ -23,7 +23,7 @@ def lm_data():
 
 @pytest.fixture(scope="module")
 def lms(lm_data):
-    from edgekit._compat import keras
+    from edgekit import keras
     from edgekit.models.language import tied_lm
 
     x, y = lm_data

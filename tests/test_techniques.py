@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgekit._compat import keras
+from edgekit import keras
 from edgekit.errors import InputError
 from edgekit.optimize import (
     DistillConfig,
@@ -12,6 +12,7 @@ from edgekit.optimize import (
     FineTune,
     PruneConfig,
     Recipe,
+    callbacks,
     distill,
     factorize_report,
     optimize,
@@ -110,7 +111,7 @@ def test_pruning_composes_with_distillation_in_a_recipe():
     pruned = prune(_mlp(1, 8), PruneConfig(sparsity=0.5))
     d = Distiller(pruned, teacher)
     d.compile("adam")
-    d.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    d.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=callbacks(pruned))
     from edgekit.optimize import strip
 
     assert weight_report(strip(pruned)).zeros == pytest.approx(0.5, abs=0.02)

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable
 
 from edgekit.errors import InputError
 

@@ -1,11 +1,11 @@
-"""Rebuilding a functional tf_keras model layer by layer (the surgery verbs: fold_batchnorm,
-channel pruning, factorize, tie)."""
+"""Reading and rebuilding a functional tf_keras model layer by layer (the surgery verbs:
+fold_batchnorm, channel pruning, factorize, tie), and what a model's output is."""
 
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
-from edgekit._compat import keras
+from edgekit.compat import keras
 from edgekit.errors import InputError
 
 
@@ -55,3 +55,19 @@ def rewrite(model, replace: Callable[[object, object], Optional[object]], verb: 
         new[id(layer.output)] = out if out is not None else copy_layer(layer, mapped)
     outputs = [new[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _output_layer(model):
+    return model.outputs[0]._keras_history.layer
+
+
+def emits_probabilities(model) -> bool:
+    """True when ``model``'s output comes out of a softmax (a Softmax layer, an Activation or a
+    layer with ``activation="softmax"``, also inside a pruning/QAT wrapper)."""
+    layer = _output_layer(model)
+    layer = getattr(layer, "layer", layer)  # tfmot wrappers keep the wrapped layer in .layer
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    act = getattr(layer, "activation", None)
+    act = getattr(act, "activation", act)  # tfmot's QuantizeAwareActivation keeps the original in .activation
+    return getattr(act, "__name__", "") == "softmax"

@@ -1,0 +1,232 @@
+"""Export: convert, verify, and only then write — :func:`export` returns an :class:`ExportReport`
+holding the ``.tflite`` bytes and everything verification measured; ``report.save(path)`` writes
+them under edgekit's output policy. The options are one validated :class:`ExportOptions`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, fit, input_dtype, input_shape
+from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
+from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
+from edgekit.data import calibration_samples
+from edgekit.errors import InputError
+from edgekit.io import check_output, write_atomic
+from edgekit.results import Result
+from edgekit.saving import check_model
+from edgekit.wrappers import is_clustered, is_pruned, is_qat, strip
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export, validated once. ``quant``: a :class:`Quant` mode; ``io``: the integer
+    models' input/output dtype (default per mode); ``sparse``: encode zero weights sparsely;
+    ``per_channel=False``: one scale per weight tensor (clustered models keep k values per
+    kernel); ``calib_samples``/``verify_samples``/``seed``: how many samples calibrate and verify,
+    drawn with ``seed``; ``min_agreement``: fail below this top-1 agreement with Keras;
+    ``keep_float``: int8 layers left in float (names, or ``"auto"`` with ``min_agreement``);
+    ``layer_report``: measure each int8 layer's quantization error; ``share_weights``: store a
+    weight several ops read once."""
+
+    quant: Union[Quant, str] = "int8"
+    io: Optional[str] = None
+    sparse: bool = False
+    per_channel: bool = True
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES
+    seed: int = 0
+    min_agreement: Optional[float] = None
+    keep_float: Union[None, str, Tuple[str, ...]] = None
+    layer_report: bool = True
+    share_weights: bool = True
+
+    def __post_init__(self):
+        quant = Quant.parse(self.quant)
+        object.__setattr__(self, "quant", quant)
+        object.__setattr__(self, "io", quant.check_io(self.io))
+        keep = self.keep_float
+        if isinstance(keep, str) and keep != "auto":
+            keep = tuple(k.strip() for k in keep.split(",") if k.strip())
+        elif keep is not None and not isinstance(keep, str):
+            keep = tuple(keep)
+        object.__setattr__(self, "keep_float", keep or None)
+        if self.keep_float and quant is not Quant.INT8:
+            raise InputError(f"`keep_float` applies to `quant='int8'`, not {quant.value}")
+        if self.keep_float == "auto" and self.min_agreement is None:
+            raise InputError("`keep_float='auto'` needs `min_agreement`: the agreement to reach")
+        if self.min_agreement is not None and not 0.0 <= float(self.min_agreement) <= 1.0:
+            raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={self.min_agreement}")
+        if not self.per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
+            raise InputError(f"`per_channel=False` applies to int8, int16x8 and dynamic models, not {quant.value}")
+        for name in ("calib_samples", "verify_samples"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"`{name}` must be >= 1. Received {name}={getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ExportReport(Result):
+    """What an export produced (``tflite``: the bytes, not part of ``to_dict``) and what
+    verification measured; ``path`` once written."""
+
+    mode: str
+    path: Optional[str]
+    size_bytes: int
+    gzip_bytes: int
+    fully_integer: bool
+    op_counts: dict
+    input: dict
+    output: dict
+    accuracy: Optional[dict]  # {"keras": ..., "tflite": ...} when labels exist
+    agreement: Optional[float]  # top-1 agreement with the Keras model, 0-1
+    snr_db: Optional[float]  # output SNR against the Keras model (None when identical)
+    cosine: Optional[float]  # mean cosine similarity of the outputs
+    verify_samples: int
+    calib_samples: int
+    seed: int
+    convert_seconds: float
+    verify_seconds: float
+    warnings: list = field(default_factory=list)
+    io: str = "float32"
+    sparse: bool = False
+    per_channel: bool = True  # int8 weights quantized per output channel (False: one scale per tensor)
+    calib: Optional[dict] = None  # source, samples, seed, selection
+    worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
+    kept_float: list = field(default_factory=list)  # Keras layers left in float
+    shared_weights: list = field(default_factory=list)  # weights stored once for several ops
+    tflite: bytes = field(default=b"", repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "tflite"}
+
+    def save(self, path, overwrite: bool = False) -> "ExportReport":
+        """Write the ``.tflite`` under edgekit's output policy; returns the report with ``path``."""
+        path = check_output(path, overwrite=overwrite)
+        write_atomic(path, self.tflite, overwrite=overwrite)
+        return dataclasses.replace(self, path=os.fspath(path))
+
+    def summary(self) -> str:
+        acc = self.accuracy
+        lines = [
+            f"{'wrote ' + self.path if self.path else 'converted'}: {self.mode}{' sparse' if self.sparse else ''}, "
+            f"{self.size_bytes:,} bytes (gzip {self.gzip_bytes:,}), fully integer: {'yes' if self.fully_integer else 'no'}",
+            f"input {self.input['dtype']} {self.input['shape']}, output {self.output['dtype']} {self.output['shape']}",
+        ]
+        if self.calib:
+            c = self.calib
+            lines.append(f"calibrated on {c['samples']} samples of {c['source']} ({c['selection']}, seed {c['seed']})")
+        if self.agreement is not None:
+            line = f"verified on {self.verify_samples} samples: top-1 agreement with Keras {self.agreement:.4f}"
+            if acc:
+                line += f", accuracy keras {acc['keras']:.4f} / tflite {acc['tflite']:.4f}"
+            snr = "identical" if self.snr_db is None else f"{self.snr_db:.1f} dB"
+            lines.append(line + f", output SNR {snr}, cosine {self.cosine:.4f}")
+        if self.worst_layers:
+            worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
+            lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
+        lines.extend(f"note: {n}" for n in self.warnings)
+        return "\n".join(lines)
+
+
+def _eval_data(calib, calib_x, eval_x, eval_y):
+    """Verification data: the held-out data given, else the calibration samples (no labels)."""
+    if eval_x is None and calib_x is not None:
+        return calib_x, None
+    if eval_x is None and isinstance(calib, np.ndarray):
+        return calib, None
+    return eval_x, eval_y
+
+
+def _notes(agreement, shared, kept_layers) -> list:
+    notes = []
+    if agreement is None:
+        notes.append("no verification data: agreement with the Keras model was not measured")
+    if shared:
+        notes.append(f"stored once: {len(shared)} weight(s) read by several ops, "
+                     f"{sum(s['bytes'] for s in shared):,} bytes saved")
+    if kept_layers:
+        notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
+    return notes
+
+
+def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progress):
+    """(tflite bytes, Verification, layer errors, kept errors, shared weights, convert s, verify s)."""
+    t0 = time.perf_counter()
+    errors, calibrated = [], None
+    # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
+    # "Please check if the quantized model is in debug mode"), so QAT models get no layer report.
+    if o.quant is Quant.INT8 and eval_x is not None and (o.layer_report or o.keep_float) and not is_qat(model):
+        errors, calibrated = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"), progress=progress)
+    kept_tensors = tensors_of_layers(errors, list(o.keep_float)) if isinstance(o.keep_float, tuple) else []
+    if kept_tensors and not errors:
+        raise InputError("`keep_float` with layer names needs verification data to find the layers' ops")
+    tflite, shared = _convert(model, o.quant, calib_x, io=o.io, sparse=o.sparse,
+                              calib_samples=o.calib_samples if calib_x is None else len(calib_x), seed=o.seed,
+                              keep_float=kept_tensors, progress=progress, per_channel=o.per_channel,
+                              share=o.share_weights, calibrated=calibrated if o.per_channel else None)
+    t1 = time.perf_counter()
+    kept = [e for e in errors if e.tensor in kept_tensors]
+    common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed)
+    if o.keep_float == "auto":
+        checked = verify(model, tflite, o.quant, eval_x, eval_y, **common)
+        if checked.agreement is None:
+            raise InputError("`keep_float='auto'` needs verification data")
+        if checked.agreement < o.min_agreement:
+            tflite, checked, kept, shared = keep_float_auto(
+                model, calib_x, eval_x, eval_y, errors, min_agreement=o.min_agreement, io=o.io, sparse=o.sparse,
+                seed=o.seed, verify_samples=o.verify_samples, calibrated=calibrated)
+    else:
+        checked = verify(model, tflite, o.quant, eval_x, eval_y, min_agreement=o.min_agreement,
+                         allow_float=bool(kept), **common)
+    return tflite, checked, errors, kept, shared, t1 - t0, time.perf_counter() - t1
+
+
+def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.ndarray] = None,
+           eval_y: Optional[np.ndarray] = None, overwrite: bool = False, progress: Optional[str] = None,
+           options: Optional[ExportOptions] = None, **fields) -> ExportReport:
+    """Convert, verify, then (with ``path``) write atomically; nothing is written if a step fails.
+
+    ``calib`` is any calibration source (see :func:`edgekit.data.calibration_samples`);
+    ``eval_x``/``eval_y`` are held-out data for the agreement check (default: the calibration
+    samples, without labels). The other keywords are :class:`ExportOptions` fields (or pass
+    ``options``). Pruning and clustering wrappers are stripped first. ``progress`` labels a
+    progress line during calibration."""
+    o = options or ExportOptions(quant=quant, **fields)
+    check_model(model)
+    if is_pruned(model) or is_clustered(model):
+        model = strip(model)  # the wrappers' masks and indices are training state, not the model
+    if is_qat(model) and o.keep_float:
+        raise InputError("`keep_float` does not apply to a quantization-aware model: leave the layer out of QAT "
+                         "instead (QATConfig(skip=...))")
+    if path is not None:
+        path = check_output(path, overwrite=overwrite)
+    calib_x, calib_info = None, None
+    if o.quant.integer:
+        if calib is None:
+            raise InputError(f"`quant='{o.quant.value}'` needs `calib`, calibration data ('digits', a .npz, an "
+                             f"image directory or an array)")
+        calib_x, calib_info = calibration_samples(calib, input_shape(model), o.calib_samples, o.seed,
+                                                  input_dtype(model))
+    eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
+    tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
+        model, o, calib_x, eval_x, eval_y, progress)
+    info = checked.info
+    kept_layers = list(dict.fromkeys(e.layer for e in kept))
+    report = ExportReport(
+        mode=o.quant.value, path=None, size_bytes=info.size_bytes, gzip_bytes=info.gzip_bytes,
+        fully_integer=info.fully_integer, op_counts=info.op_counts, input=dict(info.inputs[0]),
+        output=dict(info.outputs[0]), accuracy=checked.accuracy, agreement=checked.agreement,
+        snr_db=checked.snr_db, cosine=checked.cosine, verify_samples=checked.verify_samples,
+        calib_samples=calib_info["samples"] if calib_info else 0, seed=o.seed,
+        convert_seconds=round(t_convert, 3), verify_seconds=round(t_verify, 3),
+        warnings=_notes(checked.agreement, shared, kept_layers), io=o.io, sparse=o.sparse,
+        per_channel=o.per_channel, calib=calib_info, worst_layers=[e.to_dict() for e in errors[:5]],
+        kept_float=kept_layers, shared_weights=shared, tflite=tflite)
+    return report.save(path, overwrite=overwrite) if path is not None else report

@@ -1,0 +1,163 @@
+"""Verification of a converted model, as every export runs it:
+
+1. audit — every op and tensor dtype is read from the file; a custom/Flex op is an error in every
+   mode, and in the integer modes so is a float op (other than the I/O edges with float32 I/O),
+   naming the op and the Keras layer it came from;
+2. the model allocates and runs under the interpreter configuration a board uses (XNNPACK); a
+   failure names the reason and the fix;
+3. agreement with the Keras model on held-out data: top-1 agreement, output SNR and cosine, and
+   the accuracy of both when labels exist; ``min_agreement`` turns a low agreement into an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from edgekit.converters.convert import Quant, fit, op_layer
+from edgekit.converters.inspection import ModelInfo, inspect_tflite
+from edgekit.data import sample_indices
+from edgekit.errors import InputError, VerificationError
+
+DEFAULT_VERIFY_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` measured: the file (``info``), top-1 ``agreement`` with the Keras
+    model, ``accuracy`` of both when labels exist, output ``snr_db`` and ``cosine``."""
+
+    info: ModelInfo
+    agreement: Optional[float] = None
+    accuracy: Optional[dict] = None
+    snr_db: Optional[float] = None
+    cosine: Optional[float] = None
+    verify_samples: int = 0
+
+
+def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
+    """Raise :class:`VerificationError` for an op a board cannot run as asked; returns the
+    float ops accepted (those of layers kept in float with ``allow_float``).
+
+    Every mode: custom and Flex ops are errors (a board's LiteRT wheel has builtins only).
+    ``int8``/``int16x8``: every op computes on integers, except a QUANTIZE of the graph input and
+    a DEQUANTIZE of the graph output when the I/O is float32."""
+    quant = Quant.parse(quant)
+    io = quant.check_io(io)
+    if info.custom_ops:
+        op = info.custom_ops[0]
+        raise VerificationError(
+            f"{op.op} (op #{op.index}, layer {op_layer(info, op, model)}) is not a TFLite builtin; "
+            f"a board's LiteRT wheel cannot run it: replace the layer with builtin-convertible ones"
+        )
+    if not quant.integer:
+        return []
+    graph_in = {t["index"] for t in info.inputs}
+    graph_out = {t["index"] for t in info.outputs}
+
+    def at_edge(op) -> bool:
+        return io == "float32" and (
+            (op.op == "QUANTIZE" and set(op.inputs) <= graph_in)
+            or (op.op == "DEQUANTIZE" and set(op.outputs) <= graph_out)
+        )
+
+    bad = [op for op in info.float_ops if not at_edge(op)]
+    if bad and not allow_float:
+        op = bad[0]
+        raise VerificationError(
+            f"{quant.value} model is not fully integer: {op.op} (op #{op.index}, layer "
+            f"{op_layer(info, op, model)}) computes on "
+            f"{'/'.join(sorted(set(op.input_dtypes + op.output_dtypes)))}; {len(bad)} such op(s) in all; "
+            f"the layer has no integer kernel: replace it, or export as float32/dynamic"
+        )
+    return bad
+
+
+def _output_similarity(ref: np.ndarray, lite: np.ndarray) -> dict:
+    """SNR (dB) of the .tflite outputs against the Keras outputs, and their mean cosine."""
+    ref = ref.astype(np.float64)
+    err = lite.astype(np.float64) - ref
+    noise = float(np.mean(err**2))
+    signal = float(np.mean(ref**2))
+    snr = float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(lite, axis=1)
+    cos = np.where(norms > 0, np.sum(ref * lite, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    return {"snr_db": round(float(snr), 2) if np.isfinite(snr) else None, "cosine": float(np.mean(cos))}
+
+
+_PREPARE_FIXES = {
+    "sparse": "sparse int8 weights have no XNNPACK kernel: export without `sparse=True`, or run the "
+              "model with the delegate off (`xnnpack=False` when benchmarking)",
+    "default": "the board's default interpreter (XNNPACK) would fail the same way: export in another "
+               "mode or replace the layer",
+}
+
+
+def verify(
+    model,
+    tflite: bytes,
+    quant="int8",
+    x: Optional[np.ndarray] = None,
+    y: Optional[np.ndarray] = None,
+    *,
+    io: Optional[str] = None,
+    sparse: bool = False,
+    allow_float: bool = False,
+    min_agreement: Optional[float] = None,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
+    seed: int = 0,
+    threads: int = 1,
+):
+    """Audit ``tflite`` (:func:`audit`), prepare and run it under XNNPACK, compare it with
+    ``model`` on ``x``; returns a :class:`Verification`.
+
+    Raises :class:`VerificationError` when the audit fails, the model does not prepare under
+    XNNPACK, or top-1 agreement is below ``min_agreement``."""
+    from edgekit.device.harness import HarnessError, load_interpreter, predict
+
+    quant = Quant.parse(quant)
+    info = inspect_tflite(tflite)
+    audit(info, quant, io, model, allow_float=allow_float)
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={min_agreement}")
+    try:
+        interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
+    except HarnessError as exc:
+        reason = str(exc).replace("model bytes", "the converted model")
+        raise VerificationError(
+            f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}"
+        ) from None
+
+    measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
+    if x is not None:
+        xs = fit(model, x, "verification data")
+        idx = sample_indices(len(xs), verify_samples, seed)
+        xs = xs[idx]
+        lite = predict(interp, xs)
+        ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
+        # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
+        lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)
+        agreement = float(np.mean(lite_top == ref_top))
+        measured.update(agreement=agreement, verify_samples=int(len(xs)),
+                        **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)))
+        if y is not None:
+            ys = np.asarray(y)[idx]
+            if ys.size != ref_top.size:
+                want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
+                raise InputError(f"labels have shape {np.shape(y)}; the model's output "
+                                 f"{tuple(ref.shape[1:])} needs one label per class axis: {want}")
+            ys = ys.reshape(ref_top.shape)
+            measured["accuracy"] = {
+                "keras": float(np.mean(ref_top == ys)),
+                "tflite": float(np.mean(lite_top == ys)),
+            }
+        if min_agreement is not None and agreement < min_agreement:
+            raise VerificationError(
+                f"{quant.value} model agrees with the Keras model on {agreement:.1%} of "
+                f"{len(xs)} samples, below the required {min_agreement:.1%} (`min_agreement`); "
+                f"calibrate with more representative data, keep sensitive layers in float "
+                f"(`keep_float='auto'`) or export as float32"
+            )
+    return Verification(info, **measured)

@@ -1,0 +1,154 @@
+"""``edgekit optimize``: a recipe (or the techniques' flags) applied to a Keras model, each step
+fine-tuned, with what each achieved measured. The technique flags come from the registry
+(:mod:`edgekit.optimize.registry`): a technique registered there has its flags here."""
+
+from __future__ import annotations
+
+import json
+
+from edgekit.cli._common import EXIT_OK, add_unsafe_load, check_outputs, int_at_least
+
+HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
+
+
+def _dest(tech, flag) -> str:
+    return f"technique:{tech.name}:{flag.field or flag.name}"
+
+
+def add_parser(sub):
+    from edgekit.optimize import registry
+
+    p = sub.add_parser("optimize", help=HELP, description="Apply a recipe (or technique flags) to a tf_keras model, "
+                       "fine-tuning after each step on DATA, and report what each step achieved, measured from the "
+                       "weights and on the test split.")
+    p.add_argument("model", metavar="IN.keras")
+    g = p.add_argument_group("data and output")
+    g.add_argument("--data", required=True, metavar="DATA", help="fine-tune data: digits, .npz or an image directory")
+    g.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="OUT.keras; a quantization-aware model is written as a SavedModel directory")
+    g.add_argument("--report", metavar="OUT.json", help="write the per-step, per-layer report as JSON")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_unsafe_load(g)
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see README)")
+    for tech, flag in registry.flags():
+        kwargs = {"dest": _dest(tech, flag), "help": flag.help, "default": None}
+        if flag.kind is bool:
+            kwargs.update(action="store_true", default=False)
+        else:
+            kwargs.update(type=flag.kind, metavar=flag.metavar, action="append" if flag.append else "store")
+            if flag.choices:
+                kwargs["choices"] = flag.choices
+        g.add_argument(flag.name, **kwargs)
+    g = p.add_argument_group("distillation")
+    g.add_argument("--distill-from", metavar="TEACHER.keras",
+                   help="every fine-tune learns from this teacher's outputs too (alone: one distill step)")
+    g.add_argument("--distill", action="store_true",
+                   help="every fine-tune distills from IN.keras as it came in (recovery after channel pruning)")
+    g = p.add_argument_group("fine-tune")
+    g.add_argument("--epochs", type=int_at_least("--epochs", 1), default=2, help="fine-tune epochs per step (default 2)")
+    g.add_argument("--batch-size", type=int_at_least("--batch-size", 1), default=32, help="default 32")
+    g.add_argument("--lr", type=float, default=5e-4, help="fine-tune learning rate (default 5e-4)")
+    g.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run, quiet_native=True, flag_words=flag_words)
+    return p
+
+
+def flag_words() -> dict:
+    """Technique config fields → their flags, for messages the library words in parameters."""
+    from edgekit.optimize import registry
+
+    words = {"teacher": "--distill-from TEACHER.keras"}
+    for tech, flag in registry.flags():
+        if flag.field:
+            words.setdefault(flag.field, flag.name)
+    return words
+
+
+def _configs(args):
+    """The configs the technique flags give, checked for flags that exclude each other."""
+    from edgekit.errors import InputError
+    from edgekit.optimize import registry
+
+    configs = []
+    for tech in registry.techniques():
+        given = [(f, getattr(args, _dest(tech, f))) for f in tech.flags]
+        given = [(f, v) for f, v in given if v not in (None, False, [])]
+        groups = {}
+        for f, _ in given:
+            if f.group:
+                groups.setdefault(f.group, []).append(f.name)
+        for names in groups.values():
+            if len(names) > 1:
+                raise InputError(f"give one of {', '.join(names)}" + (f": {tech.exclusive_hint}" if tech.exclusive_hint
+                                                                      else ""))
+        if not any(f.enables(v) if callable(f.enables) else f.enables for f, v in given):
+            continue
+        values = {f.field: tuple(v) if f.append else v for f, v in given if f.field}
+        configs.append(tech.config(**values))
+    return configs
+
+
+def _recipe(args):
+    from edgekit.errors import InputError
+    from edgekit.optimize import DistillConfig, FineTune, Recipe, registry
+
+    configs = _configs(args)
+    if args.distill and args.distill_from:
+        raise InputError("give --distill (the input model teaches) or --distill-from TEACHER.keras, not both")
+    distill_values = {f.field: getattr(args, _dest(registry.get("distill"), f)) for f in registry.get("distill").flags}
+    distill = DistillConfig(**{k: v for k, v in distill_values.items() if v is not None})
+    if args.recipe:
+        if configs or args.distill:
+            raise InputError("give either --recipe or technique flags (--channel-prune, --prune, --qat, ...), not both")
+        return Recipe.from_toml(args.recipe)
+    fine_tune = FineTune(args.epochs, args.batch_size, args.lr)
+    teaching = args.distill or args.distill_from
+    if teaching and configs:
+        fine_tune = FineTune(args.epochs, args.batch_size, args.lr, distill=distill)
+    elif teaching:
+        configs = [distill]
+    if not configs:
+        names = ", ".join(f.name for _, f in registry.flags() if f.enables is True)
+        raise InputError(f"nothing to do: give --recipe R.toml or at least one of {names}, --distill-from")
+    return Recipe.of(configs, fine_tune)
+
+
+def run(args) -> int:
+    from edgekit.data import check_data_spec, fit_to_input, load_data
+    from edgekit.errors import InputError
+    from edgekit.io import write_atomic
+    from edgekit.measure import int8_latency
+    from edgekit.modelfile import scan
+    from edgekit.optimize import optimize
+    from edgekit.saving import check_save_path, load_keras_model, save_model
+
+    recipe = _recipe(args)
+    out = args.output
+    check_save_path(out, recipe.has_qat)  # before training, not after
+    check_outputs(args, [(out, "-o", recipe.has_qat or not out.endswith((".keras", ".h5"))),
+                         (args.report, "--report", False)], [args.model, args.data, args.recipe, args.distill_from])
+    for path in (args.model, args.distill_from):
+        if path:
+            scan(path, safe_mode=not args.unsafe_load)
+    check_data_spec(args.data)
+    model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
+    teacher = load_keras_model(args.distill_from, safe_mode=not args.unsafe_load) if args.distill_from else None
+    shape = tuple(model.inputs[0].shape[1:])
+    ds = load_data(args.data, input_shape=shape)
+    if not ds.has_labels:
+        raise InputError(f"{args.data} has no labels (y); fine-tuning needs them")
+    dtype = model.inputs[0].dtype.name
+    x_train, x_test = fit_to_input(ds.x_train, shape, "--data", dtype), fit_to_input(ds.x_test, shape, "--data", dtype)
+    print(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / "
+          f"{len(x_test)} test)", flush=True)
+    result = optimize(model, recipe, x_train, ds.y_train, x_test=x_test, y_test=ds.y_test, seed=args.seed,
+                      log=lambda msg: print(msg, flush=True), teacher=teacher, measure=int8_latency(x_train))
+    print(result.summary())
+    save_model(result.model, out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    if args.report:
+        write_atomic(args.report, json.dumps({"model": args.model, "recipe": recipe.describe(), **result.to_dict()},
+                                             indent=2) + "\n", overwrite=args.overwrite)
+        print(f"wrote {args.report}")
+    return EXIT_OK

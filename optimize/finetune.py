@@ -1,0 +1,123 @@
+"""Fine-tuning after a technique: the settings (:class:`FineTune`), the callbacks a wrapped model
+needs in ``fit`` (:func:`callbacks`), and :func:`fine_tune`, which uses both.
+
+The verbs never replace a model's ``fit``: in your own training loop pass
+``callbacks=edgekit.optimize.callbacks(model)`` (pruning needs its step counter and, with edgekit's
+schedule, the fine-tune's length, read from ``fit`` itself). A pruned model exported without ever
+having stepped is an error, not a silently dense file (:func:`edgekit.wrappers.strip`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.compat import keras, tfmot
+from edgekit.errors import InputError
+from edgekit.graph import emits_probabilities
+from edgekit.layers import FitLengthSchedule
+from edgekit.optimize.configs import FineTune
+from edgekit.wrappers import is_pruned
+
+
+class _PruningLength(keras.callbacks.Callback):
+    """Sets each :class:`FitLengthSchedule` not given a length to the batches this ``fit`` runs."""
+
+    def __init__(self, schedules):
+        super().__init__()
+        self.schedules = schedules
+
+    def on_train_begin(self, logs=None):
+        pending = [s for s in self.schedules if int(s.end_step.numpy()) < 0]
+        if not pending:
+            return
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        if not steps:
+            raise InputError("prune: cannot tell how many batches fit() will run; pass steps_per_epoch to fit() "
+                             "or PruneConfig(steps=N)")
+        for s in pending:
+            s.set_length(int(steps) * int(epochs or 1))
+
+
+def callbacks(model) -> list:
+    """The Keras callbacks fitting ``model`` needs: for a pruned model tfmot's
+    ``UpdatePruningStep`` and one that sets the pruning schedule's length from the ``fit`` call.
+    Empty for other models."""
+    if not is_pruned(model):
+        return []
+    schedules = []
+    for layer in model.layers:
+        s = getattr(layer, "pruning_schedule", None)
+        if isinstance(s, FitLengthSchedule) and all(s is not t for t in schedules):
+            schedules.append(s)
+    return [tfmot().sparsity.keras.UpdatePruningStep(), _PruningLength(schedules)]
+
+
+def check_labels(model, y, what: str) -> None:
+    """Class-id labels must be classes of ``model``'s output (0 … units − 1)."""
+    if y is None:
+        return
+    y = np.asarray(y)
+    if not y.size:
+        return
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"`{what}` must hold integer class ids; received {y.dtype}")
+    classes = int(model.outputs[0].shape[-1])
+    if y.min() < 0 or y.max() >= classes:
+        raise InputError(f"`{what}` holds class ids {int(y.min())}..{int(y.max())}, but the model's output has "
+                         f"{classes} classes (0..{classes - 1}): pass labels of this model's classes")
+
+
+def create_fit_variables(model, x, y) -> None:
+    """Create a compiled model's optimizer slots and its loss's and metrics' state before ``fit``,
+    so that ``fit`` traces its train step once: a first trace that creates variables is traced a
+    second time (measured: the first epoch of the pruned demo model 38 s → 30 s, the unwrapped
+    one 12.5 s → 8.9 s; later epochs 5 s)."""
+    from edgekit.compat import tf
+
+    model.optimizer.build(model.trainable_variables)
+    y_pred = model(x[:2], training=False)
+    if model.compiled_loss is not None:
+        model.compiled_loss.build(y_pred)
+    if y is not None and model.compiled_metrics is not None:
+        model.compiled_metrics.build(y_pred, tf.convert_to_tensor(y[:2]))
+
+
+def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
+              metrics=("accuracy",), verbose=0, seed: int = 0, teacher=None):
+    """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
+    with ``schedule="cosine"``) and fit it with the :func:`callbacks` it needs. With
+    ``settings.distill`` the fit runs through a :class:`~edgekit.optimize.distill.Distiller` against
+    ``teacher`` (``loss`` is then the distillation loss; the default cross-entropy reads logits
+    unless the model ends in softmax). Returns the Keras History."""
+    keras.utils.set_random_seed(seed)
+    if loss == "sparse_categorical_crossentropy":
+        check_labels(model, y, "y")
+    lr = settings.learning_rate
+    if settings.schedule == "cosine":
+        steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
+        lr = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
+    trained = model
+    if settings.distill is not None:
+        from edgekit.optimize.distill import Distiller
+
+        if teacher is None:
+            raise InputError("a distilling fine-tune needs a teacher model (`teacher`)")
+        trained = Distiller(model, teacher, settings.distill)
+        trained.compile(keras.optimizers.Adam(lr), metrics=list(metrics))
+    else:
+        if loss == "sparse_categorical_crossentropy":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not emits_probabilities(model))
+        model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
+    create_fit_variables(trained, x, y)
+    return trained.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True,
+                       callbacks=callbacks(model))
+
+
+def accuracy(model, x, y, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier (per position for a sequence model's (N, T, classes) output
+    with (N, T) labels)."""
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    y = np.asarray(y)
+    if out.ndim == y.ndim + 1:
+        return float(np.mean(out.argmax(axis=-1) == y))
+    return float(np.mean(out.reshape(len(out), -1).argmax(axis=1) == y.reshape(-1)))

@@ -1,0 +1,117 @@
+"""The technique registry: every optimization technique is one module that registers its config
+type, how a recipe step applies it, how it describes itself and which command-line flags set it.
+
+Recipes (``technique = "prune"`` in TOML), ``Recipe.from_flags``, ``edgekit optimize`` and the
+demo all go through it, so adding a technique is one module and one :func:`register` call::
+
+    @dataclass(frozen=True)
+    class ScaleConfig:
+        factor: float = 0.5
+
+    def apply(model, config, step):           # step: StepContext (data, fine-tune, teacher, ...)
+        new = copy_model(model)
+        ...
+        step.fine_tune(new)
+        return new, {"factor": config.factor}  # the model and what the report says of the step
+
+    register(Technique("scale", ScaleConfig, apply, describe=lambda c: f"scale {c.factor:g}",
+                       flags=(Flag("--scale", "factor", float, "scale every kernel"),), order=45))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from edgekit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag of a technique. ``field``: the config field it sets (None: the flag
+    only turns the technique on, e.g. ``--qat``); ``kind``: the argparse type (``bool`` for a
+    switch); ``enables``: giving the flag adds the step (``--qat-skip`` alone does not)."""
+
+    name: str
+    field: Optional[str]
+    kind: Any = float
+    help: str = ""
+    metavar: Optional[str] = None
+    choices: Tuple[str, ...] = ()
+    append: bool = False
+    enables: Any = True  # or a function of the value: whether giving it adds the step
+    group: Optional[str] = None  # flags of one technique in one group exclude each other
+
+
+@dataclass
+class StepContext:
+    """What a step works with: the fine-tune data and settings, the teacher of distilling
+    fine-tunes, a seed, a log, and ``measure`` (a function model -> ms, for latency budgets)."""
+
+    x: Any
+    y: Any
+    settings: Any  # FineTune
+    seed: int = 0
+    teacher: Any = None
+    log: Callable[[str], None] = lambda msg: None
+    measure: Optional[Callable[[Any], float]] = None
+
+    def fine_tune(self, model, settings=None):
+        from edgekit.optimize.finetune import fine_tune
+
+        return fine_tune(model, self.x, self.y, settings or self.settings, seed=self.seed, teacher=self.teacher)
+
+
+@dataclass(frozen=True)
+class Technique:
+    """``apply(model, config, step)`` returns (the new model, a dict for the report or None) and
+    leaves ``model`` untouched; ``describe(config)`` a short label ("prune 0.8"); ``order`` places
+    the step in recipes built from flags; ``last``: only as the last step (QAT)."""
+
+    name: str
+    config: type
+    apply: Callable
+    describe: Callable[[Any], str]
+    flags: Tuple[Flag, ...] = ()
+    order: int = 50
+    last: bool = False
+    details_key: Optional[str] = None  # the report key of apply's dict (default: the technique's name)
+    exclusive_hint: str = ""  # why flags of one group exclude each other ("a ratio or one budget")
+
+
+_TECHNIQUES: Dict[str, Technique] = {}
+
+
+def register(technique: Technique, replace: bool = False) -> Technique:
+    if technique.name in _TECHNIQUES and not replace:
+        raise InputError(f"a technique named {technique.name!r} is registered already")
+    _TECHNIQUES[technique.name] = technique
+    return technique
+
+
+def unregister(name: str) -> None:
+    _TECHNIQUES.pop(name, None)
+
+
+def techniques() -> List[Technique]:
+    """Registered techniques in step order."""
+    return sorted(_TECHNIQUES.values(), key=lambda t: (t.order, t.name))
+
+
+def get(name) -> Technique:
+    if name not in _TECHNIQUES:
+        raise InputError(f"technique must be one of {', '.join(t.name for t in techniques())}; received {name!r}")
+    return _TECHNIQUES[name]
+
+
+def of_config(config) -> Technique:
+    """The technique whose config ``config`` is."""
+    for t in _TECHNIQUES.values():
+        if type(config) is t.config:
+            return t
+    raise InputError(f"{type(config).__name__} is not the config of a registered technique")
+
+
+def flags() -> List[Tuple[Technique, Flag]]:
+    """Every technique's flags, in step order."""
+    return [(t, f) for t in techniques() for f in t.flags]
