@@ -18,7 +18,7 @@ import numpy as np
 from edgekit.converters.share import share_weights as _share_weights
 from edgekit.data import calibration_samples, fit_to_input
 from edgekit.errors import InputError
-from edgekit.saving import check_model
+from edgekit.saving import as_tf_keras
 
 DEFAULT_CALIB_SAMPLES = 256
 
@@ -174,7 +174,7 @@ def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float
     already calibrated on ``calib`` (:func:`calibrate`, as the layer report keeps it), so int8
     quantizes it instead of calibrating again."""
     quant = Quant.parse(quant)
-    check_model(model)
+    model = as_tf_keras(model)
     io = quant.check_io(io)
     data = None
     if quant.integer:
@@ -220,15 +220,30 @@ def quantize(calibrated: bytes, io: str, keep_float: Sequence[str], sparse: bool
     return tflite_convert.mlir_sparsify(model) if sparse else model
 
 
+def _layer_in(part: str, layers: dict):
+    """The Keras layer a ``model/layer/op``-style name segment names: the longest run of path
+    segments after the model's that is a layer name (keras.applications names hold '/' themselves:
+    ``expanded_conv/squeeze_excite/Conv``), or without a model the second segment."""
+    segs = [s for s in part.split("/") if s]
+    if not layers:
+        return segs[1] if len(segs) > 1 else None
+    for start in (1, 0):
+        for end in range(len(segs), start, -1):
+            candidate = "/".join(segs[start:end])
+            if candidate in layers:
+                return candidate
+    return None
+
+
 def layer_of_tensor(name: str, model=None) -> str:
     """The Keras layer a .tflite tensor came from, read from its name (the converter names a fused
     op's output after every layer fused into it; the one with a kernel is chosen)."""
     layers = {l.name: l for l in model.layers} if model is not None else {}
     found = []
     for part in name.split(";"):
-        segs = part.split("/")
-        if len(segs) > 1 and (not layers or segs[1] in layers) and segs[1] not in found:
-            found.append(segs[1])
+        layer = _layer_in(part, layers)
+        if layer is not None and layer not in found:
+            found.append(layer)
     kernels = [n for n in found if layers and any(hasattr(layers[n], a) for a in ("kernel", "depthwise_kernel"))]
     if not found and model is not None and name.startswith("StatefulPartitionedCall"):
         found = [model.layers[-1].name]  # the graph output (e.g. a softmax) keeps the call's name

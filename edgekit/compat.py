@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-__all__ = ["tf", "keras", "tfmot", "is_keras_model"]
+__all__ = ["tf", "keras", "keras3", "tfmot", "is_keras_model"]
 
 
 def is_keras_model(obj) -> bool:
@@ -42,3 +42,14 @@ def tfmot():
                            "TF_USE_LEGACY_KERAS=1, so it is bound to Keras 3, which it does not support: import "
                            "edgekit (or set TF_USE_LEGACY_KERAS=1) before tensorflow_model_optimization")
     return mod
+
+
+def keras3():
+    """Keras 3 (the ``keras`` package TensorFlow 2.16+ installs), for translating Keras 3 models."""
+    import keras as module
+
+    if not module.__version__.startswith("3."):
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError(f"the keras package here is {module.__version__}, not Keras 3")
+    return module

@@ -1,6 +1,6 @@
 """The custom Keras objects edgekit's models and files may hold, in the base layer so that loading
 a file needs nothing above it: the tied embedding of ``tied_lm``, the pruning schedule of
-``prune`` and the output QuantizeConfig of ``qat``. Each is registered with Keras under the
+``prune`` and the QuantizeConfigs of ``qat`` (outputs, embeddings). Each is registered with Keras under the
 ``edgekit>`` package; :data:`CUSTOM_OBJECTS` names them for loading scopes."""
 
 from __future__ import annotations
@@ -112,5 +112,29 @@ class OutputQuantizeConfig(QuantizeConfig):
         return {}
 
 
+class EmbeddingQuantizeConfig(QuantizeConfig):
+    """An ``Embedding``: its table quantized to 8 bits per tensor (symmetric, as the int8 converter
+    stores a GATHER table) and its output quantized; its integer input (token ids) is not."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.embeddings, _quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+                                                                 narrow_range=True))]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.embeddings = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return OutputQuantizeConfig().get_output_quantizers(layer)
+
+    def get_config(self):
+        return {}
+
+
 CUSTOM_OBJECTS = {"TiedEmbedding": TiedEmbedding, "FitLengthSchedule": FitLengthSchedule,
-                  "OutputQuantizeConfig": OutputQuantizeConfig}
+                  "OutputQuantizeConfig": OutputQuantizeConfig, "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig}

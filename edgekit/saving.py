@@ -13,6 +13,18 @@ import warnings
 from edgekit.errors import InputError
 
 
+def as_tf_keras(model, x=None):
+    """``model`` as a tf_keras model: a Keras 3 model is translated (and the translation checked,
+    on ``x`` when given: :func:`edgekit.bridge.from_keras3`); anything else must already be a
+    built, single-input tf_keras model (:func:`check_model`)."""
+    from edgekit.bridge import from_keras3, is_keras3_model
+
+    if is_keras3_model(model):
+        model = from_keras3(model, x=x)
+    check_model(model)
+    return model
+
+
 def check_model(model) -> None:
     """A clear error for anything that is not a built, single-input tf_keras model."""
     from edgekit.compat import keras
@@ -28,11 +40,9 @@ def check_model(model) -> None:
         return
     kind = f"{type(model).__module__}.{type(model).__name__}"
     if type(model).__module__.startswith("keras"):
-        raise InputError(
-            f"received a Keras 3 model ({kind}); edgekit works with tf_keras (Keras 2): "
-            f"import tf_keras as keras, or `from edgekit import keras`"
-        )
-    raise InputError(f"expected a tf_keras.Model, received {kind}")
+        raise InputError(f"received a Keras 3 model ({kind}) where a tf_keras model is needed: translate it "
+                         f"first with edgekit.bridge.from_keras3(model) (the verbs and export do it themselves)")
+    raise InputError(f"expected a Keras model, received {kind}")
 
 
 def load_keras_model(path, safe_mode: bool = True):
@@ -52,18 +62,38 @@ def load_keras_model(path, safe_mode: bool = True):
     if found.format == "savedmodel" and not found.has_keras_metadata:
         raise InputError(f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
                          f"or Keras 3's model.export): give the .keras file the model was saved to instead")
+    if found.keras3:
+        return _load_keras3(path, safe_mode)
     try:
         with warnings.catch_warnings(), custom_objects():
             warnings.simplefilter("ignore")
             model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # corrupt zip, wrong format, missing custom object ...
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        hint = (" (a Keras 3 file? its metadata.json names no keras_version 3.x)"
+                if "batch_shape" in text or "Unrecognized keyword" in text else "")
         raise InputError(
-            f"cannot load {path} as a Keras model ({type(exc).__name__}: {text}); "
-            f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras"
+            f"cannot load {path} as a Keras model ({type(exc).__name__}: {text}){hint}; "
+            f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras or Keras 3"
         ) from None
     check_model(model)
     return model
+
+
+def _load_keras3(path: str, safe_mode: bool):
+    """A ``.keras`` file written by Keras 3 (any backend): loaded with Keras 3, then translated to
+    tf_keras and the translation checked (:mod:`edgekit.bridge`)."""
+    from edgekit.bridge import from_keras3
+    from edgekit.compat import keras3
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            k3 = keras3().saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise InputError(f"cannot load {path} with Keras 3 ({type(exc).__name__}: {text})") from None
+    return from_keras3(k3)
 
 
 def check_save_path(path: str, qat_model: bool) -> None:
@@ -79,11 +109,21 @@ def save_model(model, path, overwrite: bool = False) -> str:
     wrappers are stripped first. A QAT model is written as a SavedModel directory (tfmot's quantize
     wrappers do not reload from .keras or .h5: measured with tfmot 0.8, 'expected 5 variables, but
     received 3'); other models as given by the suffix."""
+    from edgekit.bridge import is_keras3_model
     from edgekit.io import check_output, commit_dir, commit_file, staging_dir
     from edgekit.wrappers import is_qat, strip
 
-    model = strip(model)
     path = os.fspath(path)
+    if is_keras3_model(model):
+        if not path.endswith(".keras"):
+            raise InputError(f"{path}: a Keras 3 model is saved as a .keras file; give a name ending in .keras")
+        check_output(path, overwrite=overwrite)
+        with staging_dir(path) as tmp:
+            target = os.path.join(tmp, "model.keras")
+            model.save(target)
+            commit_file(target, path, overwrite)
+        return path
+    model = strip(model)
     check_save_path(path, is_qat(model))
     as_dir = is_qat(model) or not path.endswith((".keras", ".h5"))
     check_output(path, overwrite=overwrite, directory=as_dir)

@@ -158,9 +158,15 @@ def _producers(layer) -> List[str]:
 
 def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
     """Profile a built tf_keras functional or Sequential model."""
+    from edgekit.bridge import from_keras3, is_keras3_model
+
+    if is_keras3_model(model):
+        model = from_keras3(model)
     if dtype_bytes not in (1, 2, 4):
         raise InputError(f"`dtype_bytes` must be 1, 2 or 4. Received dtype_bytes={dtype_bytes}")
     layers = list(model.layers)
+    # a Sequential model does not list its InputLayer among its layers: the graph still starts there
+    layers = [t._keras_history.layer for t in model.inputs if t._keras_history.layer not in layers] + layers
     producers: Dict[str, List[str]] = {l.name: _producers(l) for l in layers}
 
     # Buffers: an in-place layer's output is its input's buffer.

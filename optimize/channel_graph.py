@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.compat import keras
 from edgekit.errors import InputError
-from edgekit.graph import fresh_inputs
+from edgekit.graph import fresh_inputs, node_call_args
 from edgekit.optimize.configs import selects
 
 L = keras.layers
@@ -66,8 +66,9 @@ class _Ids:
 
 
 def _inputs(layer) -> list:
-    args = layer.input
-    return list(args) if isinstance(args, (list, tuple)) else [args]
+    """Every tensor ``layer``'s (one) call reads: its inputs, and for a TensorFlow op layer
+    (``x * y``) the tensors among its other arguments too."""
+    return list(layer._inbound_nodes[0].keras_inputs)
 
 
 def channels_of(t) -> int:
@@ -340,7 +341,6 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         if layer.name in dropped:
             new[id(layer.output)] = new[id(ins[shortcut_of[layer.name]])]
             continue
-        mapped = [new[id(t)] for t in ins]
         config = layer.get_config()
         weights = layer.get_weights()
         out_keep = keep(layer.output)
@@ -369,7 +369,8 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         elif isinstance(layer, (L.BatchNormalization, L.PReLU)) and len(in_keep) == len(out_keep):
             weights = [w[..., in_keep] for w in weights]
         clone = layer.__class__.from_config(config)
-        out = clone(mapped if len(mapped) > 1 or isinstance(layer.input, (list, tuple)) else mapped[0])
+        args, kwargs = node_call_args(layer._inbound_nodes[0], new)  # constants (x + 3.0) kept
+        out = clone(*args, **kwargs)
         clone.set_weights(weights)
         new[id(layer.output)] = out
     outputs = [new[id(t)] for t in model.outputs]

@@ -163,7 +163,7 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
     function of a candidate model returning its latency in ms (``inf`` when it cannot run), for
     ``target_latency``; :func:`edgekit.measure.int8_latency` times the int8 model with the device
     harness."""
-    check_model(model, "channel_prune")
+    model = check_model(model, "channel_prune")
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     p = plan(model, config.skip)

@@ -69,7 +69,7 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
     from edgekit.optimize.fold import fold_batchnorm
 
     config = with_overrides(config, overrides)
-    check_model(model, "cluster")
+    model = check_model(model, "cluster")
     base = copy_model(model)
     if config.fold_batchnorm:
         base = fold_batchnorm(base)
@@ -93,5 +93,5 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
 
 
 register(Technique(
-    "cluster", ClusterConfig, wrap_and_fine_tune(cluster), order=40, describe=lambda c: f"cluster {c.clusters}",
+    "cluster", ClusterConfig, wrap_and_fine_tune(cluster, "ClusterWeights"), order=40, describe=lambda c: f"cluster {c.clusters}",
     flags=(Flag("--cluster", "clusters", at_least(2), "weight clustering, K clusters", "K"),)))

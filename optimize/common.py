@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import List
 
 from edgekit.compat import keras
 from edgekit.errors import InputError
 from edgekit.optimize.configs import selects
-from edgekit.saving import check_model as check_keras
+from edgekit.graph import inline_nested
+from edgekit.saving import as_tf_keras
 from edgekit.wrappers import custom_objects, strip
 
 
-def check_model(model, verb: str) -> None:
-    """The models tfmot can wrap: tf_keras, functional or Sequential, no nested models."""
-    if not isinstance(model, keras.Model):
-        check_keras(model)  # says what it is instead (a Keras 3 model, ...)
-    if not (getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential)):
+def check_model(model, verb: str):
+    """The model a verb works on: tf_keras (a Keras 3 model is translated, :mod:`edgekit.bridge`),
+    functional or Sequential, no nested models (they are inlined). Returns it."""
+    if isinstance(model, keras.Model) and not (getattr(model, "_is_graph_network", False)
+                                               or isinstance(model, keras.Sequential)):
         raise InputError(
             f"{verb}: {type(model).__name__} is a subclassed model; tfmot wraps the layers of functional "
             "or Sequential models only: rebuild it with the functional API")
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise InputError(
-                f"{verb}: layer '{layer.name}' is a nested model; tfmot needs a flat model: rebuild it with "
-                f"the nested model's layers inline (e.g. call keras.applications models on an Input "
-                f"with `input_tensor=`)")
-    check_keras(model)
+    model = as_tf_keras(model)
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        model = inline_nested(model)
+    return model
 
 
 def copy_model(model):
@@ -57,12 +56,50 @@ def check_selection(model, spec, verb):
                              + (" …" if len(model.layers) > 12 else ""))
 
 
-def wrap_and_fine_tune(verb, stripped: bool = True):
-    """A technique's ``apply`` for a verb that wraps the model (prune, cluster, qat): wrap a copy,
-    fine-tune it with the step's settings and, with ``stripped``, strip the training wrappers."""
+# Why a kernel a verb could not wrap stays as it was, by layer class.
+_WHY = {"DepthwiseConv2D": "tfmot does not {verb} depthwise kernels; edgekit cannot include them (channel pruning "
+                           "does shrink them: `channel_prune`)"}
+
+
+def _covered(layer, wrapper: str) -> bool:
+    """Whether tfmot's ``wrapper`` around ``layer`` acts on its kernel (it also wraps layers whose
+    kernels it leaves alone: a DepthwiseConv2D under pruning or clustering)."""
+    if type(layer).__name__ != wrapper:
+        return False
+    weights = getattr(layer, "prunable_weights", None)
+    if weights is None:
+        weights = getattr(layer, "original_clusterable_weights", None)
+    return bool(weights)
+
+
+def left_alone(wrapped, wrapper: str, verb: str) -> List[str]:
+    """What ``verb`` left as it was in ``wrapped`` (kernels no ``wrapper`` acts on): per layer
+    class, how many kernels, their share of the kernel params and why."""
+    from edgekit.optimize.weights import layer_kernel
+
+    sizes = {}
+    total = 0
+    for layer in wrapped.layers:
+        kind, kernel = layer_kernel(layer)
+        if kernel is None:
+            continue
+        total += kernel.size
+        if not _covered(layer, wrapper):
+            n, size = sizes.get(kind, (0, 0))
+            sizes[kind] = (n + 1, size + kernel.size)
+    return [f"{verb}: {n} {kind} kernel(s), {size / max(total, 1):.1%} of the kernel params, left as they were: "
+            + _WHY.get(kind, "not selected (`layers`/`skip`) or not supported for {verb} by tfmot").format(verb=verb)
+            for kind, (n, size) in sorted(sizes.items())]
+
+
+def wrap_and_fine_tune(verb, wrapper: str, stripped: bool = True):
+    """A technique's ``apply`` for a verb that wraps the model (prune, cluster): wrap a copy, say
+    what it left alone, fine-tune it with the step's settings and, with ``stripped``, strip the
+    training wrappers."""
 
     def apply(model, config, step):
         wrapped = verb(model, config)
+        step.notes.extend(left_alone(wrapped, wrapper, verb.__name__))
         step.fine_tune(wrapped)
         return (strip(wrapped) if stripped else wrapped), None
 

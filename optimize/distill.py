@@ -144,8 +144,10 @@ def distill(student, teacher, x, y=None, config: DistillConfig = DistillConfig()
     """Train a copy of ``student`` on ``x`` (and labels ``y``, optional) against ``teacher``;
     returns the trained student, a plain model (``student`` itself is left untouched)."""
     from edgekit.optimize.finetune import fine_tune
+    from edgekit.saving import as_tf_keras
 
-    model = copy_model(student)
+    model = copy_model(as_tf_keras(student))
+    teacher = as_tf_keras(teacher)
     fine_tune(model, x, y, replace(settings, distill=config), teacher=teacher, seed=seed,
               **({} if y is not None else {"metrics": ()}))
     return model

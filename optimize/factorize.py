@@ -182,7 +182,7 @@ def factorize_report(model, config: FactorizeConfig = FactorizeConfig(), **overr
     """Factorize ``model`` (see :class:`FactorizeConfig`); a new model, per-layer ranks, params
     and reconstruction errors. The caller's model is left untouched."""
     config = with_overrides(config, overrides)
-    check_model(model, "factorize")
+    model = check_model(model, "factorize")
     model = functional(model, "factorize")
     check_selection(model, config.layers, "factorize")
     before = model.count_params()

@@ -68,7 +68,7 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     ``strip`` (or export) removes the wrappers. Layers tfmot cannot prune are left alone, as are —
     for 2:4 — layers other than Dense/Conv2D and those with fewer than 4 input channels."""
     config = with_overrides(config, overrides)
-    check_model(model, "prune")
+    model = check_model(model, "prune")
     base = copy_model(model)
     check_selection(base, config.layers, "prune")
     schedule = FitLengthSchedule(config.sparsity if config.pattern == "unstructured" else 0.5,
@@ -98,7 +98,7 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
 
 
 register(Technique(
-    "prune", PruneConfig, wrap_and_fine_tune(prune), order=30,
+    "prune", PruneConfig, wrap_and_fine_tune(prune, "PruneLowMagnitude"), order=30,
     describe=lambda c: "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}",
     flags=(Flag("--prune", "sparsity", fraction_open, "magnitude pruning to SPARSITY", "SPARSITY"),
            Flag("--pattern", "pattern", str, "pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input "

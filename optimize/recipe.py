@@ -41,10 +41,12 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgekit.errors import InputError
 from edgekit.optimize import registry
+from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
 from edgekit.optimize.finetune import accuracy, check_labels
 from edgekit.optimize.weights import WeightReport, weight_report
 from edgekit.results import Result, fmt, table
+from edgekit.saving import as_tf_keras
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -216,6 +218,15 @@ def _lost(before: WeightReport, after: WeightReport) -> List[str]:
     return notes
 
 
+def _far_below(step: Step, acc: float, baseline: float, samples: int) -> str:
+    ft = step.fine_tune
+    steps = ft.epochs * -(-samples // ft.batch_size)
+    return (f"{step.describe()}: test accuracy {acc:.4f} after its fine-tune, {100 * (baseline - acc):.1f} points below "
+            f"the input model's {baseline:.4f}: the fine-tune ({steps} steps at learning rate {ft.learning_rate:g}) is "
+            f"too short or too fast to recover; fine-tune longer (`epochs`), at a lower `learning_rate`, or distill from "
+            f"the input model (`distill`)")
+
+
 def _config_dict(config) -> dict:
     d = asdict(config)
     d.pop("configs", None)
@@ -231,6 +242,8 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     fine-tunes learn from ``teacher``, by default ``model`` as it came in. ``measure`` times a
     candidate model for latency budgets (:func:`edgekit.measure.int8_latency`)."""
     log = log or (lambda msg: None)
+    model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
+    teacher = as_tf_keras(teacher) if teacher is not None else None
     check_labels(model, y, "y")
     check_labels(model, y_test, "y_test")
     has_test = x_test is not None and y_test is not None
@@ -244,7 +257,10 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
         ctx = registry.StepContext(x, y, step.fine_tune, seed, teacher if teacher is not None else model, log, measure)
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
+        result.warnings += ctx.notes
         acc = accuracy(current, x_test, y_test) if has_test else None
+        if acc is not None and result.baseline_accuracy is not None and acc < result.baseline_accuracy - 0.05:
+            result.warnings.append(_far_below(step, acc, result.baseline_accuracy, len(x)))
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))
         result.steps.append(StepResult(step.describe(), step.technique, _config_dict(step.config),

@@ -20,7 +20,7 @@ demo all go through it, so adding a technique is one module and one :func:`regis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgekit.errors import InputError
@@ -46,7 +46,8 @@ class Flag:
 @dataclass
 class StepContext:
     """What a step works with: the fine-tune data and settings, the teacher of distilling
-    fine-tunes, a seed, a log, and ``measure`` (a function model -> ms, for latency budgets)."""
+    fine-tunes, a seed, a log, ``measure`` (a function model -> ms, for latency budgets); the
+    step adds to ``notes`` what it left alone, which the result's warnings report."""
 
     x: Any
     y: Any
@@ -55,6 +56,7 @@ class StepContext:
     teacher: Any = None
     log: Callable[[str], None] = lambda msg: None
     measure: Optional[Callable[[Any], float]] = None
+    notes: List[str] = field(default_factory=list)  # what the step left alone and why, for the report
 
     def fine_tune(self, model, settings=None):
         from edgekit.optimize.finetune import fine_tune

@@ -226,12 +226,15 @@ def test_qat_errors_name_the_layer_and_the_fix(tmp_path):
     assert any(l.name == "double" for l in q.layers)
 
 
-def test_keras3_and_subclassed_models_are_refused():
+def test_keras3_models_are_translated_and_subclassed_models_refused():
     import keras as keras3
 
-    k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(InputError, match="Keras 3"):
-        prune(k3)
+    k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(8), keras3.layers.Dense(2)])
+    pruned = prune(k3)  # translated to tf_keras (checked), then wrapped
+    assert any(type(l).__name__ == "PruneLowMagnitude" for l in pruned.layers)
+    sub3 = keras3.Model()  # a subclassed Keras 3 model has no graph to translate
+    with pytest.raises(InputError, match="subclassed Keras 3 model"):
+        prune(sub3)
 
     class Sub(keras.Model):
         def __init__(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from edgekit.argtypes import number
 from edgekit.cli._common import EXIT_OK, add_unsafe_load, check_outputs, fraction, int_at_least
 
 HELP = "convert a Keras model to a verified .tflite file"
@@ -40,6 +41,9 @@ def add_parser(sub):
     g.add_argument("--keep-float", metavar="auto|LAYER[,LAYER]",
                    help="int8: leave these Keras layers in float, or 'auto': the most sensitive ones until "
                    "--min-agreement holds")
+    g.add_argument("--min-cosine", type=number(-1.0, 1.0), metavar="C",
+                   help="fail (exit 1) when the outputs' mean cosine to Keras is below C (integer modes; default "
+                   "0.9, far below what int8 rounding gives: see docs)")
     g.add_argument("--no-layer-errors", dest="layer_report", action="store_false",
                    help="int8: skip the per-layer quantization error measurement")
     g = p.add_argument_group("output")
@@ -60,7 +64,8 @@ def run(args) -> int:
 
     options = ExportOptions(quant=args.quant, io=args.io, sparse=args.sparse, per_channel=args.per_channel,
                             calib_samples=args.calib_samples, seed=args.seed, min_agreement=args.min_agreement,
-                            keep_float=args.keep_float, layer_report=args.layer_report)
+                            keep_float=args.keep_float, layer_report=args.layer_report,
+                            min_cosine=args.min_cosine)
     check_outputs(args, [(args.output, "-o", False), (args.report, "--report", False)], [args.model, args.data])
     if options.quant.integer and not args.data:
         from edgekit.errors import InputError

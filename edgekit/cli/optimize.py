@@ -9,6 +9,7 @@ import json
 from edgekit.cli._common import EXIT_OK, add_unsafe_load, check_outputs, int_at_least
 
 HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
+FLAGS = {"learning_rate": "--lr", "epochs": "--epochs", "distill": "--distill", "teacher": "--distill-from"}
 
 
 def _dest(tech, flag) -> str:
@@ -144,9 +145,16 @@ def run(args) -> int:
           f"{len(x_test)} test)", flush=True)
     result = optimize(model, recipe, x_train, ds.y_train, x_test=x_test, y_test=ds.y_test, seed=args.seed,
                       log=lambda msg: print(msg, flush=True), teacher=teacher, measure=int8_latency(x_train))
-    print(result.summary())
-    save_model(result.model, out, overwrite=args.overwrite)
-    print(f"wrote {out}")
+    from edgekit.cli import cli_words
+
+    print(cli_words(result.summary(), extra=dict(flag_words(), **FLAGS)))
+    saved, flavour = result.model, ""
+    if scan(args.model).keras3 and not recipe.has_qat and out.endswith(".keras"):
+        from edgekit.bridge import to_keras3
+
+        saved, flavour = to_keras3(result.model), " (Keras 3, as the input; checked against the tf_keras result)"
+    save_model(saved, out, overwrite=args.overwrite)
+    print(f"wrote {out}{flavour}")
     if args.report:
         write_atomic(args.report, json.dumps({"model": args.model, "recipe": recipe.describe(), **result.to_dict()},
                                              indent=2) + "\n", overwrite=args.overwrite)

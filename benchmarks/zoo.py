@@ -1,0 +1,190 @@
+"""The models people actually have, through every verb: keras.applications models (tf_keras and
+Keras 3, weights=None, small inputs), a keras.io-style Sequential convnet and an LSTM-free text
+classifier. Each verb either works — checked from the artifact — or ends in a one-line error naming
+the layer and the fix; an internal error is a failure of edgekit.
+
+    .venv/bin/python benchmarks/zoo.py [--models NAME,...] [--flavours tf_keras,keras3] [--verbs ...]
+                                       [--docs docs/models.md] [--json OUT.json]      (make bench-zoo)
+
+Verbs and what "works" means:
+- export: int8 export, verified, fully integer;
+- prune: 50% magnitude pruning (2 epochs on 64 random samples) reaches 0.5 ± 0.02 zeros in every
+  pruned kernel;
+- cluster: 16 clusters leave at most 16 distinct values per clustered kernel;
+- qat: quantization-aware training exports fully int8;
+- channels: channel pruning at ratio 0 rebuilds the model with outputs within 1e-5, at ratio 0.5
+  gives a valid model with fewer MACs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
+
+APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
+                "EfficientNetV2B0", "ResNet50", "DenseNet121", "NASNetMobile", "ConvNeXtTiny")
+MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier")
+VERBS = ("export", "prune", "cluster", "qat", "channels")
+FLAVOURS = ("tf_keras", "keras3")
+
+
+def build(name: str, flavour: str, size: int = 32):
+    """Model ``name`` in ``flavour`` (``tf_keras`` or ``keras3``), random weights, 10 classes."""
+    if flavour == "keras3":
+        import keras
+    else:
+        from edgekit import keras
+    L = keras.layers
+    if name == "SequentialConvnet":  # keras.io's MNIST convnet
+        return keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
+                                 L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dropout(0.5),
+                                 L.Dense(10, activation="softmax")], name="convnet")
+    if name == "TextClassifier":  # token ids → embedding → 1-D convs → pooled → classes, no recurrence
+        tokens = keras.Input((64,), dtype="int32")
+        x = L.Embedding(2000, 32)(tokens)
+        x = L.Conv1D(32, 5, activation="relu")(x)
+        x = L.GlobalMaxPooling1D()(x)
+        x = L.Dense(32, activation="relu")(x)
+        return keras.Model(tokens, L.Dense(4, activation="softmax")(x), name="text_classifier")
+    return getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
+
+
+def sample(model, n: int, seed: int = 0):
+    from edgekit.bridge import sample_inputs
+
+    x = sample_inputs(model, n, seed)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x % 2000
+    y = np.random.default_rng(seed).integers(0, int(model.outputs[0].shape[-1]), n)
+    return x, y
+
+
+def _export(model, x, y):
+    from edgekit.converters import export
+
+    rep = export(model, None, "int8", calib=x, calib_samples=len(x), eval_x=x, layer_report=False)
+    return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}"
+
+
+def _prune(model, x, y):
+    from edgekit.optimize import FineTune, PruneConfig, Recipe, optimize
+
+    result = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], FineTune(2, 32, 1e-4)), x, y)
+    pruned = [l for l in result.steps[0].weights.layers if l.zeros > 0]
+    ok = bool(pruned) and all(abs(l.zeros - 0.5) <= 0.02 for l in pruned)
+    return ok, f"{len(pruned)} kernels at {min(l.zeros for l in pruned):.2f}-{max(l.zeros for l in pruned):.2f} zeros"
+
+
+def _cluster(model, x, y):
+    from edgekit.optimize import ClusterConfig, FineTune, Recipe, optimize
+
+    result = optimize(model, Recipe.of([ClusterConfig(clusters=16)], FineTune(1, 32, 1e-5)), x, y)
+    layers = [l for l in result.steps[0].weights.layers if l.params > 16]
+    clustered = [l for l in layers if l.unique <= 16]
+    return bool(clustered), f"{len(clustered)}/{len(layers)} kernels at <= 16 values"
+
+
+def _qat(model, x, y):
+    from edgekit.converters import export
+    from edgekit.optimize import FineTune, QATConfig, Recipe, optimize
+
+    result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
+    rep = export(result.model, None, "int8", calib=x, calib_samples=len(x), eval_x=x)
+    return rep.fully_integer, f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}"
+
+
+def _channels(model, x, y):
+    from edgekit.optimize import ChannelPruneConfig, channel_prune_report
+    from edgekit.saving import as_tf_keras
+
+    tfk = as_tf_keras(model)
+    same = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.0))
+    delta = float(np.max(np.abs(same.model.predict(x[:4], verbose=0) - tfk.predict(x[:4], verbose=0))))
+    half = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.5))
+    ok = delta <= 1e-5 and half.macs[1] < half.macs[0]
+    return ok, f"ratio 0: max |Δ| {delta:.1e}; ratio 0.5: MACs {half.macs[1] / half.macs[0]:.2f}×"
+
+
+CHECKS = {"export": _export, "prune": _prune, "cluster": _cluster, "qat": _qat, "channels": _channels}
+
+
+def run_one(name: str, flavour: str, verb: str, size: int = 32) -> dict:
+    """One cell: ``{"status": "ok" | "failed" | "error" | "internal", "detail": ...}``."""
+    from edgekit.errors import EdgekitError
+
+    t0 = time.perf_counter()
+    try:
+        model = build(name, flavour, size)
+        x, y = sample(model, 64)
+        ok, detail = CHECKS[verb](model, x, y)
+        status = "ok" if ok else "failed"
+    except EdgekitError as exc:
+        status, detail = "error", " ".join(str(exc).split())[:240]
+    except Exception as exc:  # an internal error: what the zoo exists to find
+        status, detail = "internal", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        traceback.print_exc()
+    return {"model": name, "flavour": flavour, "verb": verb, "status": status, "detail": detail,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def markdown(rows) -> str:
+    """The zoo table: one row per model and flavour, one column per verb."""
+    from edgekit.results import table
+
+    marks = {"ok": "ok", "failed": "FAILED", "error": "clear error", "internal": "INTERNAL"}
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["flavour"]), {})[r["verb"]] = marks[r["status"]]
+    verbs = [v for v in VERBS if any(r["verb"] == v for r in rows)]
+    body = [[m, f, *[c.get(v, "-") for v in verbs]] for (m, f), c in cells.items()]
+    per_verb = []
+    for v in verbs:
+        done = [r for r in rows if r["verb"] == v]
+        per_verb.append(f"{v} {sum(r['status'] == 'ok' for r in done)}/{len(done)}")
+    return (table(["model", "flavour", *verbs], body, markdown=True, align="ll" + "l" * len(verbs))
+            + f"\n\nWorks per verb: {', '.join(per_verb)}; internal errors: "
+            f"{sum(r['status'] == 'internal' for r in rows)}.\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="benchmarks/zoo.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--flavours", default=",".join(FLAVOURS))
+    ap.add_argument("--verbs", default=",".join(VERBS))
+    ap.add_argument("--size", type=int, default=32, help="input height and width of the applications (default 32)")
+    ap.add_argument("--docs", help="write the table between the zoo markers of this Markdown file")
+    ap.add_argument("--json", help="write every cell as JSON")
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.models.split(","):
+        for flavour in args.flavours.split(","):
+            for verb in args.verbs.split(","):
+                rows.append(run_one(name, flavour, verb, args.size))
+                r = rows[-1]
+                print(f"{name:18} {flavour:8} {verb:8} {r['status']:8} {r['seconds']:6.1f}s  {r['detail']}", flush=True)
+    text = markdown(rows)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.docs:
+        from readme import replace  # tools/readme.py
+
+        with open(args.docs, encoding="utf-8") as f:
+            doc = f.read()
+        with open(args.docs, "w", encoding="utf-8") as f:
+            f.write(replace(doc, "zoo", text))
+    internal = [r for r in rows if r["status"] == "internal"]
+    return 1 if internal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
