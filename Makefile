@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,14 +37,19 @@ bench-channels: $(STAMP)
 	$(BIN)/python benchmarks/channel_prune.py $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
 
 # What each technique buys (tying, pruning, distillation, low-rank, quantization, architectures),
-# written into the README's technique table.
+# written into docs/techniques.md.
 bench-techniques: $(STAMP)
-	$(BIN)/python benchmarks/techniques.py --readme README.md $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
+	$(BIN)/python benchmarks/techniques.py --docs docs/techniques.md $(if $(wildcard runs/demo/model.keras),--model runs/demo/model.keras)
 
 # Harness fidelity vs litert-benchmark, timing-loop overhead, peak RSS vs getrusage, SSH vs local.
 bench-harness: $(STAMP)
 	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
 	$(BIN)/python benchmarks/harness_targets.py
+
+# The models people have (keras.applications, Sequential, text; tf_keras and Keras 3) through every
+# verb, written into docs/models.md's zoo table.
+bench-zoo: $(STAMP)
+	$(BIN)/python benchmarks/zoo.py --docs docs/models.md
 
 # The demo's .tflite files on ARM64 under QEMU (Pi 4: cortex-a72, Pi 5: cortex-a76) against this
 # machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.
@@ -52,7 +57,7 @@ arm-check: $(STAMP)
 	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
 	$(BIN)/python -m edgekit.cli.arm_check runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
 
-# Rewrite the README's generated tables (between <!-- NAME:begin/end --> markers).
+# Rewrite the generated tables of README.md and docs/ (between <!-- NAME:begin/end --> markers).
 readme: $(STAMP)
 	$(BIN)/python tools/readme.py
 

@@ -1,6 +1,6 @@
 """The technique table: what each optimization technique buys, every number measured in one run.
 
-    .venv/bin/python benchmarks/techniques.py [--model runs/demo/model.keras] [--readme README.md]
+    .venv/bin/python benchmarks/techniques.py [--model runs/demo/model.keras] [--docs docs/techniques.md]
                                               [--json OUT.json] [--overwrite]       (make bench-techniques)
 
 Each row runs the technique against its baseline on this machine: weight tying on a 30,000 × 500
@@ -9,8 +9,8 @@ pruning on VGG-16 (weights=None: random weights, so only sizes mean something) a
 model (accuracy), distillation of the demo model into a student with under a quarter of its
 params (against the same student trained without a teacher, three seeds each), low-rank
 factorization, int8 quantization, and efficient architectures against their standard twins.
-Targets are checked; the command exits 1 if one is missed. ``--readme`` writes the Markdown table
-between the README's ``<!-- techniques:begin -->`` / ``<!-- techniques:end -->`` markers.
+Targets are checked; the command exits 1 if one is missed. ``--docs`` writes the Markdown table
+between the page's ``<!-- techniques:begin -->`` / ``<!-- techniques:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="benchmarks/techniques.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
-    ap.add_argument("--readme", metavar="README.md", help="write the table between its techniques markers")
+    ap.add_argument("--docs", metavar="FILE.md", help="write the table between its techniques markers")
     ap.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
     ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     args = ap.parse_args(argv)
@@ -270,12 +270,12 @@ def main(argv=None) -> int:
         scan(args.model)
     if args.json:
         check_output(args.json, overwrite=args.overwrite, what="--json")
-    if args.readme:
+    if args.docs:
         from readme import span as _span  # tools/readme.py
 
-        if not os.path.isfile(args.readme):
-            raise InputError(f"--readme {args.readme} not found (the README whose techniques table to update)")
-        with open(args.readme, encoding="utf-8") as f:
+        if not os.path.isfile(args.docs):
+            raise InputError(f"--docs {args.docs} not found (the page whose techniques table to update)")
+        with open(args.docs, encoding="utf-8") as f:
             _span(f.read(), "techniques")
     t0 = time.perf_counter()
     rows = run(args.model, log=lambda m: print(m, flush=True))
@@ -288,15 +288,14 @@ def main(argv=None) -> int:
 
         write_atomic(args.json, json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
                      overwrite=args.overwrite)
-    if args.readme:
+    if args.docs:
         from edgekit.io import write_atomic
-        from readme import span as _span  # tools/readme.py
+        from readme import replace  # tools/readme.py
 
-        with open(args.readme, encoding="utf-8") as f:
+        with open(args.docs, encoding="utf-8") as f:
             text = f.read()
-        start, end = _span(text, "techniques")
-        write_atomic(args.readme, text[:start] + markdown(rows, seconds) + text[end:], overwrite=True)
-        print(f"updated the techniques table in {args.readme}")
+        write_atomic(args.docs, replace(text, "techniques", markdown(rows, seconds)), overwrite=True)
+        print(f"updated the techniques table in {args.docs}")
     return 0 if all(r.ok is not False for r in rows) else 1
 
 

@@ -71,7 +71,7 @@ def _export(model, x, y):
     from edgekit.converters import export
 
     rep = export(model, None, "int8", calib=x, calib_samples=len(x), eval_x=x, layer_report=False)
-    return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}"
+    return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
 
 
 def _prune(model, x, y):
@@ -98,7 +98,8 @@ def _qat(model, x, y):
 
     result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
     rep = export(result.model, None, "int8", calib=x, calib_samples=len(x), eval_x=x)
-    return rep.fully_integer, f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}"
+    return rep.fully_integer, (f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, "
+                               f"cosine {rep.cosine:.4f}")
 
 
 def _channels(model, x, y):

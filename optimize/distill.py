@@ -162,6 +162,7 @@ def _apply(model, config, step):
 
 register(Technique(
     "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}",
-    flags=(Flag("--temperature", "temperature", positive, "distillation temperature (default 4)", enables=False),
+    flags=(Flag("--temperature", "temperature", positive, "distillation temperature (default 4)", metavar="T",
+                enables=False),
            Flag("--alpha", "alpha", float, "distillation: weight of the label loss, 1-alpha on the teacher's "
-                "(default 0.1)", enables=False))))
+                "(default 0.1)", metavar="A", enables=False))))

@@ -433,7 +433,7 @@ def test_labels_outside_the_models_classes_are_an_error(hostile, digits_ds, tmp_
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--readme", "MISSING.md"], "MISSING.md not found"),
+    (["--docs", "MISSING.md"], "MISSING.md not found"),
     (["--model", "missing.keras"], "not found"),
     (["--json", "nodir/x.json"], "directory does not exist"),
 ])

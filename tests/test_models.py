@@ -113,15 +113,6 @@ def test_unknown_names_presets_and_keywords_are_errors():
         create("mobilenet_v2", alpah=0.5)
 
 
-def test_readme_model_table_is_the_tools_output():
-    from edgekit.cli.models import models_table
-    from readme import section  # tools/readme.py (conftest puts tools/ on the path)
-
-    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
-    assert section(readme, "models").strip() == models_table(markdown=True).strip(), \
-        "README model table is stale: run `make readme`"
-
-
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1", "ds_cnn", "resnet8", "fc_autoencoder", "resnet50"])
 def test_batchnorm_momentum_defaults_to_small_data_value_and_can_be_overridden(name):
     def momenta(model):

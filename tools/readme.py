@@ -4,7 +4,7 @@
     python tools/readme.py [FILE.md ...]        (``make readme``; default: README.md and docs/*.md)
 
 Only the sections a file has are rewritten. Sections whose figures take a long run (the technique
-table) are written by their benchmark (``benchmarks/techniques.py --readme``), not here.
+table) are written by their benchmark (``benchmarks/techniques.py --docs``), not here.
 """
 
 from __future__ import annotations

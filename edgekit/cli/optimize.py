@@ -31,7 +31,7 @@ def add_parser(sub):
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_unsafe_load(g)
     g = p.add_argument_group("recipe")
-    g.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see README)")
+    g.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see docs/optimize.md)")
     for tech, flag in registry.flags():
         kwargs = {"dest": _dest(tech, flag), "help": flag.help, "default": None}
         if flag.kind is bool:
