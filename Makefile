@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-harness: $(STAMP)
 # verb, written into docs/models.md's zoo table.
 bench-zoo: $(STAMP)
 	$(BIN)/python benchmarks/zoo.py --docs docs/models.md
+
+# The MLPerf Tiny models under TFLM's interpreter: arena, flash, agreement with LiteRT, the boards
+# they fit; written into docs/mcu.md and README.md.
+bench-mcu: $(STAMP)
+	$(BIN)/python benchmarks/mcu_targets.py --docs docs/mcu.md --readme README.md
 
 # The demo's .tflite files on ARM64 under QEMU (Pi 4: cortex-a72, Pi 5: cortex-a76) against this
 # machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.

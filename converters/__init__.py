@@ -5,6 +5,7 @@ Inspection needs only LiteRT's flatbuffer schema; conversion imports TensorFlow 
 
 from edgekit.converters.convert import Quant, convert
 from edgekit.converters.export import ExportOptions, ExportReport, export
+from edgekit.converters.mcu import MCUReport, mcu
 from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, inspect_tflite, kernel_zeros
 from edgekit.converters.quant_debug import LayerError, layer_errors
 from edgekit.converters.verify import Verification, audit, verify
@@ -14,6 +15,7 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "LayerError",
+    "MCUReport",
     "ModelInfo",
     "OpInfo",
     "Quant",
@@ -27,5 +29,6 @@ __all__ = [
     "kernel_zeros",
     "layer_errors",
     "load_keras_model",
+    "mcu",
     "verify",
 ]

@@ -43,7 +43,8 @@ class ExportOptions:
     ``keep_float``: int8 layers left in float (names, or ``"auto"`` with ``min_agreement``);
     ``layer_report``: measure each int8 layer's quantization error; ``share_weights``: store a
     weight several ops read once; ``min_cosine``: the sanity gate of integer exports (see
-    :data:`MIN_COSINE`), None to turn it off."""
+    :data:`MIN_COSINE`), None to turn it off; ``target='mcu'``: also check the model under TFLM
+    (ops, arena, flash, agreement with LiteRT) and, with ``board``, that it fits."""
 
     quant: Union[Quant, str] = "int8"
     io: Optional[str] = None
@@ -57,8 +58,14 @@ class ExportOptions:
     layer_report: bool = True
     share_weights: bool = True
     min_cosine: Optional[float] = None  # None: MIN_COSINE for integer modes
+    target: str = "litert"  # "mcu": also run the microcontroller checks (edgekit.converters.mcu)
+    board: object = None  # target="mcu": a board name or a tflm.Board (None: every known board)
 
     def __post_init__(self):
+        if self.target not in ("litert", "mcu"):
+            raise InputError(f"`target` must be 'litert' or 'mcu'. Received target={self.target!r}")
+        if self.board is not None and self.target != "mcu":
+            raise InputError("`board` applies to `target='mcu'`")
         quant = Quant.parse(self.quant)
         object.__setattr__(self, "quant", quant)
         object.__setattr__(self, "io", quant.check_io(self.io))
@@ -68,6 +75,8 @@ class ExportOptions:
         elif keep is not None and not isinstance(keep, str):
             keep = tuple(keep)
         object.__setattr__(self, "keep_float", keep or None)
+        if self.target == "mcu" and quant is not Quant.INT8:
+            raise InputError(f"`target='mcu'` exports int8 (microcontroller kernels are int8), not {quant.value}")
         if self.keep_float and quant is not Quant.INT8:
             raise InputError(f"`keep_float` applies to `quant='int8'`, not {quant.value}")
         if self.keep_float == "auto" and self.min_agreement is None:
@@ -113,6 +122,7 @@ class ExportReport(Result):
     worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
     kept_float: list = field(default_factory=list)  # Keras layers left in float
     shared_weights: list = field(default_factory=list)  # weights stored once for several ops
+    mcu: Optional[dict] = None  # target="mcu": the MCUReport as a dict
     tflite: bytes = field(default=b"", repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -143,6 +153,13 @@ class ExportReport(Result):
         if self.worst_layers:
             worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
+        if self.mcu:
+            m = self.mcu
+            where = f"{m['board']['name']}: fits" if m.get("board") else \
+                f"fits {', '.join(n for n, ok in m['fits_boards'].items() if ok) or 'none of the known boards'}"
+            lines.append(f"TFLM: arena {m['arena_bytes']:,} B, flash {m['flash_bytes']:,} B, {where}"
+                         + (f"; vs LiteRT: top-1 agreement {m['agreement']:.4f}, max {m['max_step_diff']:g} step(s)"
+                            if m.get("agreement") is not None else ""))
         lines.extend(f"note: {n}" for n in self.warnings)
         return "\n".join(lines)
 
@@ -219,6 +236,19 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
         "`min_cosine` if this is expected")
 
 
+def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> dict:
+    """The microcontroller checks of ``target='mcu'``: an op TFLM lacks, or a model too big for
+    ``board``, fails the export before anything is written."""
+    from edgekit.converters.mcu import mcu
+
+    name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
+    rep = mcu(tflite, board=o.board, x=eval_x, y=eval_y, keras_model=model, name=name)
+    if rep.fits is False:
+        raise VerificationError(f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
+                                f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written")
+    return dataclasses.replace(rep, model=name).to_dict()
+
+
 def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.ndarray] = None,
            eval_y: Optional[np.ndarray] = None, overwrite: bool = False, progress: Optional[str] = None,
            options: Optional[ExportOptions] = None, **fields) -> ExportReport:
@@ -259,5 +289,6 @@ def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.nd
         convert_seconds=round(t_convert, 3), verify_seconds=round(t_verify, 3),
         warnings=_notes(checked.agreement, shared, kept_layers), io=o.io, sparse=o.sparse,
         per_channel=o.per_channel, calib=calib_info, worst_layers=[e.to_dict() for e in errors[:5]],
-        kept_float=kept_layers, shared_weights=shared, tflite=tflite)
+        kept_float=kept_layers, shared_weights=shared, tflite=tflite,
+        mcu=_mcu_check(model, tflite, o, eval_x, eval_y, path) if o.target == "mcu" else None)
     return report.save(path, overwrite=overwrite) if path is not None else report

@@ -122,7 +122,7 @@ def allocate_tensors(interp):
         raise HarnessError(f"{label} does not prepare {where}: {_one_line(exc)}{hint}") from None
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float data to the input tensor's dtype, with its scale and zero point when quantized."""
     dtype = np.dtype(detail["dtype"])
     if np.issubdtype(dtype, np.floating) or not np.issubdtype(x.dtype, np.floating):
@@ -161,7 +161,7 @@ def prepare_inputs(interp, x=None, seed=0):
                     f"input data samples have shape {tuple(sample.shape[1:])}; "
                     f"the model expects {shape[1:]}"
                 )
-            arrays.append(_quantize(sample, d))
+            arrays.append(quantize(sample, d))
         elif np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             arrays.append(rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype))
@@ -183,7 +183,7 @@ def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
             f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}"
         )
     results = []
-    q = _quantize(x, inp)
+    q = quantize(x, inp)
     for i in range(len(q)):
         interp.set_tensor(inp["index"], q[i : i + 1])
         interp.invoke()

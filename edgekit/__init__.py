@@ -9,6 +9,7 @@ numbers from the board.
     report = edgekit.export(model, "model.tflite", quant="int8", calib=x_train,
                             eval_x=x_test, eval_y=y_test)
     results = edgekit.bench(["model.tflite"], runs=200)
+    fit = edgekit.mcu("model.tflite", board="pico")   # TFLM arena, flash, op coverage
 
 Every error edgekit raises is an :class:`EdgekitError` (device errors included).
 """
@@ -30,6 +31,8 @@ _LAZY = {
     "ExportReport": "edgekit.converters",
     "Quant": "edgekit.converters",
     "bench": "edgekit.device",
+    "mcu": "edgekit.converters",
+    "MCUReport": "edgekit.converters",
     "BenchmarkResult": "edgekit.device",
     "load_data": "edgekit.data",
     "digits": "edgekit.data",

@@ -10,6 +10,7 @@ on the test split, latency and memory by the device harness.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 from dataclasses import asdict, dataclass, replace
 import os
 import platform
@@ -171,9 +172,13 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
     for quant in VARIANTS:
         path = os.path.join(work, f"model_{quant}.tflite")
         log(f"[2/4] exporting {quant} and verifying against Keras ...")
+        # the int8 file also goes through TFLM's interpreter when tflite-micro is installed
+        target = "mcu" if quant == "int8" and importlib.util.find_spec("tflite_micro") else "litert"
         exports[quant] = export(
-            model, path, quant, calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed,
+            model, path, quant, calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, target=target,
         )
+    if exports["int8"].mcu:
+        log(f"      {mcu_line(exports['int8'].mcu)}")
     if optimized:
         optimizations = _optimized_variants(model, ds, work, seed, fine_tune_epochs, exports, log)
 
@@ -207,6 +212,13 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
     write_atomic(os.path.join(work, "report.json"), report.to_json() + "\n")
     write_atomic(os.path.join(work, "report.md"), render_markdown(report))
     return report
+
+
+def mcu_line(m: dict) -> str:
+    fits = [n for n, ok in m["fits_boards"].items() if ok]
+    return (f"on a microcontroller (TFLM {m['tflm_version'].split('-')[0]}): tensor arena {m['arena_bytes'] / 1024:,.1f} KB, "
+            f"flash {m['flash_bytes'] / 1024:,.1f} KB, fits {', '.join(fits) or 'none of the known boards'}; "
+            f"TFLM vs LiteRT top-1 agreement {fmt(m['agreement'], '.4f')}")
 
 
 def _variant(name, rep, result, optimization, out, float_size, keras_accuracy) -> dict:
@@ -334,6 +346,11 @@ def render_markdown(report) -> str:
         f"XNNPACK, {runtime.get('name', '?')} {runtime.get('version', '')} on "
         f"{plat.get('machine', platform.machine())}, each model in a fresh process",
         f"- created {report['created']} by edgekit {report['edgekit_version']}",
+    ]
+    int8 = next((v for v in report["variants"] if v["name"] == "int8"), None)
+    if int8 and int8["export"].get("mcu"):
+        lines.append(f"- int8 {mcu_line(int8['export']['mcu'])} (`edgekit mcu`, docs/mcu.md)")
+    lines += [
         "",
         "Accuracy: each `.tflite` run by the LiteRT interpreter on the test split. Agreement: share of "
         "test samples where the `.tflite` and the Keras model predict the same class. Sizes are the "

@@ -59,7 +59,19 @@ def test_demo_optimized_variants_on_a_registered_model(tmp_path):
     png = os.path.join(out, "pareto.png")
     assert report["pareto_png"] == "pareto.png" and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "![accuracy against latency" in open(os.path.join(out, "report.md")).read()
+    # the chart reads at a glance: the front is the undominated variants, no two labels overlap
+    from edgekit.charts import label_overlaps, pareto_figure, pareto_front
 
+    pts = [(v["latency_ms"]["p50"], v["accuracy"]) for v in report["variants"]]
+    front = pareto_front(report["variants"])
+    best = max(range(8), key=lambda i: (pts[i][1], -pts[i][0]))
+    assert best in front and all(any(pts[j][0] <= pts[i][0] and pts[j][1] >= pts[i][1] for j in front)
+                                 for i in range(8) if i not in front)
+    fig, labels = pareto_figure(report["variants"], "demo")
+    assert len(labels) >= 8 and label_overlaps(fig, labels) == []
+    # the int8 export also went through TFLM's interpreter (tflite-micro is a test dependency)
+    assert i8["export"]["mcu"]["arena_bytes"] > 0 and i8["export"]["mcu"]["agreement"] >= 0.95
+    assert "on a microcontroller (TFLM" in open(os.path.join(out, "report.md")).read()
 
 
 def test_demo_refuses_a_model_that_is_not_a_digits_classifier(tmp_path):

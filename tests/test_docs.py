@@ -117,12 +117,12 @@ def test_readme_commands_are_listed_and_found():
     assert {c.split()[1] for c in _commands(_read("README.md"))} >= {"demo", "export", "optimize", "bench", "inspect"}
 
 
-def test_models_table_is_the_tools_output():
-    from edgekit.cli.models import models_table
-    from readme import section  # tools/readme.py (conftest puts tools/ on the path)
+@pytest.mark.parametrize("page, name", [("docs/models.md", "models"), ("docs/mcu.md", "boards")])
+def test_generated_tables_are_the_tools_output(page, name):
+    from readme import SECTIONS, section  # tools/readme.py (conftest puts tools/ on the path)
 
-    assert section(_read("docs/models.md"), "models").strip() == models_table(markdown=True).strip(), \
-        "the model table of docs/models.md is stale: run `make readme`"
+    assert section(_read(page), name).strip() == SECTIONS[name]().strip(), \
+        f"the {name} table of {page} is stale: run `make readme`"
 
 
 def test_the_readme_python_example_runs_as_written(tmp_path):

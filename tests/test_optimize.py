@@ -306,6 +306,19 @@ def test_cli_optimize_prune_and_report(tiny_keras_path, npz, digits_ds, tmp_path
     assert "zeros" in proc.stdout and "wrote" in proc.stdout
 
 
+def test_cli_optimize_qat_straight_to_a_verified_int8_tflite(tiny_keras_path, npz, digits_ds, tmp_path):
+    from edgekit.converters import inspect_tflite
+
+    data = npz(x_train=digits_ds.x_train[:256], y_train=digits_ds.y_train[:256], x_test=digits_ds.x_test[:100],
+               y_test=digits_ds.y_test[:100])
+    out, report = tmp_path / "qat.tflite", tmp_path / "r.json"
+    proc = run_cli("optimize", tiny_keras_path, "--data", data, "--qat", "--epochs", "1", "-o", out, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert inspect_tflite(str(out)).fully_integer and "top-1 agreement with Keras" in proc.stdout
+    doc = json.loads(report.read_text())
+    assert doc["steps"][0]["step"] == "qat" and doc["export"]["fully_integer"] and doc["export"]["agreement"] >= 0.95
+
+
 def test_cli_optimize_bad_input_writes_nothing(tiny_keras_path, tmp_path):
     out = tmp_path / "q.keras"
     assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--qat", "-o", out),

@@ -24,7 +24,13 @@ def _models() -> str:
     return models_table(markdown=True)
 
 
-SECTIONS: Dict[str, Callable[[], str]] = {"models": _models}
+def _boards() -> str:
+    from edgekit.converters.mcu import boards_table
+
+    return boards_table(markdown=True)
+
+
+SECTIONS: Dict[str, Callable[[], str]] = {"models": _models, "boards": _boards}
 
 
 def span(text: str, name: str):

@@ -9,7 +9,8 @@ from edgekit.cli._common import EXIT_OK, add_unsafe_load, check_outputs, fractio
 
 HELP = "convert a Keras model to a verified .tflite file"
 # Library parameters the messages name, and this command's flags for them.
-FLAGS = {"calib": "--data", "quant": "--quant", "keep_float='auto'": "--keep-float auto"}
+FLAGS = {"calib": "--data", "quant": "--quant", "keep_float='auto'": "--keep-float auto", "target": "--target",
+         "board": "--board", "ram_kb": "--ram", "flash_kb": "--flash"}
 
 
 def add_parser(sub):
@@ -46,6 +47,15 @@ def add_parser(sub):
                    "0.9, far below what int8 rounding gives: see docs)")
     g.add_argument("--no-layer-errors", dest="layer_report", action="store_false",
                    help="int8: skip the per-layer quantization error measurement")
+    g = p.add_argument_group("target")
+    g.add_argument("--target", choices=("litert", "mcu"), default="litert",
+                   help="mcu: also check the int8 model under TFLM (ops, arena, flash, agreement with LiteRT; see "
+                   "'edgekit mcu') before writing it")
+    g.add_argument("--board", metavar="NAME", help="--target mcu: fail unless it fits this board (see docs/mcu.md)")
+    g.add_argument("--ram", dest="ram_kb", type=number(0.0, 1e7, open_low=True, name="--ram"), metavar="KB",
+                   help="--target mcu: another board's RAM for the arena, KB (with --flash)")
+    g.add_argument("--flash", dest="flash_kb", type=number(0.0, 1e8, open_low=True, name="--flash"), metavar="KB",
+                   help="--target mcu: another board's flash, KB (with --ram)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
     g.add_argument("--report", metavar="OUT.json", help="write the export report as JSON")
@@ -62,10 +72,22 @@ def run(args) -> int:
     from edgekit.modelfile import scan
     from edgekit.saving import load_keras_model
 
+    board = args.board
+    if args.ram_kb is not None or args.flash_kb is not None:
+        from edgekit.converters.tflm import custom_board
+        from edgekit.errors import InputError
+
+        if board is not None:
+            raise InputError("give either --board or --ram and --flash, not both")
+        board = custom_board(args.ram_kb, args.flash_kb)
+    if board is not None and args.target != "mcu":
+        from edgekit.errors import InputError
+
+        raise InputError("--board, --ram and --flash apply to --target mcu")
     options = ExportOptions(quant=args.quant, io=args.io, sparse=args.sparse, per_channel=args.per_channel,
                             calib_samples=args.calib_samples, seed=args.seed, min_agreement=args.min_agreement,
                             keep_float=args.keep_float, layer_report=args.layer_report,
-                            min_cosine=args.min_cosine)
+                            min_cosine=args.min_cosine, target=args.target, board=board)
     check_outputs(args, [(args.output, "-o", False), (args.report, "--report", False)], [args.model, args.data])
     if options.quant.integer and not args.data:
         from edgekit.errors import InputError

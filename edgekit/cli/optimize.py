@@ -5,6 +5,7 @@ fine-tuned, with what each achieved measured. The technique flags come from the 
 from __future__ import annotations
 
 import json
+import os
 
 from edgekit.cli._common import EXIT_OK, add_unsafe_load, check_outputs, int_at_least
 
@@ -26,7 +27,8 @@ def add_parser(sub):
     g = p.add_argument_group("data and output")
     g.add_argument("--data", required=True, metavar="DATA", help="fine-tune data: digits, .npz or an image directory")
     g.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="OUT.keras; a quantization-aware model is written as a SavedModel directory")
+                   help="OUT.tflite: exported int8 and verified (as 'edgekit export' does); OUT.keras; or a directory "
+                   "(a quantization-aware model is written as a SavedModel directory)")
     g.add_argument("--report", metavar="OUT.json", help="write the per-step, per-layer report as JSON")
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_unsafe_load(g)
@@ -118,7 +120,6 @@ def _recipe(args):
 def run(args) -> int:
     from edgekit.data import check_data_spec, fit_to_input, load_data
     from edgekit.errors import InputError
-    from edgekit.io import write_atomic
     from edgekit.measure import int8_latency
     from edgekit.modelfile import scan
     from edgekit.optimize import optimize
@@ -126,8 +127,10 @@ def run(args) -> int:
 
     recipe = _recipe(args)
     out = args.output
-    check_save_path(out, recipe.has_qat)  # before training, not after
-    check_outputs(args, [(out, "-o", recipe.has_qat or not out.endswith((".keras", ".h5"))),
+    to_tflite = out.endswith(".tflite")
+    if not to_tflite:
+        check_save_path(out, recipe.has_qat)  # before training, not after
+    check_outputs(args, [(out, "-o", not to_tflite and (recipe.has_qat or not out.endswith((".keras", ".h5")))),
                          (args.report, "--report", False)], [args.model, args.data, args.recipe, args.distill_from])
     for path in (args.model, args.distill_from):
         if path:
@@ -148,6 +151,15 @@ def run(args) -> int:
     from edgekit.cli import cli_words
 
     print(cli_words(result.summary(), extra=dict(flag_words(), **FLAGS)))
+    if to_tflite:
+        from edgekit.converters import export
+
+        report = export(result.model, None, calib=x_train, eval_x=x_test, eval_y=ds.y_test,
+                        progress=f"export {os.path.basename(out)}", seed=args.seed)
+        report = report.save(out, overwrite=args.overwrite)
+        print(report.summary())
+        _write_report(args, recipe, result, out, export=report.to_dict())
+        return EXIT_OK
     saved, flavour = result.model, ""
     if scan(args.model).keras3 and not recipe.has_qat and out.endswith(".keras"):
         from edgekit.bridge import to_keras3
@@ -155,8 +167,23 @@ def run(args) -> int:
         saved, flavour = to_keras3(result.model), " (Keras 3, as the input; checked against the tf_keras result)"
     save_model(saved, out, overwrite=args.overwrite)
     print(f"wrote {out}{flavour}")
-    if args.report:
-        write_atomic(args.report, json.dumps({"model": args.model, "recipe": recipe.describe(), **result.to_dict()},
-                                             indent=2) + "\n", overwrite=args.overwrite)
-        print(f"wrote {args.report}")
+    _write_report(args, recipe, result, out)
     return EXIT_OK
+
+
+def _write_report(args, recipe, result, out: str, export: dict = None) -> None:
+    """--report: the per-step report (and the export's, for OUT.tflite); all or nothing with OUT."""
+    if not args.report:
+        return
+    from edgekit.io import write_atomic
+
+    doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}
+    if export is not None:
+        doc["export"] = export
+    try:
+        write_atomic(args.report, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
+    except BaseException:
+        if os.path.isfile(out):
+            os.unlink(out)
+        raise
+    print(f"wrote {args.report}")
