@@ -1,53 +1,89 @@
-"""A live one-line progress indicator for the host side (the runner, calibration): never imported
-by ``harness.py``, which only writes progress lines for its parent to draw."""
+"""Live progress for the host side (the runner, calibration, training), drawn by tqdm (which
+LiteRT's wheel already depends on): one updating line on stderr when it is a terminal; otherwise
+plain lines through the caller's ``plain`` function (a command's log, silent with ``--json -``),
+or nothing. Never imported by ``harness.py``, which only writes progress lines for its parent to
+draw."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import time
 
 
-class Progress:
-    """A live one-line progress indicator on stderr (``label: phase done/total``), redrawn at
-    most 10 times a second and only after ``delay`` seconds, so short jobs print nothing. Silent
-    when stderr is not a terminal or ``enabled`` is False."""
+_streams: list = []  # where live progress goes while file descriptor 2 is captured (innermost last)
 
-    def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None):
-        self.stream = stream or sys.stderr
-        self.enabled = (hasattr(self.stream, "isatty") and self.stream.isatty()) if enabled is None else enabled
-        self.label, self.delay = label, delay
+
+def stream():
+    """The stream live progress is drawn on: the user's stderr, even while the command line
+    captures file descriptor 2 (TensorFlow's native logging) — see :func:`pushed`."""
+    return _streams[-1] if _streams else sys.stderr
+
+
+@contextlib.contextmanager
+def pushed(fd: int):
+    """Draw progress on a duplicate of ``fd`` (the real stderr) for the duration of the block."""
+    live = os.fdopen(os.dup(fd), "w", buffering=1)
+    _streams.append(live)
+    try:
+        yield live
+    finally:
+        _streams.remove(live)
+        live.close()
+
+
+def columns() -> int:
+    """The terminal's width for a tqdm line (tqdm's own query reads 0 columns on some terminals)."""
+    return max(40, shutil.get_terminal_size((100, 20)).columns) - 1
+
+
+def is_terminal(s) -> bool:
+    return bool(getattr(s, "isatty", None) and s.isatty())
+
+
+class Progress:
+    """``label: phase done/total`` (or any text with :meth:`show`) as one tqdm line, shown only
+    after ``delay`` seconds so short jobs print nothing. Not on a terminal: with ``plain`` (a
+    function of a line), one line when a phase completes and at most one every ``plain_every``
+    seconds before; without, nothing. ``enabled=True`` draws the line on any stream, ``False``
+    nothing."""
+
+    def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None, plain=None,
+                 plain_every: float = 30.0):
+        self.stream = stream or globals()["stream"]()
+        self.enabled = True if enabled is None else bool(enabled)
+        self.terminal = is_terminal(self.stream) or enabled is True  # True: draw the line on any stream
+        self.plain = plain
+        self.label, self.delay, self.plain_every = label, delay, plain_every
         self.start = time.perf_counter()
-        self._last = 0.0
-        self._shown = False
+        self._bar = None
+        self._plain_at = self.start
+
+    def _tqdm(self):
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(file=self.stream, leave=False, ncols=columns(), mininterval=0.1, bar_format="{desc}")
+        return self._bar
 
     def update(self, phase: str, done: int, total: int) -> None:
+        self.show(f"{self.label}: {phase} {done}/{total}", finished=done >= total)
+
+    def show(self, text: str, finished: bool = False) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if now - self.start < self.delay or (now - self._last < 0.1 and done < total):
+        if now - self.start < self.delay:
             return
-        self._last = now
-        self._draw(f"{self.label}: {phase} {done}/{total}")
-
-    def show(self, text: str) -> None:
-        """Draw ``text`` as the line (same delay and rate limit as :meth:`update`)."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.start < self.delay or now - self._last < 0.1:
-            return
-        self._last = now
-        self._draw(text)
-
-    def _draw(self, text: str) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns - 1
-        self._shown = True
-        self.stream.write("\r\x1b[K" + text[:width])
-        self.stream.flush()
+        if self.terminal:
+            self._tqdm().set_description_str(text)
+        elif self.plain is not None and (finished or now - self._plain_at >= self.plain_every):
+            self._plain_at = now
+            self.plain(text)
 
     def close(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 import os
 import platform
 import time
@@ -77,11 +77,11 @@ def digits_classifier(name: str, ds):
 
 
 def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = 20, batch_size: int = 32,
-                       seed: int = 0, learning_rate: float = 2e-3):
+                       seed: int = 0, learning_rate: float = 2e-3, log: Optional[Callable[[str], None]] = None):
     """Registered model ``name`` (digits preset) trained with Adam and a cosine-decayed learning
     rate, so the last epoch is as good as the best."""
     from edgekit.compat import keras
-    from edgekit.optimize.finetune import create_fit_variables
+    from edgekit.optimize.finetune import TrainingProgress, create_fit_variables
 
     keras.utils.set_random_seed(seed)
     model = digits_classifier(name, ds)
@@ -89,7 +89,8 @@ def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = 20, batch
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
     create_fit_variables(model, ds.x_train, ds.y_train)
-    model.fit(ds.x_train, ds.y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+    model.fit(ds.x_train, ds.y_train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
+              callbacks=[TrainingProgress("training", plain=log)] if log else [])
     return model
 
 
@@ -160,7 +161,7 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
     log(f"[1/4] training {model_name} (digits preset) on digits "
         f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {epochs} epochs ...")
     t0 = time.perf_counter()
-    model = train_digits_model(ds, model_name, epochs=epochs, seed=seed)
+    model = train_digits_model(ds, model_name, epochs=epochs, seed=seed, log=log)
     train_seconds = time.perf_counter() - t0
     keras_accuracy = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
     keras_path = os.path.join(out, "model.keras")
@@ -168,26 +169,30 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
     log(f"      {model.count_params():,} params, Keras test accuracy {keras_accuracy:.4f} "
         f"({train_seconds:.0f} s); saved {keras_path}")
 
-    exports, optimizations = {}, {}
+    exports, optimizations, stages = {}, {}, {"train": round(train_seconds, 1)}
     for quant in VARIANTS:
         path = os.path.join(work, f"model_{quant}.tflite")
         log(f"[2/4] exporting {quant} and verifying against Keras ...")
         # the int8 file also goes through TFLM's interpreter when tflite-micro is installed
         target = "mcu" if quant == "int8" and importlib.util.find_spec("tflite_micro") else "litert"
+        t0 = time.perf_counter()
         exports[quant] = export(
             model, path, quant, calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, target=target,
         )
+        stages[f"export {quant}"] = round(time.perf_counter() - t0, 1)
     if exports["int8"].mcu:
         log(f"      {mcu_line(exports['int8'].mcu)}")
     if optimized:
-        optimizations = _optimized_variants(model, ds, work, seed, fine_tune_epochs, exports, log)
+        optimizations = _optimized_variants(model, ds, work, seed, fine_tune_epochs, exports, log, stages)
 
     names = list(exports)
     test_npz = ds.save_test_npz(os.path.join(work, "digits_test.npz"))
     log(f"[3/4] benchmarking each model in a fresh harness process "
         f"({warmup} warm-up + {runs} timed runs, {threads} thread(s), XNNPACK) ...")
+    t0 = time.perf_counter()
     results = bench([exports[q].path for q in names], runs=runs, warmup=warmup,
                     threads=threads, inputs=test_npz)
+    stages["benchmark"] = round(time.perf_counter() - t0, 1)
 
     float_size = exports["float32"].size_bytes
     variants = [_variant(q, exports[q], r, optimizations.get(q), out, float_size, keras_accuracy)
@@ -202,7 +207,7 @@ def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimiz
         bench={"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
                "inputs": os.path.join(out, "digits_test.npz"), "runtime": results[0].data.get("runtime"),
                "platform": results[0].data.get("platform")},
-        variants=variants, total_seconds=round(time.perf_counter() - t_start, 1))
+        variants=variants, total_seconds=round(time.perf_counter() - t_start, 1), stages=stages)
     log("[4/4] writing the report ...")
     if len(variants) > 2:
         from edgekit.charts import pareto_png
@@ -248,6 +253,7 @@ class DemoReport(Result):
     variants: list
     total_seconds: float
     pareto_png: Optional[str] = None
+    stages: dict = field(default_factory=dict)  # seconds of each stage: training, each export and fine-tune, benchmark
 
     def __getitem__(self, key):
         return self.to_dict()[key]
@@ -262,7 +268,7 @@ class DemoReport(Result):
         return format_variants(self.variants)
 
 
-def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log) -> dict:
+def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log, stages) -> dict:
     """Optimize ``model`` each way of :data:`OPTIMIZED`, export each int8 into ``exports``; returns
     per variant what its optimization achieved, measured from the weights."""
     from edgekit.converters import export
@@ -278,12 +284,15 @@ def _optimized_variants(model, ds, out, seed, fine_tune_epochs, exports, log) ->
         log(f"[2/4] {name}: {recipe.describe()} ({' + '.join(str(s.fine_tune.epochs) for s in recipe.steps)} "
             f"epoch(s) of fine-tune) ...")
         t0 = time.perf_counter()
-        result = optimize(base, recipe, ds.x_train, ds.y_train, x_test=ds.x_test, y_test=ds.y_test, seed=seed)
+        result = optimize(base, recipe, ds.x_train, ds.y_train, x_test=ds.x_test, y_test=ds.y_test, seed=seed, log=log)
+        stages[f"{name}: fine-tune"] = round(time.perf_counter() - t0, 1)
         done[name] = result.model
+        t1 = time.perf_counter()
         slug = name.split(" +")[0].replace(" ", "_").replace(":", "of").replace(".", "").lower()
         path = os.path.join(out, f"model_{slug}_int8.tflite")
         exports[name] = export(result.model, path, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test,
                                seed=seed, layer_report=False, **export_options)
+        stages[f"{name}: export"] = round(time.perf_counter() - t1, 1)
         weights = result.steps[-1].weights
         two_four = any(s.technique == "prune" and s.config.pattern == "2:4" for s in recipe.steps)
         # the kernels the techniques change: not depthwise ones, and for 2:4 those with >= 4 inputs
@@ -372,6 +381,9 @@ def render_markdown(report) -> str:
                     fmt(v["optimization"]["max_unique_per_kernel"], ",")] for v in optimized], markdown=True),
             "",
         ]
+    if report.get("stages"):
+        lines += [f"Where the {report['total_seconds']:.0f} s went (seconds): "
+                  + ", ".join(f"{k} {v:g}" for k, v in report["stages"].items()), ""]
     if report.get("pareto_png"):
         lines += ["![accuracy against latency; marker area is the file size](pareto.png)", ""]
     return "\n".join(lines)

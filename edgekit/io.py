@@ -164,10 +164,14 @@ def captured_native_stderr():
     TF_CPP_MIN_LOG_LEVEL (oneDNN notices, CUDA probing, calibration chatter). The CLI runs its
     TensorFlow work inside this block and shows the captured text only when something fails
     unexpectedly. Yields a function returning the captured text."""
+    from edgekit.device.progress import pushed
+
     sys.stderr.flush()
     saved = os.dup(2)
     tmp = tempfile.TemporaryFile()
     os.dup2(tmp.fileno(), 2)
+    live = pushed(saved)  # live progress still reaches the user's stderr
+    live.__enter__()
 
     kept = []  # the text, once the block has ended
 
@@ -181,6 +185,7 @@ def captured_native_stderr():
     try:
         yield text
     finally:
+        live.__exit__(None, None, None)
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)

@@ -9,6 +9,9 @@ having stepped is an error, not a silently dense file (:func:`edgekit.wrappers.s
 
 from __future__ import annotations
 
+import time
+from typing import Callable, Optional
+
 import numpy as np
 
 from edgekit.compat import keras, tfmot
@@ -82,13 +85,67 @@ def create_fit_variables(model, x, y) -> None:
         model.compiled_metrics.build(y_pred, tf.convert_to_tensor(y[:2]))
 
 
+class TrainingProgress(keras.callbacks.Callback):
+    """Progress of a ``fit``: on a terminal, one live tqdm line on stderr (label, steps, epoch
+    n/N, loss, accuracy, elapsed and ETA); otherwise one plain line per epoch through ``plain``
+    (nothing without it)."""
+
+    def __init__(self, label: str, plain: Optional[Callable[[str], None]] = None, stream=None):
+        super().__init__()
+        from edgekit.device import progress
+
+        self.label, self.plain = label, plain
+        self.stream = stream or progress.stream()
+        self.terminal = progress.is_terminal(self.stream)
+        self.bar, self.epoch, self.t0 = None, 0, 0.0
+
+    def on_train_begin(self, logs=None):
+        self.epochs, self.steps = int(self.params.get("epochs") or 1), int(self.params.get("steps") or 0)
+        self.t0 = time.perf_counter()
+        if self.terminal:
+            from tqdm import tqdm
+
+            from edgekit.device import progress
+
+            self.bar = tqdm(total=self.epochs * self.steps or None, desc=self.label, file=self.stream, leave=False,
+                            ncols=progress.columns(), mininterval=0.2, unit="step",
+                            bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def _metrics(self, logs) -> str:
+        return " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_accuracy"))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {self.epoch}/{self.epochs} {self._metrics(logs)}", refresh=False)
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:  # each epoch's end is drawn, however fast the batches went
+            self.bar.set_postfix_str(f"epoch {self.epoch}/{self.epochs} {self._metrics(logs)}", refresh=True)
+        elif self.plain is not None:
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / self.epoch * (self.epochs - self.epoch)
+            self.plain(f"      {self.label}: epoch {self.epoch}/{self.epochs} {self._metrics(logs)} "
+                       f"({elapsed:.0f} s, ETA {eta:.0f} s)")
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
-              metrics=("accuracy",), verbose=0, seed: int = 0, teacher=None):
+              metrics=("accuracy",), verbose=0, seed: int = 0, teacher=None, progress: Optional[str] = None,
+              plain: Optional[Callable[[str], None]] = None):
     """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
     with ``schedule="cosine"``) and fit it with the :func:`callbacks` it needs. With
     ``settings.distill`` the fit runs through a :class:`~edgekit.optimize.distill.Distiller` against
     ``teacher`` (``loss`` is then the distillation loss; the default cross-entropy reads logits
-    unless the model ends in softmax). Returns the Keras History."""
+    unless the model ends in softmax). ``progress`` labels a live line (:class:`TrainingProgress`;
+    ``plain`` gets a line per epoch when stderr is not a terminal). Returns the Keras History."""
     keras.utils.set_random_seed(seed)
     if loss == "sparse_categorical_crossentropy":
         check_labels(model, y, "y")
@@ -109,8 +166,9 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not emits_probabilities(model))
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     create_fit_variables(trained, x, y)
+    shown = [TrainingProgress(progress, plain)] if progress else []
     return trained.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs, verbose=verbose, shuffle=True,
-                       callbacks=callbacks(model))
+                       callbacks=callbacks(model) + shown)
 
 
 def accuracy(model, x, y, batch_size: int = 256) -> float:

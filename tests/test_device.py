@@ -160,13 +160,21 @@ def test_progress_line_draws_only_on_request_and_after_its_delay():
     stream = io.StringIO()
     p = Progress("bench", enabled=True, delay=0.0, stream=stream)
     p.show("board-a: m.tflite timed 64/100")
-    p.close()
-    assert "board-a: m.tflite timed 64/100" in stream.getvalue() and stream.getvalue().endswith("\r\x1b[K")
+    p.close()  # the line is cleared: what comes next starts on a clean line
+    assert "board-a: m.tflite timed 64/100" in stream.getvalue() and stream.getvalue().endswith("\r")
     quiet = io.StringIO()
     q = Progress("bench", stream=quiet, delay=0.0)  # not a terminal: silent
     q.show("x")
     q.update("timed", 1, 2)
     assert quiet.getvalue() == ""
+    lines = []  # not a terminal, with a plain-line function: a line when a phase completes
+    r = Progress("calibrating", stream=io.StringIO(), delay=0.0, plain=lines.append)
+    r.update("samples", 1, 2)
+    r.update("samples", 2, 2)
+    assert lines == ["calibrating: samples 2/2"]
+    late = io.StringIO()  # a short job prints nothing before the delay
+    Progress("bench", enabled=True, stream=late, delay=60.0).show("x")
+    assert late.getvalue() == ""
 
 
 def test_raw_outputs_are_saved_bit_for_bit(exported, test_npz, tmp_path):

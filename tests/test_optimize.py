@@ -389,3 +389,25 @@ def test_optimize_warns_when_qat_loses_zeros_or_clusters():
     notes = _lost(before, after)
     assert notes[0] == "b: zeros 0.80 → 0.07 after QAT" and len(notes) == 2
     assert _lost(before, before) == []
+
+
+def test_training_progress_is_one_live_line_on_a_terminal_and_plain_lines_elsewhere():
+    import io
+
+    from edgekit.optimize.finetune import TrainingProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    x, y = np.zeros((64, 4), "float32"), np.zeros(64, "int64")
+    live, lines = Terminal(), []
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[TrainingProgress("training", lines.append, live)])
+    text = live.getvalue()
+    assert "training" in text and "8/8" in text and "epoch 2/2" in text and "loss" in text and lines == []
+    plain = io.StringIO()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[TrainingProgress("training", lines.append, plain)])
+    assert plain.getvalue() == "" and len(lines) == 2
+    assert lines[1].strip().startswith("training: epoch 2/2 loss") and "accuracy" in lines[1] and "ETA 0 s" in lines[1]

@@ -20,15 +20,27 @@ def add_parser(sub):
                    help="only float32 and int8 (skip the channel-pruned, pruned, 2:4, clustered, QAT and PCQAT variants)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    g.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier demo run")
+    g.add_argument("--overwrite", action="store_true", help="replace --out (if it holds an earlier demo run) and --json")
+    g.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="also write the report as JSON to PATH ('-' or no PATH: stdout, and nothing else on stdout)")
     add_bench_flags(p, runs=200, warmup=20)
     p.set_defaults(run=run, quiet_native=True)
     return p
 
 
 def run(args) -> int:
+    from edgekit.cli._common import check_outputs
     from edgekit.demo import run_demo
 
-    run_demo(args.out, model_name=args.model, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
-             threads=args.threads, seed=args.seed, optimized=args.optimized, overwrite=args.overwrite)
+    check_outputs(args, [(args.json, "--json", False)])
+    report = run_demo(args.out, model_name=args.model, epochs=args.epochs, runs=args.runs, warmup=args.warmup,
+                      threads=args.threads, seed=args.seed, optimized=args.optimized, overwrite=args.overwrite,
+                      log=None if args.json == "-" else print)
+    if args.json == "-":
+        print(report.to_json())
+    elif args.json:
+        from edgekit.io import write_atomic
+
+        write_atomic(args.json, report.to_json() + "\n", overwrite=args.overwrite)
+        print(f"wrote {args.json}")
     return EXIT_OK
