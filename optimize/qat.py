@@ -93,7 +93,13 @@ def _scheme(preserve: str):
     }[preserve]()
 
 
-def _unsupported(exc) -> InputError:
+def _custom_layers(model) -> list:
+    """Layers whose class is neither a Keras layer nor edgekit's (tfmot cannot clone them)."""
+    return [l for l in model.layers if not type(l).__module__.startswith(("tf_keras.src.layers", "tf_keras.src.engine",
+                                                                         "edgekit.", "tensorflow_model_optimization"))]
+
+
+def _unsupported(exc, model=None) -> InputError:
     text = " ".join(str(exc).split())
     m = re.search(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported", text)
     if m:
@@ -101,6 +107,13 @@ def _unsupported(exc) -> InputError:
         return InputError(f"qat: layer '{name}' ({kind}) has no QuantizeConfig; leave it in float with "
                           f"QATConfig(skip=('{name}',)) (`qat_skip`), or pass "
                           f"QATConfig(configs={{'{name}': YourQuantizeConfig()}})")
+    custom = _custom_layers(model) if model is not None and "Unable to clone model" in text else []
+    if custom:
+        kinds = sorted({type(l).__name__ for l in custom})
+        names = ", ".join(f"'{l.name}'" for l in custom[:3]) + (" …" if len(custom) > 3 else "")
+        return InputError(f"qat: tfmot cannot clone the model's custom layers ({', '.join(kinds)}: {names}, "
+                          f"{len(custom)} in all); QAT needs every layer to be a Keras layer tfmot knows: replace "
+                          f"them with Keras layers, or export this model int8 without QAT (post-training)")
     return InputError(f"qat: tfmot cannot quantize this model: {text[:300]}")
 
 
@@ -148,7 +161,7 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
             try:
                 quantized = quant.quantize_apply(annotated, scheme) if scheme else quant.quantize_apply(annotated)
             except (RuntimeError, ValueError) as exc:
-                raise _unsupported(exc) from None
+                raise _unsupported(exc, base) from None
     quantized._edgekit_preserve = preserve
     if calib is not None:
         init_ranges(quantized, base, calib)

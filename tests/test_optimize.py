@@ -411,3 +411,17 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_plain_lines_elsewh
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[TrainingProgress("training", lines.append, plain)])
     assert plain.getvalue() == "" and len(lines) == 2
     assert lines[1].strip().startswith("training: epoch 2/2 loss") and "accuracy" in lines[1] and "ETA 0 s" in lines[1]
+
+
+def test_qat_of_a_model_with_a_custom_layer_names_it():
+    from edgekit.errors import InputError
+    from edgekit.optimize import qat
+
+    class Scale(L.Layer):  # a custom layer, as keras.applications' ConvNeXt has (LayerScale)
+        def call(self, x):
+            return x * 0.5
+
+    i = keras.Input((8,))
+    model = keras.Model(i, L.Dense(4)(Scale(name="my_scale")(L.Dense(8)(i))))
+    with pytest.raises(InputError, match=r"custom layers \(Scale: 'my_scale', 1 in all\)"):
+        qat(model)
