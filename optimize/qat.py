@@ -150,7 +150,8 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
                 or layer.name in apart:
             return layer
         own = config.configs.get(layer.name)
-        if own is None and (not _tfmot_supports(layer) or isinstance(layer, keras.layers.Activation)):
+        if own is None and (not _tfmot_supports(layer) or isinstance(
+                layer, (keras.layers.Activation, keras.layers.BatchNormalization, keras.layers.AveragePooling2D))):
             own = edgekit_config(layer)  # None: tfmot decides (BatchNormalization folds into its conv)
         return quant.quantize_annotate_layer(layer, quantize_config=own)
 

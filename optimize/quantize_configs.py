@@ -23,10 +23,37 @@ _OUTPUT_QUANTIZED = (keras.layers.Multiply, keras.layers.Subtract, keras.layers.
                      keras.layers.Average, keras.layers.Rescaling, keras.layers.Normalization)
 
 
+# Layers whose following BatchNormalization tfmot folds in (its Conv+BN transforms).
+_FOLDS_BATCHNORM = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def _folded_by_tfmot(bn) -> bool:
+    """True when tfmot folds this BatchNormalization into the convolution before it: that
+    convolution feeds it and nothing else."""
+    nodes = getattr(bn, "_inbound_nodes", [])
+    inbound = nodes[0].inbound_layers if nodes else []
+    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    return len(inbound) == 1 and type(inbound[0]) in _FOLDS_BATCHNORM and len(inbound[0]._outbound_nodes) == 1
+
+
 def edgekit_config(layer):
-    """edgekit's QuantizeConfig for ``layer``, or None when tfmot handles it (or nobody does)."""
+    """edgekit's QuantizeConfig for ``layer``, or None when tfmot handles it (or nobody does).
+
+    A BatchNormalization tfmot does not fold (DenseNet's and NASNet's, after a concatenation or an
+    activation) keeps its float parameters and gets an output quantizer: the int8 converter turns
+    it into an integer multiply and add. An AveragePooling2D gets no quantizer of its own: TFLite's
+    int8 average pooling needs its output on its input's scale (tfmot's own config gives it a
+    second quantizer, which the converter rejects: "same scale constraint")."""
     if isinstance(layer, _OUTPUT_QUANTIZED):
         return OutputQuantizeConfig()
+    if isinstance(layer, keras.layers.BatchNormalization) and not _folded_by_tfmot(layer):
+        return OutputQuantizeConfig()
+    if type(layer) is keras.layers.AveragePooling2D:
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+            default_8bit_quantize_configs as c8,
+        )
+
+        return c8.NoOpQuantizeConfig()
     if type(layer) is keras.layers.Embedding:
         return EmbeddingQuantizeConfig()
     if type(layer) is keras.layers.Conv1D:  # tfmot's registry knows Conv2D only: the same scheme, per tensor

@@ -26,6 +26,17 @@ def run_cli(*args, cwd=None, timeout=300):
                           cwd=cwd, timeout=timeout, env=env)
 
 
+def interactive():
+    """A ``preexec_fn`` giving the child the signal state of a command typed in a terminal: SIGINT
+    handled and not blocked, whatever the test worker inherited or changed (a child inherits an
+    ignored or blocked SIGINT across exec; seen in one pytest-xdist worker)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def assert_clean_error(proc, expect_code=2, contains=None):
     """A one-line error on stderr, the expected exit code, no traceback."""
     assert proc.returncode == expect_code, (proc.returncode, proc.stdout, proc.stderr)

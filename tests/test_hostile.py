@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import EDGEKIT, build_tiny
+from conftest import EDGEKIT, build_tiny, interactive
 
 GIB = 1 << 30
 
@@ -360,7 +360,8 @@ def test_a_signal_during_optimizes_save_leaves_nothing(hostile, tmp_path, signum
     private.mkdir()
     proc = subprocess.Popen([EDGEKIT, "optimize", hostile["good.keras"], "--data", hostile["data"], "--qat",
                              "--epochs", "1", "-o", str(out_dir / "o_qat")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(private)))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(private)),
+                            preexec_fn=interactive)
     saving = _stop_when(proc, lambda: any(".tmp-" in n for n in os.listdir(out_dir)))
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)

@@ -425,3 +425,23 @@ def test_qat_of_a_model_with_a_custom_layer_names_it():
     model = keras.Model(i, L.Dense(4)(Scale(name="my_scale")(L.Dense(8)(i))))
     with pytest.raises(InputError, match=r"custom layers \(Scale: 'my_scale', 1 in all\)"):
         qat(model)
+
+
+def test_qat_of_a_batchnorm_after_a_concat_and_an_average_pool_exports_int8(tmp_path):
+    """DenseNet's pattern: BatchNormalization after a concatenation (tfmot folds only Conv+BN) and
+    an AveragePooling2D (TFLite's int8 kernel needs one scale in and out)."""
+    from edgekit.converters import export
+    from edgekit.optimize import qat
+    from edgekit.saving import load_keras_model, save_model
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 3))
+    x = L.Concatenate()([L.Conv2D(8, 3, padding="same")(i), i])
+    x = L.ReLU()(L.BatchNormalization(name="standalone_bn")(x))
+    x = L.AveragePooling2D(2)(L.Conv2D(8, 1)(x))
+    model = keras.Model(i, L.Dense(3)(L.GlobalAveragePooling2D()(x)))
+    xs = np.random.default_rng(0).random((32, 16, 16, 3), dtype=np.float32)
+    q = qat(model, calib=xs)
+    save_model(q, tmp_path / "q", overwrite=False)  # reloads with every custom object
+    rep = export(load_keras_model(str(tmp_path / "q")), None, calib=xs, eval_x=xs)
+    assert rep.fully_integer and rep.cosine > 0.99 and rep.op_counts.get("AVERAGE_POOL_2D") == 1

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import EDGEKIT, assert_clean_error, run_cli
+from conftest import EDGEKIT, assert_clean_error, interactive, run_cli
 
 from loopback import LoopbackSSHD, free_port as _free_port, sshd_path  # tools/loopback.py
 
@@ -132,7 +132,7 @@ def _start_long_remote_run(sshd, board_venv, model):
     proc = subprocess.Popen(
         [EDGEKIT, "bench", model, "--host", sshd["host"], "--ssh-config", sshd["config"], "--remote-python",
          os.path.join(board_venv, "bin", "python"), "--duration", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interactive)
     for _ in range(300):
         new = _edgekit_dirs() - before
         if new and glob.glob(os.path.join(next(iter(new)), "m0.tflite")):
