@@ -30,7 +30,7 @@ from edgekit.converters.tflm import BOARDS, Board, board as find_board, c_source
     source_names, tflm_supports
 from edgekit.converters import flatbuffer as fb
 from edgekit.errors import InputError, VerificationError
-from edgekit.io import check_output, commit_dir, staging_dir
+from edgekit.io import _umask, check_output, commit_dir, staging_dir
 from edgekit.results import Result, table
 
 DEFAULT_MAX_ARENA_KB = 8192  # the bisection's upper bound: more than any board of the table has
@@ -262,12 +262,6 @@ def _check_emit(directory, name: str, overwrite: bool) -> str:
         return directory
     return check_output(directory, overwrite=overwrite, what="`emit`", directory=True,
                         replaceable=set(source_names(name)))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board] = None, ram_kb: Optional[float] = None,

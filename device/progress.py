@@ -16,7 +16,7 @@ import time
 _streams: list = []  # where live progress goes while file descriptor 2 is captured (innermost last)
 
 
-def stream():
+def live_stream():
     """The stream live progress is drawn on: the user's stderr, even while the command line
     captures file descriptor 2 (TensorFlow's native logging) — see :func:`pushed`."""
     return _streams[-1] if _streams else sys.stderr
@@ -52,7 +52,7 @@ class Progress:
 
     def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None, plain=None,
                  plain_every: float = 30.0):
-        self.stream = stream or globals()["stream"]()
+        self.stream = stream or live_stream()
         self.enabled = True if enabled is None else bool(enabled)
         self.terminal = is_terminal(self.stream) or enabled is True  # True: draw the line on any stream
         self.plain = plain

@@ -95,7 +95,7 @@ class TrainingProgress(keras.callbacks.Callback):
         from edgekit.device import progress
 
         self.label, self.plain = label, plain
-        self.stream = stream or progress.stream()
+        self.stream = stream or progress.live_stream()
         self.terminal = progress.is_terminal(self.stream)
         self.bar, self.epoch, self.t0 = None, 0, 0.0
 
