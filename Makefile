@@ -49,7 +49,7 @@ bench-harness: $(STAMP)
 # The models people have (keras.applications, Sequential, text; tf_keras and Keras 3) through every
 # verb, written into docs/models.md's zoo table.
 bench-zoo: $(STAMP)
-	$(BIN)/python benchmarks/zoo.py --docs docs/models.md
+	$(BIN)/python benchmarks/zoo.py --docs docs/models.md --json benchmarks/zoo.json
 
 # The MLPerf Tiny models under TFLM's interpreter: arena, flash, agreement with LiteRT, the boards
 # they fit; written into docs/mcu.md and README.md.

@@ -5,6 +5,8 @@ the layer and the fix; an internal error is a failure of edgekit.
 
     .venv/bin/python benchmarks/zoo.py [--models NAME,...] [--flavours tf_keras,keras3] [--verbs ...]
                                        [--docs docs/models.md] [--json OUT.json]      (make bench-zoo)
+    .venv/bin/python benchmarks/zoo.py --models DenseNet121 --verbs qat --update benchmarks/zoo.json \
+                                       --docs docs/models.md       (re-measure some cells, keep the rest)
 
 Verbs and what "works" means:
 - export: int8 export, verified, fully integer;
@@ -163,7 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=32, help="input height and width of the applications (default 32)")
     ap.add_argument("--docs", help="write the table between the zoo markers of this Markdown file")
     ap.add_argument("--json", help="write every cell as JSON")
+    ap.add_argument("--update", metavar="JSON", help="start from the cells of an earlier run's JSON, re-measure "
+                    "the selected ones and write the merged cells back to it")
     args = ap.parse_args(argv)
+    earlier = []
+    if args.update:
+        with open(args.update) as f:
+            earlier = json.load(f)
+        args.json = args.json or args.update
     rows = []
     for name in args.models.split(","):
         for flavour in args.flavours.split(","):
@@ -171,6 +180,10 @@ def main(argv=None) -> int:
                 rows.append(run_one(name, flavour, verb, args.size))
                 r = rows[-1]
                 print(f"{name:18} {flavour:8} {verb:8} {r['status']:8} {r['seconds']:6.1f}s  {r['detail']}", flush=True)
+    fresh = {(r["model"], r["flavour"], r["verb"]) for r in rows}
+    rows = [r for r in earlier if (r["model"], r["flavour"], r["verb"]) not in fresh] + rows
+    order = {(m, f, v): i for i, (m, f, v) in enumerate((m, f, v) for m in MODELS for f in FLAVOURS for v in VERBS)}
+    rows.sort(key=lambda r: order.get((r["model"], r["flavour"], r["verb"]), len(order)))
     text = markdown(rows)
     print(text)
     if args.json:
