@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-search arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-harness: $(STAMP)
 # verb, written into docs/models.md's zoo table.
 bench-zoo: $(STAMP)
 	$(BIN)/python benchmarks/zoo.py --docs docs/models.md --json benchmarks/zoo.json
+
+# edgekit search on the demo model: TPE against random search and the hand-made recipe
+bench-search: $(STAMP)
+	$(BIN)/python benchmarks/search_targets.py --docs docs/search.md --readme README.md
 
 # The MLPerf Tiny models under TFLM's interpreter: arena, flash, agreement with LiteRT, the boards
 # they fit; written into docs/mcu.md and README.md.

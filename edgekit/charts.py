@@ -96,6 +96,8 @@ def _place_labels(fig, ax, variants, xs, ys, front, areas) -> list:
     order = sorted(range(len(variants)), key=lambda i: (i not in front, xs[i]))
     for i in order:
         v = variants[i]
+        if not v["name"]:  # an unlabelled point (a search's dominated trials)
+            continue
         words = f"{v['name']}\n{v['size_bytes'] / 1024:,.0f} KiB"
         text = ax.annotate(words, (xs[i], ys[i]), textcoords="offset points", xytext=_OFFSETS[0], fontsize=7.5,
                            color="black" if i in front else "0.45", ha="left", va="center", zorder=3)

@@ -191,3 +191,20 @@ def captured_native_stderr():
         os.close(saved)
         kept.append(text())
         tmp.close()
+
+
+def read_toml(path: str, what: str) -> dict:
+    """A TOML file's document; a missing file, a directory or bad TOML is one line naming ``what``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a directory; give a .toml file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None

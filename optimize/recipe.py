@@ -34,12 +34,12 @@ them (PQAT, CQAT, PCQAT). QAT must be the last step.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgekit.errors import InputError
+from edgekit.io import read_toml
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
@@ -47,11 +47,6 @@ from edgekit.optimize.finetune import accuracy, check_labels
 from edgekit.optimize.weights import WeightReport, weight_report
 from edgekit.results import Result, fmt, table
 from edgekit.saving import as_tf_keras
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _FT_KEYS = {f.name for f in fields(FineTune)}
 
@@ -95,15 +90,7 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: str) -> "Recipe":
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            raise InputError(f"recipe not found: {path}") from None
-        except IsADirectoryError:
-            raise InputError(f"recipe {path} is a directory; give a .toml file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path} is not valid TOML: {exc}") from None
+        doc = read_toml(path, "recipe")
         return cls.from_dict(doc, where=path)
 
     @classmethod

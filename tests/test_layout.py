@@ -69,6 +69,6 @@ def test_no_file_over_500_lines_and_no_function_over_80(limit_file, limit_functi
 
 
 def test_development_tools_are_not_in_the_package():
-    for name in ("readme.py", "techniques.py", "loopback.py"):
+    for name in ("readme.py", "techniques.py", "loopback.py", "postgres.py"):
         for top in ("edgekit",) + SUBPACKAGES:
             assert not os.path.exists(os.path.join(ROOT, top, name)), f"{top}/{name} would be installed"

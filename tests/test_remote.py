@@ -170,3 +170,19 @@ def test_ssh_dropping_mid_run_is_reported_and_cleaned_up(board_venv, sshd, expor
     assert proc.returncode == 1 and "Traceback" not in err
     assert "dropped during the run" in err, err
     assert _gone(remote_dir), f"{remote_dir} left on the board"
+
+
+def test_search_measures_each_trial_on_the_board(board_venv, sshd, tiny_keras_path, tmp_path):
+    """edgekit search --host: the trials' latency and accuracy come from the board's harness."""
+    space = tmp_path / "space.toml"
+    space.write_text("channel_ratio = 0.5\nsparsity = 0.0\nclusters = 0\nqat = false\ndistill = false\nepochs = 1\n")
+    out = tmp_path / "study"
+    proc = run_cli("search", tiny_keras_path, "--data", "digits", "-o", out, "--trials", "1", "--space", space,
+                   "--host", sshd["host"], "--ssh-config", sshd["config"], "--remote-python",
+                   os.path.join(board_venv, "bin", "python"), "--runs", "10", "--warmup", "2", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["baseline"]["host"] == sshd["host"]
+    (trial,) = result["trials"]
+    assert trial["state"] == "COMPLETE" and trial["host"] == sshd["host"] and trial["p50_ms"] > 0
+    assert trial["size_bytes"] == os.path.getsize(out / "front" / "trial_000.tflite")

@@ -27,7 +27,7 @@ from typing import List, Optional
 from edgekit.cli._common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, err
 
 # The commands, in --help order: each is the module of that name in this package.
-COMMANDS = ("demo", "export", "optimize", "bench", "mcu", "device", "inspect", "models", "profile")
+COMMANDS = ("demo", "export", "optimize", "search", "bench", "mcu", "device", "inspect", "models", "profile")
 # Words of library messages every command translates.
 FLAG_WORDS = {"overwrite=True": "--overwrite", "safe_mode=False": "--unsafe-load",
               "y_test": "the test labels of --data", "y": "the labels of --data"}

@@ -1,0 +1,198 @@
+"""edgekit search: the space, a study on this machine (interrupted and continued), limits, bad
+input, and a study shared by two workers through a real PostgreSQL server, one killed mid-trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import EDGEKIT, assert_clean_error, build_tiny, interactive, run_cli
+from edgekit.errors import InputError
+
+SPACE = 'channel_ratio = [0.0, 0.25, 0.5]\nsparsity = [0.0]\nclusters = [0]\nqat = [false, true]\ndistill = false\nepochs = 1\n'
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "space.toml"
+    path.write_text(SPACE)
+    return str(path)
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"sparsity": []}, "sparsity is an empty list"),
+    ({"channel_ratio": {"low": 0.6, "high": 0.2}}, "low 0.6 is above high 0.2"),
+    ({"widht": [0.5]}, "unknown dimension 'widht'"),
+    ({"qat": [True], "quant": ["int16x8"]}, "qat = true exports int8 only"),
+    ({"qat": {"low": 0, "high": 1}}, "qat is a choice, not a range"),
+    ({"sparsity": [0.5, 1.5]}, "1.5 is not a share in [0, 1)"),
+    ({"clusters": [1]}, "0 (none) or a count from 2 to 256"),
+])
+def test_space_errors_say_what_is_wrong(doc, words):
+    from edgekit.search.space import load_space
+
+    with pytest.raises(InputError, match=r".*") as exc:
+        load_space(overrides=doc)
+    assert words in str(exc.value)
+
+
+def test_a_trials_recipe_is_one_edgekit_optimize_reads():
+    from edgekit.optimize import Recipe
+    from edgekit.search.space import DEFAULT_SPACE, describe, recipe_doc, to_toml
+
+    params = {"channel_ratio": 0.45, "sparsity": 0.5, "clusters": 16, "qat": True, "quant": "int8", "distill": True,
+              "epochs": 6, "learning_rate": 0.00123456}
+    doc = recipe_doc(params, batchnorm=True)
+    recipe = Recipe.from_dict(doc)
+    assert [s.technique for s in recipe.steps] == ["channel_prune", "prune", "cluster", "qat"]
+    assert recipe.steps[0].fine_tune.epochs == 6 and recipe.steps[0].fine_tune.distill is not None
+    assert recipe.steps[0].fine_tune.learning_rate == 0.00123
+    assert recipe.steps[3].fine_tune.epochs == 2 and recipe.steps[3].fine_tune.learning_rate == 1e-4
+    assert recipe.steps[2].config.fold_batchnorm is False  # PCQAT keeps BatchNorm
+    assert describe(params) == "channels 0.45 + prune 0.5 + cluster 16 + QAT + distill + int8"
+    nothing = dict(params, channel_ratio=0.0, sparsity=0.0, clusters=0, qat=False)
+    assert recipe_doc(nothing, True) is None and describe(nothing) == "int8"
+    import tomllib
+
+    assert tomllib.loads(to_toml(doc, "a header")) == doc
+    assert set(DEFAULT_SPACE) == set(params)
+
+
+def _trials(directory):
+    with open(os.path.join(directory, "search.json")) as f:
+        return json.load(f)
+
+
+def test_search_interrupted_then_continued_writes_the_front(tmp_path, tiny_keras_path, space):
+    """Ctrl-C in the second trial: exit 130, that trial failed; the same command finishes the
+    study; every front point has a recipe that reproduces it and its verified .tflite."""
+    out = str(tmp_path / "study")
+    argv = [EDGEKIT, "search", tiny_keras_path, "--data", "digits", "-o", out, "--trials", "3", "--space", space,
+            "--runs", "10", "--warmup", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interactive)
+    for line in proc.stdout:
+        if line.startswith("trial 0:"):
+            time.sleep(1.5)  # inside trial 1 (a fine-tune or an export takes seconds)
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    first = _trials(out)
+    assert [t["state"] for t in first["trials"]][:2] == ["COMPLETE", "FAIL"]
+
+    done = run_cli(*argv[1:])
+    assert done.returncode == 0, done.stderr
+    assert "Pareto front" in done.stdout
+    result = _trials(out)
+    complete = [t for t in result["trials"] if t["state"] == "COMPLETE"]
+    assert len(complete) == 3
+    assert complete[0] == first["trials"][0]  # kept as measured
+    assert result["front"] and os.path.isfile(os.path.join(out, "pareto.png"))
+    from edgekit.optimize import Recipe
+    from edgekit.converters import inspect_tflite
+
+    for n in result["front"]:
+        t = next(t for t in result["trials"] if t["number"] == n)
+        tflite = os.path.join(out, "front", f"trial_{n:03d}.tflite")
+        assert os.path.getsize(tflite) == t["size_bytes"]
+        assert inspect_tflite(tflite).fully_integer
+        toml = os.path.join(out, "front", f"trial_{n:03d}.toml")
+        if t["recipe"] is not None:
+            assert Recipe.from_toml(toml) == Recipe.from_dict(t["recipe"])
+    # no limit can be met: one line naming it and the best value seen; the study is kept
+    before = open(os.path.join(out, "study.log"), "rb").read()
+    tight = run_cli(*argv[1:], "--max-size", "0.001")
+    assert_clean_error(tight, 2, "meets --max-size 0.001 (the smallest seen:")
+    # a study made for another model: refused, nothing lost
+    other = tmp_path / "other.keras"
+    build_tiny().save(str(other))
+    wrong = run_cli("search", str(other), "--data", "digits", "-o", out, "--trials", "4", "--space", space)
+    assert_clean_error(wrong, 2, "was created for another model")
+    assert open(os.path.join(out, "study.log"), "rb").read()[:len(before)] == before
+
+
+def test_search_bad_input_is_one_line(tmp_path, tiny_keras_path, space):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(busy))
+    assert_clean_error(r, 2, "holds files a search does not write")
+    assert (busy / "notes.txt").read_text() == "mine"
+    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "b"), "--storage", "redis://x")
+    assert_clean_error(r, 2, "--storage must be a postgresql://")
+    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "d"), "--space", space,
+                "--host", "nobody@127.0.0.1:1")
+    assert_clean_error(r, 2, "cannot reach nobody@127.0.0.1:1 over SSH")
+    assert not os.path.exists(tmp_path / "d")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("qat = []\n")
+    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "c"), "--space", str(empty))
+    assert_clean_error(r, 2, "qat is an empty list")
+    assert not os.path.exists(tmp_path / "c")
+
+
+def test_search_bad_storage_leaves_nothing(tmp_path, tiny_keras_path, space):
+    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "a"), "--space", space,
+                "--storage", "postgresql://nobody@127.0.0.1:1/none")
+    assert_clean_error(r, 2, "cannot open the study database 127.0.0.1:1/none")
+    assert not os.path.exists(tmp_path / "a")
+
+
+def _postgres_or_skip():
+    from postgres import bin_dir  # tools/postgres.py
+
+    if bin_dir() is None:
+        if os.environ.get("EDGEKIT_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required here (EDGEKIT_REQUIRE_POSTGRES=1) but initdb was not found")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+
+
+def test_shared_study_two_workers_one_killed_mid_trial(tmp_path, tiny_keras_path, space):
+    """Two workers share one study in a real PostgreSQL server; one is killed with SIGKILL in the
+    middle of a trial: that trial is failed (its heartbeat stopped), the other worker finishes,
+    exactly --trials trials complete and none ran twice."""
+    _postgres_or_skip()
+    import optuna
+    from optuna.trial import TrialState
+    from postgres import LocalPostgres
+
+    with LocalPostgres() as pg:
+        argv = [EDGEKIT, "search", tiny_keras_path, "--data", "digits", "--trials", "4", "--space", space,
+                "--storage", pg.url, "--heartbeat", "1", "--runs", "10", "--warmup", "2"]
+        a = subprocess.Popen(argv + ["-o", str(tmp_path / "a")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        b = subprocess.Popen(argv + ["-o", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        storage = optuna.storages.RDBStorage(pg.url.replace("postgresql://", "postgresql+psycopg2://"))
+        killed = None
+        deadline = time.time() + 240
+        while killed is None and time.time() < deadline and a.poll() is None:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="edgekit-search", storage=storage)
+            except KeyError:
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and "name" in t.user_attrs:
+                    time.sleep(1.0)  # well inside the trial's fine-tune or export
+                    a.kill()
+                    killed = t.number
+                    break
+        assert killed is not None, "worker a never ran a trial"
+        a.wait(timeout=30)
+        out, err = b.communicate(timeout=600)
+        assert b.returncode == 0, err
+        trials = optuna.load_study(study_name="edgekit-search", storage=storage).get_trials()
+    states = {t.number: t.state for t in trials if not t.user_attrs.get("surplus")}
+    assert states[killed] == TrialState.FAIL
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 4
+    assert TrialState.RUNNING not in states.values()
+    workers = [t.user_attrs.get("worker") for t in trials if t.state == TrialState.COMPLETE]
+    assert len(workers) == 4 and all(workers)  # each complete trial run by exactly one worker
+    assert "Pareto front" in out
