@@ -44,3 +44,16 @@ def test_bench_on_qemu_marks_timings_emulated(exported, test_npz):
     assert r["host"] == "qemu:cortex-a72" and r["emulated"] is True
     assert r["platform"]["machine"] == "aarch64"
     assert r["accuracy"] == pytest.approx(exported["int8"].accuracy["tflite"], abs=1e-9)
+
+
+def test_search_checks_each_trial_on_arm64(tiny_keras_path, tmp_path):
+    """edgekit search --qemu: each trial's file also runs on ARM64 and agrees with this machine."""
+    space = tmp_path / "space.toml"
+    space.write_text("channel_ratio = 0.5\nsparsity = 0.0\nclusters = 0\nqat = false\ndistill = false\nepochs = 1\n")
+    proc = run_cli("search", tiny_keras_path, "--data", "digits", "-o", tmp_path / "study", "--trials", "1",
+                   "--space", space, "--qemu", "cortex-a72", "--runs", "10", "--warmup", "2", "--json", "-",
+                   timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    (trial,) = json.loads(proc.stdout)["trials"]
+    assert trial["state"] == "COMPLETE"
+    assert trial["qemu_accuracy"] == pytest.approx(trial["accuracy"], abs=1 / 360 + 1e-9)

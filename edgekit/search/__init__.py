@@ -114,7 +114,9 @@ def _measure(path: str, target: Target, inputs: str) -> dict:
         if not q.ok:
             raise EdgekitError(f"ARM64 ({target.qemu}, QEMU) run failed: {q.error}")
         m["qemu_accuracy"] = q.accuracy
-        if q.accuracy is not None and r.accuracy is not None and abs(q.accuracy - r.accuracy) > 1e-9:
+        with np.load(inputs) as f:  # ARM64's int8 kernels may round one step apart: one sample's worth is allowed
+            one = 1.0 / max(1, len(f["y"])) if "y" in f.files else 0.0
+        if q.accuracy is not None and r.accuracy is not None and abs(q.accuracy - r.accuracy) > one + 1e-9:
             raise EdgekitError(f"ARM64 kernels (QEMU {target.qemu}) give accuracy {q.accuracy:.4f}, this machine "
                                f"{r.accuracy:.4f}")
     return m
