@@ -20,7 +20,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -78,6 +78,10 @@ class Limits:
         if m.get("fits") is not None:
             out["board"] = 0.0 if m["fits"] else 1.0
         return out
+
+    def met(self, m: dict, baseline: dict) -> bool:
+        """Whether trial measurements ``m`` meet every limit."""
+        return max(self.violations(m, baseline).values(), default=0) <= 0
 
 
 @dataclasses.dataclass
@@ -192,8 +196,9 @@ class _Objective:
             m = _trial(trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed,
                        self.batchnorm)
         except EdgekitError as exc:
-            trial.set_user_attr("error", " ".join(str(exc).split())[:300])
-            self.failures.append(" ".join(str(exc).split())[:300])
+            reason = " ".join(str(exc).split())[:300]
+            trial.set_user_attr("error", reason)
+            self.failures.append(reason)
             log(f"trial {trial.number} ({name}) failed: {exc}")
             raise
         self.failures.clear()
@@ -229,11 +234,10 @@ def search(model, data, directory: str, *, trials: int = 24, space: Optional[dic
         raise InputError("the search data has no labels (y); accuracy needs them")
     created = not os.path.lexists(directory)
     os.makedirs(os.path.join(directory, "trials"), exist_ok=True)
-    base_cache: Dict[str, Any] = {}
     try:
+        # the sampler's constraints read the baseline the study stores (measured below when new)
         st = open_study(directory, storage, study, sampler, seed,
-                        constraints_of(limits, lambda: base_cache.get("b") or st.user_attrs.get("baseline")), heartbeat,
-                        trials)
+                        constraints_of(limits, lambda: st.user_attrs.get("baseline")), heartbeat, trials)
         check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
         inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
         if not os.path.isfile(inputs):
@@ -247,7 +251,6 @@ def search(model, data, directory: str, *, trials: int = 24, space: Optional[dic
         if created:  # nothing of a search that never started is left behind
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    base_cache["b"] = baseline
     bar = Progress("search", enabled=progress, delay=0.0)
 
     objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log)
@@ -275,8 +278,7 @@ def _complete():
 
 def _best(st, limits: Limits, baseline: dict) -> str:
     ok = [t.user_attrs["measured"] for t in st.get_trials(deepcopy=False, states=(_complete(),))
-          if "measured" in t.user_attrs and max(limits.violations(t.user_attrs["measured"], baseline).values(),
-                                                default=0) <= 0]
+          if "measured" in t.user_attrs and limits.met(t.user_attrs["measured"], baseline)]
     if not ok:
         return ""
     b = max(ok, key=lambda m: (m["accuracy"], -m["p50_ms"]))

@@ -12,6 +12,7 @@ from edgekit.errors import InputError
 from edgekit.io import write_atomic
 from edgekit.results import Result, fmt, table
 from edgekit.search import space as searchspace
+from edgekit.search.study import public_url
 
 OBJECTIVES = ("accuracy", "latency", "size")  # maximize, minimize, minimize
 
@@ -119,9 +120,8 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
                "recipe": t.user_attrs.get("recipe"), "worker": t.user_attrs.get("worker"),
                "error": t.user_attrs.get("error"), "duplicate_of": t.user_attrs.get("duplicate_of"), **m}
         if m:
-            over = limits.violations(m, baseline)
-            row["feasible"] = max(over.values(), default=0) <= 0
-            row["beyond"] = sorted(k for k, v in over.items() if v > 0)
+            row["feasible"] = limits.met(m, baseline)
+            row["beyond"] = sorted(k for k, v in limits.violations(m, baseline).items() if v > 0)
         else:
             row["feasible"] = False
         rows.append(row)
@@ -135,7 +135,7 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
                 "size_bytes": b["size_bytes"], "speedup": baseline["p50_ms"] / b["p50_ms"],
                 "smaller": baseline["size_bytes"] / b["size_bytes"]}
     return SearchResult(directory=directory, study=st.study_name,
-                        storage=storage.split("@")[-1] if storage else os.path.join(directory, "study.log"),
+                        storage=public_url(storage) if storage else os.path.join(directory, "study.log"),
                         objectives=list(OBJECTIVES), limits=dataclasses.asdict(limits), space=space, baseline=baseline,
                         trials=rows, front=[r["number"] for r in front], best_within_1pt=best)
 

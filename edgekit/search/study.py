@@ -69,13 +69,18 @@ def open_study(directory: str, storage: Optional[str], name: str, sampler: str, 
                                directions=["maximize", "minimize", "minimize"])
 
 
+def public_url(url: str) -> str:
+    """A storage URL without its user and password: host, port and database."""
+    return url.split("@")[-1]
+
+
 def _rdb(url: str, heartbeat: float):
     import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg2://" + url[len("postgresql://"):]
-    shown = url.split("@")[-1]
+    shown = public_url(url)
     try:
         return RDBStorage(url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(4, int(4 * heartbeat)),
                           engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
@@ -92,7 +97,6 @@ def check_identity(study, model_id: str, data_id: str, space: dict) -> None:
     if not attrs.get("edgekit"):
         for k, v in mine.items():
             study.set_user_attr(k, v)
-        study.set_user_attr("space_doc", space)
         study.set_user_attr("edgekit", 1)
         return
     hint = {"model": "another model", "data": "another data set",
