@@ -87,3 +87,62 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class Relay:
+    """A stream for live progress drawn by another process: each line tqdm draws (the text after
+    its last carriage return) goes to ``send`` as ``(slot, text)``; ``terminal`` is whether that
+    process draws on a terminal (the line) or not (``plain`` lines instead)."""
+
+    encoding = "utf-8"
+
+    def __init__(self, send, slot: int, terminal: bool):
+        self.send, self.slot, self.terminal = send, slot, terminal
+        self.prefix = ""  # what the line is about (the job's current task)
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+    def write(self, s: str) -> int:
+        if "\r" in s or "\n" in s:
+            line = s.replace("\n", "\r").rstrip("\r").rsplit("\r", 1)[-1]
+            line = line.rstrip()
+            # between lines (a conversion, say) the task itself stays on show
+            self.send(self.slot, self.prefix + line if line else self.prefix.rstrip(": ") + (" ..." if self.prefix else ""))
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def relay_to(stream) -> None:
+    """Draw this process's live progress on ``stream`` (a :class:`Relay`) from now on."""
+    _streams.append(stream)
+
+
+class Lines:
+    """One live line per slot on ``stream`` (a terminal), with log lines printed above them."""
+
+    def __init__(self, count: int, stream=None):
+        from tqdm import tqdm
+
+        self.stream = stream or live_stream()
+        self.bars = [tqdm(file=self.stream, position=i, leave=False, ncols=columns(), bar_format="{desc}")
+                     for i in range(count)]
+
+    def show(self, slot: int, text: str) -> None:
+        self.bars[slot].set_description_str(text)
+
+    def above(self, write, text: str) -> None:
+        """``write(text)`` (a log line on stdout) with the live lines cleared and redrawn below it."""
+        for bar in self.bars:
+            bar.clear()
+        self.stream.flush()
+        write(text)
+        sys.stdout.flush()
+        for bar in self.bars:
+            bar.refresh()
+
+    def close(self) -> None:
+        for bar in reversed(self.bars):
+            bar.close()

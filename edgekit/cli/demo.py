@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgekit.cli._common import EXIT_OK, add_bench_flags, int_at_least
+from edgekit.demo import DEFAULT_EPOCHS
 
 HELP = "train, export, verify and benchmark on the embedded digits data"
 FLAGS = {"out": "--out"}
@@ -14,7 +15,8 @@ def add_parser(sub):
     g = p.add_argument_group("what to run")
     g.add_argument("--model", default="mobilenet_v2", metavar="NAME",
                    help="registered classifier to train, digits preset (default mobilenet_v2; see `edgekit models`)")
-    g.add_argument("--epochs", type=int_at_least("--epochs", 1), default=20, help="training epochs (default 20)")
+    g.add_argument("--epochs", type=int_at_least("--epochs", 1), default=DEFAULT_EPOCHS,
+                   help=f"training epochs (default {DEFAULT_EPOCHS})")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--no-optimize", dest="optimized", action="store_false",
                    help="only float32 and int8 (skip the channel-pruned, pruned, 2:4, clustered, QAT and PCQAT variants)")
