@@ -98,17 +98,17 @@ class Relay:
 
     def __init__(self, send, slot: int, terminal: bool):
         self.send, self.slot, self.terminal = send, slot, terminal
-        self.prefix = ""  # what the line is about (the job's current task)
+        self.task = ""  # what the line is about (the job's current task): "task: <line>"
 
     def isatty(self) -> bool:
         return self.terminal
 
     def write(self, s: str) -> int:
         if "\r" in s or "\n" in s:
-            line = s.replace("\n", "\r").rstrip("\r").rsplit("\r", 1)[-1]
-            line = line.rstrip()
-            # between lines (a conversion, say) the task itself stays on show
-            self.send(self.slot, self.prefix + line if line else self.prefix.rstrip(": ") + (" ..." if self.prefix else ""))
+            line = s.replace("\n", "\r").rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+            if self.task:  # between lines (a conversion, say) the task itself stays on show
+                line = f"{self.task}: {line}" if line else f"{self.task} ..."
+            self.send(self.slot, line)
         return len(s)
 
     def flush(self) -> None:

@@ -58,7 +58,7 @@ def _log(text: str) -> None:
 def doing(what: str) -> None:
     """In a job: name what this worker's live line is about from now on (``what: <the line>``)."""
     if _relay is not None:
-        _relay.prefix = f"{what}: " if what else ""
+        _relay.task = what
         _relay.write("\r")
 
 
@@ -80,9 +80,8 @@ def _main_not_rerun():
     guarded by ``if __name__ == "__main__"``; the jobs live in edgekit's modules and need none of
     it, so the workers start without it."""
     main = sys.modules["__main__"]
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-    for k in saved:
-        setattr(main, k, None) if k == "__spec__" else delattr(main, k)
+    saved = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__spec__ = None  # what an interactive session has
     try:
         yield
     finally:
@@ -109,7 +108,8 @@ class Workers:
                 initargs=(self.messages, ctx.Value("i", 0), max(1, cores() // self.count), self.terminal,
                           log is not None))
             # start every worker now: they import TensorFlow while the caller does other work
-            self._warm = [self.pool.submit(_ready) for _ in range(self.count)]
+            for _ in range(self.count):
+                self.pool.submit(_ready)
 
     def run(self, jobs: Sequence[Tuple[Callable, tuple]]) -> List:
         """Run each ``(fn, args)`` (``fn(*args, log=...)``) in the workers, in this order as workers
@@ -143,8 +143,10 @@ class Workers:
                     done += 1
                 elif kind == "live" and lines is not None:
                     lines.show(slot, text)
+                elif kind == "log" and lines is not None:
+                    lines.above(self.log, text)
                 elif kind == "log":
-                    lines.above(self.log, text) if lines is not None else self.log(text)
+                    self.log(text)
         finally:
             if lines is not None:
                 lines.close()

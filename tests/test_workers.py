@@ -63,7 +63,7 @@ def test_a_failing_job_raises_here_and_stops_the_others():
 def test_relay_sends_the_line_tqdm_draws_and_lines_draws_one_per_slot():
     sent = []
     relay = Relay(lambda slot, text: sent.append((slot, text)), 1, True)
-    relay.prefix = "pruned: "
+    relay.task = "pruned"
     relay.write("\rfine-tune ████ 10/45   ")
     relay.write("\r          \r")
     assert relay.isatty() and sent == [(1, "pruned: fine-tune ████ 10/45"), (1, "pruned ...")]
