@@ -64,7 +64,7 @@ bench-mcu: $(STAMP)
 # machine, same inputs: int8 outputs must be bit-identical. Prepares QEMU + an arm64 sysroot once.
 arm-check: $(STAMP)
 	@test -f runs/demo/model_int8.tflite || $(BIN)/edgekit demo --no-optimize
-	$(BIN)/python -m edgekit.cli.arm_check runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
+	$(BIN)/python -m edgekit.app.cli.arm_check runs/demo/model_float32.tflite runs/demo/model_int8.tflite --inputs runs/demo/digits_test.npz --samples 360 --strict
 
 # Rewrite the generated tables of README.md and docs/ (between <!-- NAME:begin/end --> markers).
 readme: $(STAMP)

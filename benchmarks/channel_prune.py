@@ -24,11 +24,11 @@ import tempfile
 import numpy as np
 
 from edgekit.converters import export, load_keras_model
-from edgekit.data import digits
-from edgekit.demo import train_digits_model
+from edgekit.core.data import digits
+from edgekit.app.demo import train_digits_model
 from edgekit.device import bench
 from edgekit.optimize import ChannelPruneConfig, FineTune, PruneConfig, Recipe, Step, optimize
-from edgekit.results import table
+from edgekit.core.results import table
 
 EPOCHS, LR = 15, 2e-3
 

@@ -31,9 +31,9 @@ import numpy as np
 
 from edgekit import keras
 from edgekit.converters import export, inspect_tflite
-from edgekit.errors import VerificationError
+from edgekit.core.errors import VerificationError
 from edgekit.models import create
-from edgekit.results import table
+from edgekit.core.results import table
 from techniques import tied_lm_sizes
 
 
@@ -64,7 +64,7 @@ def mobilenet_v2_rows(tmp: str) -> list:
 _TIMED = """
 import sys, time, numpy as np
 from edgekit import keras
-from edgekit.compat import tf
+from edgekit.core.compat import tf
 name, how = sys.argv[1], sys.argv[2]
 model = getattr(keras.applications, name)(input_shape=(96, 96, 3), weights=None, classes=10)
 x = np.random.default_rng(0).random((356, 96, 96, 3), dtype=np.float32)

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         with open(args.report) as f:
             report = json.load(f)
     else:
-        from edgekit.demo import run_demo
+        from edgekit.app.demo import run_demo
 
         report = run_demo(args.out)
     rows = check(report)

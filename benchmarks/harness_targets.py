@@ -33,9 +33,9 @@ import time
 import numpy as np
 
 from edgekit.device import bench, load_interpreter
-from edgekit.device.harness import _timed_runs
-from edgekit.device.children import HARNESS_PATH
-from edgekit.results import table
+from edgekit.device.board.harness import _timed_runs
+from edgekit.device.board.harness import HARNESS_PATH
+from edgekit.core.results import table
 
 LITERT_BENCHMARK = os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
 

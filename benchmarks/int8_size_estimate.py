@@ -17,9 +17,9 @@ import sys
 import numpy as np
 
 from edgekit.converters import convert, inspect_tflite
-from edgekit.data import digits
+from edgekit.core.data import digits
 from edgekit.models import available, create, profile
-from edgekit.results import table
+from edgekit.core.results import table
 
 TOLERANCE = 0.15
 

@@ -62,7 +62,7 @@ def _logits_twin(model):
 
 
 def _minimal(path: str, arena: int, granularity: int) -> bool:
-    from edgekit.device.micro import MICRO_PATH, RAN
+    from edgekit.device.board.micro import MICRO_PATH, RAN
 
     def outcome(n):
         out = subprocess.run([sys.executable, MICRO_PATH, f"--probe={n}", "--", path], capture_output=True, text=True)
@@ -74,7 +74,7 @@ def _minimal(path: str, arena: int, granularity: int) -> bool:
 def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
     from edgekit.converters import export
     from edgekit.converters.mcu import mcu
-    from edgekit.data import digits
+    from edgekit.core.data import digits
     from edgekit.models import registry
 
     t0 = time.perf_counter()
@@ -121,7 +121,7 @@ def _boards(fits: dict) -> str:
 
 
 def markdown(rows) -> str:
-    from edgekit.results import table
+    from edgekit.core.results import table
 
     digits_rows = [r for r in rows if r["preset"] == "digits"]
     out = [table(["model (digits)", "flash KB", "arena KB", "TFLM vs LiteRT top-1", "max steps (output / logits)",
@@ -143,7 +143,7 @@ def markdown(rows) -> str:
 
 
 def readme_table(rows) -> str:
-    from edgekit.results import table
+    from edgekit.core.results import table
 
     return table(["MLPerf Tiny model (digits)", "flash KB", "arena KB", "TFLM = LiteRT top-1", "fits"],
                  [[r["model"], f"{r['flash_bytes'] / 1024:,.1f}", f"{r['arena_bytes'] / 1024:,.1f}",

@@ -36,7 +36,7 @@ NOISE = 0.05  # p50 within 5% counts as equal: the spread of back-to-back harnes
 def hand_made(model, ds, out: str, seed: int) -> str:
     """The demo's "channels 0.5 + int8" recipe, exported int8."""
     from edgekit.converters import export
-    from edgekit.demo import OPTIMIZED
+    from edgekit.app.demo import OPTIMIZED
     from edgekit.optimize import Recipe, optimize
 
     name, _, doc, options = next(v for v in OPTIMIZED if v[0] == "channels 0.5 + int8")
@@ -109,10 +109,10 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", help="and the front between the README's search markers")
     args = ap.parse_args(argv)
 
-    from edgekit.data import digits
-    from edgekit.demo import train_digits_model
-    from edgekit.search import search
-    from edgekit.search.space import load_space
+    from edgekit.core.data import digits
+    from edgekit.app.demo import train_digits_model
+    from edgekit.app.search import search
+    from edgekit.app.search.space import load_space
 
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
                   and m["size_bytes"] <= h["size_bytes"]]
     hv = {s: hypervolume(r, baseline) for s, r in studies.items()}
     rows = target_rows(h, dominating, candidates, measured, by_number, tpe, hv, seconds)
-    from edgekit.results import table
+    from edgekit.core.results import table
 
     text = table(("target", "measured", "ok"), [[a, b, "yes" if ok else "NO"] for a, b, ok in rows], markdown=True,
                  align="lll")

@@ -59,8 +59,8 @@ def tied_lm_sizes(vocab: int = 30000, dim: int = 500) -> dict:
 
 
 def _tying(log) -> List[Row]:
-    from edgekit.compat import keras
-    from edgekit.data import python_source
+    from edgekit.core.compat import keras
+    from edgekit.core.data import python_source
     from edgekit.models import create
     from edgekit.models.language import perplexity
     from edgekit.optimize import FineTune, fine_tune
@@ -86,7 +86,7 @@ def _tying(log) -> List[Row]:
 
 
 def _vgg_pruning(tmp: str, log) -> List[Row]:
-    from edgekit.compat import keras
+    from edgekit.core.compat import keras
     from edgekit.converters import convert, export, inspect_tflite
     from edgekit.models import create
     from edgekit.optimize import PruneConfig, prune, strip, weight_report
@@ -138,7 +138,7 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
 
 def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
     """A student with under 1/4 of the params, with and without the teacher, three seeds."""
-    from edgekit.compat import keras
+    from edgekit.core.compat import keras
     from edgekit.converters import convert
     from edgekit.device import bench
     from edgekit.models import create
@@ -172,7 +172,7 @@ def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
 
 
 def _low_rank_row(model, ds, base, log) -> Row:
-    from edgekit.compat import keras
+    from edgekit.core.compat import keras
     from edgekit.optimize import FactorizeConfig, FineTune, Recipe, Step, factorize_report, optimize
 
     keras.utils.set_random_seed(0)
@@ -236,8 +236,8 @@ def markdown(rows: List[Row], seconds: float) -> str:
 
 def run(model_path: Optional[str] = None, log: Callable[[str], None] = print) -> List[Row]:
     from edgekit.converters import load_keras_model
-    from edgekit.data import digits
-    from edgekit.demo import train_digits_model
+    from edgekit.core.data import digits
+    from edgekit.app.demo import train_digits_model
 
     ds = digits()
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,7 +252,7 @@ def run(model_path: Optional[str] = None, log: Callable[[str], None] = print) ->
 
 
 def main(argv=None) -> int:
-    from edgekit.results import table
+    from edgekit.core.results import table
 
     ap = argparse.ArgumentParser(prog="benchmarks/techniques.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
@@ -261,11 +261,11 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     args = ap.parse_args(argv)
     # every argument is checked now, not after the 16-minute run
-    from edgekit.io import check_output
-    from edgekit.errors import InputError
+    from edgekit.core.io import check_output
+    from edgekit.core.errors import InputError
 
     if args.model:
-        from edgekit.modelfile import scan
+        from edgekit.core.modelfile import scan
 
         scan(args.model)
     if args.json:
@@ -284,12 +284,12 @@ def main(argv=None) -> int:
                 [[r.technique, r.example, r.measured, r.target, "-" if r.ok is None else "yes" if r.ok else "NO"]
                  for r in rows], align="lllll"))
     if args.json:
-        from edgekit.io import write_atomic
+        from edgekit.core.io import write_atomic
 
         write_atomic(args.json, json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
                      overwrite=args.overwrite)
     if args.docs:
-        from edgekit.io import write_atomic
+        from edgekit.core.io import write_atomic
         from readme import replace  # tools/readme.py
 
         with open(args.docs, encoding="utf-8") as f:
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
 
 def cli(argv=None) -> int:
     """:func:`main` with edgekit's errors as one line (exit 2), like the ``edgekit`` command."""
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     try:
         return main(argv)

@@ -60,7 +60,7 @@ def build(name: str, flavour: str, size: int = 32):
 
 
 def sample(model, n: int, seed: int = 0):
-    from edgekit.bridge import sample_inputs
+    from edgekit.core.bridge import sample_inputs
 
     x = sample_inputs(model, n, seed)
     if np.issubdtype(x.dtype, np.integer):
@@ -106,7 +106,7 @@ def _qat(model, x, y):
 
 def _channels(model, x, y):
     from edgekit.optimize import ChannelPruneConfig, channel_prune_report
-    from edgekit.saving import as_tf_keras
+    from edgekit.core.saving import as_tf_keras
 
     tfk = as_tf_keras(model)
     same = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.0))
@@ -121,7 +121,7 @@ CHECKS = {"export": _export, "prune": _prune, "cluster": _cluster, "qat": _qat, 
 
 def run_one(name: str, flavour: str, verb: str, size: int = 32) -> dict:
     """One cell: ``{"status": "ok" | "failed" | "error" | "internal", "detail": ...}``."""
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     t0 = time.perf_counter()
     try:
@@ -140,7 +140,7 @@ def run_one(name: str, flavour: str, verb: str, size: int = 32) -> dict:
 
 def markdown(rows) -> str:
     """The zoo table: one row per model and flavour, one column per verb."""
-    from edgekit.results import table
+    from edgekit.core.results import table
 
     marks = {"ok": "ok", "failed": "FAILED", "error": "clear error", "internal": "INTERNAL"}
     cells = {}

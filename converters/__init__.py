@@ -9,7 +9,7 @@ from edgekit.converters.mcu import MCUReport, mcu
 from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, inspect_tflite, kernel_zeros
 from edgekit.converters.quant_debug import LayerError, layer_errors
 from edgekit.converters.verify import Verification, audit, verify
-from edgekit.saving import check_model, load_keras_model
+from edgekit.core.saving import check_model, load_keras_model
 
 __all__ = [
     "ExportOptions",

@@ -16,15 +16,15 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgekit.converters.share import share_weights as _share_weights
-from edgekit.data import calibration_samples, fit_to_input
-from edgekit.errors import InputError
-from edgekit.saving import as_tf_keras
+from edgekit.core.data import calibration_samples, fit_to_input
+from edgekit.core.errors import InputError
+from edgekit.core.saving import as_tf_keras
 
 DEFAULT_CALIB_SAMPLES = 256
 
 
 def _keras():
-    from edgekit.compat import keras, tf
+    from edgekit.core.compat import keras, tf
 
     return tf, keras
 
@@ -68,9 +68,8 @@ class Quant(str, enum.Enum):
     def check_io(self, io: Optional[str]) -> str:
         io = self.io_types[0] if io is None else str(io)
         if io not in self.io_types:
-            raise InputError(
-                f"`io='{io}'` does not apply to {self.value} models; use one of: {', '.join(self.io_types)}"
-            )
+            raise InputError("{io} {value!r} does not apply to {mode} models; use one of: {choices}", params="io", value=io,
+                             mode=self.value, choices=", ".join(self.io_types))
         return io
 
 
@@ -88,7 +87,7 @@ def fit(model, x, what: str) -> np.ndarray:
 
 
 def _representative(data: np.ndarray, progress_label: Optional[str]):
-    from edgekit.device.progress import Progress
+    from edgekit.core.progress import Progress
 
     def gen():
         bar = Progress(progress_label or "calibrating", enabled=None if progress_label else False)
@@ -155,7 +154,7 @@ def convert(
 ) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
-    ``int8`` and ``int16x8`` need ``calib``: any source :func:`edgekit.data.calibration_samples`
+    ``int8`` and ``int16x8`` need ``calib``: any source :func:`edgekit.core.data.calibration_samples`
     takes (an array, 'digits', a .npz path, an image directory, a tf.data dataset, a generator),
     of which ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges. ``io`` sets
     the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
@@ -164,28 +163,42 @@ def convert(
     quantizes each weight tensor with one scale (for clustered models: k values stay k values).
     ``share`` stores a weight that several ops read (a tied embedding) once
     (:func:`edgekit.converters.share.share_weights`)."""
-    return _convert(model, quant, calib, io=io, sparse=sparse, calib_samples=calib_samples, seed=seed,
-                    keep_float=keep_float, progress=progress, per_channel=per_channel, share=share)[0]
-
-
-def _convert(model, quant, calib, *, io, sparse, calib_samples, seed, keep_float, progress, per_channel,
-             share, calibrated: Optional[bytes] = None) -> tuple:
-    """:func:`convert`, also returning what weight sharing merged. ``calibrated``: the model
-    already calibrated on ``calib`` (:func:`calibrate`, as the layer report keeps it), so int8
-    quantizes it instead of calibrating again."""
     quant = Quant.parse(quant)
     model = as_tf_keras(model)
     io = quant.check_io(io)
-    data = None
-    if quant.integer:
-        if calib is None:
-            raise InputError(f"`quant='{quant.value}'` needs `calib`, calibration data ('digits', a .npz, an "
-                             f"image directory or an array)")
-        data, _ = calibration_samples(calib, input_shape(model), calib_samples, seed, input_dtype(model))
+    check_options(quant, keep_float=keep_float, per_channel=per_channel)
+    data = calibration_data(model, quant, calib, calib_samples, seed)[0]
+    return _convert(model, quant, data, io=io, sparse=sparse, keep_float=keep_float, progress=progress,
+                    per_channel=per_channel, share=share)[0]
+
+
+def check_options(quant: Quant, *, keep_float=(), per_channel: bool = True) -> None:
+    """The conversion options that exclude each other (:class:`ExportOptions` checks them here too)."""
     if keep_float and quant is not Quant.INT8:
-        raise InputError(f"`keep_float` applies to int8 models, not {quant.value}")
+        raise InputError("{keep_float} applies to {quant='int8'}, not {mode}", params=("keep_float", "quant"),
+                         mode=quant.value)
     if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
-        raise InputError(f"`per_channel=False` applies to int8, int16x8 and dynamic models, not {quant.value}")
+        raise InputError("{per_channel=False} applies to int8, int16x8 and dynamic models, not {mode}",
+                         params="per_channel", mode=quant.value)
+
+
+def calibration_data(model, quant: Quant, calib, samples: int, seed: int):
+    """(calibration samples, what they are) for an integer mode (None, None otherwise): ``samples`` of
+    ``calib`` (any source :func:`edgekit.core.data.calibration_samples` takes) drawn with ``seed``."""
+    if not quant.integer:
+        return None, None
+    if calib is None:
+        raise InputError("{quant} {mode} needs {calib}, calibration data ('digits', a .npz, an image directory or "
+                         "an array)", params=("quant", "calib"), mode=quant.value)
+    return calibration_samples(calib, input_shape(model), samples, seed, input_dtype(model))
+
+
+def _convert(model, quant: Quant, data, *, io, sparse, keep_float, progress, per_channel, share,
+             calibrated: Optional[bytes] = None) -> tuple:
+    """:func:`convert` of checked options and calibration samples ``data``, also returning what
+    weight sharing merged. ``calibrated``: the model already calibrated on ``data``
+    (:func:`calibrate`, as the layer report keeps it), so int8 quantizes it instead of calibrating
+    again."""
     what = f"model '{model.name}'"
     if quant is Quant.INT8 and (keep_float or calibrated is not None):
         def run():

@@ -14,15 +14,14 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, fit, input_dtype, input_shape
+from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, calibration_data, check_options, fit
 from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
-from edgekit.data import calibration_samples
-from edgekit.errors import InputError, VerificationError
-from edgekit.io import check_output, write_atomic
-from edgekit.results import Result
-from edgekit.saving import as_tf_keras
-from edgekit.wrappers import is_clustered, is_pruned, is_qat, strip
+from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.io import check_output, write_atomic
+from edgekit.core.results import Result
+from edgekit.core.saving import as_tf_keras
+from edgekit.core.wrappers import is_clustered, is_pruned, is_qat, strip
 
 
 # The sanity gate of integer exports: the outputs' mean cosine similarity to the Keras model's.
@@ -64,9 +63,9 @@ class ExportOptions:
 
     def __post_init__(self):
         if self.target not in ("litert", "mcu"):
-            raise InputError(f"`target` must be 'litert' or 'mcu'. Received target={self.target!r}")
+            raise InputError("{target} must be 'litert' or 'mcu'; received {value!r}", params="target", value=self.target)
         if self.board is not None and self.target != "mcu":
-            raise InputError("`board` applies to `target='mcu'`")
+            raise InputError("{board} applies to {target='mcu'}", params=("board", "target"))
         quant = Quant.parse(self.quant)
         object.__setattr__(self, "quant", quant)
         object.__setattr__(self, "io", quant.check_io(self.io))
@@ -77,20 +76,19 @@ class ExportOptions:
             keep = tuple(keep)
         object.__setattr__(self, "keep_float", keep or None)
         if self.target == "mcu" and quant is not Quant.INT8:
-            raise InputError(f"`target='mcu'` exports int8 (microcontroller kernels are int8), not {quant.value}")
-        if self.keep_float and quant is not Quant.INT8:
-            raise InputError(f"`keep_float` applies to `quant='int8'`, not {quant.value}")
+            raise InputError("{target='mcu'} exports int8 (microcontroller kernels are int8), not {mode}", params="target",
+                             mode=quant.value)
+        check_options(quant, keep_float=self.keep_float, per_channel=self.per_channel)
         if self.keep_float == "auto" and self.min_agreement is None:
-            raise InputError("`keep_float='auto'` needs `min_agreement`: the agreement to reach")
+            raise InputError("{keep_float='auto'} needs {min_agreement}: the agreement to reach",
+                             params=("keep_float", "min_agreement"))
         if self.min_agreement is not None and not 0.0 <= float(self.min_agreement) <= 1.0:
-            raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={self.min_agreement}")
-        if not self.per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
-            raise InputError(f"`per_channel=False` applies to int8, int16x8 and dynamic models, not {quant.value}")
+            raise InputError("{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=self.min_agreement)
         if self.min_cosine is not None and not -1.0 <= float(self.min_cosine) <= 1.0:
-            raise InputError(f"`min_cosine` must be in [-1, 1]. Received min_cosine={self.min_cosine}")
+            raise InputError("{min_cosine} must be in [-1, 1]; received {value}", params="min_cosine", value=self.min_cosine)
         for name in ("calib_samples", "verify_samples"):
             if int(getattr(self, name)) < 1:
-                raise InputError(f"`{name}` must be >= 1. Received {name}={getattr(self, name)}")
+                raise InputError("{%s} must be >= 1; received {value}" % name, params=name, value=getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -196,18 +194,17 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
         errors, calibrated = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"), progress=progress)
     kept_tensors = tensors_of_layers(errors, list(o.keep_float)) if isinstance(o.keep_float, tuple) else []
     if kept_tensors and not errors:
-        raise InputError("`keep_float` with layer names needs verification data to find the layers' ops")
-    tflite, shared = _convert(model, o.quant, calib_x, io=o.io, sparse=o.sparse,
-                              calib_samples=o.calib_samples if calib_x is None else len(calib_x), seed=o.seed,
-                              keep_float=kept_tensors, progress=progress, per_channel=o.per_channel,
-                              share=o.share_weights, calibrated=calibrated if o.per_channel else None)
+        raise InputError("{keep_float} with layer names needs verification data to find the layers' ops", params="keep_float")
+    tflite, shared = _convert(model, o.quant, calib_x, io=o.io, sparse=o.sparse, keep_float=kept_tensors,
+                              progress=progress, per_channel=o.per_channel, share=o.share_weights,
+                              calibrated=calibrated if o.per_channel else None)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed)
     if o.keep_float == "auto":
         checked = verify(model, tflite, o.quant, eval_x, eval_y, **common)
         if checked.agreement is None:
-            raise InputError("`keep_float='auto'` needs verification data")
+            raise InputError("{keep_float='auto'} needs verification data", params="keep_float")
         if checked.agreement < o.min_agreement:
             tflite, checked, kept, shared = keep_float_auto(
                 model, calib_x, eval_x, eval_y, errors, min_agreement=o.min_agreement, io=o.io, sparse=o.sparse,
@@ -229,12 +226,13 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
         errors, _ = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"))
     worst = ", ".join(f"{e.layer} {e.rmse_over_scale:.1f}" for e in errors[:3])
     snr = "" if checked.snr_db is None else f", SNR {checked.snr_db:.1f} dB"
+    detail = f"cosine {checked.cosine:.3f}{snr}, top-1 agreement {checked.agreement:.3f}"
+    layers = f"; the layers that lose the most (error in quantization steps): {worst}" if worst else ""
     raise VerificationError(
-        f"the {o.quant.value} model's outputs are far from the Keras model's: cosine {checked.cosine:.3f}{snr}, top-1 "
-        f"agreement {checked.agreement:.3f}, where rounding alone keeps the cosine above `min_cosine` {gate:g}"
-        + (f"; the layers that lose the most (error in quantization steps): {worst}" if worst else "")
-        + "; check the model and its calibration data, keep those layers in float (`keep_float`) or lower "
-        "`min_cosine` if this is expected")
+        "the {mode} model's outputs are far from the Keras model's: {detail}, where rounding alone keeps the cosine "
+        "above {min_cosine} {gate:g}{layers}; check the model and its calibration data, keep those layers in float "
+        "({keep_float}) or lower {min_cosine} if this is expected", params=("min_cosine", "keep_float"),
+        mode=o.quant.value, detail=detail, gate=gate, layers=layers)
 
 
 def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> dict:
@@ -255,7 +253,7 @@ def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.nd
            options: Optional[ExportOptions] = None, **fields) -> ExportReport:
     """Convert, verify, then (with ``path``) write atomically; nothing is written if a step fails.
 
-    ``calib`` is any calibration source (see :func:`edgekit.data.calibration_samples`);
+    ``calib`` is any calibration source (see :func:`edgekit.core.data.calibration_samples`);
     ``eval_x``/``eval_y`` are held-out data for the agreement check (default: the calibration
     samples, without labels). The other keywords are :class:`ExportOptions` fields (or pass
     ``options``). Pruning and clustering wrappers are stripped first. ``progress`` labels a
@@ -265,17 +263,11 @@ def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.nd
     if is_pruned(model) or is_clustered(model):
         model = strip(model)  # the wrappers' masks and indices are training state, not the model
     if is_qat(model) and o.keep_float:
-        raise InputError("`keep_float` does not apply to a quantization-aware model: leave the layer out of QAT "
-                         "instead (QATConfig(skip=...))")
+        raise InputError("{keep_float} does not apply to a quantization-aware model: leave the layer out of QAT "
+                         "instead (QATConfig(skip=...))", params="keep_float")
     if path is not None:
         path = check_output(path, overwrite=overwrite)
-    calib_x, calib_info = None, None
-    if o.quant.integer:
-        if calib is None:
-            raise InputError(f"`quant='{o.quant.value}'` needs `calib`, calibration data ('digits', a .npz, an "
-                             f"image directory or an array)")
-        calib_x, calib_info = calibration_samples(calib, input_shape(model), o.calib_samples, o.seed,
-                                                  input_dtype(model))
+    calib_x, calib_info = calibration_data(model, o.quant, calib, o.calib_samples, o.seed)
     eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
     tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
         model, o, calib_x, eval_x, eval_y, progress)

@@ -15,8 +15,8 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 
 from edgekit.converters import flatbuffer as fb
-from edgekit.errors import InputError
-from edgekit.results import Result, table
+from edgekit.core.errors import InputError
+from edgekit.core.results import Result, table
 
 # Tensor types that integer-only kernels compute on. INT32 carries biases and shapes, INT64
 # only shapes/indices, BOOL comparisons.

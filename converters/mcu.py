@@ -29,9 +29,9 @@ from edgekit.converters.inspection import inspect_tflite, read_tflite
 from edgekit.converters.tflm import BOARDS, Board, board as find_board, c_sources, custom_board, flash_bytes, instead, \
     source_names, tflm_supports
 from edgekit.converters import flatbuffer as fb
-from edgekit.errors import InputError, VerificationError
-from edgekit.io import _umask, check_output, commit_dir, staging_dir
-from edgekit.results import Result, table
+from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.io import _umask, check_output, commit_dir, staging_dir
+from edgekit.core.results import Result, table
 
 DEFAULT_MAX_ARENA_KB = 8192  # the bisection's upper bound: more than any board of the table has
 DEFAULT_SAMPLES = 360  # samples run under TFLM for the agreement check (reference kernels are slow)
@@ -127,7 +127,7 @@ class MCUReport(Result):
 
 def _board(board, ram_kb, flash_kb) -> Optional[Board]:
     if board is not None and (ram_kb is not None or flash_kb is not None):
-        raise InputError("give either `board` or `ram_kb` and `flash_kb`, not both")
+        raise InputError("give either {board} or {ram_kb} and {flash_kb}, not both", params=("board", "ram_kb", "flash_kb"))
     if isinstance(board, Board):
         return board
     if board is not None:
@@ -139,7 +139,7 @@ def _board(board, ram_kb, flash_kb) -> Optional[Board]:
 
 def check_installed() -> None:
     if importlib.util.find_spec("tflite_micro") is None:
-        from edgekit.device.micro import INSTALL_HINT
+        from edgekit.device.board.micro import INSTALL_HINT
 
         raise InputError(f"the TFLM interpreter (tflite-micro) is not installed: {INSTALL_HINT}")
 
@@ -212,8 +212,8 @@ def _agreement(path: str, info, x, y, max_arena: int) -> tuple:
     """(TFLM child result, comparison with LiteRT) on ``x`` quantized once for both interpreters.
     LiteRT runs its builtin kernels: its default XNNPACK delegate requantizes in float and differs
     from TFLM's integer kernels by several steps (measured up to 34 on an int8 MobileNetV1)."""
-    from edgekit.device.harness import load_interpreter, quantize, raw_outputs
-    from edgekit.device.micro import run
+    from edgekit.device.board.harness import load_interpreter, quantize, raw_outputs
+    from edgekit.device.board.micro import run
 
     interp = load_interpreter(path, xnnpack=False)
     detail = interp.get_input_details()[0]
@@ -260,7 +260,7 @@ def _check_emit(directory, name: str, overwrite: bool) -> str:
     directory = os.fspath(directory)
     if os.path.isdir(directory) and not os.path.islink(directory) and not os.listdir(directory):
         return directory
-    return check_output(directory, overwrite=overwrite, what="`emit`", directory=True,
+    return check_output(directory, overwrite=overwrite, param="emit", directory=True,
                         replaceable=set(source_names(name)))
 
 
@@ -277,9 +277,9 @@ def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board]
     unless ``allow_float``; an op TFLM lacks is a :class:`VerificationError`."""
     target = _board(board, ram_kb, flash_kb)
     if not float(max_arena_kb) > 0:
-        raise InputError(f"`max_arena_kb` must be positive. Received max_arena_kb={max_arena_kb}")
+        raise InputError("{max_arena_kb} must be positive; received {value}", params="max_arena_kb", value=max_arena_kb)
     if not isinstance(model, (bytes, bytearray)) and os.fspath(model).endswith((".keras", ".h5")):
-        raise InputError(f"{os.fspath(model)} is a Keras model; `mcu` measures a .tflite file: export it first "
+        raise InputError(f"{os.fspath(model)} is a Keras model; mcu measures a .tflite file: export it first "
                          "(edgekit export MODEL.keras --quant int8 --data DATA -o OUT.tflite --target mcu)")
     tflite = read_tflite(model)
     label = "model bytes" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
@@ -298,7 +298,8 @@ def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board]
                    "flash and activations 4x the RAM of int8, and boards' optimized kernels (CMSIS-NN, ESP-NN) are int8 "
                    "only")
         if not allow_float:
-            raise InputError(message + ": export it with quant='int8', or pass `allow_float=True` to measure it anyway")
+            raise InputError("{reason}: export it with {quant='int8'}, or pass {allow_float=True} to measure it anyway",
+                         params=("quant", "allow_float"), reason=message)
         warnings.append(message)
     problems = softmax_problems(tflite)
     if problems:
@@ -315,7 +316,7 @@ def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board]
             result, compared = _agreement(path, info, np.asarray(x)[:n], None if y is None else np.asarray(y)[:n],
                                           max_arena)
         else:
-            from edgekit.device.micro import run
+            from edgekit.device.board.micro import run
 
             result = run(path, max_arena=max_arena, n_inputs=len(info.inputs), n_outputs=len(info.outputs))
     arena = int(result["arena_bytes"])

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit.converters.convert import Quant, _convert, _converter, layer_of_tensor
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
-from edgekit.errors import InputError, VerificationError
+from edgekit.core.errors import InputError, VerificationError
 
 DEFAULT_DEBUG_SAMPLES = 32
 
@@ -51,7 +51,7 @@ def _layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, samples: int = 
                   progress: Optional[str] = None) -> tuple:
     """:func:`layer_errors` and the calibrated model the debugger made (the export quantizes it
     rather than calibrating a second time)."""
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     xs = debug_x[: max(1, samples)]
 
@@ -84,8 +84,8 @@ def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> Li
     unknown = [l for l in layers if l not in known]
     if unknown:
         raise InputError(
-            f"`keep_float` names {', '.join(unknown)}, which is not a quantized layer of this model; "
-            f"quantized layers: {', '.join(sorted(known))}"
+            "{keep_float} names {unknown}, which is not a quantized layer of this model; quantized layers: {known}",
+            params="keep_float", unknown=", ".join(unknown), known=", ".join(sorted(known))
         )
     return [e.tensor for e in errors if e.layer in layers]
 
@@ -97,8 +97,6 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
     agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
     Verification, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
     calibrated on ``calib``, quantized at each step instead of calibrating again."""
-    if min_agreement is None:
-        raise InputError("`keep_float='auto'` needs `min_agreement`: the agreement to reach")
     layers: List[str] = []
     for e in errors:
         if e.layer not in layers:
@@ -107,16 +105,16 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
     while True:
         kept_layers = layers[:k]
         kept = [e for e in errors if e.layer in kept_layers]
-        tflite, shared = _convert(model, "int8", calib, io=io, sparse=sparse, calib_samples=len(calib), seed=seed,
-                                  keep_float=[e.tensor for e in kept], progress=None, per_channel=True, share=True,
-                                  calibrated=calibrated)
+        tflite, shared = _convert(model, Quant.INT8, calib, io=io, sparse=sparse, keep_float=[e.tensor for e in kept],
+                                  progress=None, per_channel=True, share=True, calibrated=calibrated)
         checked = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
                          seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
         if checked.agreement is not None and checked.agreement >= min_agreement:
             return tflite, checked, kept, shared
         if k >= len(layers):
             raise VerificationError(
-                f"int8 agreement stays at {checked.agreement:.1%} with all {len(layers)} quantized "
-                f"layers kept in float, below `min_agreement` {min_agreement:.1%}: export as float32"
+                "int8 agreement stays at {agreement:.1%} with all {count} quantized layers kept in float, below "
+                "{min_agreement} {required:.1%}: export as float32", params="min_agreement", agreement=checked.agreement,
+                count=len(layers), required=min_agreement
             )
         k = min(2 * k, len(layers))

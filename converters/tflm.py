@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 
 # builtin operator → the MicroMutableOpResolver method that registers its kernel
 RESOLVER_METHODS: Dict[str, str] = {
@@ -112,15 +112,15 @@ BOARDS: Dict[str, Board] = {b.name: b for b in (
 def board(name: str) -> Board:
     key = name.strip().lower().replace("-", "").replace("_", "")
     if key not in BOARDS:
-        raise InputError(f"unknown board '{name}'; known boards: {', '.join(BOARDS)} "
-                         "(or give any board's memory with `ram_kb` and `flash_kb`)")
+        raise InputError("unknown board '{name}'; known boards: {boards} (or give any board's memory with {ram_kb} and "
+                         "{flash_kb})", params=("ram_kb", "flash_kb"), name=name, boards=", ".join(BOARDS))
     return BOARDS[key]
 
 
 def custom_board(ram_kb: float, flash_kb: float) -> Board:
     for what, value in (("ram_kb", ram_kb), ("flash_kb", flash_kb)):
         if value is None or not float(value) > 0:
-            raise InputError(f"`{what}` must be a positive number of KB. Received {what}={value}")
+            raise InputError("{%s} must be a positive number of KB; received {value}" % what, params=what, value=value)
     return Board("custom", "your board", int(ram_kb), int(flash_kb), "given")
 
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from edgekit.converters.convert import Quant, fit, op_layer
 from edgekit.converters.inspection import ModelInfo, inspect_tflite
-from edgekit.data import sample_indices
-from edgekit.errors import InputError, VerificationError
+from edgekit.core.data import sample_indices
+from edgekit.core.errors import InputError, VerificationError
 
 DEFAULT_VERIFY_SAMPLES = 1000
 
@@ -115,16 +115,16 @@ def verify(
 
     Raises :class:`VerificationError` when the audit fails, the model does not prepare under
     XNNPACK, or top-1 agreement is below ``min_agreement``."""
-    from edgekit.device.harness import HarnessError, load_interpreter, predict
+    from edgekit.device.board.harness import BoardError, load_interpreter, predict
 
     quant = Quant.parse(quant)
     info = inspect_tflite(tflite)
     audit(info, quant, io, model, allow_float=allow_float)
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
-        raise InputError(f"`min_agreement` must be in [0, 1]. Received min_agreement={min_agreement}")
+        raise InputError("{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement)
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
-    except HarnessError as exc:
+    except BoardError as exc:
         reason = str(exc).replace("model bytes", "the converted model")
         raise VerificationError(
             f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}"
@@ -155,9 +155,9 @@ def verify(
             }
         if min_agreement is not None and agreement < min_agreement:
             raise VerificationError(
-                f"{quant.value} model agrees with the Keras model on {agreement:.1%} of "
-                f"{len(xs)} samples, below the required {min_agreement:.1%} (`min_agreement`); "
-                f"calibrate with more representative data, keep sensitive layers in float "
-                f"(`keep_float='auto'`) or export as float32"
+                "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples, below the "
+                "required {required:.1%} ({min_agreement}); calibrate with more representative data, keep sensitive "
+                "layers in float ({keep_float='auto'}) or export as float32", params=("min_agreement", "keep_float"),
+                mode=quant.value, agreement=agreement, samples=len(xs), required=min_agreement
             )
     return Verification(info, **measured)

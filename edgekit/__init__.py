@@ -26,32 +26,50 @@ _LAZY = {
     "verify": "edgekit.converters",
     "inspect_tflite": "edgekit.converters",
     "ExportOptions": "edgekit.converters",
-    "load_keras_model": "edgekit.saving",
-    "save_model": "edgekit.saving",
+    "load_keras_model": "edgekit.core.saving",
+    "save_model": "edgekit.core.saving",
     "ExportReport": "edgekit.converters",
     "Quant": "edgekit.converters",
     "bench": "edgekit.device",
     "mcu": "edgekit.converters",
     "MCUReport": "edgekit.converters",
     "BenchmarkResult": "edgekit.device",
-    "load_data": "edgekit.data",
-    "digits": "edgekit.data",
-    "Dataset": "edgekit.data",
-    "run_demo": "edgekit.demo",
+    "load_data": "edgekit.core.data",
+    "digits": "edgekit.core.data",
+    "python_source": "edgekit.core.data",
+    "from_keras3": "edgekit.core.bridge",
+    "to_keras3": "edgekit.core.bridge",
+    "Dataset": "edgekit.core.data",
+    "run_demo": "edgekit.app.demo",
     "profile": "edgekit.models",
-    "EdgekitError": "edgekit.errors",
-    "InputError": "edgekit.errors",
-    "VerificationError": "edgekit.errors",
-    "UnsafeModelError": "edgekit.errors",
-    "ResourceLimitError": "edgekit.errors",
-    "HarnessError": "edgekit.errors",
-    "keras": "edgekit.compat",
+    "EdgekitError": "edgekit.core.errors",
+    "InputError": "edgekit.core.errors",
+    "VerificationError": "edgekit.core.errors",
+    "UnsafeModelError": "edgekit.core.errors",
+    "ResourceLimitError": "edgekit.core.errors",
+    "HarnessError": "edgekit.core.errors",
+    "BoardError": "edgekit.core.errors",
+    "keras": "edgekit.core.compat",
+}
+# The packages a user reaches from here: ``edgekit.optimize.prune(...)``, ``edgekit.models.create(...)``,
+# ``edgekit.search.search(...)`` after ``import edgekit``.
+_MODULES = {
+    "optimize": "edgekit.optimize",
+    "models": "edgekit.models",
+    "converters": "edgekit.converters",
+    "device": "edgekit.device",
+    "search": "edgekit.app.search",
+    "limits": "edgekit.core.limits",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(set(_LAZY) | set(_MODULES)) + ["__version__"]
 
 
 def __getattr__(name):
+    if name in _MODULES:
+        module = importlib.import_module(_MODULES[name])
+        globals()[name] = module
+        return module
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -60,4 +78,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
-from edgekit.graph import emits_probabilities, functional, rewrite
-from edgekit.layers import TiedEmbedding
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
+from edgekit.core.graph import emits_probabilities, functional, rewrite
+from edgekit.core.layers import TiedEmbedding
 
 
 def tied_lm(vocab: int = 30000, dim: int = 500, *, context: int = 32, layers: int = 2, kernel: int = 3,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from edgekit.compat import keras
+from edgekit.core.compat import keras
 from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM, check_classifier_args
 
 # (pointwise filters, stride) of the 13 depthwise-separable blocks.

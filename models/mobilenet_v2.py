@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 PAPER_BLOCKS: Tuple[Tuple[int, int, int, int], ...] = (
@@ -49,14 +49,14 @@ DEFAULT_BN_MOMENTUM = 0.9
 def check_classifier_args(input_shape, alpha: float, classes: int, dropout: float) -> None:
     """The argument checks shared by the image classifier builders."""
     if alpha <= 0:
-        raise InputError(f"`alpha` must be > 0. Received alpha={alpha}")
+        raise InputError("{alpha} must be > 0; received {value}", params="alpha", value=alpha)
     if classes < 1:
-        raise InputError(f"`classes` must be >= 1. Received classes={classes}")
+        raise InputError("{classes} must be >= 1; received {value}", params="classes", value=classes)
     if not 0.0 <= dropout < 1.0:
-        raise InputError(f"`dropout` must be in [0, 1). Received dropout={dropout}")
+        raise InputError("{dropout} must be in [0, 1); received {value}", params="dropout", value=dropout)
     if len(tuple(input_shape)) != 3:
         raise InputError(
-            f"`input_shape` must be (height, width, channels). Received input_shape={input_shape}"
+            "{input_shape} must be (height, width, channels); received {value}", params="input_shape", value=input_shape
         )
 
 

@@ -32,8 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgekit.errors import InputError
-from edgekit.results import Result, table
+from edgekit.core.errors import InputError
+from edgekit.core.results import Result, table
 
 # Layers that become part of the previous op after conversion (or vanish at inference).
 _IN_PLACE = {"BatchNormalization", "ReLU", "Activation", "Dropout", "LeakyReLU", "ELU",
@@ -203,12 +203,12 @@ def _producers(layer) -> List[str]:
 
 def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
     """Profile a built tf_keras functional or Sequential model."""
-    from edgekit.bridge import from_keras3, is_keras3_model
+    from edgekit.core.bridge import from_keras3, is_keras3_model
 
     if is_keras3_model(model):
         model = from_keras3(model)
     if dtype_bytes not in (1, 2, 4):
-        raise InputError(f"`dtype_bytes` must be 1, 2 or 4. Received dtype_bytes={dtype_bytes}")
+        raise InputError("{dtype_bytes} must be 1, 2 or 4; received {value}", params="dtype_bytes", value=dtype_bytes)
     layers = list(model.layers)
     # a Sequential model does not list its InputLayer among its layers: the graph still starts there
     layers = [t._keras_history.layer for t in model.inputs if t._keras_history.layer not in layers] + layers

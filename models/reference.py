@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
 from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM
 
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -19,7 +19,7 @@ RESNET50_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
 
 def _channels(c: int, width: float) -> int:
     if width <= 0:
-        raise InputError(f"`width` must be > 0. Received width={width}")
+        raise InputError("{width} must be > 0; received {value}", params="width", value=width)
     return max(1, int(round(c * width)))
 
 

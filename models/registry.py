@@ -3,7 +3,7 @@
 Each entry has two presets: ``reference`` (the published configuration, e.g. MobileNetV2
 1.0/224/1000) and ``digits`` (a small configuration for the embedded 32x32x1, 10-class digits data
 that trains in seconds; for the language model, a 512-token vocabulary for the text corpus of
-:func:`edgekit.data.text_corpus`). Keyword arguments override the preset; an unknown name, preset or
+:func:`edgekit.core.data.text_corpus`). Keyword arguments override the preset; an unknown name, preset or
 keyword is an error that lists what exists, never silently ignored.
 """
 
@@ -13,7 +13,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 from edgekit.models.language import tied_lm
 from edgekit.models.mlperf_tiny import ds_cnn, fc_autoencoder, resnet8
 from edgekit.models.mobilenet_v1 import mobilenet_v1

@@ -15,9 +15,9 @@ recipe step applies it, its flags. Inside your own training script::
     print(weight_report(strip(pruned)).summary())
 """
 
-from edgekit.layers import FitLengthSchedule
+from edgekit.core.layers import FitLengthSchedule
 from edgekit.optimize.configs import DistillConfig, FineTune
-from edgekit.optimize.registry import Flag, StepContext, Technique, register, techniques, unregister
+from edgekit.optimize.registry import StepContext, Technique, register, techniques, unregister
 
 # The technique modules register themselves, in step order.
 from edgekit.optimize.channels import (
@@ -39,13 +39,13 @@ from edgekit.optimize.finetune import accuracy, callbacks, fine_tune
 from edgekit.optimize.fold import fold_batchnorm
 from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, optimize
 from edgekit.optimize.weights import LayerWeights, WeightReport, m_by_n_compliant, weight_report
-from edgekit.saving import load_keras_model as load_model
-from edgekit.saving import save_model
-from edgekit.wrappers import custom_objects, strip
+from edgekit.core.saving import load_keras_model as load_model
+from edgekit.core.saving import save_model
+from edgekit.core.wrappers import custom_objects, strip
 
 __all__ = [
     "ChannelPruneConfig", "ChannelPruneResult", "ClusterConfig", "DistillConfig", "Distiller", "FactorizeConfig",
-    "FactorizeResult", "FactorizedLayer", "FineTune", "FitLengthSchedule", "Flag", "LayerWeights", "OptimizeResult",
+    "FactorizeResult", "FactorizedLayer", "FineTune", "FitLengthSchedule", "LayerWeights", "OptimizeResult",
     "PruneConfig", "QATConfig", "Recipe", "Step", "StepContext", "StepResult", "Technique", "WeightReport",
     "accuracy", "callbacks", "channel_prune", "channel_prune_report", "cluster", "copy_model", "custom_objects",
     "distill", "factorize", "factorize_report", "fine_tune", "fold_batchnorm", "layer_widths", "load_model",

@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
-from edgekit.graph import fresh_inputs, node_call_args
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
+from edgekit.core.graph import fresh_inputs, node_call_args
 from edgekit.optimize.configs import selects
 
 L = keras.layers

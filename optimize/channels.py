@@ -38,15 +38,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
 from edgekit.models.profiler import profile
 from edgekit.optimize.channel_graph import L, channels_of, is_conv, plan, rank, rebuild, select
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import layer_selection
-from edgekit.argtypes import at_least, fraction_open, positive
-from edgekit.optimize.registry import Flag, Technique, register
-from edgekit.results import Result, table
+from edgekit.optimize.registry import Technique, register
+from edgekit.core.results import Result, table
 
 IMPORTANCE = ("l1", "l2", "bn")
 
@@ -57,7 +56,7 @@ class ChannelPruneConfig:
     or ``target_params`` / ``target_macs``: the least pruning that brings the model to that
     budget; or ``target_latency``: the least pruning whose latency, as the ``measure`` function
     given to :func:`channel_prune_report` (or ``optimize``) times each candidate, is at most that
-    many milliseconds (:func:`edgekit.measure.int8_latency`: the int8 model's p50 under the device
+    many milliseconds (:func:`edgekit.app.measure.int8_latency`: the int8 model's p50 under the device
     harness on this machine). ``importance``: ``"l1"``, ``"l2"``,
     ``"bn"`` or a function ``f(layer) -> scores``.
     ``skip``: layers left alone (names, class names, classes or ``"re:…"``). ``round_to``: keep
@@ -161,7 +160,7 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
                          measure: Optional[Callable[[Any], float]] = None) -> ChannelPruneResult:
     """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`). ``measure``: a
     function of a candidate model returning its latency in ms (``inf`` when it cannot run), for
-    ``target_latency``; :func:`edgekit.measure.int8_latency` times the int8 model with the device
+    ``target_latency``; :func:`edgekit.app.measure.int8_latency` times the int8 model with the device
     harness."""
     model = check_model(model, "channel_prune")
     if isinstance(model, keras.Sequential):
@@ -177,8 +176,8 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
     ratio = float(config.ratio)
     if config.target_latency:
         if measure is None:
-            raise InputError("target_latency needs `measure`, a function timing a candidate model (e.g. "
-                             "edgekit.measure.int8_latency(calibration_samples))")
+            raise InputError("{target_latency} needs {measure}, a function timing a candidate model (e.g. "
+                             "edgekit.app.measure.int8_latency(calibration_samples))", params=("target_latency", "measure"))
         ratio = _search(build, measure, config.target_latency, "target_latency", " ms")
     elif config.target_params or config.target_macs:
         what = "target_params" if config.target_params else "target_macs"
@@ -254,13 +253,4 @@ def _describe(c) -> str:
 
 
 register(Technique(
-    "channel_prune", ChannelPruneConfig, _apply, _describe, order=10, details_key="channels",
-    exclusive_hint="a ratio or one budget",
-    flags=(Flag("--channel-prune", "ratio", fraction_open, "remove RATIO of the prunable channels/units (a smaller "
-                "dense model; first step)", "RATIO", group="budget"),
-           Flag("--target-params", "target_params", at_least(1), "channel-prune until the model has at most N params",
-                "N", group="budget"),
-           Flag("--target-macs", "target_macs", at_least(1), "channel-prune until the model needs at most N MACs",
-                "N", group="budget"),
-           Flag("--target-latency", "target_latency", positive, "channel-prune until the int8 model's p50 latency "
-                "here (device harness, XNNPACK, 1 thread) is at most MS milliseconds", "MS", group="budget"))))
+    "channel_prune", ChannelPruneConfig, _apply, _describe, order=10, details_key="channels"))

@@ -7,15 +7,14 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from edgekit.compat import keras, tfmot
-from edgekit.errors import InputError
+from edgekit.core.compat import keras, tfmot
+from edgekit.core.errors import InputError
 from edgekit.optimize.common import (check_model, check_selection, copy_model, selected, with_overrides,
                                      wrap_and_fine_tune)
 from edgekit.optimize.configs import layer_selection
-from edgekit.argtypes import at_least
-from edgekit.optimize.registry import Flag, Technique, register
+from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
-from edgekit.wrappers import custom_objects, is_clustered
+from edgekit.core.wrappers import custom_objects, is_clustered
 
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
 
@@ -88,10 +87,9 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
     with custom_objects():
         clustered = keras.models.clone_model(base, clone_function=wrap)
     if not is_clustered(clustered):
-        raise InputError("cluster: no layer was selected for clustering (check `layers`/`skip`)")
+        raise InputError("cluster: no layer was selected for clustering (check {layers}/{skip})", params=("layers", "skip"))
     return clustered
 
 
 register(Technique(
-    "cluster", ClusterConfig, wrap_and_fine_tune(cluster, "ClusterWeights"), order=40, describe=lambda c: f"cluster {c.clusters}",
-    flags=(Flag("--cluster", "clusters", at_least(2), "weight clustering, K clusters", "K"),)))
+    "cluster", ClusterConfig, wrap_and_fine_tune(cluster, "ClusterWeights"), order=40, describe=lambda c: f"cluster {c.clusters}"))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import List
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError, Message
 from edgekit.optimize.configs import selects
-from edgekit.graph import inline_nested
-from edgekit.saving import as_tf_keras
-from edgekit.wrappers import custom_objects, strip
+from edgekit.core.graph import inline_nested
+from edgekit.core.saving import as_tf_keras
+from edgekit.core.wrappers import custom_objects, strip
 
 
 def check_model(model, verb: str):
-    """The model a verb works on: tf_keras (a Keras 3 model is translated, :mod:`edgekit.bridge`),
+    """The model a verb works on: tf_keras (a Keras 3 model is translated, :mod:`edgekit.core.bridge`),
     functional or Sequential, no nested models (they are inlined). Returns it."""
     if isinstance(model, keras.Model) and not (getattr(model, "_is_graph_network", False)
                                                or isinstance(model, keras.Sequential)):
@@ -58,7 +58,7 @@ def check_selection(model, spec, verb):
 
 # Why a kernel a verb could not wrap stays as it was, by layer class.
 _WHY = {"DepthwiseConv2D": "tfmot does not {verb} depthwise kernels; edgekit cannot include them (channel pruning "
-                           "does shrink them: `channel_prune`)"}
+                           "does shrink them: {channel_prune})"}
 
 
 def _covered(layer, wrapper: str) -> bool:
@@ -72,7 +72,7 @@ def _covered(layer, wrapper: str) -> bool:
     return bool(weights)
 
 
-def left_alone(wrapped, wrapper: str, verb: str) -> List[str]:
+def left_alone(wrapped, wrapper: str, verb: str) -> List[Message]:
     """What ``verb`` left as it was in ``wrapped`` (kernels no ``wrapper`` acts on): per layer
     class, how many kernels, their share of the kernel params and why."""
     from edgekit.optimize.weights import layer_kernel
@@ -87,8 +87,9 @@ def left_alone(wrapped, wrapper: str, verb: str) -> List[str]:
         if not _covered(layer, wrapper):
             n, size = sizes.get(kind, (0, 0))
             sizes[kind] = (n + 1, size + kernel.size)
-    return [f"{verb}: {n} {kind} kernel(s), {size / max(total, 1):.1%} of the kernel params, left as they were: "
-            + _WHY.get(kind, "not selected (`layers`/`skip`) or not supported for {verb} by tfmot").format(verb=verb)
+    return [Message("{verb}: {n} {kind} kernel(s), {share:.1%} of the kernel params, left as they were: "
+                    + _WHY.get(kind, "not selected ({layers}/{skip}) or not supported for {verb} by tfmot"),
+                    params=("layers", "skip", "channel_prune"), verb=verb, n=n, kind=kind, share=size / max(total, 1))
             for kind, (n, size) in sorted(sizes.items())]
 
 

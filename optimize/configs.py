@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 
 SCHEDULES = ("constant", "cosine")
 

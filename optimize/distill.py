@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edgekit.compat import keras, tf
-from edgekit.errors import InputError
-from edgekit.graph import emits_probabilities
+from edgekit.core.compat import keras, tf
+from edgekit.core.errors import InputError
+from edgekit.core.graph import emits_probabilities
 from edgekit.optimize.common import copy_model
 from edgekit.optimize.configs import DistillConfig, FineTune
-from edgekit.argtypes import positive
-from edgekit.optimize.registry import Flag, Technique, register
+from edgekit.optimize.registry import Technique, register
 
 
 def _find(model, name: str, role: str):
@@ -144,7 +143,7 @@ def distill(student, teacher, x, y=None, config: DistillConfig = DistillConfig()
     """Train a copy of ``student`` on ``x`` (and labels ``y``, optional) against ``teacher``;
     returns the trained student, a plain model (``student`` itself is left untouched)."""
     from edgekit.optimize.finetune import fine_tune
-    from edgekit.saving import as_tf_keras
+    from edgekit.core.saving import as_tf_keras
 
     model = copy_model(as_tf_keras(student))
     teacher = as_tf_keras(teacher)
@@ -161,8 +160,4 @@ def _apply(model, config, step):
 
 
 register(Technique(
-    "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}",
-    flags=(Flag("--temperature", "temperature", positive, "distillation temperature (default 4)", metavar="T",
-                enables=False),
-           Flag("--alpha", "alpha", float, "distillation: weight of the label loss, 1-alpha on the teacher's "
-                "(default 0.1)", metavar="A", enables=False))))
+    "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}"))

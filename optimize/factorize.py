@@ -25,14 +25,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgekit.compat import keras
-from edgekit.errors import InputError
-from edgekit.graph import functional, rewrite
+from edgekit.core.compat import keras
+from edgekit.core.errors import InputError
+from edgekit.core.graph import functional, rewrite
 from edgekit.optimize.common import check_model, check_selection, with_overrides
 from edgekit.optimize.configs import layer_selection, selects
-from edgekit.argtypes import at_least, fraction_open
-from edgekit.optimize.registry import Flag, Technique, register
-from edgekit.results import Result, table
+from edgekit.optimize.registry import Technique, register
+from edgekit.core.results import Result, table
 
 
 @dataclass(frozen=True)
@@ -248,10 +247,4 @@ def _describe(c) -> str:
 
 
 register(Technique(
-    "factorize", FactorizeConfig, _apply, _describe, order=20,
-    flags=(Flag("--factorize-rank", "rank", at_least(1), "low-rank factorization (truncated SVD) of Dense/Conv2D "
-                "layers at rank R", "R", group="rank"),
-           Flag("--factorize-energy", "energy", fraction_open, "factorize each layer at the least rank keeping E of "
-                "its singular-value energy", "E", group="rank"),
-           Flag("--factorize-params", "target_params", at_least(1), "factorize until the model has at most N params",
-                "N", group="rank"))))
+    "factorize", FactorizeConfig, _apply, _describe, order=20))

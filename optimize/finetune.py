@@ -4,7 +4,7 @@ needs in ``fit`` (:func:`callbacks`), and :func:`fine_tune`, which uses both.
 The verbs never replace a model's ``fit``: in your own training loop pass
 ``callbacks=edgekit.optimize.callbacks(model)`` (pruning needs its step counter and, with edgekit's
 schedule, the fine-tune's length, read from ``fit`` itself). A pruned model exported without ever
-having stepped is an error, not a silently dense file (:func:`edgekit.wrappers.strip`).
+having stepped is an error, not a silently dense file (:func:`edgekit.core.wrappers.strip`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edgekit.compat import keras, tfmot
-from edgekit.errors import InputError
-from edgekit.graph import emits_probabilities
-from edgekit.layers import FitLengthSchedule
+from edgekit.core.compat import keras, tfmot
+from edgekit.core.errors import InputError
+from edgekit.core.graph import emits_probabilities
+from edgekit.core.layers import FitLengthSchedule
 from edgekit.optimize.configs import FineTune
-from edgekit.wrappers import is_pruned
+from edgekit.core.wrappers import is_pruned
 
 
 class _PruningLength(keras.callbacks.Callback):
@@ -63,11 +63,12 @@ def check_labels(model, y, what: str) -> None:
     if not y.size:
         return
     if not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"`{what}` must hold integer class ids; received {y.dtype}")
+        raise InputError("{%s} must hold integer class ids; received {dtype}" % what, params=what, dtype=y.dtype)
     classes = int(model.outputs[0].shape[-1])
     if y.min() < 0 or y.max() >= classes:
-        raise InputError(f"`{what}` holds class ids {int(y.min())}..{int(y.max())}, but the model's output has "
-                         f"{classes} classes (0..{classes - 1}): pass labels of this model's classes")
+        raise InputError("{%s} holds class ids {low}..{high}, but the model's output has {classes} classes "
+                         "(0..{last}): pass labels of this model's classes" % what, params=what, low=int(y.min()),
+                         high=int(y.max()), classes=classes, last=classes - 1)
 
 
 def create_fit_variables(model, x, y) -> None:
@@ -75,7 +76,7 @@ def create_fit_variables(model, x, y) -> None:
     so that ``fit`` traces its train step once: a first trace that creates variables is traced a
     second time (measured: the first epoch of the pruned demo model 38 s → 30 s, the unwrapped
     one 12.5 s → 8.9 s; later epochs 5 s)."""
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     model.optimizer.build(model.trainable_variables)
     y_pred = model(x[:2], training=False)
@@ -92,7 +93,7 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def __init__(self, label: str, plain: Optional[Callable[[str], None]] = None, stream=None):
         super().__init__()
-        from edgekit.device import progress
+        from edgekit.core import progress
 
         self.label, self.plain = label, plain
         self.stream = stream or progress.live_stream()
@@ -105,7 +106,7 @@ class TrainingProgress(keras.callbacks.Callback):
         if self.terminal:
             from tqdm import tqdm
 
-            from edgekit.device import progress
+            from edgekit.core import progress
 
             self.bar = tqdm(total=self.epochs * self.steps or None, desc=self.label, file=self.stream, leave=False,
                             ncols=progress.columns(), mininterval=0.2, unit="step",
@@ -158,7 +159,7 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
         from edgekit.optimize.distill import Distiller
 
         if teacher is None:
-            raise InputError("a distilling fine-tune needs a teacher model (`teacher`)")
+            raise InputError("a distilling fine-tune needs a teacher model ({teacher})", params="teacher")
         trained = Distiller(model, teacher, settings.distill)
         trained.compile(keras.optimizers.Adam(lr), metrics=list(metrics))
     else:
@@ -176,7 +177,7 @@ def batches(x, y, batch_size: int, seed: int):
     ``seed``, in batches, without tf.data's autotuning thread. Keras's own pipeline for arrays
     autotunes, and ``fit`` then often waits for that thread to time out before it returns
     (measured: 8-19 s after the last epoch in about half the fits, 0 s with this pipeline)."""
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
     options = tf.data.Options()

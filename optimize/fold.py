@@ -13,8 +13,8 @@ from typing import Dict
 
 import numpy as np
 
-from edgekit.compat import keras
-from edgekit.graph import functional, rewrite
+from edgekit.core.compat import keras
+from edgekit.core.graph import functional, rewrite
 
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 

@@ -1,5 +1,5 @@
 """Magnitude pruning (unstructured or 2:4) over tfmot, with a schedule fitted to the fine-tune's
-length (:class:`edgekit.layers.FitLengthSchedule`): tfmot's default ``frequency=100`` prunes
+length (:class:`edgekit.core.layers.FitLengthSchedule`): tfmot's default ``frequency=100`` prunes
 nothing in a fine-tune shorter than 100 steps."""
 
 from __future__ import annotations
@@ -7,15 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from edgekit.compat import keras, tfmot
-from edgekit.errors import InputError
-from edgekit.layers import FitLengthSchedule
+from edgekit.core.compat import keras, tfmot
+from edgekit.core.errors import InputError
+from edgekit.core.layers import FitLengthSchedule
 from edgekit.optimize.common import (check_model, check_selection, copy_model, selected, with_overrides,
                                      wrap_and_fine_tune)
 from edgekit.optimize.configs import layer_selection, selects
-from edgekit.argtypes import fraction_open
-from edgekit.optimize.registry import Flag, Technique, register
-from edgekit.wrappers import custom_objects, is_pruned
+from edgekit.optimize.registry import Technique, register
+from edgekit.core.wrappers import custom_objects, is_pruned
 
 PATTERNS = ("unstructured", "2:4")
 
@@ -82,8 +81,8 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     def wrap(layer):
         if not selected(layer, config.layers, config.skip) or not _prunable(layer):
             if config.layers is not None and selects(layer, config.layers) and not _prunable(layer):
-                raise InputError(f"prune: layer '{layer.name}' ({type(layer).__name__}) cannot be pruned by tfmot; "
-                                 "remove it from `layers`")
+                raise InputError("prune: layer '{name}' ({kind}) cannot be pruned by tfmot; remove it from {layers}",
+                                 params="layers", name=layer.name, kind=type(layer).__name__)
             return layer
         if config.pattern == "2:4" and not _m_by_n_applicable(layer):
             return layer
@@ -92,14 +91,11 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     with custom_objects():
         pruned = keras.models.clone_model(base, clone_function=wrap)
     if not is_pruned(pruned):
-        raise InputError("prune: no layer was selected for pruning (check `layers`/`skip`; 2:4 needs Dense or "
-                         "Conv2D layers with >= 4 input channels)")
+        raise InputError("prune: no layer was selected for pruning (check {layers}/{skip}; 2:4 needs Dense or "
+                         "Conv2D layers with >= 4 input channels)", params=("layers", "skip"))
     return pruned
 
 
 register(Technique(
     "prune", PruneConfig, wrap_and_fine_tune(prune, "PruneLowMagnitude"), order=30,
-    describe=lambda c: "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}",
-    flags=(Flag("--prune", "sparsity", fraction_open, "magnitude pruning to SPARSITY", "SPARSITY"),
-           Flag("--pattern", "pattern", str, "pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input "
-                "weights)", choices=PATTERNS, enables=lambda v: v == "2:4"))))
+    describe=lambda c: "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}"))

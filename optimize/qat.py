@@ -8,17 +8,17 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from edgekit.compat import keras, tfmot
-from edgekit.errors import InputError
-from edgekit.layers import CUSTOM_OBJECTS
+from edgekit.core.compat import keras, tfmot
+from edgekit.core.errors import InputError
+from edgekit.core.layers import CUSTOM_OBJECTS
 from edgekit.optimize.cluster import is_sparse
-from edgekit.graph import copy_layer, ops_as_layers, rewrite
+from edgekit.core.graph import copy_layer, ops_as_layers, rewrite
 from edgekit.optimize.common import check_model, check_selection, copy_model, selected, with_overrides
 from edgekit.optimize.configs import layer_selection
 from edgekit.optimize.quantize_configs import edgekit_config
-from edgekit.optimize.registry import Flag, Technique, register
+from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
-from edgekit.wrappers import custom_objects
+from edgekit.core.wrappers import custom_objects
 
 PRESERVE = ("auto", "none", "sparsity", "clusters", "both")
 
@@ -104,9 +104,9 @@ def _unsupported(exc, model=None) -> InputError:
     m = re.search(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported", text)
     if m:
         name, kind = m.groups()
-        return InputError(f"qat: layer '{name}' ({kind}) has no QuantizeConfig; leave it in float with "
-                          f"QATConfig(skip=('{name}',)) (`qat_skip`), or pass "
-                          f"QATConfig(configs={{'{name}': YourQuantizeConfig()}})")
+        return InputError("qat: layer '{name}' ({kind}) has no QuantizeConfig; leave it in float with "
+                          "QATConfig(skip=('{name}',)) (the {skip} list), or pass "
+                          "QATConfig(configs={{'{name}': YourQuantizeConfig()}})", params="skip", name=name, kind=kind)
     custom = _custom_layers(model) if model is not None and "Unable to clone model" in text else []
     if custom:
         kinds = sorted({type(l).__name__ for l in custom})
@@ -122,7 +122,7 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
     that the int8 export turns into a fully integer ``.tflite``. Layers tfmot's registry rejects
     get edgekit's QuantizeConfigs (Multiply, Rescaling, Normalization, other activations, …);
     TensorFlow op layers (``x + 3.0``) become the layers that compute the same
-    (:func:`edgekit.graph.ops_as_layers`); a layer nobody can quantize is an error naming it and
+    (:func:`edgekit.core.graph.ops_as_layers`); a layer nobody can quantize is an error naming it and
     saying how to skip it or give a config.
 
     With ``calib`` (samples), every quantizer's range starts where post-training calibration
@@ -171,7 +171,7 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
 
 def _ranges(model, layers, x, batch: int = 16):
     """(min, max) of each layer's output and of its pre-activation value, over samples ``x``."""
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     probe = keras.Model(model.inputs, [l.output for l in layers] + [l.input for l in layers])
     lo = {}
@@ -256,6 +256,4 @@ def _apply(model, config, step):
 
 
 register(Technique(
-    "qat", QATConfig, _apply, order=90, last=True, describe=lambda c: "qat",
-    flags=(Flag("--qat", None, bool, "quantization-aware training (last step)"),
-           Flag("--qat-skip", "skip", str, "leave LAYER in float under QAT", "LAYER", append=True, enables=False))))
+    "qat", QATConfig, _apply, order=90, last=True, describe=lambda c: "qat"))

@@ -4,15 +4,15 @@ Measured with tfmot 0.8: ``quantize_model`` stops at ``Multiply`` (squeeze-excit
 ``Normalization`` (keras.applications' preprocessing), ``Conv1D`` and ``Activation('hard_sigmoid')`` (and every activation other than relu/relu6/swish/gelu/linear/
 softmax/sigmoid/tanh). ``Reshape``, ``UpSampling2D`` (nearest and bilinear), ``Conv2DTranspose``
 and ``Activation('sigmoid'/'swish')`` are handled by tfmot itself. These layers have no weights to
-quantize: their output gets an 8-bit moving-average quantizer (:class:`edgekit.layers.OutputQuantizeConfig`,
+quantize: their output gets an 8-bit moving-average quantizer (:class:`edgekit.core.layers.OutputQuantizeConfig`,
 in the base layer so that a saved QAT model loads without this module), which is what the int8
 converter needs to give the op an integer output.
 """
 
 from __future__ import annotations
 
-from edgekit.compat import keras
-from edgekit.layers import EmbeddingQuantizeConfig, OutputQuantizeConfig
+from edgekit.core.compat import keras
+from edgekit.core.layers import EmbeddingQuantizeConfig, OutputQuantizeConfig
 
 # Activations tfmot's Default8BitActivationQuantizeConfig accepts.
 TFMOT_ACTIVATIONS = {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"}

@@ -38,15 +38,15 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from edgekit.errors import InputError
-from edgekit.io import read_toml
+from edgekit.core.errors import InputError, Message, python_name, render
+from edgekit.core.io import read_toml
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
 from edgekit.optimize.finetune import accuracy, check_labels
 from edgekit.optimize.weights import WeightReport, weight_report
-from edgekit.results import Result, fmt, table
-from edgekit.saving import as_tf_keras
+from edgekit.core.results import Result, fmt, table
+from edgekit.core.saving import as_tf_keras
 
 _FT_KEYS = {f.name for f in fields(FineTune)}
 
@@ -153,16 +153,16 @@ class OptimizeResult(Result):
     model: object
     baseline_accuracy: Optional[float]
     steps: List[StepResult] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    warnings: List[Any] = field(default_factory=list)  # text, or Messages naming parameters
 
     def to_dict(self) -> dict:
-        return {"baseline_accuracy": self.baseline_accuracy, "warnings": self.warnings,
+        return {"baseline_accuracy": self.baseline_accuracy, "warnings": [str(w) for w in self.warnings],
                 "steps": [{"step": s.step, "technique": s.technique, "config": s.config, "accuracy": s.accuracy,
                            "seconds": s.seconds, "weights": s.weights.to_dict(),
                            **({registry.get(s.technique).details_key or s.technique: s.details} if s.details else {})}
                           for s in self.steps]}
 
-    def summary(self) -> str:
+    def summary(self, name=python_name) -> str:
         """The steps with accuracy, zeros, distinct values and params; the last model's layers;
         what each technique reported; the warnings."""
         rows = [["(input)", "", fmt(self.baseline_accuracy, ".4f"), "", "", ""]]
@@ -175,7 +175,7 @@ class OptimizeResult(Result):
         for s in self.steps:
             if s.details:
                 lines.append(_details_summary(s))
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+        return "\n".join(lines + [f"warning: {render(w, name)}" for w in self.warnings])
 
 
 def _details_summary(s: StepResult) -> str:
@@ -205,13 +205,14 @@ def _lost(before: WeightReport, after: WeightReport) -> List[str]:
     return notes
 
 
-def _far_below(step: Step, acc: float, baseline: float, samples: int) -> str:
+def _far_below(step: Step, acc: float, baseline: float, samples: int) -> Message:
     ft = step.fine_tune
     steps = ft.epochs * -(-samples // ft.batch_size)
-    return (f"{step.describe()}: test accuracy {acc:.4f} after its fine-tune, {100 * (baseline - acc):.1f} points below "
-            f"the input model's {baseline:.4f}: the fine-tune ({steps} steps at learning rate {ft.learning_rate:g}) is "
-            f"too short or too fast to recover; fine-tune longer (`epochs`), at a lower `learning_rate`, or distill from "
-            f"the input model (`distill`)")
+    return Message("{step}: test accuracy {acc:.4f} after its fine-tune, {drop:.1f} points below the input model's "
+                   "{baseline:.4f}: the fine-tune ({steps} steps at learning rate {lr:g}) is too short or too fast to "
+                   "recover; fine-tune longer ({epochs}), at a lower {learning_rate}, or distill from the input model "
+                   "({distill})", params=("epochs", "learning_rate", "distill"), step=step.describe(), acc=acc,
+                   drop=100 * (baseline - acc), baseline=baseline, steps=steps, lr=ft.learning_rate)
 
 
 def _config_dict(config) -> dict:
@@ -227,7 +228,7 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
     ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step. Distilling
     fine-tunes learn from ``teacher``, by default ``model`` as it came in. ``measure`` times a
-    candidate model for latency budgets (:func:`edgekit.measure.int8_latency`)."""
+    candidate model for latency budgets (:func:`edgekit.app.measure.int8_latency`)."""
     log = log or (lambda msg: None)
     model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
     teacher = as_tf_keras(teacher) if teacher is not None else None
@@ -237,7 +238,7 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
     if recipe.steps[0].technique == "distill" and teacher is None:
         raise InputError("a first distill step without a teacher would learn from the model itself: pass a "
-                         "`teacher`")
+                         "{teacher}", params="teacher")
     current = model
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()

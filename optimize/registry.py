@@ -1,8 +1,8 @@
 """The technique registry: every optimization technique is one module that registers its config
-type, how a recipe step applies it, how it describes itself and which command-line flags set it.
+type, how a recipe step applies it and how it describes itself.
 
-Recipes (``technique = "prune"`` in TOML), ``Recipe.from_flags``, ``edgekit optimize`` and the
-demo all go through it, so adding a technique is one module and one :func:`register` call::
+Recipes (``technique = "prune"`` in TOML), ``Recipe.of``, ``edgekit optimize`` and the demo all go
+through it, so adding a technique is one module and one :func:`register` call::
 
     @dataclass(frozen=True)
     class ScaleConfig:
@@ -14,33 +14,17 @@ demo all go through it, so adding a technique is one module and one :func:`regis
         step.fine_tune(new)
         return new, {"factor": config.factor}  # the model and what the report says of the step
 
-    register(Technique("scale", ScaleConfig, apply, describe=lambda c: f"scale {c.factor:g}",
-                       flags=(Flag("--scale", "factor", float, "scale every kernel"),), order=45))
+    register(Technique("scale", ScaleConfig, apply, describe=lambda c: f"scale {c.factor:g}", order=45))
+
+Its command-line flags belong to the command line: :func:`edgekit.app.cli.optimize.add_technique_flags`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from edgekit.errors import InputError
-
-
-@dataclass(frozen=True)
-class Flag:
-    """A command-line flag of a technique. ``field``: the config field it sets (None: the flag
-    only turns the technique on, e.g. ``--qat``); ``kind``: the argparse type (``bool`` for a
-    switch); ``enables``: giving the flag adds the step (``--qat-skip`` alone does not)."""
-
-    name: str
-    field: Optional[str]
-    kind: Any = float
-    help: str = ""
-    metavar: Optional[str] = None
-    choices: Tuple[str, ...] = ()
-    append: bool = False
-    enables: Any = True  # or a function of the value: whether giving it adds the step
-    group: Optional[str] = None  # flags of one technique in one group exclude each other
+from edgekit.core.errors import InputError
 
 
 @dataclass
@@ -75,11 +59,9 @@ class Technique:
     config: type
     apply: Callable
     describe: Callable[[Any], str]
-    flags: Tuple[Flag, ...] = ()
     order: int = 50
     last: bool = False
     details_key: Optional[str] = None  # the report key of apply's dict (default: the technique's name)
-    exclusive_hint: str = ""  # why flags of one group exclude each other ("a ratio or one budget")
 
 
 _TECHNIQUES: Dict[str, Technique] = {}
@@ -113,8 +95,3 @@ def of_config(config) -> Technique:
         if type(config) is t.config:
             return t
     raise InputError(f"{type(config).__name__} is not the config of a registered technique")
-
-
-def flags() -> List[Tuple[Technique, Flag]]:
-    """Every technique's flags, in step order."""
-    return [(t, f) for t in techniques() for f in t.flags]

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from edgekit.results import Result, table
+from edgekit.core.results import Result, table
 
 KERNEL_NAMES = ("kernel:0", "depthwise_kernel:0", "kernel", "depthwise_kernel")
 

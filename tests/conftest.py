@@ -50,7 +50,7 @@ def assert_clean_error(proc, expect_code=2, contains=None):
 
 @pytest.fixture(scope="session")
 def digits_ds():
-    from edgekit.data import digits
+    from edgekit.core.data import digits
 
     return digits()
 

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.skipif(
 
 
 def test_outputs_on_both_pi_cpus_against_x86(exported, test_npz):
-    from edgekit.device.qemu import check
+    from edgekit.device.host.qemu import check
 
     rows = check([exported["int8"].path, exported["float32"].path], test_npz, samples=120)
     pairs = [("cortex-a72", "x86_64"), ("cortex-a76", "x86_64"), ("cortex-a76", "cortex-a72")]

@@ -10,7 +10,7 @@ import pytest
 
 import keras  # Keras 3, as a training script written today imports it
 
-from edgekit.bridge import TranslationError, check_translation, from_keras3, to_keras3
+from edgekit.core.bridge import TranslationError, check_translation, from_keras3, to_keras3
 from conftest import run_cli
 
 L = keras.layers

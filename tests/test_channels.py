@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgekit import keras
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 from edgekit.optimize import ChannelPruneConfig, channel_prune, channel_prune_report, reestimate_batchnorm
 
 L = keras.layers
@@ -168,7 +168,7 @@ def test_budgets_and_blocks():
 
 
 def test_latency_budget_is_measured_with_the_harness():
-    from edgekit.measure import int8_latency
+    from edgekit.app.measure import int8_latency
 
     # Timings are noisy here, so only the two ends are asserted: a budget the unpruned int8 model
     # meets prunes nothing; one no candidate can meet is refused with the measured time.

@@ -5,7 +5,7 @@ import pytest
 
 from edgekit.converters import Quant, convert, export, inspect_tflite, verify
 from edgekit.converters.inspection import INTEGER_TYPES
-from edgekit.errors import InputError, VerificationError
+from edgekit.core.errors import InputError, VerificationError
 
 
 def test_int8_export_is_fully_integer_read_from_the_file(exported):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edgekit.data import digits, fit_to_input, load_data, load_npz, resize_bilinear
-from edgekit.errors import InputError
+from edgekit.core.data import digits, fit_to_input, load_data, load_npz, resize_bilinear
+from edgekit.core.errors import InputError
 
 
 def test_digits_is_real_data_with_fixed_split(digits_ds):
@@ -17,7 +17,7 @@ def test_digits_is_real_data_with_fixed_split(digits_ds):
 
 
 def test_resize_bilinear_matches_tf_image_resize():
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     img = np.random.default_rng(0).random((3, 8, 8))
     ours = resize_bilinear(img, 32)

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from edgekit.demo import run_demo
-from edgekit.errors import InputError
+from edgekit.app.demo import run_demo
+from edgekit.core.errors import InputError
 
 from conftest import assert_clean_error, run_cli
 
@@ -60,7 +60,7 @@ def test_demo_optimized_variants_on_a_registered_model(tmp_path):
     assert report["pareto_png"] == "pareto.png" and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "![accuracy against latency" in open(os.path.join(out, "report.md")).read()
     # the chart reads at a glance: the front is the undominated variants, no two labels overlap
-    from edgekit.charts import label_overlaps, pareto_figure, pareto_front
+    from edgekit.app.charts import label_overlaps, pareto_figure, pareto_front
 
     pts = [(v["latency_ms"]["p50"], v["accuracy"]) for v in report["variants"]]
     front = pareto_front(report["variants"])

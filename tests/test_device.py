@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgekit.device import HARNESS_PATH, HarnessError, bench, measure
+from edgekit.device import HARNESS_PATH, BoardError, bench, measure
 
 
 def test_measure_reports_percentiles_startup_and_memory(exported):
@@ -76,19 +76,19 @@ def test_npz_inputs_are_quantized_for_int8_models(exported, npz):
     (dict(runs=0), "runs"), (dict(warmup=-1), "warmup"), (dict(threads=0), "threads"),
 ])
 def test_bad_arguments(exported, kwargs, message):
-    with pytest.raises(HarnessError, match=message):
+    with pytest.raises(BoardError, match=message):
         measure(exported["int8"].path, **kwargs)
 
 
 def test_wrong_input_shape_and_missing_model(exported, npz, tmp_path):
-    with pytest.raises(HarnessError, match="expects"):
+    with pytest.raises(BoardError, match="expects"):
         measure(exported["int8"].path, runs=1, inputs=npz(x=np.zeros((2, 8, 8, 1), np.float32)))
-    with pytest.raises(HarnessError, match="not found"):
+    with pytest.raises(BoardError, match="not found"):
         measure(str(tmp_path / "nope.tflite"))
 
 
 def test_board_facts_read_a_raspberry_pi_tree(tmp_path):
-    from edgekit.device.harness import board_facts, thermal_verdict
+    from edgekit.device.board.harness import board_facts, thermal_verdict
 
     files = {  # as on a Raspberry Pi 4 (Raspberry Pi OS, 64-bit)
         "proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
@@ -141,7 +141,7 @@ def test_thread_sweep_and_ratios_to_the_first_model(exported):
 
 
 def test_time_budget_and_progress_lines(exported):
-    from edgekit.device.harness import PROGRESS_PREFIX
+    from edgekit.device.board.harness import PROGRESS_PREFIX
 
     out = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--duration", "0.5",
                           "--warmup", "2", "--progress"], capture_output=True, text=True, timeout=120)
@@ -155,7 +155,7 @@ def test_time_budget_and_progress_lines(exported):
 def test_progress_line_draws_only_on_request_and_after_its_delay():
     import io
 
-    from edgekit.device.progress import Progress
+    from edgekit.core.progress import Progress
 
     stream = io.StringIO()
     p = Progress("bench", enabled=True, delay=0.0, stream=stream)
@@ -179,7 +179,7 @@ def test_progress_line_draws_only_on_request_and_after_its_delay():
 
 def test_raw_outputs_are_saved_bit_for_bit(exported, test_npz, tmp_path):
     from edgekit.device import load_interpreter
-    from edgekit.device.harness import raw_outputs
+    from edgekit.device.board.harness import raw_outputs
 
     out = tmp_path / "out.npz"
     proc = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--inputs", test_npz,

@@ -96,7 +96,7 @@ def _commands(text):
 
 @pytest.mark.parametrize("page", ["README.md"] + [p for p in PAGES if p.startswith("docs")])
 def test_every_command_in_a_code_block_uses_flags_the_command_accepts(page):
-    from edgekit.cli import COMMANDS, _subparser, build_parser
+    from edgekit.app.cli import COMMANDS, build_parser
 
     commands = _commands(_read(page))
     bad = []
@@ -104,11 +104,11 @@ def test_every_command_in_a_code_block_uses_flags_the_command_accepts(page):
         words = line.split()
         name = words[1]
         assert name in COMMANDS, f"{page}: unknown command in {line!r}"
-        parser = _subparser(build_parser(name), name)
+        parser = build_parser(name).command_parser
         if name == "device":
-            parser = _subparser(parser, words[2])
+            parser = parser.commands[words[2]]
         for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", line):
-            if flag not in parser._option_string_actions:
+            if flag not in parser.options:
                 bad.append(f"edgekit {name} {flag}")
     assert not bad, f"{page}: flags the commands do not accept: {bad}"
 

@@ -1,13 +1,12 @@
 """Every conversion mode, I/O type, calibration source and the int8 diagnostics, on tiny models."""
 
-import os
 
 import numpy as np
 import pytest
 
 from edgekit.converters import export, inspect_tflite, kernel_zeros, layer_errors
 from edgekit.converters.inspection import INTEGER_TYPES
-from edgekit.errors import InputError, VerificationError
+from edgekit.core.errors import InputError, VerificationError
 from edgekit.models import profile
 
 from conftest import assert_clean_error, run_cli
@@ -62,9 +61,9 @@ def test_int8_io_types(tiny_model, digits_ds, tmp_path, io, edge_ops):
 
 
 def test_io_that_does_not_fit_the_mode_is_an_error(tiny_model, digits_ds):
-    with pytest.raises(InputError, match="`io='int16'` does not apply to int8 models; use one of: int8, uint8, float32"):
+    with pytest.raises(InputError, match="`io` 'int16' does not apply to int8 models; use one of: int8, uint8, float32"):
         export(tiny_model, None, "int8", calib=digits_ds.x_train, io="int16")
-    with pytest.raises(InputError, match="`io='int8'` does not apply to float16"):
+    with pytest.raises(InputError, match="`io` 'int8' does not apply to float16"):
         export(tiny_model, None, "float16", io="int8")
 
 

@@ -179,7 +179,7 @@ def test_code_in_a_config_is_refused(hostile, name, words):
 
 def test_python_api_refuses_and_safe_mode_false_opts_in(hostile, tmp_path):
     from edgekit.converters import load_keras_model
-    from edgekit.errors import UnsafeModelError
+    from edgekit.core.errors import UnsafeModelError
 
     copy = str(tmp_path / "copy.h5")
     shutil.copy(hostile["lambda.h5"], copy)
@@ -305,8 +305,8 @@ def test_two_exports_to_one_output_never_lose_a_result_silently(hostile, tmp_pat
 
 
 def test_write_atomic_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
-    from edgekit.io import write_atomic
-    from edgekit.errors import InputError
+    from edgekit.core.io import write_atomic
+    from edgekit.core.errors import InputError
 
     path = tmp_path / "r.json"
     path.write_text("the other run's result")  # appeared after this run checked its outputs
@@ -316,7 +316,7 @@ def test_write_atomic_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
 
 
 def test_save_model_never_removes_a_directory_it_did_not_write(tmp_path):
-    from edgekit.errors import InputError
+    from edgekit.core.errors import InputError
     from edgekit.optimize import qat, save_model
 
     folder = tmp_path / "results"

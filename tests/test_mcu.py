@@ -33,7 +33,7 @@ def _probe(model_path, arena):
     import json
     import sys
 
-    from edgekit.device.micro import MICRO_PATH
+    from edgekit.device.board.micro import MICRO_PATH
 
     proc = subprocess.run([sys.executable, MICRO_PATH, f"--probe={arena}", "--", model_path], capture_output=True,
                           text=True, check=True)
@@ -42,7 +42,7 @@ def _probe(model_path, arena):
 
 
 def test_the_arena_found_is_minimal(report, int8_path):
-    from edgekit.device.micro import RAN
+    from edgekit.device.board.micro import RAN
 
     assert report.granularity == 16 and report.arena_bytes % 16 == 0
     assert _probe(int8_path, report.arena_bytes)[0] == RAN
@@ -201,7 +201,7 @@ def test_logits_all_near_zero_are_explained_not_a_crash(tmp_path):
 def test_export_target_mcu_checks_before_writing(tiny_model, digits_ds, tmp_path):
     from edgekit.converters import export
     from edgekit.converters.tflm import custom_board
-    from edgekit.errors import InputError, VerificationError
+    from edgekit.core.errors import InputError, VerificationError
 
     out = tmp_path / "m.tflite"
     with pytest.raises(VerificationError, match="does not fit a board with 4 KB RAM"):
@@ -221,12 +221,12 @@ def test_mcu_without_tflite_micro_says_how_to_install(int8_path, tmp_path):
     shadow = tmp_path / "shadow" / "tflite_micro"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('not here')\n")
-    from edgekit.device.micro import MicroError, run
+    from edgekit.device.board.micro import BoardError, run
 
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(tmp_path / "shadow")
     try:
-        with pytest.raises(MicroError, match=r"pip install 'edgekit-tflite\[mcu\]'"):
+        with pytest.raises(BoardError, match=r"pip install 'edgekit-tflite\[mcu\]'"):
             run(int8_path, max_arena=1 << 20)
     finally:
         if env_path is None:

@@ -1,11 +1,10 @@
-import os
 
 import numpy as np
 import pytest
 
 from edgekit.converters import export, inspect_tflite
 from edgekit.device import measure
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 from edgekit.models import DIGITS_CONFIG, available, create, make_divisible, mobilenet_v2, profile
 
 

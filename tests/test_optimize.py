@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_clean_error, run_cli
 
 from edgekit import keras
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 from edgekit.optimize import (
     ClusterConfig,
     FineTune,
@@ -118,7 +118,7 @@ def test_prune_layer_selection_and_errors(trained):
     with pytest.raises(InputError, match="cannot tell how many batches"):
         p = prune(trained)
         p.compile("adam", "sparse_categorical_crossentropy")
-        from edgekit.compat import tf
+        from edgekit.core.compat import tf
 
         def batches():  # a finite stream of unknown length
             for _ in range(2):
@@ -414,7 +414,7 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_plain_lines_elsewh
 
 
 def test_qat_of_a_model_with_a_custom_layer_names_it():
-    from edgekit.errors import InputError
+    from edgekit.core.errors import InputError
     from edgekit.optimize import qat
 
     class Scale(L.Layer):  # a custom layer, as keras.applications' ConvNeXt has (LayerScale)
@@ -432,7 +432,7 @@ def test_qat_of_a_batchnorm_after_a_concat_and_an_average_pool_exports_int8(tmp_
     an AveragePooling2D (TFLite's int8 kernel needs one scale in and out)."""
     from edgekit.converters import export
     from edgekit.optimize import qat
-    from edgekit.saving import load_keras_model, save_model
+    from edgekit.core.saving import load_keras_model, save_model
 
     keras.utils.set_random_seed(0)
     i = keras.Input((16, 16, 3))

@@ -11,7 +11,7 @@ import pytest
 
 from edgekit import keras
 from edgekit.converters import export
-from edgekit.errors import VerificationError
+from edgekit.core.errors import VerificationError
 from edgekit.optimize import FineTune, PruneConfig, QATConfig, Recipe, accuracy, optimize, qat
 
 from conftest import assert_clean_error, run_cli
@@ -118,8 +118,8 @@ def test_profile_a_sequential_convnet(flavour, tmp_path):
 
 
 def test_op_layers_survive_the_graph_rewrites():
-    from edgekit.compat import tf
-    from edgekit.graph import ops_as_layers, rewrite
+    from edgekit.core.compat import tf
+    from edgekit.core.graph import ops_as_layers, rewrite
 
     inp = keras.Input((4, 4, 3))
     x = inp * (tf.nn.relu6(inp + 3.0) / 6.0)  # hard swish as TensorFlow ops

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edgekit import keras
-from edgekit.errors import InputError
-from edgekit.optimize import Flag, Recipe, StepContext, Technique, copy_model, optimize, register, techniques, unregister
+from edgekit.core.errors import InputError
+from edgekit.optimize import Recipe, StepContext, Technique, copy_model, optimize, register, techniques, unregister
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,13 @@ def _apply(model, config, step: StepContext):
 
 @pytest.fixture
 def toy():
-    tech = register(Technique("scale", ScaleConfig, _apply, lambda c: f"scale {c.factor:g}", order=45,
-                              flags=(Flag("--scale", "factor", float, "multiply every Dense kernel by F", "F"),)))
+    from edgekit.app.cli.optimize import TECHNIQUE_FLAGS, Flag, add_technique_flags
+
+    tech = register(Technique("scale", ScaleConfig, _apply, lambda c: f"scale {c.factor:g}", order=45))
+    add_technique_flags("scale", Flag("--scale", "factor", float, "multiply every Dense kernel by F", "F"))
     yield tech
     unregister("scale")
+    TECHNIQUE_FLAGS.pop("scale")
 
 
 def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
@@ -52,8 +55,13 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
     x = np.random.default_rng(0).random((64, 8)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 3, 64)
     result = optimize(model, recipe, x, y, x_test=x, y_test=y)
-    assert result.to_dict()["steps"][0]["scale"] == {"factor": 0.25, "scaled": 2}
-    # the first Dense layer's kernel was scaled (a learning rate of 1e-9 leaves it as scaled), then pruned
+    assert result.to_dict()["steps"][0]["scale"] == {"factor": 0.25, "scaled": 2}  # apply's details, reported
+    # each Dense kernel was scaled (a learning rate of 1e-9 leaves it as scaled), then pruned to half zeros
+    for layer, kernel in zip([l for l in result.model.layers if l.get_weights()], before[::2]):
+        got = layer.get_weights()[0]
+        kept = got != 0
+        assert 0.4 <= 1 - kept.mean() <= 0.6
+        np.testing.assert_allclose(got[kept], 0.25 * kernel[kept], rtol=1e-5, atol=1e-7)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the input is untouched
     assert [t.name for t in techniques()].index("scale") == [t.name for t in techniques()].index("cluster") + 1
     with pytest.raises(InputError, match="factor must be > 0"):
@@ -63,11 +71,11 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
 
 
 def test_a_registered_technique_gets_its_flags(toy):
-    from edgekit.cli import build_parser
+    from edgekit.app.cli import build_parser
 
     args = build_parser("optimize").parse_args(["optimize", "m.keras", "--data", "digits", "-o", "o.keras",
                                                 "--scale", "0.5", "--prune", "0.8"])
-    from edgekit.cli.optimize import _recipe
+    from edgekit.app.cli.optimize import _recipe
 
     assert _recipe(args).describe() == "prune 0.8 → scale 0.5"
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import EDGEKIT, assert_clean_error, build_tiny, interactive, run_cli
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 
 SPACE = 'channel_ratio = [0.0, 0.25, 0.5]\nsparsity = [0.0]\nclusters = [0]\nqat = [false, true]\ndistill = false\nepochs = 1\n'
 
@@ -34,7 +34,7 @@ def space(tmp_path_factory):
     ({"clusters": [1]}, "0 (none) or a count from 2 to 256"),
 ])
 def test_space_errors_say_what_is_wrong(doc, words):
-    from edgekit.search.space import load_space
+    from edgekit.app.search.space import load_space
 
     with pytest.raises(InputError, match=r".*") as exc:
         load_space(overrides=doc)
@@ -43,7 +43,7 @@ def test_space_errors_say_what_is_wrong(doc, words):
 
 def test_a_trials_recipe_is_one_edgekit_optimize_reads():
     from edgekit.optimize import Recipe
-    from edgekit.search.space import DEFAULT_SPACE, describe, recipe_doc
+    from edgekit.app.search.space import DEFAULT_SPACE, describe, recipe_doc
 
     params = {"channel_ratio": 0.45, "sparsity": 0.5, "clusters": 16, "qat": True, "quant": "int8", "distill": True,
               "epochs": 6, "learning_rate": 0.00123456}
@@ -61,8 +61,8 @@ def test_a_trials_recipe_is_one_edgekit_optimize_reads():
 
 
 def test_a_recipe_written_as_toml_reads_back_the_same(tmp_path):
-    from edgekit.io import read_toml
-    from edgekit.search.space import recipe_doc, to_toml
+    from edgekit.core.io import read_toml
+    from edgekit.app.search.space import recipe_doc, to_toml
 
     doc = recipe_doc({"channel_ratio": 0.45, "sparsity": 0.5, "clusters": 16, "qat": True, "quant": "int8",
                       "distill": True, "epochs": 6, "learning_rate": 0.00123456}, batchnorm=True)

@@ -5,7 +5,7 @@ import pytest
 
 from edgekit.converters import export, inspect_tflite
 from edgekit.converters.share import share_weights
-from edgekit.device.harness import load_interpreter, predict
+from edgekit.device.board.harness import load_interpreter, predict
 
 VOCAB, DIM, CONTEXT = 400, 32, 12
 
@@ -79,7 +79,7 @@ def test_sharing_changes_only_the_projection_quantization(lms, lm_data):
 
 
 def test_token_inputs_must_be_whole_numbers(lms, lm_data):
-    from edgekit.errors import InputError
+    from edgekit.core.errors import InputError
 
     x, _ = lm_data
     with pytest.raises(InputError, match="fractional values.*int32"):

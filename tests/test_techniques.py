@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgekit import keras
-from edgekit.errors import InputError
+from edgekit.core.errors import InputError
 from edgekit.optimize import (
     DistillConfig,
     Distiller,
@@ -200,7 +200,7 @@ def test_tie_shares_one_matrix_and_equals_the_untied_model_when_weights_agree():
 
 
 def test_python_source_corpus_is_next_token_windows():
-    from edgekit.data import python_source
+    from edgekit.core.data import python_source
 
     ds = python_source(vocab=128, context=16, max_tokens=40_000)
     assert ds.x_train.shape[1] == 16 and ds.x_train.dtype == np.int32 and len(ds.x_test) > 10

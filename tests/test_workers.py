@@ -1,4 +1,4 @@
-"""Jobs in worker processes (edgekit.workers): results in order, log and live lines relayed to
+"""Jobs in worker processes (edgekit.app.workers): results in order, log and live lines relayed to
 this process, a failing job stops the others, a script without a __main__ guard is safe."""
 
 import io
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from edgekit.device.progress import Lines, Relay
-from edgekit.errors import InputError
-from edgekit.workers import Workers, doing
+from edgekit.core.progress import Lines, Relay
+from edgekit.core.errors import InputError
+from edgekit.app.workers import Workers, doing
 
 
 def square(x, log=None):
@@ -29,7 +29,7 @@ def fail_or_sleep(x, log=None):
 
 
 def threads(log=None):
-    from edgekit.compat import tf
+    from edgekit.core.compat import tf
 
     return tf.config.threading.get_intra_op_parallelism_threads()
 
@@ -80,7 +80,7 @@ def test_relay_sends_the_line_tqdm_draws_and_lines_draws_one_per_slot():
 
 def test_a_script_without_a_main_guard_starts_workers_once(tmp_path):
     script = tmp_path / "unguarded.py"
-    script.write_text("import os\nfrom edgekit.workers import Workers\nfrom test_workers import square\n"
+    script.write_text("import os\nfrom edgekit.app.workers import Workers\nfrom test_workers import square\n"
                       "with Workers(1, log=print) as pool:\n    print(pool.run([(square, (5,))])[0][0])\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _models() -> str:
-    from edgekit.cli.models import models_table
+    from edgekit.app.cli.models import models_table
 
     return models_table(markdown=True)
 
@@ -59,7 +59,7 @@ def update(text: str) -> str:
 
 
 def main(argv=None) -> int:
-    from edgekit.io import captured_native_stderr, write_atomic
+    from edgekit.core.io import captured_native_stderr, write_atomic
 
     paths = (argv or sys.argv[1:]) or [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
     for path in paths:

@@ -1,0 +1,498 @@
+"""Measure a .tflite model with the LiteRT interpreter: start-up, latency percentiles, memory.
+
+This file runs on the board on its own: it imports only the standard library, numpy and
+``ai_edge_litert`` (falling back to ``tflite_runtime``, then ``tensorflow.lite``), never another
+edgekit module. Copy it anywhere and run it as a script::
+
+    python harness.py model.tflite --runs 200 --warmup 20 --threads 4 [--inputs data.npz]
+
+It prints one JSON object (see :func:`measure`) on stdout. On failure it prints
+``{"error": "..."}`` and exits 2, so the caller can report it and go on with other models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+try:
+    import numpy as np
+except ImportError:  # reported as a one-line error by main(), like a missing LiteRT
+    np = None
+
+SCHEMA_VERSION = 1
+HARNESS_PATH = os.path.abspath(__file__)  # what runs in each child process, here or on a board
+
+__all__ = [
+    "BoardError", "load_interpreter", "allocate_tensors", "runtime_info", "prepare_inputs", "predict",
+    "raw_outputs", "save_outputs", "measure", "summarize_latency", "board_facts", "thermal_verdict",
+    "main",
+]
+
+
+if __package__:  # imported as edgekit.device.board.harness: the board side's one error
+    from edgekit.device.board.errors import BoardError
+else:  # run as a script (a child process here, or this file alone on a board): stay lean
+
+    class BoardError(ValueError):  # type: ignore[no-redef]
+        """A one-line, user-facing error: bad model, bad inputs, no LiteRT installed (``missing``)."""
+
+        def __init__(self, message: str = "", missing: str = None):
+            super().__init__(message)
+            self.missing = missing
+
+
+def _runtime():
+    """(module name, version, Interpreter class, resolver enum or None)."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert import interpreter as mod
+
+        return "ai_edge_litert", getattr(ai_edge_litert, "__version__", "?"), mod.Interpreter, mod.OpResolverType
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime
+        from tflite_runtime import interpreter as mod
+
+        return "tflite_runtime", getattr(tflite_runtime, "__version__", "?"), mod.Interpreter, getattr(mod, "OpResolverType", None)
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return "tensorflow.lite", tf.__version__, tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    except ImportError:
+        raise BoardError(
+            f"no LiteRT interpreter found for this python ({sys.executable}): install it with "
+            "'pip install ai-edge-litert' (or tflite-runtime)", missing="LiteRT"
+        ) from None
+
+
+def runtime_info() -> dict:
+    name, version, _, _ = _runtime()
+    return {"name": name, "version": version}
+
+
+def load_interpreter(model=None, *, model_content=None, threads=1, xnnpack=True, allocate=True):
+    """An Interpreter for a model path or bytes, with tensors allocated unless ``allocate=False``
+    (then call :func:`allocate_tensors`).
+
+    ``xnnpack=True`` keeps LiteRT's default delegate (XNNPACK on CPU), as a board runs it."""
+    _, _, interpreter_cls, resolver = _runtime()
+    if threads is not None and int(threads) < 1:
+        raise BoardError(f"threads must be >= 1. Received threads={threads}")
+    kwargs = {"num_threads": int(threads) if threads else None}
+    if not xnnpack:
+        if resolver is None:
+            raise BoardError("this LiteRT build cannot disable the default delegate")
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    label = "model bytes" if model is None else str(model)
+    if model is not None:
+        if os.path.isdir(model):
+            raise BoardError(f"{model} is a directory, not a .tflite file")
+        if not os.path.isfile(model):
+            raise BoardError(f"model file not found: {model}")
+        kwargs["model_path"] = str(model)
+    else:
+        kwargs["model_content"] = bytes(model_content)
+    try:
+        interp = interpreter_cls(**kwargs)
+    except (ValueError, RuntimeError) as exc:
+        raise BoardError(f"cannot load {label} as a .tflite model: {_one_line(exc)}") from None
+    interp._edgekit_label = label  # for error messages of allocate()
+    interp._edgekit_xnnpack = bool(xnnpack)
+    if allocate:
+        allocate_tensors(interp)
+    return interp
+
+
+def allocate_tensors(interp):
+    """Allocate tensors; this is where LiteRT applies the default delegate, so a model that
+    XNNPACK cannot run fails here."""
+    xnnpack = getattr(interp, "_edgekit_xnnpack", True)
+    label = getattr(interp, "_edgekit_label", "model")
+    try:
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        where = "under the default XNNPACK delegate" if xnnpack else "without delegates"
+        hint = "; run it with XNNPACK disabled (--no-xnnpack) or convert it without --sparse" if xnnpack else ""
+        raise BoardError(f"{label} does not prepare {where}: {_one_line(exc)}{hint}") from None
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float data to the input tensor's dtype, with its scale and zero point when quantized."""
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.floating) or not np.issubdtype(x.dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def _sample_shape(detail: dict) -> tuple:
+    return tuple(int(d) for d in detail["shape"][1:])
+
+
+def prepare_inputs(interp, x=None, seed=0):
+    """Arrays for each model input, batch 1: the first sample of ``x`` (quantized to the input's
+    dtype when needed) or random data of the right dtype and range."""
+    details = interp.get_input_details()
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for i, d in enumerate(details):
+        shape = tuple(int(s) for s in d["shape"])
+        dtype = np.dtype(d["dtype"])
+        if x is not None and i == 0:
+            sample = np.asarray(x[:1])
+            if tuple(sample.shape[1:]) != shape[1:]:
+                raise BoardError(
+                    f"input data samples have shape {tuple(sample.shape[1:])}; "
+                    f"the model expects {shape[1:]}"
+                )
+            arrays.append(quantize(sample, d))
+        elif np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            arrays.append(rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            arrays.append(rng.random(size=shape, dtype=np.float32).astype(dtype))
+    return arrays
+
+
+def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
+    """Run samples ``x`` (N, ...) one at a time, as a board does, through a single-input model;
+    returns the first output tensor as the model produces it (int8 stays int8), (N, ...)."""
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    x = np.asarray(x)
+    if tuple(x.shape[1:]) != _sample_shape(inp):
+        raise BoardError(
+            f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}"
+        )
+    results = []
+    q = quantize(x, inp)
+    for i in range(len(q)):
+        interp.set_tensor(inp["index"], q[i : i + 1])
+        interp.invoke()
+        results.append(interp.get_tensor(out["index"])[0].copy())
+    return np.stack(results) if results else np.zeros((0,) + _sample_shape(out), np.dtype(out["dtype"]))
+
+
+def predict(interp, x: np.ndarray) -> np.ndarray:
+    """:func:`raw_outputs` dequantized to float32."""
+    return _dequantize(raw_outputs(interp, x), interp.get_output_details()[0])
+
+
+def summarize_latency(samples_ms) -> dict:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
+
+
+def _memory_mb() -> dict:
+    """Current and peak resident set size of this process, in MiB."""
+    status = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    status[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    if "VmHWM" not in status:  # not Linux: ru_maxrss is bytes on macOS, KiB elsewhere
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        status["VmHWM"] = peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    return {"rss": status.get("VmRSS"), "peak": status["VmHWM"]}
+
+
+def _load_npz(path: str):
+    if not os.path.isfile(path):
+        raise BoardError(f"input file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            key = "x" if "x" in files else "x_test" if "x_test" in files else None
+            if key is None:
+                raise BoardError(f"{path} holds {sorted(files)}; expected an array named 'x'")
+            x = npz[key]
+            ykey = "y" if key == "x" else "y_test"
+            y = npz[ykey] if ykey in files else None
+    except BoardError:
+        raise
+    except Exception as exc:
+        raise BoardError(f"cannot read {path} as a .npz file: {_one_line(exc)}") from None
+    if y is not None and y.ndim == 2:
+        y = y.argmax(axis=1)
+    return x, y
+
+
+def _read(root: str, path: str):
+    try:
+        with open(os.path.join(root, path.lstrip("/")), "rb") as f:
+            return f.read().decode("utf-8", "replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def _cpu_name(cpuinfo) -> "str | None":
+    fields = {}
+    for line in (cpuinfo or "").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields.get("model name") or fields.get("Model") or fields.get("Hardware") or (
+        f"CPU part {fields['CPU part']}" if "CPU part" in fields else None)
+
+
+def board_facts(root: str = "/") -> dict:
+    """What the board is and its state now: model (device tree), CPU, cores, governor, current
+    and maximum frequency (MHz), the hottest thermal zone (C) and, on a Raspberry Pi, the
+    ``vcgencmd get_throttled`` flags. Absent facts are None. ``root`` reads another sysfs/procfs
+    tree (a copy taken from a board)."""
+    def number(path, scale):
+        text = _read(root, path)
+        try:
+            return round(int(text) / scale, 1)
+        except (TypeError, ValueError):
+            return None
+
+    temps = []
+    zones = os.path.join(root, "sys/class/thermal")
+    if os.path.isdir(zones):
+        for zone in sorted(os.listdir(zones)):
+            t = number(f"sys/class/thermal/{zone}/temp", 1000)
+            if t is not None:
+                temps.append(t)
+    throttled = None
+    if root == "/" and shutil.which("vcgencmd"):
+        try:
+            out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+            throttled = int(out.strip().partition("=")[2], 16)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            throttled = None
+    cpufreq = "sys/devices/system/cpu/cpu0/cpufreq"
+    return {
+        "model": _read(root, "proc/device-tree/model"),
+        "cpu": _cpu_name(_read(root, "proc/cpuinfo")),
+        "cores": os.cpu_count() if root == "/" else None,
+        "governor": _read(root, f"{cpufreq}/scaling_governor"),
+        "freq_mhz": number(f"{cpufreq}/scaling_cur_freq", 1000),
+        "max_freq_mhz": number(f"{cpufreq}/cpuinfo_max_freq", 1000),
+        "temp_c": max(temps) if temps else None,
+        "throttled_flags": throttled,
+    }
+
+
+# vcgencmd get_throttled bits that describe the present state: under-voltage, frequency capped,
+# throttled, soft temperature limit.
+_THROTTLED_NOW = 0xF
+
+
+def thermal_verdict(before: dict, after: dict) -> list:
+    """Reasons a result may be slowed by the board rather than the model (empty when none)."""
+    reasons = []
+    for when, facts in (("before", before), ("after", after)):
+        flags = facts.get("throttled_flags")
+        if flags and flags & _THROTTLED_NOW:
+            reasons.append(f"vcgencmd reports throttling {when} the runs (flags {flags:#x})")
+    f0, f1 = before.get("freq_mhz"), after.get("freq_mhz")
+    if f0 and f1 and f1 < 0.9 * f0:
+        reasons.append(f"CPU frequency dropped from {f0:g} to {f1:g} MHz during the runs")
+    return reasons
+
+
+def _start(model, threads, xnnpack, x, seed) -> tuple:
+    """Load, allocate, set the inputs and invoke once: (interpreter, start-up ms, RSS before load
+    and after allocate)."""
+    rss_before = _memory_mb()["rss"]
+    t0 = time.perf_counter()
+    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack, allocate=False)
+    t1 = time.perf_counter()
+    allocate_tensors(interp)
+    t2 = time.perf_counter()
+    rss_allocated = _memory_mb()["rss"]
+    for d, a in zip(interp.get_input_details(), prepare_inputs(interp, x, seed=seed)):
+        interp.set_tensor(d["index"], a)
+    t3 = time.perf_counter()
+    interp.invoke()
+    startup = {"load": (t1 - t0) * 1e3, "allocate": (t2 - t1) * 1e3, "first_invoke": (time.perf_counter() - t3) * 1e3}
+    return interp, startup, rss_before, rss_allocated
+
+
+def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0,
+            duration=None, progress=None):
+    """Benchmark one model in this process and return a JSON-ready dict.
+
+    Start-up (load, allocate, first invoke), ``warmup`` untimed invokes, ``runs`` timed invokes
+    of ``invoke()`` alone (inputs are set once) — or, with ``duration`` (seconds), timed invokes
+    until that much time has passed — and the process's RSS before load, after allocate and at
+    its peak. With ``inputs`` (a .npz holding ``x`` and optionally ``y``) the timed runs use its
+    first sample, and with labels the on-device accuracy over all of ``x`` is measured after the
+    timed runs. ``progress(phase, done, total)`` is called now and then (total 0: unknown)."""
+    if int(runs) < 1 or int(warmup) < 0 or (duration is not None and not float(duration) > 0):
+        raise BoardError(f"runs must be >= 1, warmup >= 0 and duration > 0 seconds. Received runs={runs}, "
+                           f"warmup={warmup}, duration={duration}")
+    report = progress or (lambda phase, done, total: None)
+    x, y = _load_npz(inputs) if inputs is not None else (None, None)
+    _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
+    board_before = board_facts()
+    interp, startup, rss_before, rss_allocated = _start(model, threads, xnnpack, x, seed)
+    for i in range(int(warmup)):
+        if i % 16 == 0:
+            report("warm-up", i, int(warmup))
+        interp.invoke()
+    samples = _timed_runs(interp.invoke, int(runs), duration, report)
+    latency = summarize_latency(samples)
+    board_after = board_facts()
+    accuracy = None
+    if x is not None and y is not None:
+        report("accuracy", 0, len(x))
+        outputs = predict(interp, x)
+        accuracy = float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
+    peak = _memory_mb()["peak"]
+    verdict = thermal_verdict(board_before, board_after)
+    return {
+        "schema_version": SCHEMA_VERSION, "model": str(model), "model_size_bytes": os.path.getsize(model),
+        "runs": int(len(samples)), "warmup": int(warmup), "duration_s": float(duration) if duration else None,
+        "threads": int(threads), "xnnpack": bool(xnnpack), "inputs": str(inputs) if inputs else "random",
+        "latency_ms": latency, "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
+        "startup_ms": startup,
+        "memory_mb": {"rss_before_load": rss_before, "rss_after_allocate": rss_allocated, "peak": peak,
+                      "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None},
+        "peak_rss_mb": peak, "accuracy": accuracy, "samples": int(len(x)) if x is not None else None,
+        "runtime": runtime_info(),
+        "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
+        "platform": {"machine": platform.machine(), "system": platform.system(),
+                     "python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+
+
+def save_outputs(model, inputs, out, threads=1, xnnpack=True) -> dict:
+    """Run every sample of ``inputs`` (.npz) through ``model`` and save the raw first-output
+    tensors to ``out`` (.npz, key ``outputs``): the bit-level record compared across machines."""
+    if not inputs:
+        raise BoardError("--outputs needs --inputs DATA.npz")
+    x, _ = _load_npz(inputs)
+    interp = load_interpreter(model, threads=threads, xnnpack=xnnpack)
+    outputs = raw_outputs(interp, x)
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, outputs=outputs)
+    os.replace(tmp, out)
+    return {"model": str(model), "outputs": out, "samples": int(len(x)), "dtype": str(outputs.dtype),
+            "machine": platform.machine(), "cpu": _cpu_name(_read("/", "proc/cpuinfo"))}
+
+
+def _timed_runs(invoke, runs, duration, report) -> np.ndarray:
+    """Latencies in ms of ``runs`` invokes, or of as many as fit in ``duration`` seconds. The
+    clock is read twice per run and the progress callback every 64 runs, so the loop's own
+    cost stays far below a microsecond per run."""
+    clock = time.perf_counter_ns
+    if duration is None:
+        samples = np.empty(runs, dtype=np.int64)
+        for i in range(runs):
+            if i & 63 == 0:
+                report("timed", i, runs)
+            start = clock()
+            invoke()
+            samples[i] = clock() - start
+        return samples / 1e6
+    out = []
+    deadline = clock() + int(float(duration) * 1e9)
+    start = clock()
+    while start < deadline:
+        invoke()
+        end = clock()
+        out.append(end - start)
+        if len(out) & 63 == 0:
+            report("timed", len(out), 0)
+        start = clock()
+    return np.asarray(out, dtype=np.float64) / 1e6
+
+
+PROGRESS_PREFIX = "@edgekit-progress "
+
+
+def stderr_progress(interval: float = 0.25):
+    """A ``progress`` callback for :func:`measure` that writes ``@edgekit-progress PHASE DONE
+    TOTAL`` lines on stderr at most every ``interval`` seconds, for a parent process (local or
+    over SSH) to draw its live progress line from."""
+    last = [0.0]
+
+    def report(phase, done, total):
+        now = time.perf_counter()
+        if now - last[0] >= interval:
+            last[0] = now
+            sys.stderr.write(f"{PROGRESS_PREFIX}{phase} {done} {total}\n")
+            sys.stderr.flush()
+
+    return report
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:400]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="harness.py", description="Benchmark one .tflite model; prints JSON on stdout."
+    )
+    parser.add_argument("model")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    parser.add_argument("--inputs", help=".npz with 'x' (and 'y' for accuracy)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, help="time the runs for this many seconds instead of --runs")
+    parser.add_argument("--outputs", metavar="OUT.npz",
+                        help="no timing: run every sample of --inputs and save the raw outputs to OUT.npz")
+    parser.add_argument("--progress", action="store_true",
+                        help=f"write '{PROGRESS_PREFIX.strip()} PHASE DONE TOTAL' lines on stderr")
+    args = parser.parse_args(argv)
+    try:
+        if np is None:
+            raise BoardError(f"no numpy for this python ({sys.executable}): install it with 'pip install numpy "
+                             "ai-edge-litert'", missing="numpy")
+        if args.outputs:
+            print(json.dumps(save_outputs(args.model, args.inputs, args.outputs, args.threads, args.xnnpack)))
+            return 0
+        result = measure(
+            args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
+            xnnpack=args.xnnpack, inputs=args.inputs, seed=args.seed, duration=args.duration,
+            progress=stderr_progress() if args.progress else None,
+        )
+    except BoardError as exc:
+        print(json.dumps({"error": str(exc), "model": args.model, "missing": exc.missing}))
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Hardware-aware search: recipes for a model tried on the target board, each trial fine-tuned,
+exported, verified and benchmarked, and the Pareto front of accuracy, p50 latency and file size.
+
+The study is Optuna's (multi-objective TPE by default, NSGA-II or random on request), stored in
+``DIR/study.log`` (Optuna's journal file: nothing to install) or in a PostgreSQL database shared
+by several workers (``storage="postgresql://..."``: Optuna's RDB storage with heartbeats, so a
+worker killed mid-trial loses only that trial). Each trial is measured, never estimated: accuracy
+of the ``.tflite`` on the test split by the device harness, p50 latency on the target (this
+machine, a board over SSH), the file's size, and with ``board`` TFLM's arena and flash.
+
+Exactly ``trials`` trials complete however many workers share the study: a worker starts a trial
+only while fewer than ``trials`` are complete or running, and a trial that loses that race to
+another worker is pruned before any work ("surplus"). Ctrl-C fails the running trial; the same
+command continues the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from edgekit.core.errors import EdgekitError, InputError
+from edgekit.app.search import space as searchspace
+from edgekit.app.search.results import OBJECTIVES, SearchResult, check_limits, collect, save_results
+from edgekit.app.search.study import (SAMPLERS, check_identity, constraints_of, data_fingerprint, is_surplus,
+                                  model_fingerprint, next_slot, open_study, worker_id)
+
+# what a search directory holds (a directory holding anything else is not resumed into)
+STUDY_FILES = frozenset({"study.log", "study.log.lock", "search.json", "pareto.png", "test.npz", "trials", "front",
+                         "front.tmp"})
+__all__ = ["Limits", "OBJECTIVES", "SAMPLERS", "SearchResult", "Target", "check_search_dir", "search"]
+
+
+def check_search_dir(directory: str) -> None:
+    """``directory`` is new, empty or a search's own (continued): never a folder of other files."""
+    if not os.path.lexists(directory):
+        parent = os.path.dirname(os.path.abspath(directory))
+        if not os.path.isdir(parent):
+            raise InputError(f"-o directory does not exist: {parent}")
+        return
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        raise InputError(f"{directory} is not a directory; give the search's directory")
+    others = sorted(set(os.listdir(directory)) - STUDY_FILES)
+    if others:
+        raise InputError(f"{directory} holds files a search does not write ({others[0]} ...); give a new or empty "
+                         "directory, or an earlier search's to continue it")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What every reported point must meet: ``max_drop`` accuracy points below the float32
+    model, ``max_latency`` ms p50, ``max_size`` KB (1000 bytes) of file, and fitting ``board``."""
+
+    max_drop: Optional[float] = None
+    max_latency: Optional[float] = None
+    max_size: Optional[float] = None
+
+    def __post_init__(self):
+        for name in ("max_drop", "max_latency", "max_size"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+                raise InputError("{%s} must be a number >= 0; received {value}" % name, params=name, value=v)
+
+    def violations(self, m: dict, baseline: dict) -> Dict[str, float]:
+        """How far trial measurements ``m`` are beyond each limit (> 0: beyond)."""
+        out = {}
+        if self.max_drop is not None:
+            out["max_drop"] = 100 * (baseline["accuracy"] - m["accuracy"]) - self.max_drop
+        if self.max_latency is not None:
+            out["max_latency"] = m["p50_ms"] - self.max_latency
+        if self.max_size is not None:
+            out["max_size"] = m["size_bytes"] / 1000 - self.max_size
+        if m.get("fits") is not None:
+            out["board"] = 0.0 if m["fits"] else 1.0
+        return out
+
+    def met(self, m: dict, baseline: dict) -> bool:
+        """Whether trial measurements ``m`` meet every limit."""
+        return max(self.violations(m, baseline).values(), default=0) <= 0
+
+
+@dataclasses.dataclass
+class Target:
+    """Where trials are measured: this machine, ``host`` over SSH; ``qemu`` (a CPU) also runs
+    each file on ARM64 under QEMU, for correctness only; ``board`` adds TFLM's figures."""
+
+    host: Optional[str] = None
+    qemu: Optional[str] = None
+    board: Optional[str] = None
+    runs: int = 100
+    warmup: int = 10
+    threads: int = 1
+    ssh_config: Optional[str] = None  # with host: an OpenSSH client config (ssh -F)
+    remote_python: Optional[str] = None  # with host: the board's python (edgekit device setup's venv)
+
+    def label(self) -> str:
+        return self.host or "this machine"
+
+
+def _measure(path: str, target: Target, inputs: str) -> dict:
+    """The device harness's figures for one .tflite file on the target (and under QEMU)."""
+    from edgekit.device import bench
+
+    hosts = [target.host] if target.host else []
+    r = bench([path], runs=target.runs, warmup=target.warmup, threads=target.threads, inputs=inputs, hosts=hosts,
+              ssh_config=target.ssh_config, remote_python=target.remote_python, progress=False)[0]
+    if not r.ok:
+        raise EdgekitError(f"benchmark on {target.label()} failed: {r.error}")
+    m = {"accuracy": r.accuracy, "p50_ms": r.latency_ms["p50"], "peak_rss_mb": r.peak_rss_mb,
+         "size_bytes": os.path.getsize(path), "host": target.host}
+    if target.qemu:
+        q = bench([path], runs=1, warmup=0, inputs=inputs, qemu=[target.qemu], progress=False)[0]
+        if not q.ok:
+            raise EdgekitError(f"ARM64 ({target.qemu}, QEMU) run failed: {q.error}")
+        m["qemu_accuracy"] = q.accuracy
+        with np.load(inputs) as f:  # ARM64's int8 kernels may round one step apart: one sample's worth is allowed
+            one = 1.0 / max(1, len(f["y"])) if "y" in f.files else 0.0
+        if q.accuracy is not None and r.accuracy is not None and abs(q.accuracy - r.accuracy) > one + 1e-9:
+            raise EdgekitError(f"ARM64 kernels (QEMU {target.qemu}) give accuracy {q.accuracy:.4f}, this machine "
+                               f"{r.accuracy:.4f}")
+    return m
+
+
+def _baseline(model, ds, directory: str, target: Target, inputs: str, seed: int) -> dict:
+    """The input model exported float32 and measured like every trial."""
+    from edgekit.converters import export
+
+    path = os.path.join(directory, "trials", "float32.tflite")
+    export(model, None, "float32", eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, layer_report=False).save(
+        path, overwrite=True)
+    return _measure(path, target, inputs)
+
+
+def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm) -> dict:
+    """Optimize, export (verified), measure: the trial's measurements."""
+    from edgekit.converters import export
+    from edgekit.optimize import Recipe, optimize
+
+    doc = searchspace.recipe_doc(params, batchnorm)
+    trial.set_user_attr("recipe", doc)
+    candidate, warnings = model, []
+    if doc is not None:
+        result = optimize(model, Recipe.from_dict(doc, where=f"trial {trial.number}"), ds.x_train, ds.y_train,
+                          seed=seed)
+        candidate, warnings = result.model, result.warnings
+    path = os.path.join(directory, "trials", f"trial_{trial.number:03d}.tflite")
+    rep = export(candidate, None, params["quant"], calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed,
+                 layer_report=False, target="mcu" if target.board else "litert", board=target.board)
+    rep.save(path, overwrite=True)
+    m = _measure(path, target, inputs)
+    m.update(agreement=rep.agreement, cosine=rep.cosine, warnings=[str(w) for w in warnings + list(rep.warnings)])
+    if rep.mcu:
+        m.update(arena_bytes=rep.mcu["arena_bytes"], flash_bytes=rep.mcu["flash_bytes"], fits=rep.mcu["fits"])
+    return m
+
+
+class _Objective:
+    """One trial: its slot checked, its choices asked, then run (or an earlier measurement reused)."""
+
+    def __init__(self, st, trials, space, model, ds, directory, target, inputs, seed, log):
+        self.st, self.trials, self.space, self.model, self.ds = st, trials, space, model, ds
+        self.directory, self.target, self.inputs, self.seed, self.log = directory, target, inputs, seed, log
+        self.batchnorm = any(type(l).__name__ == "BatchNormalization" for l in model.layers)
+        self.failures = []  # this worker's failed trials in a row
+
+    def check_failures(self, most: int = 5) -> None:
+        """Stop after ``most`` failed trials in a row: the target or the model is at fault, not a recipe."""
+        if len(self.failures) >= most:
+            raise EdgekitError(f"{most} trials in a row failed; the last: {self.failures[-1]}")
+
+    def __call__(self, trial):
+        from optuna.exceptions import TrialPruned
+
+        st, log = self.st, self.log
+        if is_surplus(st, trial, self.trials):
+            trial.set_user_attr("surplus", True)
+            raise TrialPruned(f"{self.trials} trials are complete or running")
+        trial.set_user_attr("worker", worker_id())
+        params = searchspace.suggest(trial, self.space)
+        name = searchspace.describe(params)
+        trial.set_user_attr("name", name)
+        same = next((t for t in st.get_trials(deepcopy=False, states=(_complete(),))
+                     if t.params == trial.params and "measured" in t.user_attrs), None)
+        if same is not None:  # a small space repeats itself: the measurement is the earlier trial's
+            trial.set_user_attr("duplicate_of", same.number)
+            trial.set_user_attr("measured", same.user_attrs["measured"])
+            log(f"trial {trial.number}: {name}: as trial {same.number}, not run again")
+            return tuple(same.values)
+        t0 = time.perf_counter()
+        try:
+            m = _trial(trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed,
+                       self.batchnorm)
+        except EdgekitError as exc:
+            reason = " ".join(str(exc).split())[:300]
+            trial.set_user_attr("error", reason)
+            self.failures.append(reason)
+            log(f"trial {trial.number} ({name}) failed: {exc}")
+            raise
+        self.failures.clear()
+        m["seconds"] = round(time.perf_counter() - t0, 1)
+        trial.set_user_attr("measured", m)
+        log(f"trial {trial.number}: {name}: accuracy {m['accuracy']:.4f}, p50 {m['p50_ms']:.3f} ms, "
+            f"{m['size_bytes'] / 1024:,.1f} KiB ({m['seconds']:.0f} s)")
+        return m["accuracy"], m["p50_ms"], m["size_bytes"]
+
+
+def search(model, data, directory: str, *, trials: int = 24, space: Optional[dict] = None,
+           limits: Limits = Limits(), target: Optional[Target] = None, storage: Optional[str] = None,
+           study: str = "edgekit-search", sampler: str = "tpe", seed: int = 0, heartbeat: float = 30.0,
+           log: Optional[Callable[[str], None]] = print, progress: Optional[bool] = None) -> SearchResult:
+    """Search recipes for ``model`` (a Keras model or its file) on ``data`` (a
+    :class:`edgekit.core.data.Dataset` or a ``--data`` spec) until ``trials`` trials of the study are
+    complete, then write ``directory/search.json``, ``pareto.png`` and ``front/`` (see the module
+    doc). Running it again continues the study. ``space``: dimensions replacing those of
+    :data:`edgekit.app.search.space.DEFAULT_SPACE` (see :func:`edgekit.app.search.space.load_space`)."""
+    from edgekit.core.data import load_data
+    from edgekit.core.progress import Progress
+    from edgekit.core.saving import as_tf_keras, load_keras_model
+
+    log = log or (lambda _msg: None)
+    target = target or Target()
+    space = searchspace.load_space(overrides=space)  # checked, whoever built it
+    check_search_dir(directory)
+    if int(trials) < 1:
+        raise InputError("{trials} must be >= 1; received {value}", params="trials", value=trials)
+    model = load_keras_model(model) if isinstance(model, (str, os.PathLike)) else as_tf_keras(model)
+    ds = load_data(data, input_shape=tuple(model.inputs[0].shape[1:])) if isinstance(data, str) else data
+    if not ds.has_labels:
+        raise InputError("the search data has no labels (y); accuracy needs them")
+    created = not os.path.lexists(directory)
+    os.makedirs(os.path.join(directory, "trials"), exist_ok=True)
+    try:
+        # the sampler's constraints read the baseline the study stores (measured below when new)
+        st = open_study(directory, storage, study, sampler, seed,
+                        constraints_of(limits, lambda: st.user_attrs.get("baseline")), heartbeat, trials)
+        check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
+        inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
+        if not os.path.isfile(inputs):
+            ds.save_test_npz(inputs)
+        baseline = st.user_attrs.get("baseline")
+        if not baseline:
+            log(f"measuring the input model as float32 on {target.label()} ...")
+            baseline = _baseline(model, ds, directory, target, inputs, seed)
+            st.set_user_attr("baseline", baseline)
+    except BaseException:
+        if created:  # nothing of a search that never started is left behind
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    bar = Progress("search", enabled=progress, delay=0.0)
+
+    objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log)
+
+    try:
+        while next_slot(st, trials, poll=max(1.0, heartbeat / 4)):
+            done = len(st.get_trials(deepcopy=False, states=(_complete(),)))
+            bar.show(f"search: trial {done + 1} of {trials}" + _best(st, limits, baseline))
+            st.optimize(objective, n_trials=1, catch=(EdgekitError,))
+            objective.check_failures()
+    finally:
+        bar.close()
+        result = collect(st, directory, storage, limits, space, baseline)
+        if any(t["state"] == "COMPLETE" for t in result.trials):
+            save_results(result, directory, log)
+    check_limits(result, limits)
+    return result
+
+
+def _complete():
+    from optuna.trial import TrialState
+
+    return TrialState.COMPLETE
+
+
+def _best(st, limits: Limits, baseline: dict) -> str:
+    ok = [t.user_attrs["measured"] for t in st.get_trials(deepcopy=False, states=(_complete(),))
+          if "measured" in t.user_attrs and limits.met(t.user_attrs["measured"], baseline)]
+    if not ok:
+        return ""
+    b = max(ok, key=lambda m: (m["accuracy"], -m["p50_ms"]))
+    return f" · best so far: accuracy {b['accuracy']:.4f} at {b['p50_ms']:.3f} ms"
+
+

@@ -1,0 +1,200 @@
+"""The search space of ``edgekit search``: which recipes a trial may try, and the recipe a trial's
+choices make.
+
+A space file is TOML; each key is one dimension. A list is a choice, a table ``{low, high}`` (with
+``step`` or ``log = true``) a range, a single value is fixed. Keys the file leaves out keep their
+defaults (:data:`DEFAULT_SPACE`), so a file can narrow or widen one dimension only::
+
+    channel_ratio = {low = 0.0, high = 0.75, step = 0.05}   # share of channels removed (0: none)
+    sparsity = [0.0, 0.5, 0.8]                              # magnitude pruning (0: none)
+    clusters = [0, 16]                                      # weight clustering (0: none)
+    qat = [false, true]                                     # quantization-aware training
+    quant = ["int8"]                                        # export mode: "int8" and/or "int16x8"
+    distill = [false, true]                                 # fine-tunes learn from the input model too
+    epochs = {low = 2, high = 16}                           # fine-tune length after pruning
+    learning_rate = {low = 2e-4, high = 3e-3, log = true}
+
+A trial's recipe: channel pruning (importance ``|gamma|`` of the following BatchNorm when the model
+has BatchNorm layers, else L1) and magnitude pruning are fine-tuned for ``epochs`` at
+``learning_rate`` with a cosine schedule; clustering and QAT, which only nudge weights, are
+fine-tuned gently (2 epochs at most, learning rate 1e-4, as the demo's variants). With nothing to
+apply, the trial exports the input model as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Dict, List, Optional
+
+from edgekit.core.errors import InputError
+from edgekit.core.io import read_toml
+
+DEFAULT_SPACE: Dict[str, Any] = {
+    "channel_ratio": {"low": 0.0, "high": 0.75, "step": 0.05},
+    "sparsity": [0.0, 0.5, 0.8],
+    "clusters": [0, 16],
+    "qat": [False, True],
+    "quant": ["int8"],
+    "distill": [False, True],
+    "epochs": {"low": 2, "high": 16},
+    "learning_rate": {"low": 2e-4, "high": 3e-3, "log": True},
+}
+QUANTS = ("int8", "int16x8")
+GENTLE = {"epochs": 2, "learning_rate": 1e-4}  # the fine-tune of clustering and QAT steps
+# what each dimension may hold: (check, how to say it)
+_VALUES = {
+    "channel_ratio": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
+    "sparsity": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
+    "clusters": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 256),
+                 "0 (none) or a count from 2 to 256"),
+    "qat": (lambda v: isinstance(v, bool), "true or false"),
+    "quant": (lambda v: v in QUANTS, f"one of {', '.join(QUANTS)}"),
+    "distill": (lambda v: isinstance(v, bool), "true or false"),
+    "epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000, "an integer from 1 to 1000"),
+    "learning_rate": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_space(path: Optional[str] = None, overrides: Optional[dict] = None) -> Dict[str, Any]:
+    """The default space with the dimensions of the TOML file at ``path`` (and ``overrides``)
+    replaced, checked: every dimension non-empty and within its values, no contradiction."""
+    doc: Dict[str, Any] = {}
+    where = path or "space"
+    if path is not None:
+        doc = read_toml(path, "search space")
+    doc.update(overrides or {})
+    unknown = sorted(set(doc) - set(DEFAULT_SPACE))
+    if unknown:
+        raise InputError(f"{where}: unknown dimension {unknown[0]!r}; a search space has {', '.join(DEFAULT_SPACE)}")
+    space = dict(DEFAULT_SPACE, **doc)
+    for key, dim in space.items():
+        _check_dimension(key, dim, where)
+    if choices(space["qat"]) == [True] and "int8" not in choices(space["quant"]):
+        raise InputError(f"{where}: qat = true exports int8 only, but quant allows only {choices(space['quant'])}: "
+                         "add \"int8\" to quant or allow qat = false")
+    return space
+
+
+def _check_dimension(key: str, dim, where: str) -> None:
+    check, says = _VALUES[key]
+    at = f"{where}: {key}"
+    if isinstance(dim, dict):
+        extra = sorted(set(dim) - {"low", "high", "step", "log"})
+        if extra or not {"low", "high"} <= set(dim):
+            raise InputError(f"{at}: a range is a table {{low = ..., high = ...}} with optional step or log; "
+                             f"received {dim!r}")
+        if key in ("qat", "quant", "distill"):
+            raise InputError(f"{at} is a choice, not a range: give a list such as [false, true]")
+        low, high = dim["low"], dim["high"]
+        for v in (low, high):
+            if not check(v):
+                raise InputError(f"{at}: {v!r} is not {says}")
+        if low > high:
+            raise InputError(f"{at}: low {low} is above high {high}: nothing to search")
+        if dim.get("log") and (low <= 0 or dim.get("step")):
+            raise InputError(f"{at}: a log range needs low > 0 and no step")
+        if "step" in dim and not (_number(dim["step"]) and dim["step"] > 0):
+            raise InputError(f"{at}: step must be a positive number; received {dim['step']!r}")
+        return
+    values = dim if isinstance(dim, list) else [dim]
+    if not values:
+        raise InputError(f"{at} is an empty list: give at least one value (or leave the key out for its default)")
+    for v in values:
+        if not check(v):
+            raise InputError(f"{at}: {v!r} is not {says}")
+
+
+def choices(dim) -> list:
+    """The values a choice dimension allows (a fixed value: itself)."""
+    return dim if isinstance(dim, list) else [dim] if not isinstance(dim, dict) else []
+
+
+def suggest(trial, space: Dict[str, Any]) -> Dict[str, Any]:
+    """A trial's values, asked of Optuna's ``trial`` (its sampler chooses)."""
+    params = {}
+    for key, dim in space.items():
+        if isinstance(dim, dict):
+            integer = all(isinstance(dim[k], int) for k in ("low", "high")) and isinstance(dim.get("step", 1), int) \
+                and not dim.get("log") and key in ("epochs", "clusters")
+            if integer:
+                params[key] = trial.suggest_int(key, dim["low"], dim["high"], step=dim.get("step", 1))
+            else:
+                params[key] = trial.suggest_float(key, float(dim["low"]), float(dim["high"]), step=dim.get("step"),
+                                                  log=bool(dim.get("log")))
+        else:
+            params[key] = trial.suggest_categorical(key, choices(dim))
+    if params["qat"] and params["quant"] != "int8":  # QAT writes int8 ranges: an int16x8 choice means no QAT
+        params["qat"] = False
+    return params
+
+
+def recipe_doc(params: Dict[str, Any], batchnorm: bool) -> Optional[dict]:
+    """The recipe (a TOML document's tables, as :meth:`edgekit.optimize.Recipe.from_dict` reads
+    them) of a trial's values; None when there is nothing to apply."""
+    steps: List[dict] = []
+    ratio, sparsity, clusters = round(float(params["channel_ratio"]), 4), float(params["sparsity"]), int(params["clusters"])
+    if ratio > 0:
+        steps.append({"technique": "channel_prune", "ratio": ratio, "importance": "bn" if batchnorm else "l1"})
+    if sparsity > 0:
+        steps.append({"technique": "prune", "sparsity": sparsity})
+    gentle = dict(GENTLE, epochs=min(GENTLE["epochs"], int(params["epochs"])))
+    if clusters:
+        # BatchNorm stays when QAT follows: tfmot's cluster-preserving QAT keeps clusters through
+        # Conv→BN→ReLU, not through the Conv→ReLU folding would leave (see the demo's PCQAT)
+        steps.append({"technique": "cluster", "clusters": clusters, **({"fold_batchnorm": False} if params["qat"] else {}),
+                      **gentle})
+    if params["qat"]:
+        steps.append({"technique": "qat", **gentle})
+    if not steps:
+        return None
+    fine_tune = {"epochs": int(params["epochs"]), "learning_rate": float(f"{params['learning_rate']:.3g}"),
+                 "schedule": "cosine"}
+    if params["distill"]:
+        fine_tune["distill"] = True
+    return {"fine_tune": fine_tune, "steps": steps}
+
+
+def describe(params: Dict[str, Any]) -> str:
+    """A short name of a trial's recipe: "channels 0.45 + prune 0.5 + QAT int8"."""
+    parts = []
+    if params["channel_ratio"] > 0:
+        parts.append(f"channels {params['channel_ratio']:.2f}")
+    if params["sparsity"] > 0:
+        parts.append(f"prune {params['sparsity']:g}")
+    if params["clusters"]:
+        parts.append(f"cluster {params['clusters']}")
+    if params["qat"]:
+        parts.append("QAT")
+    if parts and params["distill"]:
+        parts.append("distill")
+    return " + ".join(parts + [params["quant"]])
+
+
+def to_toml(doc: Optional[dict], header: str) -> str:
+    """A recipe document as TOML (its values are numbers, strings and booleans), after ``header``
+    comment lines."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    if doc is None:
+        return "\n".join(lines) + "\n"
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return repr(v)
+
+    lines += ["", "[fine_tune]"] + [f"{k} = {value(v)}" for k, v in doc["fine_tune"].items()]
+    for step in doc["steps"]:
+        lines += ["", "[[steps]]"] + [f"{k} = {value(v)}" for k, v in step.items()]
+    return "\n".join(lines) + "\n"
+
+
+def fingerprint(space: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:16]
