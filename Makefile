@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/edgekit demo --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 # The issue targets measured side by side in one run (see benchmarks/README.md).

@@ -23,12 +23,12 @@ import tempfile
 
 import numpy as np
 
+from edgekit.app.demo import train_digits_model
 from edgekit.converters import export, load_keras_model
 from edgekit.core.data import digits
-from edgekit.app.demo import train_digits_model
+from edgekit.core.results import table
 from edgekit.device import bench
 from edgekit.optimize import ChannelPruneConfig, FineTune, PruneConfig, Recipe, Step, optimize
-from edgekit.core.results import table
 
 EPOCHS, LR = 15, 2e-3
 
@@ -47,14 +47,35 @@ def main(argv=None) -> int:
     float_acc = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
     # retrained after surgery with a cosine schedule, as the demo does; the same for magnitude pruning
     ft = FineTune(args.epochs, 32, LR, "cosine")
-    channel = optimize(model, Recipe((Step("channel_prune", ChannelPruneConfig(ratio=args.ratio, importance=args.importance),
-                                           ft),)), ds.x_train, ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
-    magnitude = optimize(model, Recipe((Step("prune", PruneConfig(sparsity=args.ratio), ft),)),
-                         ds.x_train, ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    channel = optimize(
+        model,
+        Recipe((Step("channel_prune", ChannelPruneConfig(ratio=args.ratio, importance=args.importance), ft),)),
+        ds.x_train,
+        ds.y_train,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+    )
+    magnitude = optimize(
+        model,
+        Recipe((Step("prune", PruneConfig(sparsity=args.ratio), ft),)),
+        ds.x_train,
+        ds.y_train,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        reps = {name: export(m, os.path.join(tmp, f"{name}.tflite"), "int8", calib=ds.x_train, eval_x=ds.x_test,
-                             eval_y=ds.y_test, layer_report=False)
-                for name, m in (("unpruned", model), ("channels", channel.model), ("magnitude", magnitude.model))}
+        reps = {
+            name: export(
+                m,
+                os.path.join(tmp, f"{name}.tflite"),
+                "int8",
+                calib=ds.x_train,
+                eval_x=ds.x_test,
+                eval_y=ds.y_test,
+                layer_report=False,
+            )
+            for name, m in (("unpruned", model), ("channels", channel.model), ("magnitude", magnitude.model))
+        }
         npz = ds.save_test_npz(os.path.join(tmp, "test.npz"))
         results = dict(zip(reps, bench([r.path for r in reps.values()], runs=args.runs, warmup=30, inputs=npz)))
     p50 = {k: r.latency_ms["p50"] for k, r in results.items()}
@@ -62,16 +83,27 @@ def main(argv=None) -> int:
     params_ratio = d["params"][1] / d["params"][0]
     ch_acc = reps["channels"].accuracy["tflite"]
     rows = [
-        [f"channel-pruned {args.ratio:g} int8 p50 <= 0.6x unpruned int8",
-         f"{p50['channels']:.3f} / {p50['unpruned']:.3f} ms = {p50['channels'] / p50['unpruned']:.2f}x",
-         p50["channels"] <= 0.6 * p50["unpruned"]],
-        ["  magnitude-pruned 0.5 int8 p50 (for comparison)",
-         f"{p50['magnitude']:.3f} / {p50['unpruned']:.3f} ms = {p50['magnitude'] / p50['unpruned']:.2f}x", True],
-        ["channel-pruned int8 accuracy within 1.5 points of unpruned float",
-         f"{ch_acc:.4f} vs {float_acc:.4f} (unpruned int8 {reps['unpruned'].accuracy['tflite']:.4f}, "
-         f"magnitude int8 {reps['magnitude'].accuracy['tflite']:.4f})", ch_acc >= float_acc - 0.015],
-        ["channel-pruned params <= 0.4x", f"{d['params'][1]:,} / {d['params'][0]:,} = {params_ratio:.3f}x; "
-         f"MACs {d['macs'][1] / d['macs'][0]:.3f}x", params_ratio <= 0.4],
+        [
+            f"channel-pruned {args.ratio:g} int8 p50 <= 0.6x unpruned int8",
+            f"{p50['channels']:.3f} / {p50['unpruned']:.3f} ms = {p50['channels'] / p50['unpruned']:.2f}x",
+            p50["channels"] <= 0.6 * p50["unpruned"],
+        ],
+        [
+            "  magnitude-pruned 0.5 int8 p50 (for comparison)",
+            f"{p50['magnitude']:.3f} / {p50['unpruned']:.3f} ms = {p50['magnitude'] / p50['unpruned']:.2f}x",
+            True,
+        ],
+        [
+            "channel-pruned int8 accuracy within 1.5 points of unpruned float",
+            f"{ch_acc:.4f} vs {float_acc:.4f} (unpruned int8 {reps['unpruned'].accuracy['tflite']:.4f}, "
+            f"magnitude int8 {reps['magnitude'].accuracy['tflite']:.4f})",
+            ch_acc >= float_acc - 0.015,
+        ],
+        [
+            "channel-pruned params <= 0.4x",
+            f"{d['params'][1]:,} / {d['params'][0]:,} = {params_ratio:.3f}x; MACs {d['macs'][1] / d['macs'][0]:.3f}x",
+            params_ratio <= 0.4,
+        ],
         ["int8 file sizes", ", ".join(f"{k} {r.size_bytes:,} B" for k, r in reps.items()), True],
     ]
     print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))

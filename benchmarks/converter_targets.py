@@ -28,13 +28,13 @@ import tempfile
 import time
 
 import numpy as np
+from techniques import tied_lm_sizes
 
 from edgekit import keras
 from edgekit.converters import export, inspect_tflite
 from edgekit.core.errors import VerificationError
-from edgekit.models import create
 from edgekit.core.results import table
-from techniques import tied_lm_sizes
+from edgekit.models import create
 
 
 def mobilenet_v2_rows(tmp: str) -> list:
@@ -43,21 +43,33 @@ def mobilenet_v2_rows(tmp: str) -> list:
     x = rng.random((100, 224, 224, 3), dtype=np.float32)
     f32 = export(model, os.path.join(tmp, "mbv2_f32.tflite"), "float32", eval_x=x[:10])
     t0 = time.perf_counter()
-    i8 = export(model, os.path.join(tmp, "mbv2_int8.tflite"), "int8", calib=x, calib_samples=100,
-                eval_x=x, verify_samples=100)
+    i8 = export(
+        model, os.path.join(tmp, "mbv2_int8.tflite"), "int8", calib=x, calib_samples=100, eval_x=x, verify_samples=100
+    )
     seconds = time.perf_counter() - t0
     info = inspect_tflite(i8.path)
     measured = (info.weight_bytes + info.quant_params_bytes) / info.size_bytes
     return [
-        ("MobileNetV2 1.0/224 int8 <= 0.29x float32", f"{i8.size_bytes:,} / {f32.size_bytes:,} = "
-         f"{i8.size_bytes / f32.size_bytes:.3f}x", i8.size_bytes <= 0.29 * f32.size_bytes),
-        ("inspect: weights + quant params, read per tensor, >= 99% of the file",
-         f"{info.weight_bytes:,} + {info.quant_params_bytes:,} = {measured:.1%}; graph {info.graph_bytes:,} B",
-         measured >= 0.99),
-        ("int8 export + verify (100 samples) + layer errors <= 60 s", f"{seconds:.1f} s "
-         f"(convert {i8.convert_seconds:.1f}, verify {i8.verify_seconds:.1f})", seconds <= 60.0),
-        ("MobileNetV2 int8 fully integer, agreement on random images", f"{i8.fully_integer}, {i8.agreement:.2f}",
-         i8.fully_integer),
+        (
+            "MobileNetV2 1.0/224 int8 <= 0.29x float32",
+            f"{i8.size_bytes:,} / {f32.size_bytes:,} = {i8.size_bytes / f32.size_bytes:.3f}x",
+            i8.size_bytes <= 0.29 * f32.size_bytes,
+        ),
+        (
+            "inspect: weights + quant params, read per tensor, >= 99% of the file",
+            f"{info.weight_bytes:,} + {info.quant_params_bytes:,} = {measured:.1%}; graph {info.graph_bytes:,} B",
+            measured >= 0.99,
+        ),
+        (
+            "int8 export + verify (100 samples) + layer errors <= 60 s",
+            f"{seconds:.1f} s (convert {i8.convert_seconds:.1f}, verify {i8.verify_seconds:.1f})",
+            seconds <= 60.0,
+        ),
+        (
+            "MobileNetV2 int8 fully integer, agreement on random images",
+            f"{i8.fully_integer}, {i8.agreement:.2f}",
+            i8.fully_integer,
+        ),
     ]
 
 
@@ -92,19 +104,31 @@ def export_time_rows() -> list:
         times = {"plain": [], "edgekit": []}
         for _ in range(2):
             for how in times:
-                out = subprocess.run([sys.executable, "-c", _TIMED, name, how], capture_output=True, text=True,
-                                     check=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", _TIMED, name, how], capture_output=True, text=True, check=True
+                ).stdout
                 times[how].append(float(out.strip().splitlines()[-1]))
         plain, ours = min(times["plain"]), min(times["edgekit"])
-        rows.append((f"{name} 96x96 int8: export + verify + layer report + gate <= 1.5x the plain converter",
-                     f"{ours:.1f} s vs {plain:.1f} s = {ours / plain:.2f}x", ours <= 1.5 * plain))
+        rows.append(
+            (
+                f"{name} 96x96 int8: export + verify + layer report + gate <= 1.5x the plain converter",
+                f"{ours:.1f} s vs {plain:.1f} s = {ours / plain:.2f}x",
+                ours <= 1.5 * plain,
+            )
+        )
     return rows
 
 
 def sparse_rows(tmp: str) -> list:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(1000, activation="relu"),
-                              keras.layers.Dense(1000, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(1000, activation="relu"),
+            keras.layers.Dense(1000, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     for layer in model.layers:
         k, b = layer.get_weights()
         k[np.abs(k) < np.quantile(np.abs(k), 0.9)] = 0
@@ -113,15 +137,25 @@ def sparse_rows(tmp: str) -> list:
     dense = export(model, os.path.join(tmp, "mlp.tflite"), "float32", eval_x=x)
     sparse = export(model, os.path.join(tmp, "mlp_sparse.tflite"), "float32", eval_x=x, sparse=True)
     try:
-        export(model, os.path.join(tmp, "mlp_int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True,
-               layer_report=False)
+        export(
+            model,
+            os.path.join(tmp, "mlp_int8_sparse.tflite"),
+            "int8",
+            calib=x,
+            eval_x=x,
+            sparse=True,
+            layer_report=False,
+        )
         caught = "written (not caught)"
     except VerificationError as exc:
         caught = f"refused: {str(exc)[:70]}..."
     return [
-        ("90%-sparse MLP float32 --sparse <= 0.2x dense", f"{sparse.size_bytes:,} / {dense.size_bytes:,} = "
-         f"{sparse.size_bytes / dense.size_bytes:.3f}x, agreement {sparse.agreement:.2f}",
-         sparse.size_bytes <= 0.2 * dense.size_bytes),
+        (
+            "90%-sparse MLP float32 --sparse <= 0.2x dense",
+            f"{sparse.size_bytes:,} / {dense.size_bytes:,} = "
+            f"{sparse.size_bytes / dense.size_bytes:.3f}x, agreement {sparse.agreement:.2f}",
+            sparse.size_bytes <= 0.2 * dense.size_bytes,
+        ),
         ("int8 + sparse that fails under XNNPACK is caught", caught, caught.startswith("refused")),
     ]
 
@@ -132,10 +166,16 @@ def tied_rows() -> list:
     (tp, t32), (up, u32) = (s[True, "params"], s[True, "float32"]), (s[False, "params"], s[False, "float32"])
     t8, u8 = s[True, "int8"], s[False, "int8"]
     return [
-        ("tied LM 30000x500: params, float32 file tied vs untied",
-         f"{tp:,} vs {up:,}; {t32:,} / {u32:,} = {t32 / u32:.3f}x", t32 <= 0.55 * u32),
-        ("tied LM int8 file <= 0.55x the untied int8 file",
-         f"{t8:,} / {u8:,} = {t8 / u8:.3f}x; merged {s['merged_bytes']:,} B", t8 <= 0.55 * u8),
+        (
+            "tied LM 30000x500: params, float32 file tied vs untied",
+            f"{tp:,} vs {up:,}; {t32:,} / {u32:,} = {t32 / u32:.3f}x",
+            t32 <= 0.55 * u32,
+        ),
+        (
+            "tied LM int8 file <= 0.55x the untied int8 file",
+            f"{t8:,} / {u8:,} = {t8 / u8:.3f}x; merged {s['merged_bytes']:,} B",
+            t8 <= 0.55 * u8,
+        ),
     ]
 
 
@@ -144,8 +184,11 @@ def demo_rows(path: str) -> list:
     i8 = {v["name"]: v for v in report["variants"]}["int8"]
     keras_acc = report["model"]["keras_accuracy"]
     return [
-        ("demo int8 accuracy within 1 point of Keras", f"{i8['accuracy']:.4f} vs {keras_acc:.4f}",
-         i8["accuracy"] >= keras_acc - 0.01),
+        (
+            "demo int8 accuracy within 1 point of Keras",
+            f"{i8['accuracy']:.4f} vs {keras_acc:.4f}",
+            i8["accuracy"] >= keras_acc - 0.01,
+        ),
         ("demo int8 top-1 agreement >= 98%", f"{i8['agreement']:.4f}", i8["agreement"] >= 0.98),
     ]
 

@@ -34,20 +34,37 @@ def check(report: dict) -> list:
     rows = [
         ("Keras float accuracy >= 0.97", f"{float_acc:.4f}", float_acc >= 0.97),
         ("float32 .tflite accuracy", f"{f32['accuracy']:.4f}", abs(f32["accuracy"] - float_acc) <= 0.01),
-        ("int8 accuracy within 1 point of float", f"{i8['accuracy']:.4f} ({(i8['accuracy'] - float_acc) * 100:+.2f} pt)",
-         i8["accuracy"] >= float_acc - 0.01),
-        ("int8 fully integer, int8 I/O (read from the file)",
-         f"{info.fully_integer}, {info.inputs[0]['dtype']}/{info.outputs[0]['dtype']}",
-         info.fully_integer and info.inputs[0]["dtype"] == "INT8" and info.outputs[0]["dtype"] == "INT8"),
-        ("int8 size <= 0.3x float32", f"{i8['size_bytes']:,} / {f32['size_bytes']:,} = "
-         f"{i8['size_bytes'] / f32['size_bytes']:.3f}x", i8["size_bytes"] <= 0.3 * f32["size_bytes"]),
-        ("int8 p50 < float32 p50", f"{i8['latency_ms']['p50']:.3f} / {f32['latency_ms']['p50']:.3f} ms = "
-         f"{i8['latency_ms']['p50'] / f32['latency_ms']['p50']:.2f}x", i8["latency_ms"]["p50"] < f32["latency_ms"]["p50"]),
+        (
+            "int8 accuracy within 1 point of float",
+            f"{i8['accuracy']:.4f} ({(i8['accuracy'] - float_acc) * 100:+.2f} pt)",
+            i8["accuracy"] >= float_acc - 0.01,
+        ),
+        (
+            "int8 fully integer, int8 I/O (read from the file)",
+            f"{info.fully_integer}, {info.inputs[0]['dtype']}/{info.outputs[0]['dtype']}",
+            info.fully_integer and info.inputs[0]["dtype"] == "INT8" and info.outputs[0]["dtype"] == "INT8",
+        ),
+        (
+            "int8 size <= 0.3x float32",
+            f"{i8['size_bytes']:,} / {f32['size_bytes']:,} = {i8['size_bytes'] / f32['size_bytes']:.3f}x",
+            i8["size_bytes"] <= 0.3 * f32["size_bytes"],
+        ),
+        (
+            "int8 p50 < float32 p50",
+            f"{i8['latency_ms']['p50']:.3f} / {f32['latency_ms']['p50']:.3f} ms = "
+            f"{i8['latency_ms']['p50'] / f32['latency_ms']['p50']:.2f}x",
+            i8["latency_ms"]["p50"] < f32["latency_ms"]["p50"],
+        ),
     ]
     if "pruned 0.8 + int8" in v:
         rows += optimized_rows(v, float_acc)
-    rows.append(("demo wall time (s), target <= 300", f"{report.get('total_seconds')}",
-                 report.get("total_seconds") is None or report["total_seconds"] <= 300))
+    rows.append(
+        (
+            "demo wall time (s), target <= 300",
+            f"{report.get('total_seconds')}",
+            report.get("total_seconds") is None or report["total_seconds"] <= 300,
+        )
+    )
     return rows
 
 
@@ -60,20 +77,34 @@ def optimized_rows(v: dict, float_acc: float) -> list:
         return (f"{acc:.4f} ({(acc - float_acc) * 100:+.2f} pt)", acc >= float_acc - points / 100)
 
     rows = [
-        ("pruned 0.8 (fine-tune < 20 steps is in the tests): every pruned kernel >= 0.79 zeros",
-         f"min {pruned['optimization']['min_zeros_pruned']:.4f}", pruned["optimization"]["min_zeros_pruned"] >= 0.79),
-        ("2:4: every group of 4 input weights has >= 2 zeros, every pruned kernel",
-         str(two4["optimization"]["two_four_compliant"]), two4["optimization"]["two_four_compliant"]),
-        ("cluster 16: <= 16 distinct values per clustered kernel",
-         str(_max_clustered_unique(clustered)), _max_clustered_unique(clustered) <= 16),
-        ("cluster 16: gzip int8 <= 0.6x gzip plain int8",
-         f"{clustered['gzip_bytes']:,} / {i8['gzip_bytes']:,} = {clustered['gzip_bytes'] / i8['gzip_bytes']:.3f}x",
-         clustered["gzip_bytes"] <= 0.6 * i8["gzip_bytes"]),
+        (
+            "pruned 0.8 (fine-tune < 20 steps is in the tests): every pruned kernel >= 0.79 zeros",
+            f"min {pruned['optimization']['min_zeros_pruned']:.4f}",
+            pruned["optimization"]["min_zeros_pruned"] >= 0.79,
+        ),
+        (
+            "2:4: every group of 4 input weights has >= 2 zeros, every pruned kernel",
+            str(two4["optimization"]["two_four_compliant"]),
+            two4["optimization"]["two_four_compliant"],
+        ),
+        (
+            "cluster 16: <= 16 distinct values per clustered kernel",
+            str(_max_clustered_unique(clustered)),
+            _max_clustered_unique(clustered) <= 16,
+        ),
+        (
+            "cluster 16: gzip int8 <= 0.6x gzip plain int8",
+            f"{clustered['gzip_bytes']:,} / {i8['gzip_bytes']:,} = {clustered['gzip_bytes'] / i8['gzip_bytes']:.3f}x",
+            clustered["gzip_bytes"] <= 0.6 * i8["gzip_bytes"],
+        ),
         ("80%-pruned int8 accuracy within 1 point of float", *within(pruned, 1.0)),
         ("QAT int8 accuracy within 0.5 point of float", *within(qat, 0.5)),
         ("PCQAT int8 accuracy within 1.5 points of float", *within(pcqat, 1.5)),
-        ("PCQAT keeps zeros (kernels) and <= 16 values", f"{pcqat['optimization']['kernel_zeros']:.3f}, "
-         f"{_max_clustered_unique(pcqat)}", pcqat["optimization"]["kernel_zeros"] >= 0.75 and _max_clustered_unique(pcqat) <= 16),
+        (
+            "PCQAT keeps zeros (kernels) and <= 16 values",
+            f"{pcqat['optimization']['kernel_zeros']:.3f}, {_max_clustered_unique(pcqat)}",
+            pcqat["optimization"]["kernel_zeros"] >= 0.75 and _max_clustered_unique(pcqat) <= 16,
+        ),
     ]
     return rows
 
@@ -95,7 +126,7 @@ def main(argv=None) -> int:
     else:
         from edgekit.app.demo import run_demo
 
-        report = run_demo(args.out)
+        report = run_demo(args.out).to_dict()
     rows = check(report)
     width = max(len(r[0]) for r in rows)
     print()

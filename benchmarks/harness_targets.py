@@ -32,10 +32,9 @@ import time
 
 import numpy as np
 
-from edgekit.device import bench, load_interpreter
-from edgekit.device.board.harness import _timed_runs
-from edgekit.device.board.harness import HARNESS_PATH
 from edgekit.core.results import table
+from edgekit.device import bench, load_interpreter
+from edgekit.device.board.harness import HARNESS_PATH, _timed_runs
 
 LITERT_BENCHMARK = os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
 
@@ -62,9 +61,24 @@ def models(demo_dir: str, tmp: str) -> dict:
 
 def litert_median(model: str, runs: int, warmup: int, threads: int, tmp: str) -> float:
     out = os.path.join(tmp, "litert.json")
-    subprocess.run([LITERT_BENCHMARK, "--model", model, "--num_runs", str(runs), "--warmup_runs", str(warmup),
-                    "--num_threads", str(threads), "--result_json", out],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            LITERT_BENCHMARK,
+            "--model",
+            model,
+            "--num_runs",
+            str(runs),
+            "--warmup_runs",
+            str(warmup),
+            "--num_threads",
+            str(threads),
+            "--result_json",
+            out,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     with open(out) as f:
         return float(json.load(f)["latency"]["median_ms"])
 
@@ -85,8 +99,13 @@ def fidelity_rows(paths: dict, runs: int, warmup: int, rounds: int, tmp: str) ->
             lb.append(litert_median(path, runs, warmup, 1, tmp))
         hm, lm = statistics.median(h), statistics.median(lb)
         ok = abs(hm - lm) <= max(0.10 * lm, 0.005)
-        rows.append((f"fidelity {name}: harness p50 vs litert-benchmark median (±10%)",
-                     f"{hm:.3f} vs {lm:.2f} ms = {hm / lm:.3f}×", ok))
+        rows.append(
+            (
+                f"fidelity {name}: harness p50 vs litert-benchmark median (±10%)",
+                f"{hm:.3f} vs {lm:.2f} ms = {hm / lm:.3f}×",
+                ok,
+            )
+        )
     return rows
 
 
@@ -103,32 +122,54 @@ def overhead_rows(path: str, runs: int, rounds: int) -> list:
         bare.append((time.perf_counter_ns() - t0) / runs / 1e6)
         harness.append(float(np.mean(_timed_runs(invoke, runs, None, lambda *a: None))))
     b, h = statistics.median(bare), statistics.median(harness)
-    return [(f"overhead {os.path.basename(path)}: harness loop vs bare invoke() loop (≤ 2%)",
-             f"{h * 1e3:.2f} vs {b * 1e3:.2f} µs per invoke = {h / b - 1:+.2%}", abs(h / b - 1) <= 0.02)]
+    return [
+        (
+            f"overhead {os.path.basename(path)}: harness loop vs bare invoke() loop (≤ 2%)",
+            f"{h * 1e3:.2f} vs {b * 1e3:.2f} µs per invoke = {h / b - 1:+.2%}",
+            abs(h / b - 1) <= 0.02,
+        )
+    ]
 
 
-WRAPPER = ("import json, resource, subprocess, sys\n"
-           "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-           "print(json.dumps({'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-           "'stdout': p.stdout}))\n")
+WRAPPER = (
+    "import json, resource, subprocess, sys\n"
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "print(json.dumps({'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+    "'stdout': p.stdout}))\n"
+)
 
 
 def memory_rows(paths: dict, runs: int) -> list:
     rows, footprints = [], {}
     for name, path in paths.items():
-        out = subprocess.run([sys.executable, "-c", WRAPPER, sys.executable, HARNESS_PATH, path,
-                              "--runs", str(runs)], capture_output=True, text=True, check=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-c", WRAPPER, sys.executable, HARNESS_PATH, path, "--runs", str(runs)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
         wrapped = json.loads(out.stdout)
         result = json.loads(wrapped["stdout"])
         independent = wrapped["maxrss_kib"] / 1024.0
         reported = result["peak_rss_mb"]
         footprints[name] = result["memory_mb"]["footprint"]
-        rows.append((f"memory {name}: reported peak RSS vs getrusage of the child (±10%)",
-                     f"{reported:.1f} vs {independent:.1f} MiB", abs(reported - independent) <= 0.10 * independent))
+        rows.append(
+            (
+                f"memory {name}: reported peak RSS vs getrusage of the child (±10%)",
+                f"{reported:.1f} vs {independent:.1f} MiB",
+                abs(reported - independent) <= 0.10 * independent,
+            )
+        )
     f32, i8 = footprints.get("MobileNetV2 float32"), footprints.get("MobileNetV2 int8")
     if f32 is not None and i8 is not None:
-        rows.append(("memory: MobileNetV2 float32 footprint > int8 footprint",
-                     f"{f32:.1f} vs {i8:.1f} MiB ({i8 / f32:.2f}×)", f32 > i8))
+        rows.append(
+            (
+                "memory: MobileNetV2 float32 footprint > int8 footprint",
+                f"{f32:.1f} vs {i8:.1f} MiB ({i8 / f32:.2f}×)",
+                f32 > i8,
+            )
+        )
     return rows
 
 
@@ -142,17 +183,29 @@ def remote_rows(path: str, runs: int, warmup: int, rounds: int, tmp: str) -> lis
         local, remote = [], []
         for _ in range(rounds):
             (lr,) = bench([path], runs=runs, warmup=warmup, progress=False)
-            (rr,) = bench([path], runs=runs, warmup=warmup, hosts=[server.host], ssh_config=server.client_config,
-                          remote_python=sys.executable, progress=False)
+            (rr,) = bench(
+                [path],
+                runs=runs,
+                warmup=warmup,
+                hosts=[server.host],
+                ssh_config=server.client_config,
+                remote_python=sys.executable,
+                progress=False,
+            )
             if not rr.ok:
                 return [("remote over SSH", rr.error, False)]
             local.append(lr.latency_ms["p50"])
             remote.append(rr.latency_ms["p50"])
         same = set(lr.to_dict()) == set(rr.to_dict()) and set(lr.data["memory_mb"]) == set(rr.data["memory_mb"])
         lm, rm = statistics.median(local), statistics.median(remote)
-    return [("remote over SSH (127.0.0.1): same JSON keys as local", str(same), same),
-            (f"remote {os.path.basename(path)}: median vs local (±15%)",
-             f"{rm:.3f} vs {lm:.3f} ms = {rm / lm:.3f}×", abs(rm / lm - 1) <= 0.15)]
+    return [
+        ("remote over SSH (127.0.0.1): same JSON keys as local", str(same), same),
+        (
+            f"remote {os.path.basename(path)}: median vs local (±15%)",
+            f"{rm:.3f} vs {lm:.3f} ms = {rm / lm:.3f}×",
+            abs(rm / lm - 1) <= 0.15,
+        ),
+    ]
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,8 @@ import numpy as np
 
 from edgekit.converters import convert, inspect_tflite
 from edgekit.core.data import digits
-from edgekit.models import available, create, profile
 from edgekit.core.results import table
+from edgekit.models import available, create, profile
 
 TOLERANCE = 0.15
 
@@ -52,8 +52,13 @@ def measure(name: str, preset: str, steps: int, ds) -> dict:
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     estimate = profile(model).int8_bytes
     real = inspect_tflite(convert(model, "int8", calib=x, calib_samples=64)).size_bytes
-    return {"model": name, "params": model.count_params(), "estimate": estimate, "real": real,
-            "error": estimate / real - 1.0}
+    return {
+        "model": name,
+        "params": model.count_params(),
+        "estimate": estimate,
+        "real": real,
+        "error": estimate / real - 1.0,
+    }
 
 
 def main(argv=None) -> int:
@@ -63,10 +68,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ds = digits()
     rows = [measure(name, args.preset, args.steps, ds) for name in available()]
-    print(table(("model", "params", "estimated int8 B", "real int8 .tflite B", "error", "within 15%"),
-                [[r["model"], f"{r['params']:,}", f"{r['estimate']:,}", f"{r['real']:,}",
-                  f"{r['error']:+.1%}", "yes" if abs(r["error"]) <= TOLERANCE else "NO"] for r in rows],
-                align="lrrrrl"))
+    print(
+        table(
+            ("model", "params", "estimated int8 B", "real int8 .tflite B", "error", "within 15%"),
+            [
+                [
+                    r["model"],
+                    f"{r['params']:,}",
+                    f"{r['estimate']:,}",
+                    f"{r['real']:,}",
+                    f"{r['error']:+.1%}",
+                    "yes" if abs(r["error"]) <= TOLERANCE else "NO",
+                ]
+                for r in rows
+            ],
+            align="lrrrrl",
+        )
+    )
     return 0 if all(abs(r["error"]) <= TOLERANCE for r in rows) else 1
 
 

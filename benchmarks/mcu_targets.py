@@ -97,14 +97,28 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
     gate = {} if preset == "digits" else {"min_cosine": -1.0}
     rep = export(model, path, calib=x_train, eval_x=x_test, eval_y=y_test, target="mcu", overwrite=True, **gate)
     m = rep.mcu
-    row = {"model": name, "preset": preset, "params": int(model.count_params()), "size_bytes": rep.size_bytes,
-           "flash_bytes": m["flash_bytes"], "arena_bytes": m["arena_bytes"], "head": m["allocations"].get("head"),
-           "tail": m["allocations"].get("tail"), "estimate_bytes": m["estimate"]["arena_bytes"],
-           "estimate_error_pct": m["estimate"]["error_pct"], "fits": m["fits_boards"],
-           "minimal": _minimal(path, m["arena_bytes"], m["granularity"]), "host_invoke_ms": m["host_invoke_ms"]["p50"]}
+    row = {
+        "model": name,
+        "preset": preset,
+        "params": int(model.count_params()),
+        "size_bytes": rep.size_bytes,
+        "flash_bytes": m["flash_bytes"],
+        "arena_bytes": m["arena_bytes"],
+        "head": m["allocations"].get("head"),
+        "tail": m["allocations"].get("tail"),
+        "estimate_bytes": m["estimate"]["arena_bytes"],
+        "estimate_error_pct": m["estimate"]["error_pct"],
+        "fits": m["fits_boards"],
+        "minimal": _minimal(path, m["arena_bytes"], m["granularity"]),
+        "host_invoke_ms": m["host_invoke_ms"]["p50"],
+    }
     if preset == "digits":
-        row.update(agreement=m["agreement"], max_step_diff=m["max_step_diff"], identical=m["identical"],
-                   accuracy=(m["accuracy"] or {}).get("tflm"))
+        row.update(
+            agreement=m["agreement"],
+            max_step_diff=m["max_step_diff"],
+            identical=m["identical"],
+            accuracy=(m["accuracy"] or {}).get("tflm"),
+        )
         twin = _logits_twin(model)
         if twin is not None:
             tpath = os.path.join(tmp, f"{name}_logits.tflite")
@@ -124,31 +138,90 @@ def markdown(rows) -> str:
     from edgekit.core.results import table
 
     digits_rows = [r for r in rows if r["preset"] == "digits"]
-    out = [table(["model (digits)", "flash KB", "arena KB", "TFLM vs LiteRT top-1", "max steps (output / logits)",
-                  "TFLM accuracy", "fits"],
-                 [[r["model"], f"{r['flash_bytes'] / 1024:,.1f}", f"{r['arena_bytes'] / 1024:,.1f}",
-                   "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
-                   f"{r['max_step_diff']:g} / {r['max_step_diff_logits']:g}",
-                   "-" if r.get("accuracy") is None else f"{r['accuracy']:.3f}", _boards(r["fits"])]
-                  for r in digits_rows], markdown=True, align="lrrrrrl")]
+    out = [
+        table(
+            [
+                "model (digits)",
+                "flash KB",
+                "arena KB",
+                "TFLM vs LiteRT top-1",
+                "max steps (output / logits)",
+                "TFLM accuracy",
+                "fits",
+            ],
+            [
+                [
+                    r["model"],
+                    f"{r['flash_bytes'] / 1024:,.1f}",
+                    f"{r['arena_bytes'] / 1024:,.1f}",
+                    "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
+                    f"{r['max_step_diff']:g} / {r['max_step_diff_logits']:g}",
+                    "-" if r.get("accuracy") is None else f"{r['accuracy']:.3f}",
+                    _boards(r["fits"]),
+                ]
+                for r in digits_rows
+            ],
+            markdown=True,
+            align="lrrrrrl",
+        )
+    ]
     out.append("")
-    out.append(table(["model", "preset", "params", "flash KB", "arena KB", "activations / persistent KB",
-                      "profiler estimate KB", "minimal", "fits"],
-                     [[r["model"], r["preset"], f"{r['params']:,}", f"{r['flash_bytes'] / 1024:,.1f}",
-                       f"{r['arena_bytes'] / 1024:,.1f}", f"{r['head'] / 1024:,.1f} / {r['tail'] / 1024:,.1f}",
-                       f"{r['estimate_bytes'] / 1024:,.1f} ({r['estimate_error_pct']:+.1f}%)",
-                       "yes" if r["minimal"] else "NO", _boards(r["fits"])] for r in rows],
-                     markdown=True, align="llrrrrrll"))
+    out.append(
+        table(
+            [
+                "model",
+                "preset",
+                "params",
+                "flash KB",
+                "arena KB",
+                "activations / persistent KB",
+                "profiler estimate KB",
+                "minimal",
+                "fits",
+            ],
+            [
+                [
+                    r["model"],
+                    r["preset"],
+                    f"{r['params']:,}",
+                    f"{r['flash_bytes'] / 1024:,.1f}",
+                    f"{r['arena_bytes'] / 1024:,.1f}",
+                    f"{r['head'] / 1024:,.1f} / {r['tail'] / 1024:,.1f}",
+                    f"{r['estimate_bytes'] / 1024:,.1f} ({r['estimate_error_pct']:+.1f}%)",
+                    "yes" if r["minimal"] else "NO",
+                    _boards(r["fits"]),
+                ]
+                for r in rows
+            ],
+            markdown=True,
+            align="llrrrrrll",
+        )
+    )
     return "\n".join(out) + "\n"
 
 
 def readme_table(rows) -> str:
     from edgekit.core.results import table
 
-    return table(["MLPerf Tiny model (digits)", "flash KB", "arena KB", "TFLM = LiteRT top-1", "fits"],
-                 [[r["model"], f"{r['flash_bytes'] / 1024:,.1f}", f"{r['arena_bytes'] / 1024:,.1f}",
-                   "-" if r.get("agreement") is None else f"{r['agreement']:.3f}", _boards(r["fits"])]
-                  for r in rows if r["preset"] == "digits"], markdown=True, align="lrrrl") + "\n"
+    return (
+        table(
+            ["MLPerf Tiny model (digits)", "flash KB", "arena KB", "TFLM = LiteRT top-1", "fits"],
+            [
+                [
+                    r["model"],
+                    f"{r['flash_bytes'] / 1024:,.1f}",
+                    f"{r['arena_bytes'] / 1024:,.1f}",
+                    "-" if r.get("agreement") is None else f"{r['agreement']:.3f}",
+                    _boards(r["fits"]),
+                ]
+                for r in rows
+                if r["preset"] == "digits"
+            ],
+            markdown=True,
+            align="lrrrl",
+        )
+        + "\n"
+    )
 
 
 def missed(rows) -> list:
@@ -182,10 +255,17 @@ def main(argv=None) -> int:
             for name in args.models.split(","):
                 rows.append(measure(name, preset, args.epochs, tmp))
                 r = rows[-1]
-                print(f"{name:15} {preset:9} flash {r['flash_bytes']:>9,} B  arena {r['arena_bytes']:>8,} B  "
-                      f"estimate {r['estimate_error_pct']:+6.1f}%  "
-                      + (f"agreement {r['agreement']}  steps {r['max_step_diff']:g}/{r['max_step_diff_logits']:g}  "
-                         if preset == "digits" else "") + f"{r['seconds']}s", flush=True)
+                print(
+                    f"{name:15} {preset:9} flash {r['flash_bytes']:>9,} B  arena {r['arena_bytes']:>8,} B  "
+                    f"estimate {r['estimate_error_pct']:+6.1f}%  "
+                    + (
+                        f"agreement {r['agreement']}  steps {r['max_step_diff']:g}/{r['max_step_diff_logits']:g}  "
+                        if preset == "digits"
+                        else ""
+                    )
+                    + f"{r['seconds']}s",
+                    flush=True,
+                )
     print(markdown(rows))
     if args.json:
         with open(args.json, "w") as f:

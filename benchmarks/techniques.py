@@ -76,18 +76,26 @@ def _tying(log) -> List[Row]:
         ppl[tied] = (model.count_params(), perplexity(model, ds.x_test, ds.y_test))
     ratio = s[True, "int8"] / s[False, "int8"]
     return [
-        Row("parameter sharing (weight tying)", "LM, vocab 30,000, dim 500",
+        Row(
+            "parameter sharing (weight tying)",
+            "LM, vocab 30,000, dim 500",
             f"params {s[False, 'params'] / MB:.2f}M → {s[True, 'params'] / MB:.2f}M; float32 "
             f"{s[False, 'float32'] / MB:.1f} → {s[True, 'float32'] / MB:.1f} MB; int8 {s[False, 'int8'] / MB:.1f} → "
-            f"{s[True, 'int8'] / MB:.1f} MB ({ratio:.3f}×)", "int8 ≤ 0.55× untied", ratio <= 0.55),
-        Row("parameter sharing (weight tying)", "LM, vocab 512, dim 64, 4 epochs on the Python stdlib's source",
-            f"params {ppl[False][0]:,} → {ppl[True][0]:,}; test perplexity {ppl[False][1]:.1f} → {ppl[True][1]:.1f}"),
+            f"{s[True, 'int8'] / MB:.1f} MB ({ratio:.3f}×)",
+            "int8 ≤ 0.55× untied",
+            ratio <= 0.55,
+        ),
+        Row(
+            "parameter sharing (weight tying)",
+            "LM, vocab 512, dim 64, 4 epochs on the Python stdlib's source",
+            f"params {ppl[False][0]:,} → {ppl[True][0]:,}; test perplexity {ppl[False][1]:.1f} → {ppl[True][1]:.1f}",
+        ),
     ]
 
 
 def _vgg_pruning(tmp: str, log) -> List[Row]:
-    from edgekit.core.compat import keras
     from edgekit.converters import convert, export, inspect_tflite
+    from edgekit.core.compat import keras
     from edgekit.models import create
     from edgekit.optimize import PruneConfig, prune, strip, weight_report
 
@@ -111,11 +119,20 @@ def _vgg_pruning(tmp: str, log) -> List[Row]:
     interp = load_interpreter(path, xnnpack=False)  # XNNPACK has no sparse int8 kernel
     t0 = time.perf_counter()
     out = predict(interp, x[:1])
-    runs = f"one inference {time.perf_counter() - t0:.1f} s on LiteRT's reference kernels" if np.all(
-        np.isfinite(out)) else "did not run"
-    return [Row("pruning", "VGG-16 (weights=None), 90% sparse + int8 + sparse encoding",
-                f"{dense.size_bytes / MB:.0f} MB float32 → {size / MB:.1f} MB (kernel zeros {zeros:.3f}; {runs})",
-                "≤ 53 MB", size <= 53 * MB)]
+    runs = (
+        f"one inference {time.perf_counter() - t0:.1f} s on LiteRT's reference kernels"
+        if np.all(np.isfinite(out))
+        else "did not run"
+    )
+    return [
+        Row(
+            "pruning",
+            "VGG-16 (weights=None), 90% sparse + int8 + sparse encoding",
+            f"{dense.size_bytes / MB:.0f} MB float32 → {size / MB:.1f} MB (kernel zeros {zeros:.3f}; {runs})",
+            "≤ 53 MB",
+            size <= 53 * MB,
+        )
+    ]
 
 
 def _pruning_row(model, ds, tmp, base, common, log) -> Row:
@@ -124,22 +141,35 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
     from edgekit.optimize import DistillConfig, FineTune, PruneConfig, QATConfig, Recipe, Step, optimize
 
     kd = DistillConfig(temperature=8.0, alpha=0.1)
-    pruned = optimize(model, Recipe((Step("prune", PruneConfig(sparsity=0.9), FineTune(15, 32, 2e-3, "cosine", kd)),
-                                     Step("qat", QATConfig(preserve="sparsity"), FineTune(3, 32, 2e-4, "cosine", kd)))),
-                      ds.x_train, ds.y_train).model
+    pruned = optimize(
+        model,
+        Recipe(
+            (
+                Step("prune", PruneConfig(sparsity=0.9), FineTune(15, 32, 2e-3, "cosine", kd)),
+                Step("qat", QATConfig(preserve="sparsity"), FineTune(3, 32, 2e-4, "cosine", kd)),
+            )
+        ),
+        ds.x_train,
+        ds.y_train,
+    ).model
     p = export(pruned, os.path.join(tmp, "pruned_int8.tflite"), "int8", **common)
     p_acc, zeros = p.accuracy["tflite"], kernel_zeros(p.path)
     log("  demo 90% pruned")
-    return Row("pruning (accuracy)", f"demo model ({model.count_params():,} params), 90% sparse + int8: prune "
-               "with distillation from the unpruned model (15 epochs), then sparsity-preserving QAT (3 epochs)",
-               f"accuracy {base:.4f} float → {p_acc:.4f} int8 (Δ {100 * (p_acc - base):+.2f} points); "
-               f"{zeros:.1%} of the .tflite's conv/FC weights are zeros", "drop < 1 point", p_acc > base - 0.01)
+    return Row(
+        "pruning (accuracy)",
+        f"demo model ({model.count_params():,} params), 90% sparse + int8: prune "
+        "with distillation from the unpruned model (15 epochs), then sparsity-preserving QAT (3 epochs)",
+        f"accuracy {base:.4f} float → {p_acc:.4f} int8 (Δ {100 * (p_acc - base):+.2f} points); "
+        f"{zeros:.1%} of the .tflite's conv/FC weights are zeros",
+        "drop < 1 point",
+        p_acc > base - 0.01,
+    )
 
 
 def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
     """A student with under 1/4 of the params, with and without the teacher, three seeds."""
-    from edgekit.core.compat import keras
     from edgekit.converters import convert
+    from edgekit.core.compat import keras
     from edgekit.device import bench
     from edgekit.models import create
     from edgekit.optimize import DistillConfig, FineTune, accuracy, distill, fine_tune
@@ -163,12 +193,15 @@ def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
     r_teacher, r_student = bench([teacher_tflite, s_path], runs=300, warmup=30, inputs=npz)
     lat = r_student.latency_ms["p50"] / r_teacher.latency_ms["p50"]
     share = float(np.mean(kd)) / base
-    return Row("distillation", f"demo model → student with {s_params / model.count_params():.2f}× the params "
-               f"({s_params:,}), 15 epochs, 3 seeds",
-               f"student {np.mean(kd):.4f} = {share:.1%} of the teacher's {base:.4f}; without teacher "
-               f"{np.mean(scratch):.4f}; int8 p50 {lat:.2f}× the teacher's",
-               "≥ 97% of teacher, beats no-teacher, latency ≤ 0.6×",
-               share >= 0.97 and np.mean(kd) > np.mean(scratch) and lat <= 0.6 and s_params <= model.count_params() / 4)
+    return Row(
+        "distillation",
+        f"demo model → student with {s_params / model.count_params():.2f}× the params "
+        f"({s_params:,}), 15 epochs, 3 seeds",
+        f"student {np.mean(kd):.4f} = {share:.1%} of the teacher's {base:.4f}; without teacher "
+        f"{np.mean(scratch):.4f}; int8 p50 {lat:.2f}× the teacher's",
+        "≥ 97% of teacher, beats no-teacher, latency ≤ 0.6×",
+        share >= 0.97 and np.mean(kd) > np.mean(scratch) and lat <= 0.6 and s_params <= model.count_params() / 4,
+    )
 
 
 def _low_rank_row(model, ds, base, log) -> Row:
@@ -180,14 +213,23 @@ def _low_rank_row(model, ds, base, log) -> Row:
     f = factorize_report(big, FactorizeConfig(rank=100))
     weights = sum(int(np.prod(f.model.get_layer(n).kernel.shape)) for n in ("fc_u", "fc_v"))
     budget = model.count_params() // 2
-    fz = optimize(model, Recipe((Step("factorize", FactorizeConfig(target_params=budget),
-                                      FineTune(10, 32, 2e-3, "cosine")),)),
-                  ds.x_train, ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    fz = optimize(
+        model,
+        Recipe((Step("factorize", FactorizeConfig(target_params=budget), FineTune(10, 32, 2e-3, "cosine")),)),
+        ds.x_train,
+        ds.y_train,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+    )
     log("  factorized")
-    return Row("low-rank factorization", "Dense 1000×1000, rank 100; demo model to ½ its params",
-               f"{1000 * 1000:,} → {weights:,} weights; demo {model.count_params():,} → "
-               f"{fz.model.count_params():,} params, accuracy {base:.4f} → {fz.steps[0].accuracy:.4f} after 10 epochs",
-               "200,000 weights", weights == 200_000)
+    return Row(
+        "low-rank factorization",
+        "Dense 1000×1000, rank 100; demo model to ½ its params",
+        f"{1000 * 1000:,} → {weights:,} weights; demo {model.count_params():,} → "
+        f"{fz.model.count_params():,} params, accuracy {base:.4f} → {fz.steps[0].accuracy:.4f} after 10 epochs",
+        "200,000 weights",
+        weights == 200_000,
+    )
 
 
 def _architecture_rows(base, q_acc) -> List[Row]:
@@ -200,15 +242,24 @@ def _architecture_rows(base, q_acc) -> List[Row]:
     f32, i8 = len(convert(mb, "float32")), len(convert(mb, "int8", xm, calib_samples=16))
     v1, v1c = profile(create("mobilenet_v1")), profile(create("mobilenet_v1", separable=False))
     v2, r50 = profile(create("mobilenet_v2")), profile(create("resnet50"))
-    return [Row("quantization", "MobileNetV2 1.0/224; demo model",
-                f"float32 {f32 / MB:.1f} MB → int8 {i8 / MB:.1f} MB ({i8 / f32:.3f}×); demo accuracy "
-                f"{base:.4f} → {q_acc:.4f} (Δ {100 * (q_acc - base):+.2f} points)",
-                "drop < 1 point", q_acc > base - 0.01),
-            Row("efficient architecture", "MobileNetV1 vs its standard-conv twin; MobileNetV2 vs ResNet-50",
-                f"params {v1c.params / MB:.1f}M → {v1.params / MB:.1f}M ({v1.params / v1c.params:.3f}×), MACs "
-                f"{v1c.macs / 1e9:.2f}G → {v1.macs / 1e9:.2f}G ({v1.macs / v1c.macs:.3f}×); params "
-                f"{r50.params / MB:.1f}M → {v2.params / MB:.1f}M ({v2.params / r50.params:.3f}×), MACs "
-                f"{r50.macs / 1e9:.2f}G → {v2.macs / 1e9:.2f}G ({v2.macs / r50.macs:.3f}×)")]
+    return [
+        Row(
+            "quantization",
+            "MobileNetV2 1.0/224; demo model",
+            f"float32 {f32 / MB:.1f} MB → int8 {i8 / MB:.1f} MB ({i8 / f32:.3f}×); demo accuracy "
+            f"{base:.4f} → {q_acc:.4f} (Δ {100 * (q_acc - base):+.2f} points)",
+            "drop < 1 point",
+            q_acc > base - 0.01,
+        ),
+        Row(
+            "efficient architecture",
+            "MobileNetV1 vs its standard-conv twin; MobileNetV2 vs ResNet-50",
+            f"params {v1c.params / MB:.1f}M → {v1.params / MB:.1f}M ({v1.params / v1c.params:.3f}×), MACs "
+            f"{v1c.macs / 1e9:.2f}G → {v1.macs / 1e9:.2f}G ({v1.macs / v1c.macs:.3f}×); params "
+            f"{r50.params / MB:.1f}M → {v2.params / MB:.1f}M ({v2.params / r50.params:.3f}×), MACs "
+            f"{r50.macs / 1e9:.2f}G → {v2.macs / 1e9:.2f}G ({v2.macs / r50.macs:.3f}×)",
+        ),
+    ]
 
 
 def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
@@ -219,8 +270,11 @@ def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
     common = dict(calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, layer_report=False)
     q = export(model, os.path.join(tmp, "teacher_int8.tflite"), "int8", **common)
     log("  demo int8 exported")
-    return [_pruning_row(model, ds, tmp, base, common, log), _distillation_row(model, ds, tmp, base, q.path, log),
-            _low_rank_row(model, ds, base, log)] + _architecture_rows(base, q.accuracy["tflite"])
+    return [
+        _pruning_row(model, ds, tmp, base, common, log),
+        _distillation_row(model, ds, tmp, base, q.path, log),
+        _low_rank_row(model, ds, base, log),
+    ] + _architecture_rows(base, q.accuracy["tflite"])
 
 
 def markdown(rows: List[Row], seconds: float) -> str:
@@ -229,15 +283,16 @@ def markdown(rows: List[Row], seconds: float) -> str:
         target = "" if r.ok is None else f"{r.target}: {'met' if r.ok else 'MISSED'}"
         lines.append(f"| {r.technique} | {r.example} | {r.measured} | {target} |")
     lines.append("")
-    lines.append(f"Measured by `make bench-techniques` in {seconds / 60:.0f} min on this machine "
-                 f"({os.cpu_count()} cores).")
+    lines.append(
+        f"Measured by `make bench-techniques` in {seconds / 60:.0f} min on this machine ({os.cpu_count()} cores)."
+    )
     return "\n".join(lines) + "\n"
 
 
 def run(model_path: Optional[str] = None, log: Callable[[str], None] = print) -> List[Row]:
+    from edgekit.app.demo import train_digits_model
     from edgekit.converters import load_keras_model
     from edgekit.core.data import digits
-    from edgekit.app.demo import train_digits_model
 
     ds = digits()
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,8 +316,8 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
     args = ap.parse_args(argv)
     # every argument is checked now, not after the 16-minute run
-    from edgekit.core.io import check_output
     from edgekit.core.errors import InputError
+    from edgekit.core.io import check_output
 
     if args.model:
         from edgekit.core.modelfile import scan
@@ -280,17 +335,28 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = run(args.model, log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - t0
-    print(table(("technique", "example", "measured", "target", "ok"),
-                [[r.technique, r.example, r.measured, r.target, "-" if r.ok is None else "yes" if r.ok else "NO"]
-                 for r in rows], align="lllll"))
+    print(
+        table(
+            ("technique", "example", "measured", "target", "ok"),
+            [
+                [r.technique, r.example, r.measured, r.target, "-" if r.ok is None else "yes" if r.ok else "NO"]
+                for r in rows
+            ],
+            align="lllll",
+        )
+    )
     if args.json:
         from edgekit.core.io import write_atomic
 
-        write_atomic(args.json, json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
-                     overwrite=args.overwrite)
+        write_atomic(
+            args.json,
+            json.dumps({"seconds": seconds, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
+            overwrite=args.overwrite,
+        )
     if args.docs:
-        from edgekit.core.io import write_atomic
         from readme import replace  # tools/readme.py
+
+        from edgekit.core.io import write_atomic
 
         with open(args.docs, encoding="utf-8") as f:
             text = f.read()

@@ -31,8 +31,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 
-APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
-                "EfficientNetV2B0", "ResNet50", "DenseNet121", "NASNetMobile", "ConvNeXtTiny")
+APPLICATIONS = (
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "ResNet50",
+    "DenseNet121",
+    "NASNetMobile",
+    "ConvNeXtTiny",
+)
 MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier")
 VERBS = ("export", "prune", "cluster", "qat", "channels")
 FLAVOURS = ("tf_keras", "keras3")
@@ -46,9 +56,19 @@ def build(name: str, flavour: str, size: int = 32):
         from edgekit import keras
     L = keras.layers
     if name == "SequentialConvnet":  # keras.io's MNIST convnet
-        return keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
-                                 L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dropout(0.5),
-                                 L.Dense(10, activation="softmax")], name="convnet")
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                L.Conv2D(32, 3, activation="relu"),
+                L.MaxPooling2D(),
+                L.Conv2D(64, 3, activation="relu"),
+                L.MaxPooling2D(),
+                L.Flatten(),
+                L.Dropout(0.5),
+                L.Dense(10, activation="softmax"),
+            ],
+            name="convnet",
+        )
     if name == "TextClassifier":  # token ids → embedding → 1-D convs → pooled → classes, no recurrence
         tokens = keras.Input((64,), dtype="int32")
         x = L.Embedding(2000, 32)(tokens)
@@ -73,7 +93,10 @@ def _export(model, x, y):
     from edgekit.converters import export
 
     rep = export(model, None, "int8", calib=x, calib_samples=len(x), eval_x=x, layer_report=False)
-    return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
+    return (
+        rep.fully_integer,
+        f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}, cosine {rep.cosine:.4f}",
+    )
 
 
 def _prune(model, x, y):
@@ -100,13 +123,14 @@ def _qat(model, x, y):
 
     result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
     rep = export(result.model, None, "int8", calib=x, calib_samples=len(x), eval_x=x)
-    return rep.fully_integer, (f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, "
-                               f"cosine {rep.cosine:.4f}")
+    return rep.fully_integer, (
+        f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
+    )
 
 
 def _channels(model, x, y):
-    from edgekit.optimize import ChannelPruneConfig, channel_prune_report
     from edgekit.core.saving import as_tf_keras
+    from edgekit.optimize import ChannelPruneConfig, channel_prune_report
 
     tfk = as_tf_keras(model)
     same = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.0))
@@ -134,8 +158,14 @@ def run_one(name: str, flavour: str, verb: str, size: int = 32) -> dict:
     except Exception as exc:  # an internal error: what the zoo exists to find
         status, detail = "internal", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         traceback.print_exc()
-    return {"model": name, "flavour": flavour, "verb": verb, "status": status, "detail": detail,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "model": name,
+        "flavour": flavour,
+        "verb": verb,
+        "status": status,
+        "detail": detail,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def markdown(rows) -> str:
@@ -152,9 +182,11 @@ def markdown(rows) -> str:
     for v in verbs:
         done = [r for r in rows if r["verb"] == v]
         per_verb.append(f"{v} {sum(r['status'] == 'ok' for r in done)}/{len(done)}")
-    return (table(["model", "flavour", *verbs], body, markdown=True, align="ll" + "l" * len(verbs))
-            + f"\n\nWorks per verb: {', '.join(per_verb)}; internal errors: "
-            f"{sum(r['status'] == 'internal' for r in rows)}.\n")
+    return (
+        table(["model", "flavour", *verbs], body, markdown=True, align="ll" + "l" * len(verbs))
+        + f"\n\nWorks per verb: {', '.join(per_verb)}; internal errors: "
+        f"{sum(r['status'] == 'internal' for r in rows)}.\n"
+    )
 
 
 def main(argv=None) -> int:
@@ -165,8 +197,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=32, help="input height and width of the applications (default 32)")
     ap.add_argument("--docs", help="write the table between the zoo markers of this Markdown file")
     ap.add_argument("--json", help="write every cell as JSON")
-    ap.add_argument("--update", metavar="JSON", help="start from the cells of an earlier run's JSON, re-measure "
-                    "the selected ones and write the merged cells back to it")
+    ap.add_argument(
+        "--update",
+        metavar="JSON",
+        help="start from the cells of an earlier run's JSON, re-measure "
+        "the selected ones and write the merged cells back to it",
+    )
     args = ap.parse_args(argv)
     earlier = []
     if args.update:

@@ -5,8 +5,8 @@ Inspection needs only LiteRT's flatbuffer schema; conversion imports TensorFlow 
 
 from edgekit.converters.convert import Quant, convert
 from edgekit.converters.export import ExportOptions, ExportReport, export
-from edgekit.converters.mcu import MCUReport, mcu
 from edgekit.converters.inspection import ModelInfo, OpInfo, TensorInfo, inspect_tflite, kernel_zeros
+from edgekit.converters.mcu import MCUReport, mcu
 from edgekit.converters.quant_debug import LayerError, layer_errors
 from edgekit.converters.verify import Verification, audit, verify
 from edgekit.core.saving import check_model, load_keras_model

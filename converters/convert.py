@@ -62,14 +62,18 @@ class Quant(str, enum.Enum):
     @property
     def io_types(self) -> tuple:
         """Allowed input/output dtypes, the default first."""
-        return {Quant.INT8: ("int8", "uint8", "float32"), Quant.INT16X8: ("int16", "float32")}.get(
-            self, ("float32",))
+        return {Quant.INT8: ("int8", "uint8", "float32"), Quant.INT16X8: ("int16", "float32")}.get(self, ("float32",))
 
     def check_io(self, io: Optional[str]) -> str:
         io = self.io_types[0] if io is None else str(io)
         if io not in self.io_types:
-            raise InputError("{io} {value!r} does not apply to {mode} models; use one of: {choices}", params="io", value=io,
-                             mode=self.value, choices=", ".join(self.io_types))
+            raise InputError(
+                "{io=*} does not apply to {mode} models; use one of: {choices}",
+                params="io",
+                io=io,
+                mode=self.value,
+                choices=", ".join(self.io_types),
+            )
         return io
 
 
@@ -101,8 +105,15 @@ def _representative(data: np.ndarray, progress_label: Optional[str]):
     return gen
 
 
-def _converter(model, quant: Quant, calib: Optional[np.ndarray], io: str, sparse: bool,
-               progress_label: Optional[str] = None, per_channel: bool = True):
+def _converter(
+    model,
+    quant: Quant,
+    calib: Optional[np.ndarray],
+    io: str,
+    sparse: bool,
+    progress_label: Optional[str] = None,
+    per_channel: bool = True,
+):
     """A TFLiteConverter set up for ``quant`` (builtin ops only)."""
     tf, _ = _keras()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -114,7 +125,8 @@ def _converter(model, quant: Quant, calib: Optional[np.ndarray], io: str, sparse
     if quant.integer:
         converter.representative_dataset = _representative(calib, progress_label)
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quant is Quant.INT8
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            if quant is Quant.INT8
             else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
         converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
@@ -168,18 +180,31 @@ def convert(
     io = quant.check_io(io)
     check_options(quant, keep_float=keep_float, per_channel=per_channel)
     data = calibration_data(model, quant, calib, calib_samples, seed)[0]
-    return _convert(model, quant, data, io=io, sparse=sparse, keep_float=keep_float, progress=progress,
-                    per_channel=per_channel, share=share)[0]
+    return _convert(
+        model,
+        quant,
+        data,
+        io=io,
+        sparse=sparse,
+        keep_float=keep_float,
+        progress=progress,
+        per_channel=per_channel,
+        share=share,
+    )[0]
 
 
 def check_options(quant: Quant, *, keep_float=(), per_channel: bool = True) -> None:
     """The conversion options that exclude each other (:class:`ExportOptions` checks them here too)."""
     if keep_float and quant is not Quant.INT8:
-        raise InputError("{keep_float} applies to {quant='int8'}, not {mode}", params=("keep_float", "quant"),
-                         mode=quant.value)
+        raise InputError(
+            "{keep_float} applies to {quant='int8'}, not {mode}", params=("keep_float", "quant"), mode=quant.value
+        )
     if not per_channel and quant not in (Quant.INT8, Quant.INT16X8, Quant.DYNAMIC):
-        raise InputError("{per_channel=False} applies to int8, int16x8 and dynamic models, not {mode}",
-                         params="per_channel", mode=quant.value)
+        raise InputError(
+            "{per_channel=False} applies to int8, int16x8 and dynamic models, not {mode}",
+            params="per_channel",
+            mode=quant.value,
+        )
 
 
 def calibration_data(model, quant: Quant, calib, samples: int, seed: int):
@@ -188,23 +213,42 @@ def calibration_data(model, quant: Quant, calib, samples: int, seed: int):
     if not quant.integer:
         return None, None
     if calib is None:
-        raise InputError("{quant} {mode} needs {calib}, calibration data ('digits', a .npz, an image directory or "
-                         "an array)", params=("quant", "calib"), mode=quant.value)
+        raise InputError(
+            "{quant=*} needs {calib}, calibration data ('digits', a .npz, an image directory or an array)",
+            params=("quant", "calib"),
+            quant=quant.value,
+        )
     return calibration_samples(calib, input_shape(model), samples, seed, input_dtype(model))
 
 
-def _convert(model, quant: Quant, data, *, io, sparse, keep_float, progress, per_channel, share,
-             calibrated: Optional[bytes] = None) -> tuple:
+def _convert(
+    model,
+    quant: Quant,
+    data,
+    *,
+    io,
+    sparse,
+    keep_float,
+    progress,
+    per_channel,
+    share,
+    calibrated: Optional[bytes] = None,
+) -> tuple:
     """:func:`convert` of checked options and calibration samples ``data``, also returning what
     weight sharing merged. ``calibrated``: the model already calibrated on ``data``
     (:func:`calibrate`, as the layer report keeps it), so int8 quantizes it instead of calibrating
     again."""
     what = f"model '{model.name}'"
     if quant is Quant.INT8 and (keep_float or calibrated is not None):
+
         def run():
-            cal = calibrated if calibrated is not None else calibrate(
-                _converter(model, quant, data, io, sparse, progress, per_channel))
+            cal = (
+                calibrated
+                if calibrated is not None
+                else calibrate(_converter(model, quant, data, io, sparse, progress, per_channel))
+            )
             return quantize(cal, io, keep_float, sparse, per_channel)
+
         tflite = _run_converter(what, quant, run)
     else:
         tflite = _run_converter(what, quant, _converter(model, quant, data, io, sparse, progress, per_channel).convert)
@@ -227,8 +271,11 @@ def quantize(calibrated: bytes, io: str, keep_float: Sequence[str], sparse: bool
     from tensorflow.lite.python import convert as tflite_convert
 
     model = tflite_convert.mlir_quantize(
-        calibrated, disable_per_channel=not per_channel, input_data_type=getattr(tf, io),
-        output_data_type=getattr(tf, io), denylisted_nodes=list(keep_float),
+        calibrated,
+        disable_per_channel=not per_channel,
+        input_data_type=getattr(tf, io),
+        output_data_type=getattr(tf, io),
+        denylisted_nodes=list(keep_float),
     )
     return tflite_convert.mlir_sparsify(model) if sparse else model
 

@@ -23,7 +23,6 @@ from edgekit.core.results import Result
 from edgekit.core.saving import as_tf_keras
 from edgekit.core.wrappers import is_clustered, is_pruned, is_qat, strip
 
-
 # The sanity gate of integer exports: the outputs' mean cosine similarity to the Keras model's.
 # Rounding keeps it near 1 — measured 0.998-0.9999 on the demo's eight int8 files (the clustered,
 # per-tensor one lowest), 0.9999-1.0000 on the int8 and QAT exports of the zoo's keras.applications
@@ -63,7 +62,9 @@ class ExportOptions:
 
     def __post_init__(self):
         if self.target not in ("litert", "mcu"):
-            raise InputError("{target} must be 'litert' or 'mcu'; received {value!r}", params="target", value=self.target)
+            raise InputError(
+                "{target} must be 'litert' or 'mcu'; received {value!r}", params="target", value=self.target
+            )
         if self.board is not None and self.target != "mcu":
             raise InputError("{board} applies to {target='mcu'}", params=("board", "target"))
         quant = Quant.parse(self.quant)
@@ -76,16 +77,25 @@ class ExportOptions:
             keep = tuple(keep)
         object.__setattr__(self, "keep_float", keep or None)
         if self.target == "mcu" and quant is not Quant.INT8:
-            raise InputError("{target='mcu'} exports int8 (microcontroller kernels are int8), not {mode}", params="target",
-                             mode=quant.value)
+            raise InputError(
+                "{target='mcu'} exports int8 (microcontroller kernels are int8), not {mode}",
+                params="target",
+                mode=quant.value,
+            )
         check_options(quant, keep_float=self.keep_float, per_channel=self.per_channel)
         if self.keep_float == "auto" and self.min_agreement is None:
-            raise InputError("{keep_float='auto'} needs {min_agreement}: the agreement to reach",
-                             params=("keep_float", "min_agreement"))
+            raise InputError(
+                "{keep_float='auto'} needs {min_agreement}: the agreement to reach",
+                params=("keep_float", "min_agreement"),
+            )
         if self.min_agreement is not None and not 0.0 <= float(self.min_agreement) <= 1.0:
-            raise InputError("{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=self.min_agreement)
+            raise InputError(
+                "{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=self.min_agreement
+            )
         if self.min_cosine is not None and not -1.0 <= float(self.min_cosine) <= 1.0:
-            raise InputError("{min_cosine} must be in [-1, 1]; received {value}", params="min_cosine", value=self.min_cosine)
+            raise InputError(
+                "{min_cosine} must be in [-1, 1]; received {value}", params="min_cosine", value=self.min_cosine
+            )
         for name in ("calib_samples", "verify_samples"):
             if int(getattr(self, name)) < 1:
                 raise InputError("{%s} must be >= 1; received {value}" % name, params=name, value=getattr(self, name))
@@ -137,7 +147,8 @@ class ExportReport(Result):
         acc = self.accuracy
         lines = [
             f"{'wrote ' + self.path if self.path else 'converted'}: {self.mode}{' sparse' if self.sparse else ''}, "
-            f"{self.size_bytes:,} bytes (gzip {self.gzip_bytes:,}), fully integer: {'yes' if self.fully_integer else 'no'}",
+            f"{self.size_bytes:,} bytes (gzip {self.gzip_bytes:,}), "
+            f"fully integer: {'yes' if self.fully_integer else 'no'}",
             f"input {self.input['dtype']} {self.input['shape']}, output {self.output['dtype']} {self.output['shape']}",
         ]
         if self.calib:
@@ -154,11 +165,19 @@ class ExportReport(Result):
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
         if self.mcu:
             m = self.mcu
-            where = f"{m['board']['name']}: fits" if m.get("board") else \
-                f"fits {', '.join(n for n, ok in m['fits_boards'].items() if ok) or 'none of the known boards'}"
-            lines.append(f"TFLM: arena {m['arena_bytes']:,} B, flash {m['flash_bytes']:,} B, {where}"
-                         + (f"; vs LiteRT: top-1 agreement {m['agreement']:.4f}, max {m['max_step_diff']:g} step(s)"
-                            if m.get("agreement") is not None else ""))
+            where = (
+                f"{m['board']['name']}: fits"
+                if m.get("board")
+                else f"fits {', '.join(n for n, ok in m['fits_boards'].items() if ok) or 'none of the known boards'}"
+            )
+            lines.append(
+                f"TFLM: arena {m['arena_bytes']:,} B, flash {m['flash_bytes']:,} B, {where}"
+                + (
+                    f"; vs LiteRT: top-1 agreement {m['agreement']:.4f}, max {m['max_step_diff']:g} step(s)"
+                    if m.get("agreement") is not None
+                    else ""
+                )
+            )
         lines.extend(f"note: {n}" for n in self.warnings)
         return "\n".join(lines)
 
@@ -177,8 +196,9 @@ def _notes(agreement, shared, kept_layers) -> list:
     if agreement is None:
         notes.append("no verification data: agreement with the Keras model was not measured")
     if shared:
-        notes.append(f"stored once: {len(shared)} weight(s) read by several ops, "
-                     f"{sum(s['bytes'] for s in shared):,} bytes saved")
+        notes.append(
+            f"stored once: {len(shared)} weight(s) read by several ops, {sum(s['bytes'] for s in shared):,} bytes saved"
+        )
     if kept_layers:
         notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
     return notes
@@ -194,10 +214,21 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
         errors, calibrated = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"), progress=progress)
     kept_tensors = tensors_of_layers(errors, list(o.keep_float)) if isinstance(o.keep_float, tuple) else []
     if kept_tensors and not errors:
-        raise InputError("{keep_float} with layer names needs verification data to find the layers' ops", params="keep_float")
-    tflite, shared = _convert(model, o.quant, calib_x, io=o.io, sparse=o.sparse, keep_float=kept_tensors,
-                              progress=progress, per_channel=o.per_channel, share=o.share_weights,
-                              calibrated=calibrated if o.per_channel else None)
+        raise InputError(
+            "{keep_float} with layer names needs verification data to find the layers' ops", params="keep_float"
+        )
+    tflite, shared = _convert(
+        model,
+        o.quant,
+        calib_x,
+        io=o.io,
+        sparse=o.sparse,
+        keep_float=kept_tensors,
+        progress=progress,
+        per_channel=o.per_channel,
+        share=o.share_weights,
+        calibrated=calibrated if o.per_channel else None,
+    )
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed)
@@ -207,11 +238,22 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
             raise InputError("{keep_float='auto'} needs verification data", params="keep_float")
         if checked.agreement < o.min_agreement:
             tflite, checked, kept, shared = keep_float_auto(
-                model, calib_x, eval_x, eval_y, errors, min_agreement=o.min_agreement, io=o.io, sparse=o.sparse,
-                seed=o.seed, verify_samples=o.verify_samples, calibrated=calibrated)
+                model,
+                calib_x,
+                eval_x,
+                eval_y,
+                errors,
+                min_agreement=o.min_agreement,
+                io=o.io,
+                sparse=o.sparse,
+                seed=o.seed,
+                verify_samples=o.verify_samples,
+                calibrated=calibrated,
+            )
     else:
-        checked = verify(model, tflite, o.quant, eval_x, eval_y, min_agreement=o.min_agreement,
-                         allow_float=bool(kept), **common)
+        checked = verify(
+            model, tflite, o.quant, eval_x, eval_y, min_agreement=o.min_agreement, allow_float=bool(kept), **common
+        )
     _sanity_gate(model, o, checked, errors, calib_x, eval_x)
     return tflite, checked, errors, kept, shared, t1 - t0, time.perf_counter() - t1
 
@@ -231,8 +273,13 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
     raise VerificationError(
         "the {mode} model's outputs are far from the Keras model's: {detail}, where rounding alone keeps the cosine "
         "above {min_cosine} {gate:g}{layers}; check the model and its calibration data, keep those layers in float "
-        "({keep_float}) or lower {min_cosine} if this is expected", params=("min_cosine", "keep_float"),
-        mode=o.quant.value, detail=detail, gate=gate, layers=layers)
+        "({keep_float}) or lower {min_cosine} if this is expected",
+        params=("min_cosine", "keep_float"),
+        mode=o.quant.value,
+        detail=detail,
+        gate=gate,
+        layers=layers,
+    )
 
 
 def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> dict:
@@ -243,14 +290,26 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
     rep = mcu(tflite, board=o.board, x=eval_x, y=eval_y, keras_model=model, name=name)
     if rep.fits is False:
-        raise VerificationError(f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
-                                f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written")
+        raise VerificationError(
+            f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
+            f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written"
+        )
     return dataclasses.replace(rep, model=name).to_dict()
 
 
-def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.ndarray] = None,
-           eval_y: Optional[np.ndarray] = None, overwrite: bool = False, progress: Optional[str] = None,
-           options: Optional[ExportOptions] = None, **fields) -> ExportReport:
+def export(
+    model,
+    path=None,
+    quant="int8",
+    *,
+    calib=None,
+    eval_x: Optional[np.ndarray] = None,
+    eval_y: Optional[np.ndarray] = None,
+    overwrite: bool = False,
+    progress: Optional[str] = None,
+    options: Optional[ExportOptions] = None,
+    **fields,
+) -> ExportReport:
     """Convert, verify, then (with ``path``) write atomically; nothing is written if a step fails.
 
     ``calib`` is any calibration source (see :func:`edgekit.core.data.calibration_samples`);
@@ -263,25 +322,47 @@ def export(model, path=None, quant="int8", *, calib=None, eval_x: Optional[np.nd
     if is_pruned(model) or is_clustered(model):
         model = strip(model)  # the wrappers' masks and indices are training state, not the model
     if is_qat(model) and o.keep_float:
-        raise InputError("{keep_float} does not apply to a quantization-aware model: leave the layer out of QAT "
-                         "instead (QATConfig(skip=...))", params="keep_float")
+        raise InputError(
+            "{keep_float} does not apply to a quantization-aware model: leave the layer out of QAT "
+            "instead (QATConfig(skip=...))",
+            params="keep_float",
+        )
     if path is not None:
         path = check_output(path, overwrite=overwrite)
     calib_x, calib_info = calibration_data(model, o.quant, calib, o.calib_samples, o.seed)
     eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
     tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
-        model, o, calib_x, eval_x, eval_y, progress)
+        model, o, calib_x, eval_x, eval_y, progress
+    )
     info = checked.info
     kept_layers = list(dict.fromkeys(e.layer for e in kept))
     report = ExportReport(
-        mode=o.quant.value, path=None, size_bytes=info.size_bytes, gzip_bytes=info.gzip_bytes,
-        fully_integer=info.fully_integer, op_counts=info.op_counts, input=dict(info.inputs[0]),
-        output=dict(info.outputs[0]), accuracy=checked.accuracy, agreement=checked.agreement,
-        snr_db=checked.snr_db, cosine=checked.cosine, verify_samples=checked.verify_samples,
-        calib_samples=calib_info["samples"] if calib_info else 0, seed=o.seed,
-        convert_seconds=round(t_convert, 3), verify_seconds=round(t_verify, 3),
-        warnings=_notes(checked.agreement, shared, kept_layers), io=o.io, sparse=o.sparse,
-        per_channel=o.per_channel, calib=calib_info, worst_layers=[e.to_dict() for e in errors[:5]],
-        kept_float=kept_layers, shared_weights=shared, tflite=tflite,
-        mcu=_mcu_check(model, tflite, o, eval_x, eval_y, path) if o.target == "mcu" else None)
+        mode=o.quant.value,
+        path=None,
+        size_bytes=info.size_bytes,
+        gzip_bytes=info.gzip_bytes,
+        fully_integer=info.fully_integer,
+        op_counts=info.op_counts,
+        input=dict(info.inputs[0]),
+        output=dict(info.outputs[0]),
+        accuracy=checked.accuracy,
+        agreement=checked.agreement,
+        snr_db=checked.snr_db,
+        cosine=checked.cosine,
+        verify_samples=checked.verify_samples,
+        calib_samples=calib_info["samples"] if calib_info else 0,
+        seed=o.seed,
+        convert_seconds=round(t_convert, 3),
+        verify_seconds=round(t_verify, 3),
+        warnings=_notes(checked.agreement, shared, kept_layers),
+        io=o.io,
+        sparse=o.sparse,
+        per_channel=o.per_channel,
+        calib=calib_info,
+        worst_layers=[e.to_dict() for e in errors[:5]],
+        kept_float=kept_layers,
+        shared_weights=shared,
+        tflite=tflite,
+        mcu=_mcu_check(model, tflite, o, eval_x, eval_y, path) if o.target == "mcu" else None,
+    )
     return report.save(path, overwrite=overwrite) if path is not None else report

@@ -30,8 +30,10 @@ def opcode_names(model) -> List[str]:
     """The name of each operator code of a parsed ``Model`` (accessor API): the builtin's,
     ``FLEX:Op`` or ``CUSTOM:name``."""
     names = enum_names(schema().BuiltinOperator)
-    return [_code_name(oc.BuiltinCode(), oc.DeprecatedBuiltinCode(), oc.CustomCode(), names)
-            for oc in (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))]
+    return [
+        _code_name(oc.BuiltinCode(), oc.DeprecatedBuiltinCode(), oc.CustomCode(), names)
+        for oc in (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))
+    ]
 
 
 def opcode_names_t(model) -> List[str]:

@@ -157,15 +157,25 @@ class ModelInfo(Result):
             g = groups.setdefault((op.op, op.input_dtypes, op.output_dtypes), [0, 0])
             g[0] += 1
             g[1] += op.macs
-        rows = [[name, str(n), f"{macs:,}" if macs else "-", f"{','.join(ins)} -> {','.join(outs)}"]
-                for (name, ins, outs), (n, macs) in sorted(groups.items(), key=lambda kv: (-kv[1][1], -kv[1][0]))]
+        rows = [
+            [name, str(n), f"{macs:,}" if macs else "-", f"{','.join(ins)} -> {','.join(outs)}"]
+            for (name, ins, outs), (n, macs) in sorted(groups.items(), key=lambda kv: (-kv[1][1], -kv[1][0]))
+        ]
         lines.append(table(("op", "count", "MACs", "input dtypes -> output dtypes"), rows, align="lrrl"))
         if tensors:
             lines.append("")
-            rows = [[str(t.index), t.dtype, "x".join(map(str, t.shape)) or "scalar", f"{t.bytes:,}",
-                     f"{t.quant_params_bytes:,}", t.name[:60]] for t in self.tensors]
-            lines.append(table(("tensor", "dtype", "shape", "data bytes", "quant bytes", "name"), rows,
-                               align="rllrrl"))
+            rows = [
+                [
+                    str(t.index),
+                    t.dtype,
+                    "x".join(map(str, t.shape)) or "scalar",
+                    f"{t.bytes:,}",
+                    f"{t.quant_params_bytes:,}",
+                    t.name[:60],
+                ]
+                for t in self.tensors
+            ]
+            lines.append(table(("tensor", "dtype", "shape", "data bytes", "quant bytes", "name"), rows, align="rllrrl"))
         return "\n".join(lines)
 
 
@@ -204,9 +214,7 @@ def read_tflite(source: Union[str, os.PathLike, bytes]) -> bytes:
             data = f.read()
         label = path
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise InputError(
-            f"{label} is not a .tflite model (no TFL3 flatbuffer identifier, {len(data)} bytes)"
-        )
+        raise InputError(f"{label} is not a .tflite model (no TFL3 flatbuffer identifier, {len(data)} bytes)")
     return data
 
 
@@ -282,8 +290,24 @@ class _Corrupt(ValueError):
 
 
 # Bits per element of the tensor types (schema TensorType values), to check buffer sizes.
-_ITEM_BITS = {0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128, 12: 64, 15: 32, 16: 16,
-              17: 4, 18: 16}
+_ITEM_BITS = {
+    0: 32,
+    1: 16,
+    2: 32,
+    3: 8,
+    4: 64,
+    6: 8,
+    7: 16,
+    8: 64,
+    9: 8,
+    10: 64,
+    11: 128,
+    12: 64,
+    15: 32,
+    16: 16,
+    17: 4,
+    18: 16,
+}
 
 
 def _buffer_size(buf, file_size: int, index: int) -> int:
@@ -297,8 +321,10 @@ def _buffer_size(buf, file_size: int, index: int) -> int:
     offset, size = int(buf.Offset()), int(buf.Size())
     if offset > 1 or size > 1:  # >2 GB models keep data outside the flatbuffer, after it
         if offset < 0 or size < 0 or offset + size > file_size:
-            raise _Corrupt(f"buffer {index} points at bytes {offset:,}..{offset + size:,}, past the end of the "
-                           f"{file_size:,}-byte file")
+            raise _Corrupt(
+                f"buffer {index} points at bytes {offset:,}..{offset + size:,}, past the end of the "
+                f"{file_size:,}-byte file"
+            )
         return size
     return 0
 
@@ -309,17 +335,30 @@ def _tensor(ten, index: int, buffer_sizes, seen_buffers: set, type_names) -> Ten
     buf = ten.Buffer()
     if any(d < 0 for d in shape) or not 0 <= buf < max(len(buffer_sizes), 1):
         raise _Corrupt(f"tensor {index} has shape {shape} and buffer {buf} (of {len(buffer_sizes)})")
-    if buffer_sizes and buffer_sizes[buf] and shape and ten.Sparsity() is None \
-            and buffer_sizes[buf] < int(np.prod(shape)) * _ITEM_BITS.get(ten.Type(), 0) // 8:
-        raise _Corrupt(f"tensor {index} of shape {shape} needs more bytes than its buffer holds ({buffer_sizes[buf]:,})")
+    if (
+        buffer_sizes
+        and buffer_sizes[buf]
+        and shape
+        and ten.Sparsity() is None
+        and buffer_sizes[buf] < int(np.prod(shape)) * _ITEM_BITS.get(ten.Type(), 0) // 8
+    ):
+        raise _Corrupt(
+            f"tensor {index} of shape {shape} needs more bytes than its buffer holds ({buffer_sizes[buf]:,})"
+        )
     data_bytes = buffer_sizes[buf] if 0 < buf < len(buffer_sizes) and buf not in seen_buffers else 0
     if data_bytes:
         seen_buffers.add(buf)
     q = ten.Quantization()
     qbytes = 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + 8 * q.ZeroPointLength() if q is not None else 0
-    return TensorInfo(index=index, name=(ten.Name() or b"").decode("utf-8", "replace"),
-                      dtype=type_names.get(ten.Type(), f"TYPE_{ten.Type()}"), shape=shape, bytes=data_bytes,
-                      quant_params_bytes=qbytes, constant=data_bytes > 0)
+    return TensorInfo(
+        index=index,
+        name=(ten.Name() or b"").decode("utf-8", "replace"),
+        dtype=type_names.get(ten.Type(), f"TYPE_{ten.Type()}"),
+        shape=shape,
+        bytes=data_bytes,
+        quant_params_bytes=qbytes,
+        constant=data_bytes > 0,
+    )
 
 
 def _op(op, o: int, index: int, offset: int, tensors, opcodes) -> OpInfo:
@@ -327,28 +366,41 @@ def _op(op, o: int, index: int, offset: int, tensors, opcodes) -> OpInfo:
     n_tensors = len(tensors) - offset
     ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
     outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
-    if not 0 <= op.OpcodeIndex() < len(opcodes) or any(i < -1 or i >= n_tensors for i in ins) \
-            or any(i < 0 or i >= n_tensors for i in outs):
-        raise _Corrupt(f"operator {o} names op code {op.OpcodeIndex()} (of {len(opcodes)}) or tensors "
-                       f"outside 0..{n_tensors - 1}")
+    if (
+        not 0 <= op.OpcodeIndex() < len(opcodes)
+        or any(i < -1 or i >= n_tensors for i in ins)
+        or any(i < 0 or i >= n_tensors for i in outs)
+    ):
+        raise _Corrupt(
+            f"operator {o} names op code {op.OpcodeIndex()} (of {len(opcodes)}) or tensors outside 0..{n_tensors - 1}"
+        )
     ins = tuple(i for i in ins if i >= 0)  # -1 marks an omitted optional input
     name = opcodes[op.OpcodeIndex()]
-    return OpInfo(index=index, op=name, inputs=tuple(offset + i for i in ins), outputs=tuple(offset + i for i in outs),
-                  input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
-                  output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
-                  macs=op_macs(name, [tensors[offset + i].shape for i in ins], [tensors[offset + i].shape for i in outs]))
+    return OpInfo(
+        index=index,
+        op=name,
+        inputs=tuple(offset + i for i in ins),
+        outputs=tuple(offset + i for i in outs),
+        input_dtypes=tuple(tensors[offset + i].dtype for i in ins),
+        output_dtypes=tuple(tensors[offset + i].dtype for i in outs),
+        macs=op_macs(name, [tensors[offset + i].shape for i in ins], [tensors[offset + i].shape for i in outs]),
+    )
 
 
 def _io(sub, tensors) -> Dict[str, Tuple[dict, ...]]:
     """The main graph's inputs and outputs."""
     io = {}
-    for key, getter, length in (("inputs", sub.InputsAsNumpy, sub.InputsLength),
-                                ("outputs", sub.OutputsAsNumpy, sub.OutputsLength)):
+    for key, getter, length in (
+        ("inputs", sub.InputsAsNumpy, sub.InputsLength),
+        ("outputs", sub.OutputsAsNumpy, sub.OutputsLength),
+    ):
         idx = [int(i) for i in getter()] if length() else []
         if any(not 0 <= i < sub.TensorsLength() for i in idx):
             raise _Corrupt(f"the graph's {key} name tensors outside 0..{sub.TensorsLength() - 1}")
-        io[key] = tuple({"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype,
-                         "shape": list(tensors[i].shape)} for i in idx)
+        io[key] = tuple(
+            {"index": i, "name": tensors[i].name, "dtype": tensors[i].dtype, "shape": list(tensors[i].shape)}
+            for i in idx
+        )
     return io
 
 
@@ -367,8 +419,10 @@ def _parse(data: bytes) -> ModelInfo:
     for s in range(model.SubgraphsLength()):
         sub = model.Subgraphs(s)
         offset = len(tensors)
-        tensors += [_tensor(sub.Tensors(t), offset + t, buffer_sizes, seen_buffers, type_names)
-                    for t in range(sub.TensorsLength())]
+        tensors += [
+            _tensor(sub.Tensors(t), offset + t, buffer_sizes, seen_buffers, type_names)
+            for t in range(sub.TensorsLength())
+        ]
         ops += [_op(sub.Operators(o), o, len(ops) + o, offset, tensors, opcodes) for o in range(sub.OperatorsLength())]
         if s == 0:
             io = _io(sub, tensors)

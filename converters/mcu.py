@@ -24,18 +24,28 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edgekit.converters import flatbuffer as fb
 from edgekit.converters.convert import op_layer
 from edgekit.converters.inspection import inspect_tflite, read_tflite
-from edgekit.converters.tflm import BOARDS, Board, board as find_board, c_sources, custom_board, flash_bytes, instead, \
-    source_names, tflm_supports
-from edgekit.converters import flatbuffer as fb
+from edgekit.converters.tflm import (
+    BOARDS,
+    Board,
+    c_sources,
+    custom_board,
+    flash_bytes,
+    instead,
+    source_names,
+    tflm_supports,
+)
+from edgekit.converters.tflm import (
+    board as find_board,
+)
 from edgekit.core.errors import InputError, VerificationError
 from edgekit.core.io import _umask, check_output, commit_dir, staging_dir
 from edgekit.core.results import Result, table
 
 DEFAULT_MAX_ARENA_KB = 8192  # the bisection's upper bound: more than any board of the table has
 DEFAULT_SAMPLES = 360  # samples run under TFLM for the agreement check (reference kernels are slow)
-
 
 
 @dataclass(frozen=True)
@@ -72,9 +82,14 @@ class MCUReport(Result):
         if self.board is None or self.fits:
             return None
         b = self.board
-        over = [(what, need - have * 1024) for what, need, have in
-                (("RAM", self.arena_bytes, b["usable_ram_kb"]), ("flash", self.flash_bytes, b["flash_kb"]))
-                if need > have * 1024]
+        over = [
+            (what, need - have * 1024)
+            for what, need, have in (
+                ("RAM", self.arena_bytes, b["usable_ram_kb"]),
+                ("flash", self.flash_bytes, b["flash_kb"]),
+            )
+            if need > have * 1024
+        ]
         return " and ".join(f"{n / 1024:,.1f} KB more {what}" for what, n in over)
 
     @property
@@ -87,39 +102,56 @@ class MCUReport(Result):
     def summary(self) -> str:
         a = self.allocations
         kb = lambda n: f"{n / 1024:,.1f} KB"  # noqa: E731
-        lines = [f"{self.model}: {'int8' if self.fully_integer else 'NOT fully integer'}, "
-                 f"{len(self.ops)} op types, all in TFLM {self.tflm_version}",
-                 f"flash: {kb(self.flash_bytes)} (the model's {self.size_bytes:,} bytes as an alignas(16) array; "
-                 "plus TFLM and your code)",
-                 f"RAM:   tensor arena {kb(self.arena_bytes)} ({self.arena_bytes:,} bytes, minimal to "
-                 f"{self.granularity} B; input and output tensors included)"]
+        lines = [
+            f"{self.model}: {'int8' if self.fully_integer else 'NOT fully integer'}, "
+            f"{len(self.ops)} op types, all in TFLM {self.tflm_version}",
+            f"flash: {kb(self.flash_bytes)} (the model's {self.size_bytes:,} bytes as an alignas(16) array; "
+            "plus TFLM and your code)",
+            f"RAM:   tensor arena {kb(self.arena_bytes)} ({self.arena_bytes:,} bytes, minimal to "
+            f"{self.granularity} B; input and output tensors included)",
+        ]
         if a.get("head") is not None:
-            lines.append(f"       TFLM: {kb(a['head'])} activations (planned, shared), {kb(a['tail'])} persistent "
-                         f"(tensor structs, op data, quantization parameters)")
+            lines.append(
+                f"       TFLM: {kb(a['head'])} activations (planned, shared), {kb(a['tail'])} persistent "
+                f"(tensor structs, op data, quantization parameters)"
+            )
         if self.estimate:
             e = self.estimate
-            lines.append(f"       profiler estimate {kb(e['arena_bytes'])} ({e['error_pct']:+.1f}% of measured; "
-                         f"activations {kb(e['activation_bytes'])} vs {kb(a.get('head', 0))})")
+            lines.append(
+                f"       profiler estimate {kb(e['arena_bytes'])} ({e['error_pct']:+.1f}% of measured; "
+                f"activations {kb(e['activation_bytes'])} vs {kb(a.get('head', 0))})"
+            )
         if self.board:
             b = self.board
             verdict = "fits" if self.fits else f"does NOT fit: it needs {self.shortfall()}"
-            lines.append(f"{b['chip']}: {b['usable_ram_kb']:,} KB RAM for the arena, {b['flash_kb']:,} KB flash: "
-                         f"{verdict} (RAM {100 * self.arena_bytes / (b['usable_ram_kb'] * 1024):.0f}%, flash "
-                         f"{100 * self.flash_bytes / (b['flash_kb'] * 1024):.0f}%)")
+            lines.append(
+                f"{b['chip']}: {b['usable_ram_kb']:,} KB RAM for the arena, {b['flash_kb']:,} KB flash: "
+                f"{verdict} (RAM {100 * self.arena_bytes / (b['usable_ram_kb'] * 1024):.0f}%, flash "
+                f"{100 * self.flash_bytes / (b['flash_kb'] * 1024):.0f}%)"
+            )
         elif self.fits_boards:
             fit = [n for n, ok in self.fits_boards.items() if ok]
-            lines.append(f"fits: {', '.join(fit) or 'none of the known boards'}"
-                         + (f"; too big for: {', '.join(n for n, ok in self.fits_boards.items() if not ok)}"
-                            if len(fit) < len(self.fits_boards) else ""))
+            lines.append(
+                f"fits: {', '.join(fit) or 'none of the known boards'}"
+                + (
+                    f"; too big for: {', '.join(n for n, ok in self.fits_boards.items() if not ok)}"
+                    if len(fit) < len(self.fits_boards)
+                    else ""
+                )
+            )
         if self.max_step_diff is not None:
             top1 = f"top-1 agreement {self.agreement:.4f}, " if self.agreement is not None else ""
-            line = (f"TFLM vs LiteRT (builtin kernels) on {self.samples} samples: {top1}largest output difference "
-                    f"{self.max_step_diff:g} quantization step(s), {100 * self.identical:.2f}% of values identical")
+            line = (
+                f"TFLM vs LiteRT (builtin kernels) on {self.samples} samples: {top1}largest output difference "
+                f"{self.max_step_diff:g} quantization step(s), {100 * self.identical:.2f}% of values identical"
+            )
             if self.accuracy:
                 line += f"; accuracy TFLM {self.accuracy['tflm']:.4f} / LiteRT {self.accuracy['litert']:.4f}"
             lines.append(line)
         h = self.host_invoke_ms
-        lines.append(f"host invoke {h['p50']:.3f} ms p50 (TFLM reference kernels on this machine, not a board's latency)")
+        lines.append(
+            f"host invoke {h['p50']:.3f} ms p50 (TFLM reference kernels on this machine, not a board's latency)"
+        )
         lines += [f"wrote {p}" for p in self.emitted]
         lines += [f"note: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -127,7 +159,9 @@ class MCUReport(Result):
 
 def _board(board, ram_kb, flash_kb) -> Optional[Board]:
     if board is not None and (ram_kb is not None or flash_kb is not None):
-        raise InputError("give either {board} or {ram_kb} and {flash_kb}, not both", params=("board", "ram_kb", "flash_kb"))
+        raise InputError(
+            "give either {board} or {ram_kb} and {flash_kb}, not both", params=("board", "ram_kb", "flash_kb")
+        )
     if isinstance(board, Board):
         return board
     if board is not None:
@@ -177,10 +211,12 @@ def softmax_problems(tflite: bytes) -> list:
                 opts.Init(table_.Bytes, table_.Pos)
                 beta = opts.Beta()
             scale = float(q.Scale(0))
-            if beta * scale * 2.0 ** 26 <= 1.0:
-                problems.append(f"the softmax input '{(ten.Name() or b'').decode()}' has scale {scale:.3g}: its logits "
-                                "are all nearly zero on the calibration data, which TFLM's int8 softmax cannot "
-                                "represent (it aborts); train the model, or calibrate with real data")
+            if beta * scale * 2.0**26 <= 1.0:
+                problems.append(
+                    f"the softmax input '{(ten.Name() or b'').decode()}' has scale {scale:.3g}: its logits "
+                    "are all nearly zero on the calibration data, which TFLM's int8 softmax cannot "
+                    "represent (it aborts); train the model, or calibrate with real data"
+                )
     return problems
 
 
@@ -198,8 +234,12 @@ def _compare(tflm_out: np.ndarray, lite_out: np.ndarray, y, classifier: bool) ->
     and for a classifier top-1 agreement and accuracy."""
     a = tflm_out.reshape(len(tflm_out), -1).astype(np.float64)
     b = lite_out.reshape(len(lite_out), -1).astype(np.float64)
-    out = {"max_step_diff": float(np.abs(a - b).max()) if a.size else 0.0,
-           "identical": float(np.mean(a == b)) if a.size else 1.0, "agreement": None, "accuracy": None}
+    out = {
+        "max_step_diff": float(np.abs(a - b).max()) if a.size else 0.0,
+        "identical": float(np.mean(a == b)) if a.size else 1.0,
+        "agreement": None,
+        "accuracy": None,
+    }
     if classifier:
         ta, tb = a.argmax(1), b.argmax(1)
         out["agreement"] = float(np.mean(ta == tb))
@@ -236,8 +276,11 @@ def _estimate(keras_model, arena: int) -> Optional[dict]:
 
     p = profile(keras_model, dtype_bytes=1)
     est = p.arena_estimate_bytes
-    return {"arena_bytes": est, "activation_bytes": p.peak_activation_bytes,
-            "error_pct": round(100.0 * (est - arena) / max(arena, 1), 1)}
+    return {
+        "arena_bytes": est,
+        "activation_bytes": p.peak_activation_bytes,
+        "error_pct": round(100.0 * (est - arena) / max(arena, 1), 1),
+    }
 
 
 def emit_sources(directory, name: str, tflite: bytes, ops, arena: int, overwrite: bool = False) -> list:
@@ -260,14 +303,27 @@ def _check_emit(directory, name: str, overwrite: bool) -> str:
     directory = os.fspath(directory)
     if os.path.isdir(directory) and not os.path.islink(directory) and not os.listdir(directory):
         return directory
-    return check_output(directory, overwrite=overwrite, param="emit", directory=True,
-                        replaceable=set(source_names(name)))
+    return check_output(
+        directory, overwrite=overwrite, param="emit", directory=True, replaceable=set(source_names(name))
+    )
 
 
-def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board] = None, ram_kb: Optional[float] = None,
-        flash_kb: Optional[float] = None, x: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None,
-        samples: int = DEFAULT_SAMPLES, emit=None, name: Optional[str] = None, overwrite: bool = False,
-        max_arena_kb: float = DEFAULT_MAX_ARENA_KB, allow_float: bool = False, keras_model=None) -> MCUReport:
+def mcu(
+    model: Union[str, os.PathLike, bytes],
+    *,
+    board: Union[None, str, Board] = None,
+    ram_kb: Optional[float] = None,
+    flash_kb: Optional[float] = None,
+    x: Optional[np.ndarray] = None,
+    y: Optional[np.ndarray] = None,
+    samples: int = DEFAULT_SAMPLES,
+    emit=None,
+    name: Optional[str] = None,
+    overwrite: bool = False,
+    max_arena_kb: float = DEFAULT_MAX_ARENA_KB,
+    allow_float: bool = False,
+    keras_model=None,
+) -> MCUReport:
     """Measure ``model`` (a ``.tflite`` path or its bytes) under TFLM; see the module docstring.
 
     ``board``: a name of :data:`~edgekit.converters.tflm.BOARDS` (or ``ram_kb`` and ``flash_kb``);
@@ -279,33 +335,87 @@ def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board]
     if not float(max_arena_kb) > 0:
         raise InputError("{max_arena_kb} must be positive; received {value}", params="max_arena_kb", value=max_arena_kb)
     if not isinstance(model, (bytes, bytearray)) and os.fspath(model).endswith((".keras", ".h5")):
-        raise InputError(f"{os.fspath(model)} is a Keras model; mcu measures a .tflite file: export it first "
-                         "(edgekit export MODEL.keras --quant int8 --data DATA -o OUT.tflite --target mcu)")
+        raise InputError(
+            f"{os.fspath(model)} is a Keras model; mcu measures a .tflite file: export it first "
+            "(edgekit export MODEL.keras --quant int8 --data DATA -o OUT.tflite --target mcu)"
+        )
     tflite = read_tflite(model)
     label = "model bytes" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
     info = inspect_tflite(tflite)
     name = name or (os.path.splitext(os.path.basename(label))[0] if label != "model bytes" else "model")
     if emit is not None:
         _check_emit(emit, name, overwrite)
+    warnings = _check_model(tflite, info, label, keras_model, allow_float)
+    result, compared = _run_tflm(tflite, info, x, y, samples, int(float(max_arena_kb) * 1024))
+    arena = int(result["arena_bytes"])
+    flash = flash_bytes(len(tflite))
+    fits = lambda b: arena <= b.usable_ram_kb * 1024 and flash <= b.flash_kb * 1024  # noqa: E731
+    report = MCUReport(
+        model=label,
+        size_bytes=len(tflite),
+        flash_bytes=flash,
+        arena_bytes=arena,
+        granularity=int(result["granularity"]),
+        allocations=result.get("allocations", {}),
+        fully_integer=info.fully_integer,
+        ops=info.op_counts,
+        inputs=result["inputs"],
+        outputs=result["outputs"],
+        host_invoke_ms=result["host_invoke_ms"],
+        tflm_version=result.get("tflm_version", "?"),
+        board=dataclasses.asdict(target) | {"usable_ram_kb": target.usable_ram_kb} if target else None,
+        fits=fits(target) if target else None,
+        fits_boards={} if target else {n: fits(b) for n, b in BOARDS.items()},
+        samples=int(result.get("samples", 0)),
+        agreement=compared.get("agreement"),
+        max_step_diff=compared.get("max_step_diff"),
+        identical=compared.get("identical"),
+        accuracy=compared.get("accuracy"),
+        estimate=_estimate(keras_model, arena),
+        warnings=warnings,
+    )
+    if emit is not None and report.fits is False:
+        report = dataclasses.replace(
+            report, warnings=warnings + [f"C sources not written: the model does not fit {report.board_label}"]
+        )
+    elif emit is not None:
+        files = emit_sources(emit, name, tflite, [op.op for op in info.ops], arena, overwrite=overwrite)
+        report = dataclasses.replace(report, emitted=files)
+    return report
+
+
+def _check_model(tflite: bytes, info, label: str, keras_model, allow_float: bool) -> list:
+    """What TFLM cannot run is an error: an op it has no kernel for, a float model (unless
+    ``allow_float``: then a warning, returned), a softmax it computes otherwise."""
     missing = unsupported_ops(info, keras_model)
     if missing:
         raise VerificationError(f"{label} uses {len(missing)} op type(s) TFLM has no kernel for: " + "; ".join(missing))
     warnings = []
     if not info.fully_integer:
         float_ops = sorted({op.op for op in info.float_ops})
-        message = (f"{label} is not an int8 model ({len(info.float_ops)} ops compute in float: "
-                   f"{', '.join(float_ops[:5])}); TFLM runs it with reference kernels, but float weights take 4x the "
-                   "flash and activations 4x the RAM of int8, and boards' optimized kernels (CMSIS-NN, ESP-NN) are int8 "
-                   "only")
+        message = (
+            f"{label} is not an int8 model ({len(info.float_ops)} ops compute in float: "
+            f"{', '.join(float_ops[:5])}); TFLM runs it with reference kernels, but float weights take 4x the "
+            "flash and activations 4x the RAM of int8, and boards' optimized kernels (CMSIS-NN, ESP-NN) are int8 "
+            "only"
+        )
         if not allow_float:
-            raise InputError("{reason}: export it with {quant='int8'}, or pass {allow_float=True} to measure it anyway",
-                         params=("quant", "allow_float"), reason=message)
+            raise InputError(
+                "{reason}: export it with {quant='int8'}, or pass {allow_float=True} to measure it anyway",
+                params=("quant", "allow_float"),
+                reason=message,
+            )
         warnings.append(message)
     problems = softmax_problems(tflite)
     if problems:
         raise VerificationError(f"{label}: " + "; ".join(problems))
+    return warnings
+
+
+def _run_tflm(tflite: bytes, info, x, y, samples: int, max_arena: int):
+    """TFLM's run of the model in a child (the least arena, and with ``x`` the agreement with
+    LiteRT): (the child's result, the comparison)."""
     check_installed()
-    max_arena = int(float(max_arena_kb) * 1024)
     with tempfile.TemporaryDirectory(prefix="edgekit-mcu-") as tmp:
         path = os.path.join(tmp, "model.tflite")
         with open(path, "wb") as f:
@@ -313,37 +423,25 @@ def mcu(model: Union[str, os.PathLike, bytes], *, board: Union[None, str, Board]
         compared = {}
         if x is not None:
             n = min(int(samples), len(x))
-            result, compared = _agreement(path, info, np.asarray(x)[:n], None if y is None else np.asarray(y)[:n],
-                                          max_arena)
+            result, compared = _agreement(
+                path, info, np.asarray(x)[:n], None if y is None else np.asarray(y)[:n], max_arena
+            )
         else:
             from edgekit.device.board.micro import run
 
             result = run(path, max_arena=max_arena, n_inputs=len(info.inputs), n_outputs=len(info.outputs))
-    arena = int(result["arena_bytes"])
-    flash = flash_bytes(len(tflite))
-    fits = lambda b: arena <= b.usable_ram_kb * 1024 and flash <= b.flash_kb * 1024  # noqa: E731
-    report = MCUReport(
-        model=label, size_bytes=len(tflite), flash_bytes=flash, arena_bytes=arena, granularity=int(result["granularity"]),
-        allocations=result.get("allocations", {}), fully_integer=info.fully_integer, ops=info.op_counts,
-        inputs=result["inputs"], outputs=result["outputs"], host_invoke_ms=result["host_invoke_ms"],
-        tflm_version=result.get("tflm_version", "?"),
-        board=dataclasses.asdict(target) | {"usable_ram_kb": target.usable_ram_kb} if target else None,
-        fits=fits(target) if target else None,
-        fits_boards={} if target else {n: fits(b) for n, b in BOARDS.items()},
-        samples=int(result.get("samples", 0)), agreement=compared.get("agreement"),
-        max_step_diff=compared.get("max_step_diff"), identical=compared.get("identical"),
-        accuracy=compared.get("accuracy"),
-        estimate=_estimate(keras_model, arena), warnings=warnings)
-    if emit is not None and report.fits is False:
-        report = dataclasses.replace(report, warnings=warnings + [f"C sources not written: the model does not fit "
-                                                                  f"{report.board_label}"])
-    elif emit is not None:
-        files = emit_sources(emit, name, tflite, [op.op for op in info.ops], arena, overwrite=overwrite)
-        report = dataclasses.replace(report, emitted=files)
-    return report
+    return result, compared
 
 
 def boards_table(markdown: bool = False) -> str:
-    rows = [[b.name, b.chip, f"{b.ram_kb:,}" + (f" ({b.arena_kb:,} contiguous)" if b.arena_kb else ""),
-             f"{b.flash_kb:,}", b.source] for b in BOARDS.values()]
+    rows = [
+        [
+            b.name,
+            b.chip,
+            f"{b.ram_kb:,}" + (f" ({b.arena_kb:,} contiguous)" if b.arena_kb else ""),
+            f"{b.flash_kb:,}",
+            b.source,
+        ]
+        for b in BOARDS.values()
+    ]
     return table(["board", "chip", "RAM KB", "flash KB", "source"], rows, markdown=markdown, align="llrrl")

@@ -40,15 +40,17 @@ class LayerError:
         return asdict(self)
 
 
-def layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, *,
-                 samples: int = DEFAULT_DEBUG_SAMPLES) -> List[LayerError]:
+def layer_errors(
+    model, calib: np.ndarray, debug_x: np.ndarray, *, samples: int = DEFAULT_DEBUG_SAMPLES
+) -> List[LayerError]:
     """Per-op int8 error of ``model`` calibrated on ``calib``, measured on up to ``samples`` of
     ``debug_x``; worst first."""
     return _layer_errors(model, calib, debug_x, samples)[0]
 
 
-def _layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, samples: int = DEFAULT_DEBUG_SAMPLES,
-                  progress: Optional[str] = None) -> tuple:
+def _layer_errors(
+    model, calib: np.ndarray, debug_x: np.ndarray, samples: int = DEFAULT_DEBUG_SAMPLES, progress: Optional[str] = None
+) -> tuple:
     """:func:`layer_errors` and the calibrated model the debugger made (the export quantizes it
     rather than calibrating a second time)."""
     from edgekit.core.compat import tf
@@ -70,11 +72,17 @@ def _layer_errors(model, calib: np.ndarray, debug_x: np.ndarray, samples: int = 
     rows = []
     for r in csv.DictReader(buf):
         scale, mse = float(r["scale"]), float(r["mean_squared_error"])
-        rows.append(LayerError(
-            op=r["op_name"], layer=layer_of_tensor(r["tensor_name"], model), tensor=r["tensor_name"],
-            rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else float("inf"),
-            mean_squared_error=mse, max_abs_error=float(r["max_abs_error"]), scale=scale,
-        ))
+        rows.append(
+            LayerError(
+                op=r["op_name"],
+                layer=layer_of_tensor(r["tensor_name"], model),
+                tensor=r["tensor_name"],
+                rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else float("inf"),
+                mean_squared_error=mse,
+                max_abs_error=float(r["max_abs_error"]),
+                scale=scale,
+            )
+        )
     return sorted(rows, key=lambda e: -e.rmse_over_scale), debugger.calibrated_model
 
 
@@ -85,14 +93,27 @@ def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> Li
     if unknown:
         raise InputError(
             "{keep_float} names {unknown}, which is not a quantized layer of this model; quantized layers: {known}",
-            params="keep_float", unknown=", ".join(unknown), known=", ".join(sorted(known))
+            params="keep_float",
+            unknown=", ".join(unknown),
+            known=", ".join(sorted(known)),
         )
     return [e.tensor for e in errors if e.layer in layers]
 
 
-def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[LayerError], *,
-                    min_agreement: float, io: str = "int8", sparse: bool = False, seed: int = 0,
-                    verify_samples: Optional[int] = None, calibrated: Optional[bytes] = None):
+def keep_float_auto(
+    model,
+    calib: np.ndarray,
+    eval_x,
+    eval_y,
+    errors: Sequence[LayerError],
+    *,
+    min_agreement: float,
+    io: str = "int8",
+    sparse: bool = False,
+    seed: int = 0,
+    verify_samples: Optional[int] = None,
+    calibrated: Optional[bytes] = None,
+):
     """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
     agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
     Verification, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
@@ -105,16 +126,39 @@ def keep_float_auto(model, calib: np.ndarray, eval_x, eval_y, errors: Sequence[L
     while True:
         kept_layers = layers[:k]
         kept = [e for e in errors if e.layer in kept_layers]
-        tflite, shared = _convert(model, Quant.INT8, calib, io=io, sparse=sparse, keep_float=[e.tensor for e in kept],
-                                  progress=None, per_channel=True, share=True, calibrated=calibrated)
-        checked = verify(model, tflite, "int8", eval_x, eval_y, io=io, sparse=sparse, allow_float=True,
-                         seed=seed, verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES)
+        tflite, shared = _convert(
+            model,
+            Quant.INT8,
+            calib,
+            io=io,
+            sparse=sparse,
+            keep_float=[e.tensor for e in kept],
+            progress=None,
+            per_channel=True,
+            share=True,
+            calibrated=calibrated,
+        )
+        checked = verify(
+            model,
+            tflite,
+            "int8",
+            eval_x,
+            eval_y,
+            io=io,
+            sparse=sparse,
+            allow_float=True,
+            seed=seed,
+            verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES,
+        )
         if checked.agreement is not None and checked.agreement >= min_agreement:
             return tflite, checked, kept, shared
         if k >= len(layers):
             raise VerificationError(
                 "int8 agreement stays at {agreement:.1%} with all {count} quantized layers kept in float, below "
-                "{min_agreement} {required:.1%}: export as float32", params="min_agreement", agreement=checked.agreement,
-                count=len(layers), required=min_agreement
+                "{min_agreement} {required:.1%}: export as float32",
+                params="min_agreement",
+                agreement=checked.agreement,
+                count=len(layers),
+                required=min_agreement,
             )
         k = min(2 * k, len(layers))

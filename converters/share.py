@@ -53,8 +53,11 @@ def _op_names(model, graph) -> List[str]:
 def _has_gather(tflite: bytes) -> bool:
     schema = fb.schema()
     model = schema.Model.GetRootAsModel(tflite, 0)
-    return any(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
-               == schema.BuiltinOperator.GATHER for i in range(model.OperatorCodesLength()))
+    return any(
+        max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+        == schema.BuiltinOperator.GATHER
+        for i in range(model.OperatorCodesLength())
+    )
 
 
 def _data(model, tensor) -> Optional[np.ndarray]:
@@ -152,8 +155,15 @@ def _merge_requantized(model, graph, uses, log) -> Dict[int, int]:
             for o, _ in fc:
                 _requantize_bias(model, graph, graph.operators[o], table_scale)
             replace[i] = j
-            log.append({"kind": "requantized per tensor", "kept": _name(graph, j), "dropped": _name(graph, i),
-                        "shape": list(table.shape), "bytes": int(len(_data(model, t)))})
+            log.append(
+                {
+                    "kind": "requantized per tensor",
+                    "kept": _name(graph, j),
+                    "dropped": _name(graph, i),
+                    "shape": list(table.shape),
+                    "bytes": int(len(_data(model, t))),
+                }
+            )
             break
     return replace
 

@@ -89,9 +89,9 @@ def _output_similarity(ref: np.ndarray, lite: np.ndarray) -> dict:
 
 _PREPARE_FIXES = {
     "sparse": "sparse int8 weights have no XNNPACK kernel: export without `sparse=True`, or run the "
-              "model with the delegate off (`xnnpack=False` when benchmarking)",
+    "model with the delegate off (`xnnpack=False` when benchmarking)",
     "default": "the board's default interpreter (XNNPACK) would fail the same way: export in another "
-               "mode or replace the layer",
+    "mode or replace the layer",
 }
 
 
@@ -121,14 +121,14 @@ def verify(
     info = inspect_tflite(tflite)
     audit(info, quant, io, model, allow_float=allow_float)
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
-        raise InputError("{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement)
+        raise InputError(
+            "{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement
+        )
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
     except BoardError as exc:
         reason = str(exc).replace("model bytes", "the converted model")
-        raise VerificationError(
-            f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}"
-        ) from None
+        raise VerificationError(f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}") from None
 
     measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
     if x is not None:
@@ -140,14 +140,19 @@ def verify(
         # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
         lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)
         agreement = float(np.mean(lite_top == ref_top))
-        measured.update(agreement=agreement, verify_samples=int(len(xs)),
-                        **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)))
+        measured.update(
+            agreement=agreement,
+            verify_samples=int(len(xs)),
+            **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)),
+        )
         if y is not None:
             ys = np.asarray(y)[idx]
             if ys.size != ref_top.size:
                 want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
-                raise InputError(f"labels have shape {np.shape(y)}; the model's output "
-                                 f"{tuple(ref.shape[1:])} needs one label per class axis: {want}")
+                raise InputError(
+                    f"labels have shape {np.shape(y)}; the model's output "
+                    f"{tuple(ref.shape[1:])} needs one label per class axis: {want}"
+                )
             ys = ys.reshape(ref_top.shape)
             measured["accuracy"] = {
                 "keras": float(np.mean(ref_top == ys)),
@@ -157,7 +162,11 @@ def verify(
             raise VerificationError(
                 "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples, below the "
                 "required {required:.1%} ({min_agreement}); calibrate with more representative data, keep sensitive "
-                "layers in float ({keep_float='auto'}) or export as float32", params=("min_agreement", "keep_float"),
-                mode=quant.value, agreement=agreement, samples=len(xs), required=min_agreement
+                "layers in float ({keep_float='auto'}) or export as float32",
+                params=("min_agreement", "keep_float"),
+                mode=quant.value,
+                agreement=agreement,
+                samples=len(xs),
+                required=min_agreement,
             )
     return Verification(info, **measured)

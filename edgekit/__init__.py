@@ -38,7 +38,7 @@ _LAZY = {
     "digits": "edgekit.core.data",
     "python_source": "edgekit.core.data",
     "from_keras3": "edgekit.core.bridge",
-    "to_keras3": "edgekit.core.bridge",
+    "to_keras3": "edgekit.core.to_keras3",
     "Dataset": "edgekit.core.data",
     "run_demo": "edgekit.app.demo",
     "profile": "edgekit.models",

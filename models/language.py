@@ -16,18 +16,29 @@ from edgekit.core.graph import emits_probabilities, functional, rewrite
 from edgekit.core.layers import TiedEmbedding
 
 
-def tied_lm(vocab: int = 30000, dim: int = 500, *, context: int = 32, layers: int = 2, kernel: int = 3,
-            tied: bool = True, name: str = "tied_lm"):
+def tied_lm(
+    vocab: int = 30000,
+    dim: int = 500,
+    *,
+    context: int = 32,
+    layers: int = 2,
+    kernel: int = 3,
+    tied: bool = True,
+    name: str = "tied_lm",
+):
     """Next-token model over ``context`` token ids: embedding (vocab × dim), ``layers`` causal
     Conv1D blocks with residual adds and LayerNorm, and logits over ``vocab`` at every position.
     ``tied=False`` builds the same model with its own output Dense (no bias), for comparison:
     vocab 30,000, dim 500, ``layers=1, kernel=1``: 30.25M params untied, 15.25M tied."""
     if vocab < 2 or dim < 1 or context < 1 or layers < 0 or kernel < 1:
-        raise InputError(f"tied_lm needs vocab >= 2, dim, context, kernel >= 1 and layers >= 0. Received "
-                         f"vocab={vocab}, dim={dim}, context={context}, layers={layers}, kernel={kernel}")
+        raise InputError(
+            f"tied_lm needs vocab >= 2, dim, context, kernel >= 1 and layers >= 0. Received "
+            f"vocab={vocab}, dim={dim}, context={context}, layers={layers}, kernel={kernel}"
+        )
     tokens = keras.Input(shape=(context,), dtype="int32", name="tokens")
-    embedding = TiedEmbedding(vocab, dim, name="embedding") if tied else keras.layers.Embedding(
-        vocab, dim, name="embedding")
+    embedding = (
+        TiedEmbedding(vocab, dim, name="embedding") if tied else keras.layers.Embedding(vocab, dim, name="embedding")
+    )
     x = embedding(tokens)
     for i in range(layers):
         h = keras.layers.Conv1D(dim, kernel, padding="causal", activation="relu", name=f"block{i}_conv")(x)
@@ -57,12 +68,16 @@ def tie(model, embedding: str, output: str):
         raise InputError(f"tie: '{output}' is a {type(dense).__name__}, not a Dense layer")
     act = getattr(dense.activation, "__name__", "")
     if act not in ("linear", "softmax"):
-        raise InputError(f"tie: '{output}' has activation {act!r}; a tied projection gives logits (linear) "
-                         f"or probabilities (softmax)")
+        raise InputError(
+            f"tie: '{output}' has activation {act!r}; a tied projection gives logits (linear) "
+            f"or probabilities (softmax)"
+        )
     vocab, dim = emb.input_dim, emb.output_dim
     if tuple(dense.kernel.shape) != (dim, vocab):
-        raise InputError(f"tie: '{output}' maps {dense.kernel.shape[0]} -> {dense.kernel.shape[1]} units; "
-                         f"tying to '{embedding}' ({vocab} tokens x {dim}) needs {dim} -> {vocab}")
+        raise InputError(
+            f"tie: '{output}' maps {dense.kernel.shape[0]} -> {dense.kernel.shape[1]} units; "
+            f"tying to '{embedding}' ({vocab} tokens x {dim}) needs {dim} -> {vocab}"
+        )
     tied = {}
 
     def replace(layer, mapped):
@@ -74,8 +89,10 @@ def tie(model, embedding: str, output: str):
             return out
         if layer is dense:
             if "layer" not in tied:
-                raise InputError(f"tie: '{output}' comes before '{embedding}' in the model; the output "
-                                 f"projection must follow the embedding")
+                raise InputError(
+                    f"tie: '{output}' comes before '{embedding}' in the model; the output "
+                    f"projection must follow the embedding"
+                )
             out = tied["layer"](mapped, attend=True)
             return keras.layers.Softmax(name=f"{output}_softmax")(out) if act == "softmax" else out
         return None

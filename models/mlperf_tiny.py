@@ -17,8 +17,15 @@ from edgekit.core.compat import keras
 from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM
 
 
-def ds_cnn(input_shape: Sequence[int] = (49, 10, 1), classes: int = 12, *, filters: int = 64,
-           blocks: int = 4, bn_momentum: float = DEFAULT_BN_MOMENTUM, name: str = "ds_cnn"):
+def ds_cnn(
+    input_shape: Sequence[int] = (49, 10, 1),
+    classes: int = 12,
+    *,
+    filters: int = 64,
+    blocks: int = 4,
+    bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    name: str = "ds_cnn",
+):
     """Depthwise-separable CNN for keyword spotting (Zhang et al., "Hello Edge")."""
     bn = lambda x: keras.layers.BatchNormalization(momentum=bn_momentum)(x)  # noqa: E731
     inputs = keras.Input(shape=tuple(input_shape), name="input")
@@ -36,14 +43,23 @@ def ds_cnn(input_shape: Sequence[int] = (49, 10, 1), classes: int = 12, *, filte
     return keras.Model(inputs, outputs, name=name)
 
 
-def resnet8(input_shape: Sequence[int] = (32, 32, 3), classes: int = 10, *,
-            filters: Sequence[int] = (16, 32, 64), bn_momentum: float = DEFAULT_BN_MOMENTUM,
-            name: str = "resnet8"):
+def resnet8(
+    input_shape: Sequence[int] = (32, 32, 3),
+    classes: int = 10,
+    *,
+    filters: Sequence[int] = (16, 32, 64),
+    bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    name: str = "resnet8",
+):
     """ResNet-8: a 3x3 stem and three residual stacks of two 3x3 convs (stride 2 and a 1x1
     projection shortcut from the second stack on)."""
-    bn = lambda x: keras.layers.BatchNormalization(momentum=bn_momentum)(x)  # noqa: E731
-    conv = lambda f, k, s: keras.layers.Conv2D(f, k, strides=s, padding="same",  # noqa: E731
-                                               kernel_initializer="he_normal")
+
+    def bn(x):
+        return keras.layers.BatchNormalization(momentum=bn_momentum)(x)
+
+    def conv(f, k, s):
+        return keras.layers.Conv2D(f, k, strides=s, padding="same", kernel_initializer="he_normal")
+
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = keras.layers.ReLU()(bn(conv(filters[0], 3, 1)(inputs)))
     for i, f in enumerate(filters):
@@ -58,8 +74,15 @@ def resnet8(input_shape: Sequence[int] = (32, 32, 3), classes: int = 10, *,
     return keras.Model(inputs, outputs, name=name)
 
 
-def fc_autoencoder(input_dim: int = 640, *, hidden: int = 128, bottleneck: int = 8, depth: int = 4,
-                   bn_momentum: float = DEFAULT_BN_MOMENTUM, name: str = "fc_autoencoder"):
+def fc_autoencoder(
+    input_dim: int = 640,
+    *,
+    hidden: int = 128,
+    bottleneck: int = 8,
+    depth: int = 4,
+    bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    name: str = "fc_autoencoder",
+):
     """Fully connected autoencoder for anomaly detection: ``depth`` Dense-BN-ReLU layers of
     ``hidden`` units each side of a ``bottleneck``; the output reconstructs the input."""
     inputs = keras.Input(shape=(int(input_dim),), name="input")

@@ -14,8 +14,21 @@ from edgekit.core.compat import keras
 from edgekit.models.mobilenet_v2 import DEFAULT_BN_MOMENTUM, check_classifier_args
 
 # (pointwise filters, stride) of the 13 depthwise-separable blocks.
-BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
-          (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 
 
 def mobilenet_v1(
@@ -35,20 +48,21 @@ def mobilenet_v1(
         return keras.layers.ReLU(6.0, name=f"{prefix}_relu6")(x)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = keras.layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False,
-                            name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = bn_relu6(x, "stem")
     for i, (filters, stride) in enumerate(BLOCKS):
         filters = int(filters * alpha)
         if separable:
-            x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
-                                             name=f"block{i}_depthwise")(x)
+            x = keras.layers.DepthwiseConv2D(
+                3, strides=stride, padding="same", use_bias=False, name=f"block{i}_depthwise"
+            )(x)
             x = bn_relu6(x, f"block{i}_depthwise")
             x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"block{i}_pointwise")(x)
             x = bn_relu6(x, f"block{i}_pointwise")
         else:
-            x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                                    name=f"block{i}_conv")(x)
+            x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"block{i}_conv")(
+                x
+            )
             x = bn_relu6(x, f"block{i}_conv")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:

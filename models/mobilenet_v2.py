@@ -89,16 +89,18 @@ def mobilenet_v2(
     check_classifier_args(input_shape, alpha, classes, dropout)
 
     def bn(x, prefix):
-        return keras.layers.BatchNormalization(
-            epsilon=1e-3, momentum=bn_momentum, name=f"{prefix}_bn"
-        )(x)
+        return keras.layers.BatchNormalization(epsilon=1e-3, momentum=bn_momentum, name=f"{prefix}_bn")(x)
 
     def relu6(x, prefix):
         return keras.layers.ReLU(6.0, name=f"{prefix}_relu6")(x)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = keras.layers.Conv2D(
-        make_divisible(stem_filters * alpha), 3, strides=2, padding="same", use_bias=False,
+        make_divisible(stem_filters * alpha),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
         name="stem_conv",
     )(inputs)
     x = relu6(bn(x, "stem"), "stem")
@@ -107,9 +109,7 @@ def mobilenet_v2(
     for expansion, channels, repeats, first_stride in blocks:
         out_channels = make_divisible(int(channels * alpha))  # int() first, as keras.applications
         for i in range(repeats):
-            x = _inverted_residual(
-                x, expansion, out_channels, first_stride if i == 0 else 1, block_id, bn, relu6
-            )
+            x = _inverted_residual(x, expansion, out_channels, first_stride if i == 0 else 1, block_id, bn, relu6)
             block_id += 1
 
     if head_filters:
@@ -128,13 +128,9 @@ def _inverted_residual(x, expansion, out_channels, stride, block_id, bn, relu6):
     in_channels = x.shape[-1]
     shortcut = x
     if expansion != 1:
-        x = keras.layers.Conv2D(
-            expansion * in_channels, 1, use_bias=False, name=f"{prefix}_expand"
-        )(x)
+        x = keras.layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{prefix}_expand")(x)
         x = relu6(bn(x, f"{prefix}_expand"), f"{prefix}_expand")
-    x = keras.layers.DepthwiseConv2D(
-        3, strides=stride, padding="same", use_bias=False, name=f"{prefix}_depthwise"
-    )(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{prefix}_depthwise")(x)
     x = relu6(bn(x, f"{prefix}_depthwise"), f"{prefix}_depthwise")
     x = keras.layers.Conv2D(out_channels, 1, use_bias=False, name=f"{prefix}_project")(x)
     x = bn(x, f"{prefix}_project")  # linear bottleneck: no activation

@@ -17,9 +17,10 @@ checks the estimate against real files.
 
 The TFLM arena estimate (``arena_estimate_bytes``; ``edgekit mcu`` measures the real one) lays the
 int8 activations out as TFLM's greedy memory planner does (:func:`planned_bytes`: on most models
-the peak above, to the byte; more where the planner leaves holes), plus what TFLM keeps for the model's lifetime, as its RecordingMicroAllocator reported it on those
-models: 24 bytes per tensor, about 140 per op (its node and registration, its op data), 8 per output
-channel of a convolution or dense op (a per-channel multiplier and shift) and about 1 KB besides.
+the peak above, to the byte; more where the planner leaves holes), plus what TFLM keeps for the
+model's lifetime, as its RecordingMicroAllocator reported it on those models: 24 bytes per tensor,
+about 140 per op (its node and registration, its op data), 8 per output channel of a convolution
+or dense op (a per-channel multiplier and shift) and about 1 KB besides.
 While the ops are prepared a per-channel op's quantization parameters also take 8 bytes per channel
 for a moment, in the space the activations use later: for a wide dense layer that, not the
 activations, sets the arena.
@@ -36,8 +37,18 @@ from edgekit.core.errors import InputError
 from edgekit.core.results import Result, table
 
 # Layers that become part of the previous op after conversion (or vanish at inference).
-_IN_PLACE = {"BatchNormalization", "ReLU", "Activation", "Dropout", "LeakyReLU", "ELU",
-             "SpatialDropout2D", "GaussianNoise", "ActivityRegularization", "InputLayer"}
+_IN_PLACE = {
+    "BatchNormalization",
+    "ReLU",
+    "Activation",
+    "Dropout",
+    "LeakyReLU",
+    "ELU",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "ActivityRegularization",
+    "InputLayer",
+}
 
 
 @dataclass(frozen=True)
@@ -66,20 +77,30 @@ class Profile(Result):
     arena_estimate_bytes: int = 0  # estimated TFLM tensor arena of the int8 model
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "params": self.params, "macs": self.macs,
-                "peak_activation_bytes": self.peak_activation_bytes, "dtype_bytes": self.dtype_bytes,
-                "int8_bytes_estimate": self.int8_bytes, "tflm_arena_estimate": self.arena_estimate_bytes,
-                "layers": [asdict(l) | {"output_shape": list(l.output_shape)} for l in self.layers]}
+        return {
+            "name": self.name,
+            "params": self.params,
+            "macs": self.macs,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "dtype_bytes": self.dtype_bytes,
+            "int8_bytes_estimate": self.int8_bytes,
+            "tflm_arena_estimate": self.arena_estimate_bytes,
+            "layers": [asdict(l) | {"output_shape": list(l.output_shape)} for l in self.layers],
+        }
 
     def summary(self) -> str:
         """Per layer: type, params, MACs, output shape and bytes; then the totals."""
-        rows = [[l.name, l.type, f"{l.params:,}", f"{l.macs:,}", "x".join(map(str, l.output_shape)),
-                 f"{l.output_bytes:,}"] for l in self.layers]
+        rows = [
+            [l.name, l.type, f"{l.params:,}", f"{l.macs:,}", "x".join(map(str, l.output_shape)), f"{l.output_bytes:,}"]
+            for l in self.layers
+        ]
         text = table(("layer", "type", "params", "MACs", "output", "bytes"), rows, align="llrrrr")
-        return (f"{text}\n\n{self.name}: {self.params:,} params, {self.macs / 1e6:,.1f}M MACs, "
-                f"peak activation memory {self.peak_activation_bytes / 1024:,.1f} KiB "
-                f"({self.dtype_bytes}-byte activations), int8 .tflite about "
-                f"{self.int8_bytes / 1024:,.1f} KiB, TFLM arena about {self.arena_estimate_bytes / 1024:,.1f} KiB")
+        return (
+            f"{text}\n\n{self.name}: {self.params:,} params, {self.macs / 1e6:,.1f}M MACs, "
+            f"peak activation memory {self.peak_activation_bytes / 1024:,.1f} KiB "
+            f"({self.dtype_bytes}-byte activations), int8 .tflite about "
+            f"{self.int8_bytes / 1024:,.1f} KiB, TFLM arena about {self.arena_estimate_bytes / 1024:,.1f} KiB"
+        )
 
 
 def _shape(s) -> Tuple[int, ...]:
@@ -118,8 +139,11 @@ def layer_macs(layer) -> int:
         inp = _shape(_single(layer.input_shape))
         return int(np.prod(inp)) * int(layer.units)
     if kind == "TiedEmbedding":  # the call with attend=True is the output projection
-        return sum(int(np.prod(_shape(layer.get_input_shape_at(i))[:-1])) * layer.input_dim * layer.output_dim
-                   for i in range(len(layer._inbound_nodes)) if not layer.get_input_at(i).dtype.is_integer)
+        return sum(
+            int(np.prod(_shape(layer.get_input_shape_at(i))[:-1])) * layer.input_dim * layer.output_dim
+            for i in range(len(layer._inbound_nodes))
+            if not layer.get_input_at(i).dtype.is_integer
+        )
     return 0
 
 
@@ -134,8 +158,11 @@ def _kernels_and_channels(layer) -> Tuple[int, int, int]:
     weights that become TFLite kernels; (0, 0, ops) otherwise."""
     kind = type(layer).__name__
     if kind in ("Conv2D", "Conv1D", "Conv3D", "Conv2DTranspose", "Conv1DTranspose", "Dense"):
-        return int(np.prod(layer.kernel.shape)), int(layer.kernel.shape[-1] if kind != "Conv2DTranspose"
-                                                     else layer.kernel.shape[-2]), 1
+        return (
+            int(np.prod(layer.kernel.shape)),
+            int(layer.kernel.shape[-1] if kind != "Conv2DTranspose" else layer.kernel.shape[-2]),
+            1,
+        )
     if kind in ("DepthwiseConv2D", "DepthwiseConv1D"):
         k = layer.depthwise_kernel.shape
         return int(np.prod(k)), int(k[-2] * k[-1]), 1
@@ -187,8 +214,7 @@ def planned_bytes(buffers) -> int:
 def _int8_bytes(layer) -> int:
     kernel, channels, ops = _kernels_and_channels(layer)
     constants = 2 * ops if channels else 0
-    return (kernel + channels * _QUANT_PER_CHANNEL + ops * _QUANT_PER_TENSOR
-            + (ops + constants) * _GRAPH_PER_TENSOR)
+    return kernel + channels * _QUANT_PER_CHANNEL + ops * _QUANT_PER_TENSOR + (ops + constants) * _GRAPH_PER_TENSOR
 
 
 def _producers(layer) -> List[str]:
@@ -228,8 +254,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
             buffer_of[l.name] = buffer_of[srcs[0]]
         else:
             buffer_of[l.name] = l.name
-        profiles.append(LayerProfile(l.name, kind, int(l.count_params()), layer_macs(l), shape, nbytes,
-                                     _int8_bytes(l)))
+        profiles.append(LayerProfile(l.name, kind, int(l.count_params()), layer_macs(l), shape, nbytes, _int8_bytes(l)))
 
     # Last step at which each buffer is read; model outputs stay alive to the end.
     last_use: Dict[str, int] = {}
@@ -262,7 +287,8 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
         macs=int(sum(p.macs for p in profiles)),
         peak_activation_bytes=int(peak),
         dtype_bytes=dtype_bytes,
-        int8_bytes=_GRAPH_FIXED + sum(p.int8_bytes for p in profiles)
+        int8_bytes=_GRAPH_FIXED
+        + sum(p.int8_bytes for p in profiles)
         + len(model.inputs) * (_QUANT_PER_TENSOR + _GRAPH_PER_TENSOR),
         arena_estimate_bytes=int(persistent + max(planned_bytes(lifetimes.values()), preparing)),
     )

@@ -23,16 +23,23 @@ def _channels(c: int, width: float) -> int:
     return max(1, int(round(c * width)))
 
 
-def vgg16(input_shape: Sequence[int] = (224, 224, 3), classes: int = 1000, *, width: float = 1.0,
-          fc_units: int = 4096, name: str = "vgg16"):
+def vgg16(
+    input_shape: Sequence[int] = (224, 224, 3),
+    classes: int = 1000,
+    *,
+    width: float = 1.0,
+    fc_units: int = 4096,
+    name: str = "vgg16",
+):
     """VGG-16 (Simonyan & Zisserman): 13 3x3 convs in five stages, each followed by 2x2 max
     pooling, then two ``fc_units`` dense layers."""
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for s, (filters, convs) in enumerate(VGG16_STAGES):
         for c in range(convs):
-            x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same", activation="relu",
-                                    name=f"block{s + 1}_conv{c + 1}")(x)
+            x = keras.layers.Conv2D(
+                _channels(filters, width), 3, padding="same", activation="relu", name=f"block{s + 1}_conv{c + 1}"
+            )(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{s + 1}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(fc_units, activation="relu", name="fc1")(x)
@@ -41,8 +48,14 @@ def vgg16(input_shape: Sequence[int] = (224, 224, 3), classes: int = 1000, *, wi
     return keras.Model(inputs, outputs, name=name)
 
 
-def resnet50(input_shape: Sequence[int] = (224, 224, 3), classes: int = 1000, *, width: float = 1.0,
-             bn_momentum: float = DEFAULT_BN_MOMENTUM, name: str = "resnet50"):
+def resnet50(
+    input_shape: Sequence[int] = (224, 224, 3),
+    classes: int = 1000,
+    *,
+    width: float = 1.0,
+    bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    name: str = "resnet50",
+):
     """ResNet-50 v1 (He et al.): a 7x7 stride-2 stem, max pooling, and 3-4-6-3 bottleneck blocks
     with projection shortcuts, as keras.applications builds it (convs with biases)."""
 

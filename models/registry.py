@@ -60,23 +60,27 @@ def create(name: str, /, preset: str = "reference", **overrides):
     unknown = sorted(set(overrides) - set(e.parameters) - {"name"})
     if unknown:
         raise InputError(
-            f"{name} does not take {', '.join(repr(k) for k in unknown)}; "
-            f"it takes: {', '.join(e.parameters)}"
+            f"{name} does not take {', '.join(repr(k) for k in unknown)}; it takes: {', '.join(e.parameters)}"
         )
     return e.builder(**{**e.presets[preset], **overrides})
 
 
 _SMALL = dict(input_shape=(32, 32, 1), classes=10)
-register("mobilenet_v2", mobilenet_v2, "inverted residuals, linear bottlenecks (Sandler 2018)",
-         digits=DIGITS_CONFIG)
-register("mobilenet_v1", mobilenet_v1, "depthwise-separable convs (Howard 2017); separable=False: Conv MobileNet",
-         digits=dict(_SMALL, alpha=0.25))
+register("mobilenet_v2", mobilenet_v2, "inverted residuals, linear bottlenecks (Sandler 2018)", digits=DIGITS_CONFIG)
+register(
+    "mobilenet_v1",
+    mobilenet_v1,
+    "depthwise-separable convs (Howard 2017); separable=False: Conv MobileNet",
+    digits=dict(_SMALL, alpha=0.25),
+)
 register("ds_cnn", ds_cnn, "MLPerf Tiny keyword spotting DS-CNN", digits=_SMALL)
 register("resnet8", resnet8, "MLPerf Tiny image classification ResNet-8", digits=_SMALL)
-register("fc_autoencoder", fc_autoencoder, "MLPerf Tiny anomaly detection autoencoder",
-         digits=dict(input_dim=32 * 32))
-register("vgg16", vgg16, "VGG-16 reference point (Simonyan 2014)",
-         digits=dict(_SMALL, width=0.125, fc_units=64))
+register("fc_autoencoder", fc_autoencoder, "MLPerf Tiny anomaly detection autoencoder", digits=dict(input_dim=32 * 32))
+register("vgg16", vgg16, "VGG-16 reference point (Simonyan 2014)", digits=dict(_SMALL, width=0.125, fc_units=64))
 register("resnet50", resnet50, "ResNet-50 reference point (He 2015)", digits=dict(_SMALL, width=0.25))
-register("tied_lm", tied_lm, "language model whose output projection is its embedding (Press & Wolf 2017); "
-         "token ids in, next-token logits out", digits=dict(vocab=512, dim=64, context=32, layers=2, kernel=3))
+register(
+    "tied_lm",
+    tied_lm,
+    "language model whose output projection is its embedding (Press & Wolf 2017); token ids in, next-token logits out",
+    digits=dict(vocab=512, dim=64, context=32, layers=2, kernel=3),
+)

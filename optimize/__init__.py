@@ -16,8 +16,9 @@ recipe step applies it, its flags. Inside your own training script::
 """
 
 from edgekit.core.layers import FitLengthSchedule
-from edgekit.optimize.configs import DistillConfig, FineTune
-from edgekit.optimize.registry import StepContext, Technique, register, techniques, unregister
+from edgekit.core.saving import load_keras_model as load_model
+from edgekit.core.saving import save_model
+from edgekit.core.wrappers import custom_objects, strip
 
 # The technique modules register themselves, in step order.
 from edgekit.optimize.channels import (
@@ -28,27 +29,63 @@ from edgekit.optimize.channels import (
     layer_widths,
     reestimate_batchnorm,
 )
-from edgekit.optimize.factorize import FactorizeConfig, FactorizedLayer, FactorizeResult, factorize, factorize_report
-from edgekit.optimize.prune import PruneConfig, prune
 from edgekit.optimize.cluster import ClusterConfig, cluster
-from edgekit.optimize.distill import Distiller, distill
-from edgekit.optimize.qat import QATConfig, qat
-
 from edgekit.optimize.common import copy_model
+from edgekit.optimize.configs import DistillConfig, FineTune
+from edgekit.optimize.distill import Distiller, distill
+from edgekit.optimize.factorize import FactorizeConfig, FactorizedLayer, FactorizeResult, factorize, factorize_report
 from edgekit.optimize.finetune import accuracy, callbacks, fine_tune
 from edgekit.optimize.fold import fold_batchnorm
+from edgekit.optimize.prune import PruneConfig, prune
+from edgekit.optimize.qat import QATConfig, qat
 from edgekit.optimize.recipe import OptimizeResult, Recipe, Step, StepResult, optimize
+from edgekit.optimize.registry import StepContext, Technique, register, techniques, unregister
 from edgekit.optimize.weights import LayerWeights, WeightReport, m_by_n_compliant, weight_report
-from edgekit.core.saving import load_keras_model as load_model
-from edgekit.core.saving import save_model
-from edgekit.core.wrappers import custom_objects, strip
 
 __all__ = [
-    "ChannelPruneConfig", "ChannelPruneResult", "ClusterConfig", "DistillConfig", "Distiller", "FactorizeConfig",
-    "FactorizeResult", "FactorizedLayer", "FineTune", "FitLengthSchedule", "LayerWeights", "OptimizeResult",
-    "PruneConfig", "QATConfig", "Recipe", "Step", "StepContext", "StepResult", "Technique", "WeightReport",
-    "accuracy", "callbacks", "channel_prune", "channel_prune_report", "cluster", "copy_model", "custom_objects",
-    "distill", "factorize", "factorize_report", "fine_tune", "fold_batchnorm", "layer_widths", "load_model",
-    "m_by_n_compliant", "optimize", "prune", "qat", "reestimate_batchnorm", "register", "save_model", "strip",
-    "techniques", "unregister", "weight_report",
+    "ChannelPruneConfig",
+    "ChannelPruneResult",
+    "ClusterConfig",
+    "DistillConfig",
+    "Distiller",
+    "FactorizeConfig",
+    "FactorizeResult",
+    "FactorizedLayer",
+    "FineTune",
+    "FitLengthSchedule",
+    "LayerWeights",
+    "OptimizeResult",
+    "PruneConfig",
+    "QATConfig",
+    "Recipe",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "Technique",
+    "WeightReport",
+    "accuracy",
+    "callbacks",
+    "channel_prune",
+    "channel_prune_report",
+    "cluster",
+    "copy_model",
+    "custom_objects",
+    "distill",
+    "factorize",
+    "factorize_report",
+    "fine_tune",
+    "fold_batchnorm",
+    "layer_widths",
+    "load_model",
+    "m_by_n_compliant",
+    "optimize",
+    "prune",
+    "qat",
+    "reestimate_batchnorm",
+    "register",
+    "save_model",
+    "strip",
+    "techniques",
+    "unregister",
+    "weight_report",
 ]

@@ -17,11 +17,32 @@ from edgekit.optimize.configs import selects
 L = keras.layers
 # Layers that compute each output channel from the same input channel alone.
 _CHANNELWISE = (
-    L.BatchNormalization, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D,
-    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D,
-    L.AveragePooling1D, L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D,
-    L.UpSampling1D, L.UpSampling2D, L.PReLU,
+    L.BatchNormalization,
+    L.ReLU,
+    L.LeakyReLU,
+    L.ELU,
+    L.ThresholdedReLU,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.GaussianNoise,
+    L.GaussianDropout,
+    L.AlphaDropout,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.PReLU,
 )
 _MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 
@@ -80,8 +101,7 @@ def channels_of(t) -> int:
 
 def is_conv(layer) -> bool:
     """A plain convolution (exact class: subclasses such as transposed convs compute otherwise)."""
-    return (type(layer) in (L.Conv1D, L.Conv2D, L.Conv3D) and layer.groups == 1
-            and layer.data_format == "channels_last")
+    return type(layer) in (L.Conv1D, L.Conv2D, L.Conv3D) and layer.groups == 1 and layer.data_format == "channels_last"
 
 
 def _softmax(layer) -> bool:
@@ -91,8 +111,10 @@ def _softmax(layer) -> bool:
 def plan(model, skip: Sequence = ()) -> ChannelPlan:
     """Trace ``model``'s functional graph into channel ids (see the module doc)."""
     if not getattr(model, "_is_graph_network", False):
-        raise InputError("channel_prune needs a functional or Sequential tf_keras model; rebuild a subclassed "
-                         "model with the functional API")
+        raise InputError(
+            "channel_prune needs a functional or Sequential tf_keras model; rebuild a subclassed "
+            "model with the functional API"
+        )
     reg = _Ids()
     ids: Dict[int, np.ndarray] = {}
     protected: set = set()
@@ -104,8 +126,10 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
         if isinstance(layer, L.InputLayer):
             continue
         if len(layer._inbound_nodes) != 1:
-            raise InputError(f"channel_prune: layer '{layer.name}' is used {len(layer._inbound_nodes)} times; "
-                             f"shared layers are not supported: give each use its own layer")
+            raise InputError(
+                f"channel_prune: layer '{layer.name}' is used {len(layer._inbound_nodes)} times; "
+                f"shared layers are not supported: give each use its own layer"
+            )
         if isinstance(layer.output, (list, tuple)):
             raise InputError(f"channel_prune: layer '{layer.name}' has several outputs; not supported")
         ins = [ids[id(t)] for t in _inputs(layer)]
@@ -214,8 +238,10 @@ def _scores(model, layer, importance) -> np.ndarray:
     if callable(importance):
         s = np.asarray(importance(layer), dtype=np.float64).reshape(-1)
         if len(s) != channels_of(layer.output):
-            raise InputError(f"importance function returned {len(s)} scores for layer '{layer.name}' with "
-                             f"{channels_of(layer.output)} output channels")
+            raise InputError(
+                f"importance function returned {len(s)} scores for layer '{layer.name}' with "
+                f"{channels_of(layer.output)} output channels"
+            )
         return s
     if importance == "bn":
         bn = _next_bn(model, layer)
@@ -264,14 +290,21 @@ def rank(model, p: ChannelPlan, importance="l1") -> Ranking:
     return Ranking(slot_score, members, groups, protected_roots)
 
 
-def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int = 1, blocks: int = 0,
-           ranking: Optional[Ranking] = None) -> Selection:
+def select(
+    model,
+    p: ChannelPlan,
+    ratio: float,
+    importance="l1",
+    round_to: int = 1,
+    blocks: int = 0,
+    ranking: Optional[Ranking] = None,
+) -> Selection:
     """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
     blocks with the least important branches. ``ranking``: :func:`rank`'s result, when known."""
     ranking = ranking or rank(model, p, importance)
     slot_score, members, protected_roots = ranking.slot_score, ranking.members, ranking.protected_roots
     removed: set = set()
-    for key, roots in ranking.groups.items():
+    for roots in ranking.groups.values():
         free = [r for r in roots if r not in protected_roots]
         if not free or ratio <= 0:
             continue
@@ -296,8 +329,10 @@ def select(model, p: ChannelPlan, ratio: float, importance="l1", round_to: int =
             scored.append((float(np.mean(s)), add.name))
         dropped = [name for _, name in sorted(scored)[:blocks]]
         if len(dropped) < blocks:
-            raise InputError(f"blocks={blocks}, but the model has {len(scored)} residual block(s) that can be "
-                             f"dropped (an Add of a tensor and a branch computed from it)")
+            raise InputError(
+                f"blocks={blocks}, but the model has {len(scored)} residual block(s) that can be "
+                f"dropped (an Add of a tensor and a branch computed from it)"
+            )
     return Selection(removed, dropped)
 
 
@@ -320,7 +355,7 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
     def keep(t) -> np.ndarray:
         return ~np.isin(p.ids[id(t)], removed)
 
-    dropped = {name for name in sel.dropped_blocks}
+    dropped = set(sel.dropped_blocks)
     shortcut_of = {add.name: short for add, short in p.blocks}
     # Which layers the rebuilt outputs still need (a dropped block's branch is not rebuilt).
     needed, stack = set(), list(model.outputs)

@@ -40,12 +40,12 @@ import numpy as np
 
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError
+from edgekit.core.results import Result, table
 from edgekit.models.profiler import profile
 from edgekit.optimize.channel_graph import L, channels_of, is_conv, plan, rank, rebuild, select
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import layer_selection
 from edgekit.optimize.registry import Technique, register
-from edgekit.core.results import Result, table
 
 IMPORTANCE = ("l1", "l2", "bn")
 
@@ -78,8 +78,10 @@ class ChannelPruneConfig:
         if not 0.0 <= float(self.ratio) < 1.0:
             raise InputError(f"ratio must be in [0, 1). Received ratio={self.ratio}")
         if not callable(self.importance) and self.importance not in IMPORTANCE:
-            raise InputError(f"importance must be one of {', '.join(IMPORTANCE)} or a function. "
-                             f"Received importance={self.importance!r}")
+            raise InputError(
+                f"importance must be one of {', '.join(IMPORTANCE)} or a function. "
+                f"Received importance={self.importance!r}"
+            )
         for name in ("target_params", "target_macs"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
@@ -89,8 +91,10 @@ class ChannelPruneConfig:
         if sum(v is not None for v in (self.target_params, self.target_macs, self.target_latency)) > 1:
             raise InputError("give one budget: target_params, target_macs or target_latency")
         if int(self.round_to) < 1 or int(self.blocks) < 0 or int(self.iterations) < 1:
-            raise InputError(f"round_to and iterations must be >= 1 and blocks >= 0. Received "
-                             f"round_to={self.round_to}, blocks={self.blocks}, iterations={self.iterations}")
+            raise InputError(
+                f"round_to and iterations must be >= 1 and blocks >= 0. Received "
+                f"round_to={self.round_to}, blocks={self.blocks}, iterations={self.iterations}"
+            )
         if int(self.iterations) > 1 and (self.target_params or self.target_macs or self.target_latency):
             raise InputError("iterations apply to a ratio; a params, MACs or latency budget is reached in one step")
         object.__setattr__(self, "skip", layer_selection(self.skip, "skip") or ())
@@ -98,8 +102,11 @@ class ChannelPruneConfig:
 
 def layer_widths(model) -> Dict[str, int]:
     """Output channels of every conv, separable conv and dense layer, by name."""
-    return {l.name: channels_of(l.output) for l in model.layers
-            if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))}
+    return {
+        l.name: channels_of(l.output)
+        for l in model.layers
+        if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))
+    }
 
 
 @dataclass
@@ -115,9 +122,14 @@ class ChannelPruneResult(Result):
     barriers: List[str]
 
     def to_dict(self) -> dict:
-        return {"ratio": self.ratio, "params": list(self.params), "macs": list(self.macs),
-                "widths": {k: list(v) for k, v in self.widths.items()}, "dropped_blocks": self.dropped_blocks,
-                "barriers": self.barriers}
+        return {
+            "ratio": self.ratio,
+            "params": list(self.params),
+            "macs": list(self.macs),
+            "widths": {k: list(v) for k, v in self.widths.items()},
+            "dropped_blocks": self.dropped_blocks,
+            "barriers": self.barriers,
+        }
 
     def summary(self) -> str:
         return summarize(self.to_dict())
@@ -126,10 +138,15 @@ class ChannelPruneResult(Result):
 def summarize(details: dict, label: str = "channel prune") -> str:
     """Params and MACs before/after, per-layer widths and barriers, from :meth:`ChannelPruneResult.to_dict`."""
     d = details
-    lines = [f"{label}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → {d['macs'][1]:,}"
-             + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""),
-             table(("layer", "width before", "after"), [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in d["widths"].items()],
-                   align="lrr")]
+    lines = [
+        f"{label}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → {d['macs'][1]:,}"
+        + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""),
+        table(
+            ("layer", "width before", "after"),
+            [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in d["widths"].items()],
+            align="lrr",
+        ),
+    ]
     if d["barriers"]:
         lines.append(f"left alone (channel semantics not known, a barrier): {', '.join(d['barriers'])}")
     return "\n".join(lines)
@@ -143,8 +160,10 @@ def _search(build, measure, budget, what, unit) -> float:
     at_most = measure(build(hi)[0])
     if at_most > budget:
         leaves = "a model that does not prepare under XNNPACK" if at_most == float("inf") else f"{at_most:,}{unit}"
-        raise InputError(f"{what}={budget:,}{unit} is out of reach: removing 95% of the prunable channels "
-                         f"leaves {leaves}; raise the budget or prune more layers")
+        raise InputError(
+            f"{what}={budget:,}{unit} is out of reach: removing 95% of the prunable channels "
+            f"leaves {leaves}; raise the budget or prune more layers"
+        )
     for _ in range(12):
         if hi - lo < 0.005:
             break
@@ -156,8 +175,9 @@ def _search(build, measure, budget, what, unit) -> float:
     return hi
 
 
-def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(),
-                         measure: Optional[Callable[[Any], float]] = None) -> ChannelPruneResult:
+def channel_prune_report(
+    model, config: ChannelPruneConfig = ChannelPruneConfig(), measure: Optional[Callable[[Any], float]] = None
+) -> ChannelPruneResult:
     """:func:`channel_prune` with what it did (see :class:`ChannelPruneResult`). ``measure``: a
     function of a candidate model returning its latency in ms (``inf`` when it cannot run), for
     ``target_latency``; :func:`edgekit.app.measure.int8_latency` times the int8 model with the device
@@ -176,20 +196,27 @@ def channel_prune_report(model, config: ChannelPruneConfig = ChannelPruneConfig(
     ratio = float(config.ratio)
     if config.target_latency:
         if measure is None:
-            raise InputError("{target_latency} needs {measure}, a function timing a candidate model (e.g. "
-                             "edgekit.app.measure.int8_latency(calibration_samples))", params=("target_latency", "measure"))
+            raise InputError(
+                "{target_latency} needs {measure}, a function timing a candidate model (e.g. "
+                "edgekit.app.measure.int8_latency(calibration_samples))",
+                params=("target_latency", "measure"),
+            )
         ratio = _search(build, measure, config.target_latency, "target_latency", " ms")
     elif config.target_params or config.target_macs:
         what = "target_params" if config.target_params else "target_macs"
-        ratio = _search(build, lambda m: getattr(profile(m), what[len("target_"):]), getattr(config, what), what, "")
+        ratio = _search(build, lambda m: getattr(profile(m), what[len("target_") :]), getattr(config, what), what, "")
     pruned, sel = build(ratio)
     after = profile(pruned)
     widths_before, widths_after = layer_widths(model), layer_widths(pruned)
     return ChannelPruneResult(
-        model=pruned, ratio=round(ratio, 4),
+        model=pruned,
+        ratio=round(ratio, 4),
         widths={k: (v, widths_after[k]) for k, v in widths_before.items() if k in widths_after},
-        params=(before.params, after.params), macs=(before.macs, after.macs),
-        dropped_blocks=sel.dropped_blocks, barriers=p.barriers)
+        params=(before.params, after.params),
+        macs=(before.macs, after.macs),
+        dropped_blocks=sel.dropped_blocks,
+        barriers=p.barriers,
+    )
 
 
 def channel_prune(model, config: ChannelPruneConfig = ChannelPruneConfig(), measure=None):
@@ -228,7 +255,11 @@ def _apply(model, config, step):
     reports = []
     for r in range(rounds):
         # blocks are dropped in the first round only
-        c = replace(config, ratio=per_round, iterations=1, blocks=config.blocks if r == 0 else 0) if rounds > 1 else config
+        c = (
+            replace(config, ratio=per_round, iterations=1, blocks=config.blocks if r == 0 else 0)
+            if rounds > 1
+            else config
+        )
         rep = channel_prune_report(model, c, step.measure)
         reports.append(rep)
         model = rep.model
@@ -239,18 +270,30 @@ def _apply(model, config, step):
     first, last = reports[0], reports[-1]
     widths = layer_widths(model)
     details = first.to_dict()
-    details.update(params=[first.params[0], last.params[1]], macs=[first.macs[0], last.macs[1]],
-                   widths={k: [v[0], widths[k]] for k, v in first.widths.items() if k in widths},
-                   ratio=float(config.ratio) if rounds > 1 else first.ratio)
+    details.update(
+        params=[first.params[0], last.params[1]],
+        macs=[first.macs[0], last.macs[1]],
+        widths={k: [v[0], widths[k]] for k, v in first.widths.items() if k in widths},
+        ratio=float(config.ratio) if rounds > 1 else first.ratio,
+    )
     return model, details
 
 
 def _describe(c) -> str:
-    target = (f"to {c.target_params:,} params" if c.target_params else f"to {c.target_macs:,} MACs"
-              if c.target_macs else f"to {c.target_latency:g} ms int8 p50" if c.target_latency else f"{c.ratio:g}")
-    return (f"channel prune {target}" + (f" in {c.iterations} rounds" if c.iterations > 1 else "")
-            + (f", drop {c.blocks} block(s)" if c.blocks else ""))
+    target = (
+        f"to {c.target_params:,} params"
+        if c.target_params
+        else f"to {c.target_macs:,} MACs"
+        if c.target_macs
+        else f"to {c.target_latency:g} ms int8 p50"
+        if c.target_latency
+        else f"{c.ratio:g}"
+    )
+    return (
+        f"channel prune {target}"
+        + (f" in {c.iterations} rounds" if c.iterations > 1 else "")
+        + (f", drop {c.blocks} block(s)" if c.blocks else "")
+    )
 
 
-register(Technique(
-    "channel_prune", ChannelPruneConfig, _apply, _describe, order=10, details_key="channels"))
+register(Technique("channel_prune", ChannelPruneConfig, _apply, _describe, order=10, details_key="channels"))

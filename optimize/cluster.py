@@ -9,12 +9,18 @@ import numpy as np
 
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
-from edgekit.optimize.common import (check_model, check_selection, copy_model, selected, with_overrides,
-                                     wrap_and_fine_tune)
+from edgekit.core.wrappers import custom_objects, is_clustered
+from edgekit.optimize.common import (
+    check_model,
+    check_selection,
+    copy_model,
+    selected,
+    with_overrides,
+    wrap_and_fine_tune,
+)
 from edgekit.optimize.configs import layer_selection
 from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
-from edgekit.core.wrappers import custom_objects, is_clustered
 
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
 
@@ -44,7 +50,9 @@ class ClusterConfig:
 
 def is_sparse(model, threshold: float = 0.25) -> bool:
     """The kernels hold on average at least ``threshold`` zeros (the model was pruned)."""
-    zeros = [float(np.mean(k == 0)) for k in (layer_kernel(l)[1] for l in model.layers) if k is not None and k.size >= 16]
+    zeros = [
+        float(np.mean(k == 0)) for k in (layer_kernel(l)[1] for l in model.layers) if k is not None and k.size >= 16
+    ]
     return bool(zeros) and float(np.mean(zeros)) >= threshold
 
 
@@ -74,22 +82,38 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
         base = fold_batchnorm(base)
     check_selection(base, config.layers, "cluster")
     preserve = is_sparse(base) if config.preserve_sparsity is None else bool(config.preserve_sparsity)
-    kwargs = {"number_of_clusters": int(config.clusters), "cluster_centroids_init": _inits()[config.init],
-              "preserve_sparsity": preserve}
+    kwargs = {
+        "number_of_clusters": int(config.clusters),
+        "cluster_centroids_init": _inits()[config.init],
+        "preserve_sparsity": preserve,
+    }
 
     def wrap(layer):
         kernel = layer_kernel(layer)[1]
-        if (not selected(layer, config.layers, config.skip) or not _clusterable(layer)
-                or kernel is None or kernel.size <= config.clusters):
+        if (
+            not selected(layer, config.layers, config.skip)
+            or not _clusterable(layer)
+            or kernel is None
+            or kernel.size <= config.clusters
+        ):
             return layer
         return tfmot().clustering.keras.cluster_weights(layer, **kwargs)
 
     with custom_objects():
         clustered = keras.models.clone_model(base, clone_function=wrap)
     if not is_clustered(clustered):
-        raise InputError("cluster: no layer was selected for clustering (check {layers}/{skip})", params=("layers", "skip"))
+        raise InputError(
+            "cluster: no layer was selected for clustering (check {layers}/{skip})", params=("layers", "skip")
+        )
     return clustered
 
 
-register(Technique(
-    "cluster", ClusterConfig, wrap_and_fine_tune(cluster, "ClusterWeights"), order=40, describe=lambda c: f"cluster {c.clusters}"))
+register(
+    Technique(
+        "cluster",
+        ClusterConfig,
+        wrap_and_fine_tune(cluster, "ClusterWeights"),
+        order=40,
+        describe=lambda c: f"cluster {c.clusters}",
+    )
+)

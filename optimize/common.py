@@ -7,20 +7,22 @@ from typing import List
 
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError, Message
-from edgekit.optimize.configs import selects
 from edgekit.core.graph import inline_nested
 from edgekit.core.saving import as_tf_keras
 from edgekit.core.wrappers import custom_objects, strip
+from edgekit.optimize.configs import selects
 
 
 def check_model(model, verb: str):
     """The model a verb works on: tf_keras (a Keras 3 model is translated, :mod:`edgekit.core.bridge`),
     functional or Sequential, no nested models (they are inlined). Returns it."""
-    if isinstance(model, keras.Model) and not (getattr(model, "_is_graph_network", False)
-                                               or isinstance(model, keras.Sequential)):
+    if isinstance(model, keras.Model) and not (
+        getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential)
+    ):
         raise InputError(
             f"{verb}: {type(model).__name__} is a subclassed model; tfmot wraps the layers of functional "
-            "or Sequential models only: rebuild it with the functional API")
+            "or Sequential models only: rebuild it with the functional API"
+        )
     model = as_tf_keras(model)
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         model = inline_nested(model)
@@ -52,13 +54,17 @@ def check_selection(model, spec, verb):
     for s in spec or ():
         if not any(selects(l, (s,)) for l in model.layers):
             names = ", ".join(l.name for l in model.layers[:12])
-            raise InputError(f"{verb}: no layer matches {s!r}; the model's layers are {names}"
-                             + (" …" if len(model.layers) > 12 else ""))
+            raise InputError(
+                f"{verb}: no layer matches {s!r}; the model's layers are {names}"
+                + (" …" if len(model.layers) > 12 else "")
+            )
 
 
 # Why a kernel a verb could not wrap stays as it was, by layer class.
-_WHY = {"DepthwiseConv2D": "tfmot does not {verb} depthwise kernels; edgekit cannot include them (channel pruning "
-                           "does shrink them: {channel_prune})"}
+_WHY = {
+    "DepthwiseConv2D": "tfmot does not {verb} depthwise kernels; edgekit cannot include them (channel pruning "
+    "does shrink them: {channel_prune})"
+}
 
 
 def _covered(layer, wrapper: str) -> bool:
@@ -87,10 +93,18 @@ def left_alone(wrapped, wrapper: str, verb: str) -> List[Message]:
         if not _covered(layer, wrapper):
             n, size = sizes.get(kind, (0, 0))
             sizes[kind] = (n + 1, size + kernel.size)
-    return [Message("{verb}: {n} {kind} kernel(s), {share:.1%} of the kernel params, left as they were: "
-                    + _WHY.get(kind, "not selected ({layers}/{skip}) or not supported for {verb} by tfmot"),
-                    params=("layers", "skip", "channel_prune"), verb=verb, n=n, kind=kind, share=size / max(total, 1))
-            for kind, (n, size) in sorted(sizes.items())]
+    return [
+        Message(
+            "{verb}: {n} {kind} kernel(s), {share:.1%} of the kernel params, left as they were: "
+            + _WHY.get(kind, "not selected ({layers}/{skip}) or not supported for {verb} by tfmot"),
+            params=("layers", "skip", "channel_prune"),
+            verb=verb,
+            n=n,
+            kind=kind,
+            share=size / max(total, 1),
+        )
+        for kind, (n, size) in sorted(sizes.items())
+    ]
 
 
 def wrap_and_fine_tune(verb, wrapper: str, stripped: bool = True):

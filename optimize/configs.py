@@ -75,12 +75,16 @@ class FineTune:
         elif isinstance(self.distill, dict):
             unknown = sorted(set(self.distill) - {f.name for f in fields(DistillConfig)})
             if unknown:
-                raise InputError(f"distill has unknown key {unknown[0]!r}; expected some of "
-                                 f"{', '.join(f.name for f in fields(DistillConfig))}")
+                raise InputError(
+                    f"distill has unknown key {unknown[0]!r}; expected some of "
+                    f"{', '.join(f.name for f in fields(DistillConfig))}"
+                )
             object.__setattr__(self, "distill", DistillConfig(**self.distill))
         elif self.distill is not None and not isinstance(self.distill, DistillConfig):
-            raise InputError(f"distill is true, a table of DistillConfig fields or a DistillConfig. "
-                             f"Received distill={self.distill!r}")
+            raise InputError(
+                f"distill is true, a table of DistillConfig fields or a DistillConfig. "
+                f"Received distill={self.distill!r}"
+            )
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}. Received schedule={self.schedule!r}")
         if int(self.epochs) < 1:
@@ -98,7 +102,7 @@ def _kind_ok(kind: str, value) -> bool:
     """Whether a recipe value (TOML: str, int, float, bool, list, table) fits a field annotated ``kind``."""
     kind = kind.replace(" ", "")
     if kind.startswith("Optional[") and kind.endswith("]"):
-        return _kind_ok(kind[len("Optional["):-1], value)
+        return _kind_ok(kind[len("Optional[") : -1], value)
     if isinstance(value, bool):
         return kind in ("bool", "Optional[DistillConfig]", "DistillConfig")
     if kind == "float":
@@ -108,30 +112,43 @@ def _kind_ok(kind: str, value) -> bool:
     if kind in ("str", "Union[str,Callable]"):
         return isinstance(value, str)
     if kind == "Tuple[Tuple[str,str],...]":
-        return isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
-                                               for p in value)
+        return isinstance(value, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in value
+        )
     if kind.startswith("Tuple["):
-        return isinstance(value, (list, str)) and all(isinstance(v, str) for v in (value if isinstance(value, list) else []))
+        return isinstance(value, (list, str)) and all(
+            isinstance(v, str) for v in (value if isinstance(value, list) else [])
+        )
     if kind == "DistillConfig":
         return isinstance(value, dict)
     return True
 
 
-_KIND_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string",
-               "Union[str,Callable]": "a string", "DistillConfig": "true, false or a table of distill settings",
-               "Tuple[Tuple[str,str],...]": "a list of [student layer, teacher layer] pairs"}
+_KIND_NAMES = {
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "str": "a string",
+    "Union[str,Callable]": "a string",
+    "DistillConfig": "true, false or a table of distill settings",
+    "Tuple[Tuple[str,str],...]": "a list of [student layer, teacher layer] pairs",
+}
 
 
 def check_types(cls, values: dict, where: str) -> None:
     """A recipe table's values against ``cls``'s field types: a one-line error naming the key,
     what it must be and what was given (``sparsity = "lots"``)."""
-    kinds = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", None)
-             or str(f.type).replace("typing.", "") for f in fields(cls)}
+    kinds = {
+        f.name: f.type
+        if isinstance(f.type, str)
+        else getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
+        for f in fields(cls)
+    }
     for key, value in values.items():
         kind = kinds.get(key)
         if kind is not None and not _kind_ok(kind, value):
             bare = kind.replace(" ", "")
-            bare = bare[len("Optional["):-1] if bare.startswith("Optional[") else bare
+            bare = bare[len("Optional[") : -1] if bare.startswith("Optional[") else bare
             expected = _KIND_NAMES.get(bare, "a list of layer names" if bare.startswith("Tuple[") else bare)
             raise InputError(f"{where}: {key} must be {expected}; received {value!r}")
 
@@ -145,10 +162,16 @@ def config_from_dict(technique: str, values: dict, where: str):
     names = {f.name for f in fields(cls)} - {"configs"}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r} for {technique}; expected some of {', '.join(sorted(names))}")
+        raise InputError(
+            f"{where}: unknown key {unknown[0]!r} for {technique}; expected some of {', '.join(sorted(names))}"
+        )
     check_types(cls, values, where)
-    return cls(**{k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
-                  for k, v in values.items()})
+    return cls(
+        **{
+            k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
+            for k, v in values.items()
+        }
+    )
 
 
 def selects(layer, spec) -> bool:

@@ -35,8 +35,10 @@ def _find(model, name: str, role: str):
         if layer.name == name or getattr(getattr(layer, "layer", None), "name", None) == name:
             return layer
     names = ", ".join(l.name for l in model.layers[:12])
-    raise InputError(f"distill features: the {role} has no layer '{name}'; its layers are {names}"
-                     + (" …" if len(model.layers) > 12 else ""))
+    raise InputError(
+        f"distill features: the {role} has no layer '{name}'; its layers are {names}"
+        + (" …" if len(model.layers) > 12 else "")
+    )
 
 
 class Distiller(keras.Model):
@@ -49,13 +51,17 @@ class Distiller(keras.Model):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         for role, m in (("student", student), ("teacher", teacher)):
             if not isinstance(m, keras.Model) or not getattr(m, "outputs", None):
-                raise InputError(f"distill: the {role} must be a built tf_keras model (functional or Sequential); "
-                                 f"received {type(m).__name__}")
+                raise InputError(
+                    f"distill: the {role} must be a built tf_keras model (functional or Sequential); "
+                    f"received {type(m).__name__}"
+                )
         s_in, t_in = tuple(student.inputs[0].shape[1:]), tuple(teacher.inputs[0].shape[1:])
         s_out, t_out = tuple(student.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
         if s_in != t_in or s_out != t_out:
-            raise InputError(f"distill: student and teacher must take and give the same shapes; student "
-                             f"{s_in} -> {s_out}, teacher {t_in} -> {t_out}")
+            raise InputError(
+                f"distill: student and teacher must take and give the same shapes; student "
+                f"{s_in} -> {s_out}, teacher {t_in} -> {t_out}"
+            )
         self.student, self.teacher, self.config = student, teacher, config
         self._student_probs, self._teacher_probs = emits_probabilities(student), emits_probabilities(teacher)
         self._s_net, self._t_net, self._maps = student, teacher, []
@@ -65,10 +71,15 @@ class Distiller(keras.Model):
             for (s_name, t_name), sl, tl in zip(config.features, s_layers, t_layers):
                 ss, ts = tuple(sl.output.shape[1:]), tuple(tl.output.shape[1:])
                 if ss[:-1] != ts[:-1]:
-                    raise InputError(f"distill features: '{s_name}' {ss} and '{t_name}' {ts} differ in more than "
-                                     f"the channel axis; pair layers of the same spatial size")
-                self._maps.append(None if ss[-1] == ts[-1] else keras.layers.Dense(
-                    ts[-1], use_bias=False, name=f"map_{len(self._maps)}"))
+                    raise InputError(
+                        f"distill features: '{s_name}' {ss} and '{t_name}' {ts} differ in more than "
+                        f"the channel axis; pair layers of the same spatial size"
+                    )
+                self._maps.append(
+                    None
+                    if ss[-1] == ts[-1]
+                    else keras.layers.Dense(ts[-1], use_bias=False, name=f"map_{len(self._maps)}")
+                )
             self._s_net = keras.Model(student.inputs, [student.outputs[0]] + [l.output for l in s_layers])
             self._t_net = keras.Model(teacher.inputs, [teacher.outputs[0]] + [l.output for l in t_layers])
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -115,8 +126,9 @@ class Distiller(keras.Model):
                 loss += float(self.config.feature_weight) * tf.reduce_mean(tf.square(sf - tf.stop_gradient(tf_)))
             if self.student.losses:
                 loss += tf.add_n(self.student.losses)
-        variables = self.student.trainable_variables + [v for m in self._maps if m is not None
-                                                        for v in m.trainable_variables]
+        variables = self.student.trainable_variables + [
+            v for m in self._maps if m is not None for v in m.trainable_variables
+        ]
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return self._results(loss, soft, hard, y, s_out)
 
@@ -138,17 +150,32 @@ class Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def distill(student, teacher, x, y=None, config: DistillConfig = DistillConfig(),
-            settings: FineTune = FineTune(epochs=10, learning_rate=1e-3), *, seed: int = 0):
+def distill(
+    student,
+    teacher,
+    x,
+    y=None,
+    config: DistillConfig = DistillConfig(),
+    settings: FineTune = FineTune(epochs=10, learning_rate=1e-3),
+    *,
+    seed: int = 0,
+):
     """Train a copy of ``student`` on ``x`` (and labels ``y``, optional) against ``teacher``;
     returns the trained student, a plain model (``student`` itself is left untouched)."""
-    from edgekit.optimize.finetune import fine_tune
     from edgekit.core.saving import as_tf_keras
+    from edgekit.optimize.finetune import fine_tune
 
     model = copy_model(as_tf_keras(student))
     teacher = as_tf_keras(teacher)
-    fine_tune(model, x, y, replace(settings, distill=config), teacher=teacher, seed=seed,
-              **({} if y is not None else {"metrics": ()}))
+    fine_tune(
+        model,
+        x,
+        y,
+        replace(settings, distill=config),
+        teacher=teacher,
+        seed=seed,
+        **({} if y is not None else {"metrics": ()}),
+    )
     return model
 
 
@@ -159,5 +186,8 @@ def _apply(model, config, step):
     return student, None
 
 
-register(Technique(
-    "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}"))
+register(
+    Technique(
+        "distill", DistillConfig, _apply, order=50, describe=lambda c: f"distill T={c.temperature:g} alpha={c.alpha:g}"
+    )
+)

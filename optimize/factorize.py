@@ -28,10 +28,10 @@ import numpy as np
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError
 from edgekit.core.graph import functional, rewrite
+from edgekit.core.results import Result, table
 from edgekit.optimize.common import check_model, check_selection, with_overrides
 from edgekit.optimize.configs import layer_selection, selects
 from edgekit.optimize.registry import Technique, register
-from edgekit.core.results import Result, table
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,25 @@ class FactorizeResult(Result):
 
     def summary(self) -> str:
         """Per layer: rank, params before/after, relative error, kept energy."""
-        rows = [[l.layer, l.kind, f"{l.shape[0]}x{l.shape[1]}", str(l.rank) if l.rank else "kept",
-                 f"{l.params_before:,}", f"{l.params_after:,}", f"{l.error:.4f}", f"{l.energy:.3f}"]
-                for l in self.layers]
+        rows = [
+            [
+                l.layer,
+                l.kind,
+                f"{l.shape[0]}x{l.shape[1]}",
+                str(l.rank) if l.rank else "kept",
+                f"{l.params_before:,}",
+                f"{l.params_after:,}",
+                f"{l.error:.4f}",
+                f"{l.energy:.3f}",
+            ]
+            for l in self.layers
+        ]
         rows.append(["(model)", "", "", "", f"{self.params[0]:,}", f"{self.params[1]:,}", "", ""])
-        return table(("layer", "kind", "matrix", "rank", "params before", "after", "rel. error", "energy"),
-                     rows, align="lllrrrrr")
+        return table(
+            ("layer", "kind", "matrix", "rank", "params before", "after", "rel. error", "energy"),
+            rows,
+            align="lllrrrrr",
+        )
 
 
 def _factorizable(layer) -> bool:
@@ -110,7 +123,7 @@ def _matrix(layer) -> np.ndarray:
 
 
 def _rank_for_energy(s: np.ndarray, energy: float) -> int:
-    e = np.cumsum(s ** 2)
+    e = np.cumsum(s**2)
     return int(np.searchsorted(e, energy * e[-1] - 1e-12 * e[-1]) + 1)
 
 
@@ -118,8 +131,11 @@ def _plan(model, config: FactorizeConfig, energy: Optional[float]) -> Dict[str, 
     """{layer name: (rank, singular values, U, Vt)} for the selected layers; rank 0 = unchanged."""
     plan = {}
     for layer in model.layers:
-        if not _factorizable(layer) or (config.layers is not None and not selects(layer, config.layers)) \
-                or selects(layer, config.skip):
+        if (
+            not _factorizable(layer)
+            or (config.layers is not None and not selects(layer, config.layers))
+            or selects(layer, config.skip)
+        ):
             continue
         w = _matrix(layer).astype(np.float64)
         u, s, vt = np.linalg.svd(w, full_matrices=False)
@@ -148,11 +164,27 @@ def _build(model, plan):
             first.set_weights([first_w])
         else:
             kh, kw, cin, _ = weights[0].shape
-            first = keras.layers.Conv2D(r, (kh, kw), strides=layer.strides, padding=layer.padding,
-                                        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-                                        use_bias=False, name=f"{layer.name}_u", dtype=config.get("dtype"))
-            second = keras.layers.Conv2D.from_config(dict(config, name=f"{layer.name}_v", kernel_size=(1, 1),
-                                                          strides=(1, 1), padding="valid", dilation_rate=(1, 1)))
+            first = keras.layers.Conv2D(
+                r,
+                (kh, kw),
+                strides=layer.strides,
+                padding=layer.padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+                use_bias=False,
+                name=f"{layer.name}_u",
+                dtype=config.get("dtype"),
+            )
+            second = keras.layers.Conv2D.from_config(
+                dict(
+                    config,
+                    name=f"{layer.name}_v",
+                    kernel_size=(1, 1),
+                    strides=(1, 1),
+                    padding="valid",
+                    dilation_rate=(1, 1),
+                )
+            )
             out = second(first(mapped))
             first.set_weights([first_w.reshape(kh, kw, cin, r)])
             second_w = second_w.reshape(1, 1, r, -1)
@@ -169,11 +201,19 @@ def _layers_report(model, plan) -> List[FactorizedLayer]:
             continue
         r, s, _, _ = plan[layer.name]
         m, n = _matrix(layer).shape
-        kept = float(np.sum(s[:r] ** 2) / np.sum(s ** 2)) if r else 1.0
-        rows.append(FactorizedLayer(
-            layer=layer.name, kind=type(layer).__name__, shape=(m, n), rank=r, params_before=m * n,
-            params_after=r * (m + n) if r else m * n, error=float(np.sqrt(max(0.0, 1.0 - kept))) if r else 0.0,
-            energy=kept))
+        kept = float(np.sum(s[:r] ** 2) / np.sum(s**2)) if r else 1.0
+        rows.append(
+            FactorizedLayer(
+                layer=layer.name,
+                kind=type(layer).__name__,
+                shape=(m, n),
+                rank=r,
+                params_before=m * n,
+                params_after=r * (m + n) if r else m * n,
+                error=float(np.sqrt(max(0.0, 1.0 - kept))) if r else 0.0,
+                energy=kept,
+            )
+        )
     return rows
 
 
@@ -216,13 +256,15 @@ def _plan_for_budget(model, config: FactorizeConfig, before: int):
 
     # The total is not monotonic in the threshold (a layer whose rank stops paying off is kept
     # whole), so every threshold at which some layer's rank changes is tried.
-    candidates = np.unique(np.concatenate([np.cumsum(s ** 2) / np.sum(s ** 2) for _, s, _, _ in full.values()]))
+    candidates = np.unique(np.concatenate([np.cumsum(s**2) / np.sum(s**2) for _, s, _, _ in full.values()]))
     if len(candidates) > 4000:
         candidates = candidates[np.linspace(0, len(candidates) - 1, 4000).astype(int)]
     best_total, best = params(1e-9)
     if best_total > config.target_params:
-        raise InputError(f"factorize: even rank 1 everywhere leaves {best_total:,} params, above target_params "
-                         f"{config.target_params:,}; raise the budget or select more layers")
+        raise InputError(
+            f"factorize: even rank 1 everywhere leaves {best_total:,} params, above target_params "
+            f"{config.target_params:,}; raise the budget or select more layers"
+        )
     for energy in candidates:
         total, plan = params(float(energy))
         if best_total < total <= config.target_params:
@@ -242,9 +284,9 @@ def _apply(model, config, step):
 
 
 def _describe(c) -> str:
-    return "factorize " + (f"rank {c.rank}" if c.rank else f"to {c.target_params:,} params" if c.target_params
-                           else f"energy {c.energy:g}")
+    return "factorize " + (
+        f"rank {c.rank}" if c.rank else f"to {c.target_params:,} params" if c.target_params else f"energy {c.energy:g}"
+    )
 
 
-register(Technique(
-    "factorize", FactorizeConfig, _apply, _describe, order=20))
+register(Technique("factorize", FactorizeConfig, _apply, _describe, order=20))

@@ -18,8 +18,8 @@ from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
 from edgekit.core.graph import emits_probabilities
 from edgekit.core.layers import FitLengthSchedule
-from edgekit.optimize.configs import FineTune
 from edgekit.core.wrappers import is_pruned
+from edgekit.optimize.configs import FineTune
 
 
 class _PruningLength(keras.callbacks.Callback):
@@ -35,8 +35,10 @@ class _PruningLength(keras.callbacks.Callback):
             return
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
         if not steps:
-            raise InputError("prune: cannot tell how many batches fit() will run; pass steps_per_epoch to fit() "
-                             "or PruneConfig(steps=N)")
+            raise InputError(
+                "prune: cannot tell how many batches fit() will run; pass steps_per_epoch to fit() "
+                "or PruneConfig(steps=N)"
+            )
         for s in pending:
             s.set_length(int(steps) * int(epochs or 1))
 
@@ -66,9 +68,15 @@ def check_labels(model, y, what: str) -> None:
         raise InputError("{%s} must hold integer class ids; received {dtype}" % what, params=what, dtype=y.dtype)
     classes = int(model.outputs[0].shape[-1])
     if y.min() < 0 or y.max() >= classes:
-        raise InputError("{%s} holds class ids {low}..{high}, but the model's output has {classes} classes "
-                         "(0..{last}): pass labels of this model's classes" % what, params=what, low=int(y.min()),
-                         high=int(y.max()), classes=classes, last=classes - 1)
+        raise InputError(
+            "{%s} holds class ids {low}..{high}, but the model's output has {classes} classes "
+            "(0..{last}): pass labels of this model's classes" % what,
+            params=what,
+            low=int(y.min()),
+            high=int(y.max()),
+            classes=classes,
+            last=classes - 1,
+        )
 
 
 def create_fit_variables(model, x, y) -> None:
@@ -108,9 +116,16 @@ class TrainingProgress(keras.callbacks.Callback):
 
             from edgekit.core import progress
 
-            self.bar = tqdm(total=self.epochs * self.steps or None, desc=self.label, file=self.stream, leave=False,
-                            ncols=progress.columns(), mininterval=0.2, unit="step",
-                            bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+            self.bar = tqdm(
+                total=self.epochs * self.steps or None,
+                desc=self.label,
+                file=self.stream,
+                leave=False,
+                ncols=progress.columns(),
+                mininterval=0.2,
+                unit="step",
+                bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
@@ -129,8 +144,10 @@ class TrainingProgress(keras.callbacks.Callback):
         elif self.plain is not None:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.epoch * (self.epochs - self.epoch)
-            self.plain(f"      {self.label}: epoch {self.epoch}/{self.epochs} {self._metrics(logs)} "
-                       f"({elapsed:.0f} s, ETA {eta:.0f} s)")
+            self.plain(
+                f"      {self.label}: epoch {self.epoch}/{self.epochs} {self._metrics(logs)} "
+                f"({elapsed:.0f} s, ETA {eta:.0f} s)"
+            )
 
     def on_train_end(self, logs=None):
         if self.bar is not None:
@@ -138,9 +155,20 @@ class TrainingProgress(keras.callbacks.Callback):
             self.bar = None
 
 
-def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_categorical_crossentropy",
-              metrics=("accuracy",), verbose=0, seed: int = 0, teacher=None, progress: Optional[str] = None,
-              plain: Optional[Callable[[str], None]] = None):
+def fine_tune(
+    model,
+    x,
+    y,
+    settings: FineTune = FineTune(),
+    *,
+    loss="sparse_categorical_crossentropy",
+    metrics=("accuracy",),
+    verbose=0,
+    seed: int = 0,
+    teacher=None,
+    progress: Optional[str] = None,
+    plain: Optional[Callable[[str], None]] = None,
+):
     """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
     with ``schedule="cosine"``) and fit it with the :func:`callbacks` it needs. With
     ``settings.distill`` the fit runs through a :class:`~edgekit.optimize.distill.Distiller` against
@@ -168,8 +196,12 @@ def fine_tune(model, x, y, settings: FineTune = FineTune(), *, loss="sparse_cate
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     create_fit_variables(trained, x, y)
     shown = [TrainingProgress(progress, plain)] if progress else []
-    return trained.fit(batches(x, y, settings.batch_size, seed), epochs=settings.epochs, verbose=verbose,
-                       callbacks=callbacks(model) + shown)
+    return trained.fit(
+        batches(x, y, settings.batch_size, seed),
+        epochs=settings.epochs,
+        verbose=verbose,
+        callbacks=callbacks(model) + shown,
+    )
 
 
 def batches(x, y, batch_size: int, seed: int):

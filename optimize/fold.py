@@ -34,10 +34,14 @@ def _consumers(model) -> Dict[int, int]:
 
 
 def _foldable(layer, bn, consumers) -> bool:
-    return (type(layer) in _FOLDABLE  # exact classes: subclasses may compute something else
-            and getattr(layer.activation, "__name__", "") == "linear" and len(layer._inbound_nodes) == 1
-            and consumers.get(id(layer.output), 0) == 1 and bn.axis in ([-1], [len(bn.input_shape) - 1])
-            and len(bn._inbound_nodes) == 1)
+    return (
+        type(layer) in _FOLDABLE  # exact classes: subclasses may compute something else
+        and getattr(layer.activation, "__name__", "") == "linear"
+        and len(layer._inbound_nodes) == 1
+        and consumers.get(id(layer.output), 0) == 1
+        and bn.axis in ([-1], [len(bn.input_shape) - 1])
+        and len(bn._inbound_nodes) == 1
+    )
 
 
 def fold_batchnorm(model):
@@ -67,8 +71,16 @@ def fold_batchnorm(model):
         out = clone(mapped)
         weights = layer.get_weights()
         kernel = weights[0]
-        bias = weights[1] if layer.use_bias else np.zeros(kernel.shape[-1] if not isinstance(
-            layer, keras.layers.DepthwiseConv2D) else kernel.shape[2] * kernel.shape[3], kernel.dtype)
+        bias = (
+            weights[1]
+            if layer.use_bias
+            else np.zeros(
+                kernel.shape[-1]
+                if not isinstance(layer, keras.layers.DepthwiseConv2D)
+                else kernel.shape[2] * kernel.shape[3],
+                kernel.dtype,
+            )
+        )
         bw = dict(zip([w.name.split("/")[-1].split(":")[0] for w in bn.weights], bn.get_weights()))
         gamma = bw.get("gamma", np.ones_like(bw["moving_mean"]))
         beta = bw.get("beta", np.zeros_like(bw["moving_mean"]))
@@ -77,8 +89,9 @@ def fold_batchnorm(model):
             kernel = kernel * factor.reshape(kernel.shape[2], kernel.shape[3])
         else:
             kernel = kernel * factor
-        clone.set_weights([kernel.astype(weights[0].dtype), ((bias - bw["moving_mean"]) * factor + beta).astype(
-            weights[0].dtype)])
+        clone.set_weights(
+            [kernel.astype(weights[0].dtype), ((bias - bw["moving_mean"]) * factor + beta).astype(weights[0].dtype)]
+        )
         return out
 
     return rewrite(model, replace, "fold_batchnorm")

@@ -10,11 +10,17 @@ from typing import Any, Optional, Tuple
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
 from edgekit.core.layers import FitLengthSchedule
-from edgekit.optimize.common import (check_model, check_selection, copy_model, selected, with_overrides,
-                                     wrap_and_fine_tune)
+from edgekit.core.wrappers import custom_objects, is_pruned
+from edgekit.optimize.common import (
+    check_model,
+    check_selection,
+    copy_model,
+    selected,
+    with_overrides,
+    wrap_and_fine_tune,
+)
 from edgekit.optimize.configs import layer_selection, selects
 from edgekit.optimize.registry import Technique, register
-from edgekit.core.wrappers import custom_objects, is_pruned
 
 PATTERNS = ("unstructured", "2:4")
 
@@ -70,8 +76,9 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     model = check_model(model, "prune")
     base = copy_model(model)
     check_selection(base, config.layers, "prune")
-    schedule = FitLengthSchedule(config.sparsity if config.pattern == "unstructured" else 0.5,
-                                 ramp_fraction=config.ramp_fraction)
+    schedule = FitLengthSchedule(
+        config.sparsity if config.pattern == "unstructured" else 0.5, ramp_fraction=config.ramp_fraction
+    )
     if config.steps:
         schedule.set_length(config.steps)
     kwargs = {"pruning_schedule": schedule}
@@ -81,8 +88,12 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     def wrap(layer):
         if not selected(layer, config.layers, config.skip) or not _prunable(layer):
             if config.layers is not None and selects(layer, config.layers) and not _prunable(layer):
-                raise InputError("prune: layer '{name}' ({kind}) cannot be pruned by tfmot; remove it from {layers}",
-                                 params="layers", name=layer.name, kind=type(layer).__name__)
+                raise InputError(
+                    "prune: layer '{name}' ({kind}) cannot be pruned by tfmot; remove it from {layers}",
+                    params="layers",
+                    name=layer.name,
+                    kind=type(layer).__name__,
+                )
             return layer
         if config.pattern == "2:4" and not _m_by_n_applicable(layer):
             return layer
@@ -91,11 +102,20 @@ def prune(model, config: PruneConfig = PruneConfig(), **overrides):
     with custom_objects():
         pruned = keras.models.clone_model(base, clone_function=wrap)
     if not is_pruned(pruned):
-        raise InputError("prune: no layer was selected for pruning (check {layers}/{skip}; 2:4 needs Dense or "
-                         "Conv2D layers with >= 4 input channels)", params=("layers", "skip"))
+        raise InputError(
+            "prune: no layer was selected for pruning (check {layers}/{skip}; 2:4 needs Dense or "
+            "Conv2D layers with >= 4 input channels)",
+            params=("layers", "skip"),
+        )
     return pruned
 
 
-register(Technique(
-    "prune", PruneConfig, wrap_and_fine_tune(prune, "PruneLowMagnitude"), order=30,
-    describe=lambda c: "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}"))
+register(
+    Technique(
+        "prune",
+        PruneConfig,
+        wrap_and_fine_tune(prune, "PruneLowMagnitude"),
+        order=30,
+        describe=lambda c: "prune 2:4" if c.pattern == "2:4" else f"prune {c.sparsity:g}",
+    )
+)

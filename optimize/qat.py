@@ -10,15 +10,15 @@ import numpy as np
 
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
-from edgekit.core.layers import CUSTOM_OBJECTS
-from edgekit.optimize.cluster import is_sparse
 from edgekit.core.graph import copy_layer, ops_as_layers, rewrite
+from edgekit.core.layers import CUSTOM_OBJECTS
+from edgekit.core.wrappers import custom_objects
+from edgekit.optimize.cluster import is_sparse
 from edgekit.optimize.common import check_model, check_selection, copy_model, selected, with_overrides
 from edgekit.optimize.configs import layer_selection
 from edgekit.optimize.quantize_configs import edgekit_config
 from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
-from edgekit.core.wrappers import custom_objects
 
 PRESERVE = ("auto", "none", "sparsity", "clusters", "both")
 
@@ -53,8 +53,11 @@ def is_clustered_kernels(model) -> bool:
     """Some kernel of 512+ weights holds at most 256 distinct values and at most one per 8
     weights (tfmot's cluster-preserving QAT then keeps each such layer's clusters; depthwise
     kernels are never clustered). An unclustered kernel has about one value per weight."""
-    kernels = [k for k in (layer_kernel(l)[1] for l in model.layers if not isinstance(l, keras.layers.DepthwiseConv2D))
-               if k is not None and k.size >= 512]
+    kernels = [
+        k
+        for k in (layer_kernel(l)[1] for l in model.layers if not isinstance(l, keras.layers.DepthwiseConv2D))
+        if k is not None and k.size >= 512
+    ]
     return any(len(np.unique(k)) <= min(256, k.size // 8) for k in kernels)
 
 
@@ -95,8 +98,13 @@ def _scheme(preserve: str):
 
 def _custom_layers(model) -> list:
     """Layers whose class is neither a Keras layer nor edgekit's (tfmot cannot clone them)."""
-    return [l for l in model.layers if not type(l).__module__.startswith(("tf_keras.src.layers", "tf_keras.src.engine",
-                                                                         "edgekit.", "tensorflow_model_optimization"))]
+    return [
+        l
+        for l in model.layers
+        if not type(l).__module__.startswith(
+            ("tf_keras.src.layers", "tf_keras.src.engine", "edgekit.", "tensorflow_model_optimization")
+        )
+    ]
 
 
 def _unsupported(exc, model=None) -> InputError:
@@ -104,16 +112,23 @@ def _unsupported(exc, model=None) -> InputError:
     m = re.search(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported", text)
     if m:
         name, kind = m.groups()
-        return InputError("qat: layer '{name}' ({kind}) has no QuantizeConfig; leave it in float with "
-                          "QATConfig(skip=('{name}',)) (the {skip} list), or pass "
-                          "QATConfig(configs={{'{name}': YourQuantizeConfig()}})", params="skip", name=name, kind=kind)
+        return InputError(
+            "qat: layer '{name}' ({kind}) has no QuantizeConfig; leave it in float with "
+            "QATConfig(skip=('{name}',)) (the {skip} list), or pass "
+            "QATConfig(configs={{'{name}': YourQuantizeConfig()}})",
+            params="skip",
+            name=name,
+            kind=kind,
+        )
     custom = _custom_layers(model) if model is not None and "Unable to clone model" in text else []
     if custom:
         kinds = sorted({type(l).__name__ for l in custom})
         names = ", ".join(f"'{l.name}'" for l in custom[:3]) + (" …" if len(custom) > 3 else "")
-        return InputError(f"qat: tfmot cannot clone the model's custom layers ({', '.join(kinds)}: {names}, "
-                          f"{len(custom)} in all); QAT needs every layer to be a Keras layer tfmot knows: replace "
-                          f"them with Keras layers, or export this model int8 without QAT (post-training)")
+        return InputError(
+            f"qat: tfmot cannot clone the model's custom layers ({', '.join(kinds)}: {names}, "
+            f"{len(custom)} in all); QAT needs every layer to be a Keras layer tfmot knows: replace "
+            f"them with Keras layers, or export this model int8 without QAT (post-training)"
+        )
     return InputError(f"qat: tfmot cannot quantize this model: {text[:300]}")
 
 
@@ -146,12 +161,19 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
     quant = tfmot().quantization.keras
 
     def annotate(layer):
-        if isinstance(layer, keras.layers.InputLayer) or not selected(layer, config.layers, config.skip) \
-                or layer.name in apart:
+        if (
+            isinstance(layer, keras.layers.InputLayer)
+            or not selected(layer, config.layers, config.skip)
+            or layer.name in apart
+        ):
             return layer
         own = config.configs.get(layer.name)
-        if own is None and (not _tfmot_supports(layer) or isinstance(
-                layer, (keras.layers.Activation, keras.layers.BatchNormalization, keras.layers.AveragePooling2D))):
+        if own is None and (
+            not _tfmot_supports(layer)
+            or isinstance(
+                layer, (keras.layers.Activation, keras.layers.BatchNormalization, keras.layers.AveragePooling2D)
+            )
+        ):
             own = edgekit_config(layer)  # None: tfmot decides (BatchNormalization folds into its conv)
         return quant.quantize_annotate_layer(layer, quantize_config=own)
 
@@ -176,7 +198,7 @@ def _ranges(model, layers, x, batch: int = 16):
     probe = keras.Model(model.inputs, [l.output for l in layers] + [l.input for l in layers])
     lo = {}
     for start in range(0, len(x), batch):
-        outs = probe(x[start:start + batch], training=False)
+        outs = probe(x[start : start + batch], training=False)
         n = len(layers)
         for i, layer in enumerate(layers):
             values = {"out": outs[i]}
@@ -213,13 +235,17 @@ def init_ranges(quantized, base, calib, samples: int = 256) -> int:
         for v in w.weights:
             key = v.name.split("/")[-1].split(":")[0]
             if key in ("output_min", "post_activation_min") and out:
-                v.assign(np.full(v.shape, min(out[0], 0.0), v.dtype.as_numpy_dtype)); done += 1
+                v.assign(np.full(v.shape, min(out[0], 0.0), v.dtype.as_numpy_dtype))
+                done += 1
             elif key in ("output_max", "post_activation_max") and out:
-                v.assign(np.full(v.shape, max(out[1], 0.0), v.dtype.as_numpy_dtype)); done += 1
+                v.assign(np.full(v.shape, max(out[1], 0.0), v.dtype.as_numpy_dtype))
+                done += 1
             elif key == "pre_activation_min" and pre:
-                v.assign(np.full(v.shape, min(pre[0], 0.0), v.dtype.as_numpy_dtype)); done += 1
+                v.assign(np.full(v.shape, min(pre[0], 0.0), v.dtype.as_numpy_dtype))
+                done += 1
             elif key == "pre_activation_max" and pre:
-                v.assign(np.full(v.shape, max(pre[1], 0.0), v.dtype.as_numpy_dtype)); done += 1
+                v.assign(np.full(v.shape, max(pre[1], 0.0), v.dtype.as_numpy_dtype))
+                done += 1
             elif key.endswith(("kernel_min", "kernel_max")):
                 done += _weight_range(v, getattr(b, key[:-4], None))
     return done
@@ -242,8 +268,11 @@ def _weight_range(var, kernel) -> int:
     if kernel is None:
         return 0
     k = np.abs(kernel.numpy())
-    amax = k.reshape(-1, k.shape[-1]).max(axis=0) if var.shape.rank == 1 and var.shape[0] == k.shape[-1] \
-        and var.shape[0] > 1 else np.full(var.shape, k.max())
+    amax = (
+        k.reshape(-1, k.shape[-1]).max(axis=0)
+        if var.shape.rank == 1 and var.shape[0] == k.shape[-1] and var.shape[0] > 1
+        else np.full(var.shape, k.max())
+    )
     sign = -1.0 if var.name.split(":")[0].endswith("_min") else 1.0
     var.assign((sign * amax).astype(var.dtype.as_numpy_dtype).reshape(var.shape))
     return 1
@@ -255,5 +284,4 @@ def _apply(model, config, step):
     return wrapped, None
 
 
-register(Technique(
-    "qat", QATConfig, _apply, order=90, last=True, describe=lambda c: "qat"))
+register(Technique("qat", QATConfig, _apply, order=90, last=True, describe=lambda c: "qat"))

@@ -1,12 +1,13 @@
 """QuantizeConfigs for common layers that tfmot's default 8-bit registry rejects.
 
 Measured with tfmot 0.8: ``quantize_model`` stops at ``Multiply`` (squeeze-excite), ``Rescaling``,
-``Normalization`` (keras.applications' preprocessing), ``Conv1D`` and ``Activation('hard_sigmoid')`` (and every activation other than relu/relu6/swish/gelu/linear/
-softmax/sigmoid/tanh). ``Reshape``, ``UpSampling2D`` (nearest and bilinear), ``Conv2DTranspose``
-and ``Activation('sigmoid'/'swish')`` are handled by tfmot itself. These layers have no weights to
-quantize: their output gets an 8-bit moving-average quantizer (:class:`edgekit.core.layers.OutputQuantizeConfig`,
-in the base layer so that a saved QAT model loads without this module), which is what the int8
-converter needs to give the op an integer output.
+``Normalization`` (keras.applications' preprocessing), ``Conv1D`` and ``Activation('hard_sigmoid')``
+(and every activation other than relu/relu6/swish/gelu/linear/softmax/sigmoid/tanh). ``Reshape``,
+``UpSampling2D`` (nearest and bilinear), ``Conv2DTranspose`` and ``Activation('sigmoid'/'swish')``
+are handled by tfmot itself. These layers have no weights to quantize: their output gets an 8-bit
+moving-average quantizer (:class:`edgekit.core.layers.OutputQuantizeConfig`, in the base layer so
+that a saved QAT model loads without this module), which is what the int8 converter needs to give
+the op an integer output.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ TFMOT_ACTIVATIONS = {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sig
 
 
 # Weightless layers that combine or rescale tensors: an output quantizer is all they need.
-_OUTPUT_QUANTIZED = (keras.layers.Multiply, keras.layers.Subtract, keras.layers.Maximum, keras.layers.Minimum,
-                     keras.layers.Average, keras.layers.Rescaling, keras.layers.Normalization)
+_OUTPUT_QUANTIZED = (
+    keras.layers.Multiply,
+    keras.layers.Subtract,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Average,
+    keras.layers.Rescaling,
+    keras.layers.Normalization,
+)
 
 
 # Layers whose following BatchNormalization tfmot folds in (its Conv+BN transforms).

@@ -40,13 +40,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgekit.core.errors import InputError, Message, python_name, render
 from edgekit.core.io import read_toml
+from edgekit.core.results import Result, fmt, table
+from edgekit.core.saving import as_tf_keras
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
 from edgekit.optimize.finetune import accuracy, check_labels
 from edgekit.optimize.weights import WeightReport, weight_report
-from edgekit.core.results import Result, fmt, table
-from edgekit.core.saving import as_tf_keras
 
 _FT_KEYS = {f.name for f in fields(FineTune)}
 
@@ -60,8 +60,9 @@ class Step:
     def __post_init__(self):
         tech = registry.get(self.technique)
         if type(self.config) is not tech.config:
-            raise InputError(f"a {self.technique} step takes a {tech.config.__name__}; received "
-                             f"{type(self.config).__name__}")
+            raise InputError(
+                f"a {self.technique} step takes a {tech.config.__name__}; received {type(self.config).__name__}"
+            )
 
     def describe(self) -> str:
         return registry.get(self.technique).describe(self.config)
@@ -78,8 +79,9 @@ class Recipe:
             raise InputError("the recipe has no steps")
         for i, s in enumerate(self.steps):
             if registry.get(s.technique).last and i != len(self.steps) - 1:
-                raise InputError(f"step {i + 1}: {s.technique} must be the last step (it writes the int8 ranges the "
-                                 f"export uses)")
+                raise InputError(
+                    f"step {i + 1}: {s.technique} must be the last step (it writes the int8 ranges the export uses)"
+                )
 
     @property
     def has_qat(self) -> bool:
@@ -110,8 +112,9 @@ class Recipe:
         base = FineTune(**defaults)
         tables = doc.get("steps", [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise InputError(f"{where}: steps must be a list of tables ([[steps]] with technique = ...); "
-                             f"received {tables!r}")
+            raise InputError(
+                f"{where}: steps must be a list of tables ([[steps]] with technique = ...); received {tables!r}"
+            )
         steps = []
         for i, table_ in enumerate(tables):
             at = f"{where}: step {i + 1}"
@@ -156,11 +159,22 @@ class OptimizeResult(Result):
     warnings: List[Any] = field(default_factory=list)  # text, or Messages naming parameters
 
     def to_dict(self) -> dict:
-        return {"baseline_accuracy": self.baseline_accuracy, "warnings": [str(w) for w in self.warnings],
-                "steps": [{"step": s.step, "technique": s.technique, "config": s.config, "accuracy": s.accuracy,
-                           "seconds": s.seconds, "weights": s.weights.to_dict(),
-                           **({registry.get(s.technique).details_key or s.technique: s.details} if s.details else {})}
-                          for s in self.steps]}
+        return {
+            "baseline_accuracy": self.baseline_accuracy,
+            "warnings": [str(w) for w in self.warnings],
+            "steps": [
+                {
+                    "step": s.step,
+                    "technique": s.technique,
+                    "config": s.config,
+                    "accuracy": s.accuracy,
+                    "seconds": s.seconds,
+                    "weights": s.weights.to_dict(),
+                    **({registry.get(s.technique).details_key or s.technique: s.details} if s.details else {}),
+                }
+                for s in self.steps
+            ],
+        }
 
     def summary(self, name=python_name) -> str:
         """The steps with accuracy, zeros, distinct values and params; the last model's layers;
@@ -168,10 +182,20 @@ class OptimizeResult(Result):
         rows = [["(input)", "", fmt(self.baseline_accuracy, ".4f"), "", "", ""]]
         for s in self.steps:
             w = s.weights
-            rows.append([s.step, f"{s.seconds:.1f}", fmt(s.accuracy, ".4f"), f"{w.zeros:.3f}",
-                         f"{max(l.unique for l in w.layers):,}" if w.layers else "-", f"{w.params:,}"])
-        lines = [table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows),
-                 self.steps[-1].weights.summary()]
+            rows.append(
+                [
+                    s.step,
+                    f"{s.seconds:.1f}",
+                    fmt(s.accuracy, ".4f"),
+                    f"{w.zeros:.3f}",
+                    f"{max(l.unique for l in w.layers):,}" if w.layers else "-",
+                    f"{w.params:,}",
+                ]
+            )
+        lines = [
+            table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows),
+            self.steps[-1].weights.summary(),
+        ]
         for s in self.steps:
             if s.details:
                 lines.append(_details_summary(s))
@@ -182,8 +206,11 @@ def _details_summary(s: StepResult) -> str:
     if s.technique == "factorize":
         from edgekit.optimize.factorize import FactorizedLayer, FactorizeResult
 
-        return FactorizeResult(None, [FactorizedLayer(**{**l, "shape": tuple(l["shape"])}) for l in s.details["layers"]],
-                               tuple(s.details["params"])).summary()
+        return FactorizeResult(
+            None,
+            [FactorizedLayer(**{**l, "shape": tuple(l["shape"])}) for l in s.details["layers"]],
+            tuple(s.details["params"]),
+        ).summary()
     if s.technique == "channel_prune":
         from edgekit.optimize.channels import summarize
 
@@ -200,19 +227,29 @@ def _lost(before: WeightReport, after: WeightReport) -> List[str]:
         elif b.unique <= 256 and b.params >= 8 * b.unique and a.unique > 2 * b.unique:
             notes.append(f"{b.layer}: {b.unique} distinct values → {a.unique} after QAT")
     if notes:
-        notes.append("tfmot's sparsity/cluster-preserving QAT does not keep them for every layer pattern "
-                     "(measured: a Conv2D followed by a separate ReLU layer loses them; Conv2D→BatchNorm→ReLU keeps them)")
+        notes.append(
+            "tfmot's sparsity/cluster-preserving QAT does not keep them for every layer pattern "
+            "(measured: a Conv2D followed by a separate ReLU layer loses them; Conv2D→BatchNorm→ReLU keeps them)"
+        )
     return notes
 
 
 def _far_below(step: Step, acc: float, baseline: float, samples: int) -> Message:
     ft = step.fine_tune
     steps = ft.epochs * -(-samples // ft.batch_size)
-    return Message("{step}: test accuracy {acc:.4f} after its fine-tune, {drop:.1f} points below the input model's "
-                   "{baseline:.4f}: the fine-tune ({steps} steps at learning rate {lr:g}) is too short or too fast to "
-                   "recover; fine-tune longer ({epochs}), at a lower {learning_rate}, or distill from the input model "
-                   "({distill})", params=("epochs", "learning_rate", "distill"), step=step.describe(), acc=acc,
-                   drop=100 * (baseline - acc), baseline=baseline, steps=steps, lr=ft.learning_rate)
+    return Message(
+        "{step}: test accuracy {acc:.4f} after its fine-tune, {drop:.1f} points below the input model's "
+        "{baseline:.4f}: the fine-tune ({steps} steps at learning rate {lr:g}) is too short or too fast to "
+        "recover; fine-tune longer ({epochs}), at a lower {learning_rate}, or distill from the input model "
+        "({distill})",
+        params=("epochs", "learning_rate", "distill"),
+        step=step.describe(),
+        acc=acc,
+        drop=100 * (baseline - acc),
+        baseline=baseline,
+        steps=steps,
+        lr=ft.learning_rate,
+    )
 
 
 def _config_dict(config) -> dict:
@@ -223,8 +260,19 @@ def _config_dict(config) -> dict:
     return {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None, seed: int = 0,
-             teacher=None, measure: Optional[Callable[[Any], float]] = None) -> OptimizeResult:
+def optimize(
+    model,
+    recipe: Recipe,
+    x,
+    y,
+    *,
+    x_test=None,
+    y_test=None,
+    log=None,
+    seed: int = 0,
+    teacher=None,
+    measure: Optional[Callable[[Any], float]] = None,
+) -> OptimizeResult:
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
     ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step. Distilling
     fine-tunes learn from ``teacher``, by default ``model`` as it came in. ``measure`` times a
@@ -237,8 +285,10 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
     has_test = x_test is not None and y_test is not None
     result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
     if recipe.steps[0].technique == "distill" and teacher is None:
-        raise InputError("a first distill step without a teacher would learn from the model itself: pass a "
-                         "{teacher}", params="teacher")
+        raise InputError(
+            "a first distill step without a teacher would learn from the model itself: pass a {teacher}",
+            params="teacher",
+        )
     current = model
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()
@@ -251,7 +301,16 @@ def optimize(model, recipe: Recipe, x, y, *, x_test=None, y_test=None, log=None,
             result.warnings.append(_far_below(step, acc, result.baseline_accuracy, len(x)))
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))
-        result.steps.append(StepResult(step.describe(), step.technique, _config_dict(step.config),
-                                       weight_report(current), acc, time.perf_counter() - t0, details))
+        result.steps.append(
+            StepResult(
+                step.describe(),
+                step.technique,
+                _config_dict(step.config),
+                weight_report(current),
+                acc,
+                time.perf_counter() - t0,
+                details,
+            )
+        )
     result.model = current
     return result

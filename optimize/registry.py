@@ -45,8 +45,16 @@ class StepContext:
     def fine_tune(self, model, settings=None):
         from edgekit.optimize.finetune import fine_tune
 
-        return fine_tune(model, self.x, self.y, settings or self.settings, seed=self.seed, teacher=self.teacher,
-                         progress="fine-tune", plain=self.log)
+        return fine_tune(
+            model,
+            self.x,
+            self.y,
+            settings or self.settings,
+            seed=self.seed,
+            teacher=self.teacher,
+            progress="fine-tune",
+            plain=self.log,
+        )
 
 
 @dataclass(frozen=True)

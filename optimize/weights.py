@@ -68,14 +68,27 @@ class WeightReport(Result):
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return {"params": self.params, "kernel_params": self.kernel_params, "zeros": self.zeros,
-                "layers": [dict(asdict(l), shape=list(l.shape)) for l in self.layers]}
+        return {
+            "params": self.params,
+            "kernel_params": self.kernel_params,
+            "zeros": self.zeros,
+            "layers": [dict(asdict(l), shape=list(l.shape)) for l in self.layers],
+        }
 
     def summary(self) -> str:
         """Per layer: kernel shape, params, share of zeros, 2:4 compliance, distinct values."""
-        rows = [[l.layer, l.kind, "×".join(map(str, l.shape)), f"{l.params:,}", f"{l.zeros:.3f}",
-                 "-" if l.two_four is None else ("yes" if l.two_four else "no"), f"{l.unique:,}"]
-                for l in self.layers]
+        rows = [
+            [
+                l.layer,
+                l.kind,
+                "×".join(map(str, l.shape)),
+                f"{l.params:,}",
+                f"{l.zeros:.3f}",
+                "-" if l.two_four is None else ("yes" if l.two_four else "no"),
+                f"{l.unique:,}",
+            ]
+            for l in self.layers
+        ]
         return table(("layer", "type", "kernel", "params", "zeros", "2:4", "distinct values"), rows)
 
 
@@ -98,15 +111,32 @@ def weight_report(model) -> WeightReport:
         kind, k = layer_kernel(layer)
         if k is None:
             continue
-        rows.append(LayerWeights(layer.name, kind, tuple(int(d) for d in k.shape), int(k.size),
-                                 float(np.mean(k == 0)), int(len(np.unique(k))),
-                                 None if kind.startswith("Depthwise") else m_by_n_compliant(k)))
+        rows.append(
+            LayerWeights(
+                layer.name,
+                kind,
+                tuple(int(d) for d in k.shape),
+                int(k.size),
+                float(np.mean(k == 0)),
+                int(len(np.unique(k))),
+                None if kind.startswith("Depthwise") else m_by_n_compliant(k),
+            )
+        )
     return WeightReport(rows, model_params(model))
 
 
 # Variables tfmot's wrappers add: masks, schedules, centroids, quantization ranges.
-_WRAPPER_VARIABLES = ("mask", "threshold", "pruning_step", "optimizer_step", "_min", "_max", "cluster_centroids",
-                      "pulling_indices", "ori_weights")
+_WRAPPER_VARIABLES = (
+    "mask",
+    "threshold",
+    "pruning_step",
+    "optimizer_step",
+    "_min",
+    "_max",
+    "cluster_centroids",
+    "pulling_indices",
+    "ori_weights",
+)
 
 
 def model_params(model) -> int:

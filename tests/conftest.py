@@ -22,8 +22,7 @@ def run_cli(*args, cwd=None, timeout=300):
     """Run the installed `edgekit` command; returns CompletedProcess (text)."""
     env = dict(os.environ)
     env.pop("EDGEKIT_DEBUG", None)
-    return subprocess.run([EDGEKIT, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env)
+    return subprocess.run([EDGEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
 
 
 def interactive():
@@ -101,8 +100,15 @@ def exported(tiny_model, digits_ds, workdir):
     from edgekit.converters import export
 
     return {
-        q: export(tiny_model, str(workdir / f"tiny_{q}.tflite"), q, calib=digits_ds.x_train,
-                  eval_x=digits_ds.x_test, eval_y=digits_ds.y_test, calib_samples=64)
+        q: export(
+            tiny_model,
+            str(workdir / f"tiny_{q}.tflite"),
+            q,
+            calib=digits_ds.x_train,
+            eval_x=digits_ds.x_test,
+            eval_y=digits_ds.y_test,
+            calib_samples=64,
+        )
         for q in ("float32", "int8")
     }
 

@@ -5,13 +5,13 @@ command."""
 import json
 import os
 
+import keras  # Keras 3, as a training script written today imports it
 import numpy as np
 import pytest
-
-import keras  # Keras 3, as a training script written today imports it
-
-from edgekit.core.bridge import TranslationError, check_translation, from_keras3, to_keras3
 from conftest import run_cli
+
+from edgekit.core.bridge import TranslationError, check_translation, from_keras3
+from edgekit.core.to_keras3 import to_keras3
 
 L = keras.layers
 ops = keras.ops
@@ -29,8 +29,11 @@ LAYERS = {
     "Conv2DTranspose": (lambda x: L.Conv2DTranspose(4, 3, strides=2, padding="same")(x), (8, 8, 3), "float32"),
     "BatchNormalization": (lambda x: L.BatchNormalization()(x), (8, 8, 3), "float32"),
     "LayerNormalization": (lambda x: L.LayerNormalization()(x), (8, 8, 3), "float32"),
-    "Normalization": (lambda x: L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0])(x), (8, 8, 3),
-                      "float32"),
+    "Normalization": (
+        lambda x: L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0])(x),
+        (8, 8, 3),
+        "float32",
+    ),
     "Rescaling": (lambda x: L.Rescaling(1 / 127.5, offset=-1)(x), (8, 8, 3), "float32"),
     "ReLU": (lambda x: L.ReLU(6.0)(x), (8, 8, 3), "float32"),
     "LeakyReLU": (lambda x: L.LeakyReLU(negative_slope=0.3)(x), (8, 8, 3), "float32"),
@@ -57,8 +60,11 @@ LAYERS = {
     "Embedding": (lambda x: L.Embedding(50, 4)(x), (10,), "int32"),
     "op x + 3.0 (hard swish)": (lambda x: x * (L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)), (8, 8, 3), "float32"),
     "op mean": (lambda x: ops.mean(x, axis=[1, 2], keepdims=True), (8, 8, 3), "float32"),
-    "nested Sequential": (lambda x: keras.Sequential([L.Conv2D(4, 3), L.ReLU()], name="stage")(x), (8, 8, 3),
-                          "float32"),
+    "nested Sequential": (
+        lambda x: keras.Sequential([L.Conv2D(4, 3), L.ReLU()], name="stage")(x),
+        (8, 8, 3),
+        "float32",
+    ),
 }
 
 
@@ -92,9 +98,18 @@ def test_a_layer_tf_keras_lacks_is_named():
 
 def test_a_keras3_file_goes_through_the_commands(tmp_path, digits_ds):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(),
-                              L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dropout(0.5),
-                              L.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            L.Conv2D(8, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(16, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dropout(0.5),
+            L.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], epochs=1, verbose=0)
     path = str(tmp_path / "k3.keras")

@@ -58,12 +58,24 @@ def with_barrier():
 
 
 def mlp():
-    return keras.Sequential([keras.Input((20,)), L.Dense(32, activation="relu", name="h1"),
-                             L.Dropout(0.1), L.Dense(16, activation="relu", name="h2"), L.Dense(3, name="out")])
+    return keras.Sequential(
+        [
+            keras.Input((20,)),
+            L.Dense(32, activation="relu", name="h1"),
+            L.Dropout(0.1),
+            L.Dense(16, activation="relu", name="h2"),
+            L.Dense(3, name="out"),
+        ]
+    )
 
 
-PATTERNS = {"residual": residual, "concat_separable": concat_separable, "squeeze_excite": squeeze_excite,
-            "mlp": mlp, "with_barrier": with_barrier}
+PATTERNS = {
+    "residual": residual,
+    "concat_separable": concat_separable,
+    "squeeze_excite": squeeze_excite,
+    "mlp": mlp,
+    "with_barrier": with_barrier,
+}
 
 
 def _randomize(model):
@@ -72,8 +84,9 @@ def _randomize(model):
     for layer in model.layers:
         ws = layer.get_weights()
         if isinstance(layer, L.BatchNormalization):
-            ws = [rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else rng.normal(0, 0.3, w.shape)
-                  for i, w in enumerate(ws)]
+            ws = [
+                rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else rng.normal(0, 0.3, w.shape) for i, w in enumerate(ws)
+            ]
         else:
             ws = [rng.normal(0, 0.3, w.shape) for w in ws]
         layer.set_weights([w.astype(np.float32) for w in ws])
@@ -177,8 +190,11 @@ def test_latency_budget_is_measured_with_the_harness():
     x = np.random.default_rng(0).random((16,) + tuple(model.input_shape[1:]), dtype=np.float32)
     rep = channel_prune_report(model, ChannelPruneConfig(target_latency=1e6), measure=int8_latency(x))
     assert rep.ratio == 0.0 and rep.params[0] == rep.params[1]
-    with pytest.raises(InputError, match=r"target_latency=1e-06 ms is out of reach: .* leaves ([\d.]+ ms|a model that "
-                                         r"does not prepare under XNNPACK)"):
+    with pytest.raises(
+        InputError,
+        match=r"target_latency=1e-06 ms is out of reach: .* leaves ([\d.]+ ms|a model that "
+        r"does not prepare under XNNPACK)",
+    ):
         channel_prune_report(model, ChannelPruneConfig(target_latency=1e-6), measure=int8_latency(x))
     with pytest.raises(InputError, match="needs `measure`"):
         channel_prune_report(model, ChannelPruneConfig(target_latency=1.0))
@@ -214,8 +230,20 @@ def test_cli_channel_prunes_with_recovery_and_reports_widths(tiny_keras_path, tm
     from conftest import assert_clean_error, run_cli
 
     out, report = tmp_path / "pruned.keras", tmp_path / "report.json"
-    proc = run_cli("optimize", tiny_keras_path, "--data", "digits", "--channel-prune", "0.5", "--epochs", "1",
-                   "-o", out, "--report", report)
+    proc = run_cli(
+        "optimize",
+        tiny_keras_path,
+        "--data",
+        "digits",
+        "--channel-prune",
+        "0.5",
+        "--epochs",
+        "1",
+        "-o",
+        out,
+        "--json",
+        report,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "width before" in proc.stdout
     step = json.loads(report.read_text())["steps"][0]
@@ -225,6 +253,19 @@ def test_cli_channel_prunes_with_recovery_and_reports_widths(tiny_keras_path, tm
     assert widths == [[8, 4], [8, 4], [16, 8], [10, 10]] and step["accuracy"] is not None
     model = keras.models.load_model(str(out))
     assert model.count_params() == ch["params"][1]
-    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--channel-prune", "0.5",
-                               "--target-macs", "1000", "-o", tmp_path / "x.keras"), contains="a ratio or one budget")
+    assert_clean_error(
+        run_cli(
+            "optimize",
+            tiny_keras_path,
+            "--data",
+            "digits",
+            "--channel-prune",
+            "0.5",
+            "--target-macs",
+            "1000",
+            "-o",
+            tmp_path / "x.keras",
+        ),
+        contains="a ratio or one budget",
+    )
     assert not (tmp_path / "x.keras").exists()

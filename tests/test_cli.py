@@ -3,23 +3,40 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import assert_clean_error, run_cli
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["export", "--help"],
-                                  ["bench", "--help"], ["inspect", "--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["demo", "--help"], ["export", "--help"], ["bench", "--help"], ["inspect", "--help"], ["--version"]],
+)
 def test_help(args):
     proc = run_cli(*args)
     assert proc.returncode == 0 and proc.stdout.strip()
 
 
 def test_export_int8_from_a_saved_model_with_report(tiny_keras_path, tmp_path, npz, digits_ds):
-    data = npz(x_train=digits_ds.x_train[:100], y_train=digits_ds.y_train[:100],
-               x_test=digits_ds.x_test[:60], y_test=digits_ds.y_test[:60])
+    data = npz(
+        x_train=digits_ds.x_train[:100],
+        y_train=digits_ds.y_train[:100],
+        x_test=digits_ds.x_test[:60],
+        y_test=digits_ds.y_test[:60],
+    )
     out, rep = tmp_path / "m.tflite", tmp_path / "m.json"
-    proc = run_cli("export", tiny_keras_path, "--quant", "int8", "--calib", data, "-o", out,
-                   "--report", rep, "--calib-samples", "50")
+    proc = run_cli(
+        "export",
+        tiny_keras_path,
+        "--quant",
+        "int8",
+        "--calib",
+        data,
+        "-o",
+        out,
+        "--json",
+        rep,
+        "--calib-samples",
+        "50",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # TensorFlow's native logging is kept off the user's terminal
     report = json.loads(rep.read_text())
@@ -35,8 +52,7 @@ def test_export_int8_from_a_saved_model_with_report(tiny_keras_path, tmp_path, n
     assert "fully integer: yes" in text and "DEPTHWISE_CONV_2D" in text
 
     # an existing output is never silently replaced
-    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "float32", "-o", out),
-                       contains="--overwrite")
+    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "float32", "-o", out), contains="--overwrite")
     proc = run_cli("export", tiny_keras_path, "--quant", "float32", "-o", out, "--overwrite")
     assert proc.returncode == 0 and "note: no verification data" in proc.stdout
 
@@ -60,13 +76,24 @@ def _bad_inputs(tmp_path, tiny_keras_path, npz):
     }
 
 
-@pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown quant", "npz without x",
-                                  "wrong shape", "nan values", "no calib for int8", "missing data"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing model",
+        "corrupt model",
+        "unknown quant",
+        "npz without x",
+        "wrong shape",
+        "nan values",
+        "no calib for int8",
+        "missing data",
+    ],
+)
 def test_export_bad_input_is_one_line_and_writes_nothing(case, tmp_path, tiny_keras_path, npz):
     args, expected = _bad_inputs(tmp_path, tiny_keras_path, npz)[case]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = run_cli("export", *args, "-o", out_dir / "m.tflite", "--report", out_dir / "r.json")
+    proc = run_cli("export", *args, "-o", out_dir / "m.tflite", "--json", out_dir / "r.json")
     assert_clean_error(proc, contains=expected)
     assert os.listdir(out_dir) == []
 
@@ -75,8 +102,20 @@ def test_bench_json_and_a_failing_model(exported, tmp_path, test_npz):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x00" * 64)
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", exported["float32"].path, bad, exported["int8"].path, "--runs", "10",
-                   "--warmup", "2", "--inputs", test_npz, "--json", out)
+    proc = run_cli(
+        "bench",
+        exported["float32"].path,
+        bad,
+        exported["int8"].path,
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+        "--inputs",
+        test_npz,
+        "--json",
+        out,
+    )
     assert proc.returncode == 1  # one model failed; the others were still measured
     assert "Traceback" not in proc.stderr and "bad.tflite" in proc.stderr
     doc = json.loads(out.read_text())
@@ -87,14 +126,17 @@ def test_bench_json_and_a_failing_model(exported, tmp_path, test_npz):
     assert "p50 ms" in proc.stdout
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["bench", "MISSING.tflite", "--runs", "0"], "--runs must be >= 1"),
-    (["demo", "--epochs", "x"], "--epochs must be an integer"),
-    (["export", "m.keras"], "required"),
-    (["frobnicate"], "invalid choice"),
-    ([], "COMMAND"),
-    (["inspect", "MISSING.tflite"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["bench", "MISSING.tflite", "--runs", "0"], "--runs must be >= 1"),
+        (["demo", "--epochs", "x"], "--epochs must be an integer"),
+        (["export", "m.keras"], "required"),
+        (["frobnicate"], "invalid choice"),
+        ([], "COMMAND"),
+        (["inspect", "MISSING.tflite"], "not found"),
+    ],
+)
 def test_usage_errors_are_one_line(args, expected):
     assert_clean_error(run_cli(*args), contains=expected)
 

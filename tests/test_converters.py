@@ -78,9 +78,15 @@ def test_agreement_threshold_fails_the_export_and_writes_nothing(tiny_model, dig
     out = tmp_path / "m.tflite"
     # noise images: the int8 and float models disagree on some, so 100% agreement is unreachable
     with pytest.raises(VerificationError, match=r"below the required 100.0% \(`min_agreement`\)"):
-        export(tiny_model, str(out), "int8", calib=digits_ds.x_train[:32],
-               eval_x=np.random.default_rng(0).random((50, 32, 32, 1)).astype(np.float32),
-               min_agreement=1.0, calib_samples=32)
+        export(
+            tiny_model,
+            str(out),
+            "int8",
+            calib=digits_ds.x_train[:32],
+            eval_x=np.random.default_rng(0).random((50, 32, 32, 1)).astype(np.float32),
+            min_agreement=1.0,
+            calib_samples=32,
+        )
     assert not out.exists() and os.listdir(tmp_path) == []
 
 

@@ -33,8 +33,9 @@ def test_npz_with_x_and_y(npz):
 
 
 def test_npz_with_splits_and_one_hot_labels(npz):
-    path = npz(x_train=np.ones((6, 3)), y_train=np.eye(3)[[0, 1, 2, 0, 1, 2]],
-               x_test=np.ones((2, 3)), y_test=np.array([2, 1]))
+    path = npz(
+        x_train=np.ones((6, 3)), y_train=np.eye(3)[[0, 1, 2, 0, 1, 2]], x_test=np.ones((2, 3)), y_test=np.array([2, 1])
+    )
     ds = load_npz(path)
     np.testing.assert_array_equal(ds.y_train, [0, 1, 2, 0, 1, 2])
     np.testing.assert_array_equal(ds.y_test, [2, 1])

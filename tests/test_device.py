@@ -58,8 +58,7 @@ def test_harness_runs_as_a_standalone_script_without_tensorflow(exported, tmp_pa
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'edgekit', 'tf_keras'))\n"
         "print(json.dumps({'code': code, 'bad': bad}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     lines = out.stdout.strip().splitlines()
     result, status = json.loads(lines[0]), json.loads(lines[-1])
     assert status == {"code": 0, "bad": []}, out.stderr
@@ -72,9 +71,14 @@ def test_npz_inputs_are_quantized_for_int8_models(exported, npz):
     assert r["samples"] == 3 and 0.0 <= r["accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(runs=0), "runs"), (dict(warmup=-1), "warmup"), (dict(threads=0), "threads"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(runs=0), "runs"),
+        (dict(warmup=-1), "warmup"),
+        (dict(threads=0), "threads"),
+    ],
+)
 def test_bad_arguments(exported, kwargs, message):
     with pytest.raises(BoardError, match=message):
         measure(exported["int8"].path, **kwargs)
@@ -93,7 +97,7 @@ def test_board_facts_read_a_raspberry_pi_tree(tmp_path):
     files = {  # as on a Raspberry Pi 4 (Raspberry Pi OS, 64-bit)
         "proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
         "proc/cpuinfo": "processor\t: 0\nBogoMIPS\t: 108.00\nCPU part\t: 0xd08\n\n"
-                        "Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
+        "Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
         "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "ondemand\n",
         "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "1500000\n",
         "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq": "1800000\n",
@@ -143,8 +147,12 @@ def test_thread_sweep_and_ratios_to_the_first_model(exported):
 def test_time_budget_and_progress_lines(exported):
     from edgekit.device.board.harness import PROGRESS_PREFIX
 
-    out = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--duration", "0.5",
-                          "--warmup", "2", "--progress"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, HARNESS_PATH, exported["int8"].path, "--duration", "0.5", "--warmup", "2", "--progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     result = json.loads(out.stdout)
     assert result["duration_s"] == 0.5 and result["runs"] > 10  # as many runs as fit in 0.5 s
     assert 0.4 < result["runs"] * result["latency_ms"]["mean"] / 1e3 < 0.6
@@ -182,8 +190,12 @@ def test_raw_outputs_are_saved_bit_for_bit(exported, test_npz, tmp_path):
     from edgekit.device.board.harness import raw_outputs
 
     out = tmp_path / "out.npz"
-    proc = subprocess.run([sys.executable, HARNESS_PATH, exported["int8"].path, "--inputs", test_npz,
-                           "--outputs", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, HARNESS_PATH, exported["int8"].path, "--inputs", test_npz, "--outputs", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     info = json.loads(proc.stdout)
     assert info["dtype"] == "int8" and info["samples"] == 360
     x = np.load(test_npz)["x"]

@@ -11,7 +11,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md", "benchmarks/README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+PAGES = ["README.md", "benchmarks/README.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
 
 
 def _read(rel):
@@ -60,7 +62,9 @@ def test_every_relative_link_and_anchor_resolves(page):
         if re.match(r"[a-z]+:", link):
             continue  # http(s):, mailto:
         target, _, anchor = link.partition("#")
-        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target)) if target else os.path.join(ROOT, page)
+        path = (
+            os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target)) if target else os.path.join(ROOT, page)
+        )
         if not os.path.exists(path):
             broken.append(link)
         elif anchor and path.endswith(".md") and anchor not in _anchors(_read(os.path.relpath(path, ROOT))):
@@ -121,8 +125,9 @@ def test_readme_commands_are_listed_and_found():
 def test_generated_tables_are_the_tools_output(page, name):
     from readme import SECTIONS, section  # tools/readme.py (conftest puts tools/ on the path)
 
-    assert section(_read(page), name).strip() == SECTIONS[name]().strip(), \
+    assert section(_read(page), name).strip() == SECTIONS[name]().strip(), (
         f"the {name} table of {page} is stale: run `make readme`"
+    )
 
 
 def test_the_readme_python_example_runs_as_written(tmp_path):

@@ -1,31 +1,34 @@
 """Every conversion mode, I/O type, calibration source and the int8 diagnostics, on tiny models."""
 
-
 import numpy as np
 import pytest
+from conftest import assert_clean_error, run_cli
 
 from edgekit.converters import export, inspect_tflite, kernel_zeros, layer_errors
 from edgekit.converters.inspection import INTEGER_TYPES
 from edgekit.core.errors import InputError, VerificationError
 from edgekit.models import profile
 
-from conftest import assert_clean_error, run_cli
-
 
 def _export(model, ds, tmp_path, mode, **kw):
     kw.setdefault("calib", ds.x_train)
     kw.setdefault("calib_samples", 32)
     kw.setdefault("overwrite", True)  # several exports of one mode per test
-    return export(model, str(tmp_path / f"{mode}.tflite"), mode, eval_x=ds.x_test[:100],
-                  eval_y=ds.y_test[:100], **kw)
+    return export(model, str(tmp_path / f"{mode}.tflite"), mode, eval_x=ds.x_test[:100], eval_y=ds.y_test[:100], **kw)
 
 
 def test_float16_and_dynamic_shrink_weights_and_stay_float_compute(digits_ds, tmp_path):
     from edgekit import keras
 
     keras.utils.set_random_seed(0)  # kernels of >= 1024 weights: the converter keeps smaller ones float
-    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(digits_ds.x_train, digits_ds.y_train, epochs=2, verbose=0)
     f32 = inspect_tflite(_export(model, digits_ds, tmp_path, "float32").path)
@@ -61,9 +64,11 @@ def test_int8_io_types(tiny_model, digits_ds, tmp_path, io, edge_ops):
 
 
 def test_io_that_does_not_fit_the_mode_is_an_error(tiny_model, digits_ds):
-    with pytest.raises(InputError, match="`io` 'int16' does not apply to int8 models; use one of: int8, uint8, float32"):
+    with pytest.raises(
+        InputError, match="`io='int16'` does not apply to int8 models; use one of: int8, uint8, float32"
+    ):
         export(tiny_model, None, "int8", calib=digits_ds.x_train, io="int16")
-    with pytest.raises(InputError, match="`io` 'int8' does not apply to float16"):
+    with pytest.raises(InputError, match="`io='int8'` does not apply to float16"):
         export(tiny_model, None, "float16", io="int8")
 
 
@@ -107,8 +112,9 @@ def test_calibration_from_a_directory_of_images(tiny_model, tmp_path):
     assert "calibrated on 6 samples of images" in proc.stdout
     assert inspect_tflite(str(out)).fully_integer
     (images / "bad.png").write_bytes(b"not a png")
-    proc = run_cli("export", tmp_path / "tiny.keras", "--quant", "int8", "--calib", images, "-o",
-                   tmp_path / "m2.tflite")
+    proc = run_cli(
+        "export", tmp_path / "tiny.keras", "--quant", "int8", "--calib", images, "-o", tmp_path / "m2.tflite"
+    )
     assert_clean_error(proc, contains="cannot decode")
     assert not (tmp_path / "m2.tflite").exists()
 
@@ -159,19 +165,30 @@ def test_keep_float_named_layer(tiny_model, digits_ds, tmp_path):
     float_compute = [op.op for op in info.float_ops if op.op not in ("QUANTIZE", "DEQUANTIZE")]
     assert sorted(float_compute) == ["FULLY_CONNECTED", "SOFTMAX"]  # the Dense layer and its activation
     assert info.op_counts["CONV_2D"] == 2 and all(
-        set(op.input_dtypes) <= INTEGER_TYPES for op in info.ops if op.op == "CONV_2D")
+        set(op.input_dtypes) <= INTEGER_TYPES for op in info.ops if op.op == "CONV_2D"
+    )
     with pytest.raises(InputError, match="not a quantized layer of this model"):
         _export(tiny_model, digits_ds, tmp_path, "int8", keep_float="no_such_layer")
 
 
 def test_keep_float_auto_reaches_the_agreement(tiny_model, digits_ds, tmp_path):
     noise = np.random.default_rng(1).random((60, 32, 32, 1)).astype(np.float32)
-    plain = export(tiny_model, None, "int8", calib=digits_ds.x_train, calib_samples=32, eval_x=noise,
-                   layer_report=False)
+    plain = export(
+        tiny_model, None, "int8", calib=digits_ds.x_train, calib_samples=32, eval_x=noise, layer_report=False
+    )
     target = 1.0
     assert plain.agreement < target  # int8 alone misses it on noise
-    rep = export(tiny_model, str(tmp_path / "auto.tflite"), "int8", calib=digits_ds.x_train, calib_samples=32,
-                 eval_x=noise, io="float32", keep_float="auto", min_agreement=target)
+    rep = export(
+        tiny_model,
+        str(tmp_path / "auto.tflite"),
+        "int8",
+        calib=digits_ds.x_train,
+        calib_samples=32,
+        eval_x=noise,
+        io="float32",
+        keep_float="auto",
+        min_agreement=target,
+    )
     assert rep.agreement >= target and rep.kept_float
     assert any(rep.kept_float[0] == w["layer"] for w in rep.worst_layers)
     with pytest.raises(InputError, match="`keep_float='auto'` needs `min_agreement`"):
@@ -182,8 +199,14 @@ def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
     from edgekit import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(512, activation="relu"),
-                              keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((256,)),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     for layer in model.layers:  # 90% of each kernel zeroed by magnitude
         k, b = layer.get_weights()
         k[np.abs(k) < np.quantile(np.abs(k), 0.9)] = 0
@@ -200,8 +223,7 @@ def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
     int8 = export(model, str(tmp_path / "int8.tflite"), "int8", calib=x, eval_x=x, layer_report=False)
     assert zeros <= kernel_zeros(int8.path) < zeros + 0.02
     with pytest.raises(VerificationError, match="XNNPACK.*without --sparse"):
-        export(model, str(tmp_path / "int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True,
-               layer_report=False)
+        export(model, str(tmp_path / "int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True, layer_report=False)
     assert not (tmp_path / "int8_sparse.tflite").exists()
 
 
@@ -215,10 +237,15 @@ def test_inspect_counts_macs_per_op_like_the_profiler(tiny_model, exported):
 
 def test_cli_mode_errors_are_one_line(tiny_keras_path, tmp_path):
     out = tmp_path / "m.tflite"
-    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "float16", "--io", "uint8", "-o", out),
-                       contains="--io uint8 does not apply to float16")
-    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "int16x8", "-o", out),
-                       contains="--quant int16x8 needs --data")
-    assert_clean_error(run_cli("export", tiny_keras_path, "--quant", "dynamic", "--keep-float", "auto", "-o", out),
-                       contains="--keep-float applies to --quant int8")
+    assert_clean_error(
+        run_cli("export", tiny_keras_path, "--quant", "float16", "--io", "uint8", "-o", out),
+        contains="--io uint8 does not apply to float16",
+    )
+    assert_clean_error(
+        run_cli("export", tiny_keras_path, "--quant", "int16x8", "-o", out), contains="--quant int16x8 needs --data"
+    )
+    assert_clean_error(
+        run_cli("export", tiny_keras_path, "--quant", "dynamic", "--keep-float", "auto", "-o", out),
+        contains="--keep-float applies to --quant int8",
+    )
     assert not out.exists()

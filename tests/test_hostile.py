@@ -20,7 +20,6 @@ import zlib
 
 import numpy as np
 import pytest
-
 from conftest import EDGEKIT, build_tiny, interactive
 
 GIB = 1 << 30
@@ -29,6 +28,7 @@ pytestmark = pytest.mark.xdist_group("hostile")  # one worker builds the hostile
 
 
 # -- running and checking -------------------------------------------------------------------
+
 
 class Run:
     def __init__(self, returncode, stdout, stderr, peak_rss):
@@ -54,8 +54,14 @@ def edgekit(*args, cwd=None, env=None, timeout=300) -> Run:
     full_env.pop("EDGEKIT_DEBUG", None)
     with tempfile.TemporaryDirectory() as tmp:
         rss = os.path.join(tmp, "rss")
-        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss, EDGEKIT, *map(str, args)], capture_output=True,
-                              text=True, cwd=cwd, env=full_env, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, rss, EDGEKIT, *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=full_env,
+            timeout=timeout,
+        )
         with open(rss) as f:
             peak = int(f.read()) * 1024
     return Run(proc.returncode, proc.stdout, proc.stderr, peak)
@@ -72,15 +78,29 @@ def refused(run: Run, *contains, code=2):
         assert text in lines[0], lines[0]
     if os.environ.get("EDGEKIT_HOSTILE_LOG"):  # the case list of the closing note / docs
         with open(os.environ["EDGEKIT_HOSTILE_LOG"], "a") as f:
-            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "exit": run.returncode,
-                                "message": lines[0], "peak_rss_mb": round(run.peak_rss / 2**20, 1)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                        "exit": run.returncode,
+                        "message": lines[0],
+                        "peak_rss_mb": round(run.peak_rss / 2**20, 1),
+                    }
+                )
+                + "\n"
+            )
     return lines[0]
 
 
 def digest(path) -> str:
     if os.path.isdir(path):
-        return json.dumps(sorted((os.path.relpath(os.path.join(r, f), path), digest(os.path.join(r, f)))
-                                 for r, _, fs in os.walk(path) for f in fs))
+        return json.dumps(
+            sorted(
+                (os.path.relpath(os.path.join(r, f), path), digest(os.path.join(r, f)))
+                for r, _, fs in os.walk(path)
+                for f in fs
+            )
+        )
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -90,6 +110,7 @@ def leftovers(directory) -> list:
 
 
 # -- hostile files ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, digits_ds):
@@ -120,16 +141,48 @@ def hostile(tmp_path_factory, digits_ds):
             zf.writestr("config.json", json.dumps(config))
         return str(d / name)
 
-    files["keras3_lambda"] = zipped("k3_lambda.keras", {
-        "module": "keras", "class_name": "Functional", "config": {"name": "m", "layers": [
-            {"module": "keras.layers", "class_name": "Lambda", "config": {
-                "name": "k3_lambda", "function": {"class_name": "__lambda__", "config": {"code": "AAAA"}}}}]}})
-    files["write_file_op"] = zipped("op.keras", {
-        "class_name": "Functional", "config": {"name": "m", "layers": [
-            {"class_name": "TFOpLambda", "config": {"name": "tf.io.write_file", "function": "io.write_file"}}]}})
-    files["unknown_module"] = zipped("module.keras", {
-        "class_name": "Functional", "config": {"name": "m", "layers": [
-            {"module": "edgekit_hostile_module", "class_name": "Evil", "config": {"name": "evil"}}]}})
+    files["keras3_lambda"] = zipped(
+        "k3_lambda.keras",
+        {
+            "module": "keras",
+            "class_name": "Functional",
+            "config": {
+                "name": "m",
+                "layers": [
+                    {
+                        "module": "keras.layers",
+                        "class_name": "Lambda",
+                        "config": {
+                            "name": "k3_lambda",
+                            "function": {"class_name": "__lambda__", "config": {"code": "AAAA"}},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    files["write_file_op"] = zipped(
+        "op.keras",
+        {
+            "class_name": "Functional",
+            "config": {
+                "name": "m",
+                "layers": [
+                    {"class_name": "TFOpLambda", "config": {"name": "tf.io.write_file", "function": "io.write_file"}}
+                ],
+            },
+        },
+    )
+    files["unknown_module"] = zipped(
+        "module.keras",
+        {
+            "class_name": "Functional",
+            "config": {
+                "name": "m",
+                "layers": [{"module": "edgekit_hostile_module", "class_name": "Evil", "config": {"name": "evil"}}],
+            },
+        },
+    )
     (d / "edgekit_hostile_module.py").write_text(f"open({marker!r}, 'w').close()\n")
 
     good = build_tiny()
@@ -137,13 +190,19 @@ def hostile(tmp_path_factory, digits_ds):
     for name in ("lambda.h5", "lambda_sm", "lambda.keras", "h5_renamed.keras", "wrapped.h5", "good.keras"):
         files[name] = str(d / name)
     x = digits_ds.x_train[:64]
-    np.savez(d / "data.npz", x_train=x, y_train=digits_ds.y_train[:64], x_test=digits_ds.x_test[:32],
-             y_test=digits_ds.y_test[:32])
+    np.savez(
+        d / "data.npz",
+        x_train=x,
+        y_train=digits_ds.y_train[:64],
+        x_test=digits_ds.x_test[:32],
+        y_test=digits_ds.y_test[:32],
+    )
     files["data"] = str(d / "data.npz")
     from edgekit.converters import export
 
-    files["good.tflite"] = export(good, str(d / "good.tflite"), "int8", calib=x, calib_samples=32,
-                                  layer_report=False).path
+    files["good.tflite"] = export(
+        good, str(d / "good.tflite"), "int8", calib=x, calib_samples=32, layer_report=False
+    ).path
     return files
 
 
@@ -153,23 +212,44 @@ def no_code_ran(hostile):
 
 # -- 1. no code runs on load ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, command", [
-    ("lambda.h5", "export"), ("lambda.h5", "profile"), ("h5_renamed.keras", "export"), ("lambda_sm", "export"),
-    ("lambda_sm", "profile"), ("lambda.keras", "optimize"), ("wrapped.h5", "profile"),
-])
+
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("lambda.h5", "export"),
+        ("lambda.h5", "profile"),
+        ("h5_renamed.keras", "export"),
+        ("lambda_sm", "export"),
+        ("lambda_sm", "profile"),
+        ("lambda.keras", "optimize"),
+        ("wrapped.h5", "profile"),
+    ],
+)
 def test_a_lambda_layer_is_refused_before_it_runs(hostile, tmp_path, name, command):
-    args = {"export": ["export", hostile[name], "--quant", "int8", "--calib", hostile["data"], "-o", tmp_path / "m.tflite"],
-            "profile": ["profile", hostile[name]],
-            "optimize": ["optimize", hostile[name], "--data", hostile["data"], "--prune", "0.5", "-o",
-                         tmp_path / "o.keras"]}[command]
+    args = {
+        "export": ["export", hostile[name], "--quant", "int8", "--calib", hostile["data"], "-o", tmp_path / "m.tflite"],
+        "profile": ["profile", hostile[name]],
+        "optimize": [
+            "optimize",
+            hostile[name],
+            "--data",
+            hostile["data"],
+            "--prune",
+            "0.5",
+            "-o",
+            tmp_path / "o.keras",
+        ],
+    }[command]
     line = refused(edgekit(*args), "Lambda", "--unsafe-load")
     assert "'sneaky'" in line or "lambda" in line
     no_code_ran(hostile)
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("name, words", [("keras3_lambda", "k3_lambda"), ("write_file_op", "io.write_file"),
-                                         ("unknown_module", "edgekit_hostile_module")])
+@pytest.mark.parametrize(
+    "name, words",
+    [("keras3_lambda", "k3_lambda"), ("write_file_op", "io.write_file"), ("unknown_module", "edgekit_hostile_module")],
+)
 def test_code_in_a_config_is_refused(hostile, name, words):
     # the module a config names would be importable: it sits on PYTHONPATH
     run = edgekit("profile", hostile[name], env={"PYTHONPATH": os.path.dirname(hostile["marker"])})
@@ -205,9 +285,22 @@ def test_unsafe_load_on_the_command_line_is_an_opt_in(hostile, tmp_path):
 
 # -- 2, 3. no file lost, no overwrite without --overwrite --------------------------------------
 
+
 def _optimize(hostile, out, *extra, cwd=None):
-    return edgekit("optimize", hostile["good.keras"], "--data", hostile["data"], "--prune", "0.5", "--epochs", "1",
-                   "-o", out, *extra, cwd=cwd)
+    return edgekit(
+        "optimize",
+        hostile["good.keras"],
+        "--data",
+        hostile["data"],
+        "--prune",
+        "0.5",
+        "--epochs",
+        "1",
+        "-o",
+        out,
+        *extra,
+        cwd=cwd,
+    )
 
 
 def test_optimize_into_the_current_directory_is_refused(hostile, tmp_path):
@@ -222,8 +315,19 @@ def test_optimize_into_the_home_directory_is_refused(hostile, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / ".bashrc").write_text("mine")
-    run = edgekit("optimize", hostile["good.keras"], "--data", hostile["data"], "--prune", "0.5", "-o", home,
-                  "--overwrite", env={"HOME": str(home)}, cwd=tmp_path)  # what a shell makes of `-o ~`
+    run = edgekit(
+        "optimize",
+        hostile["good.keras"],
+        "--data",
+        hostile["data"],
+        "--prune",
+        "0.5",
+        "-o",
+        home,
+        "--overwrite",
+        env={"HOME": str(home)},
+        cwd=tmp_path,
+    )  # what a shell makes of `-o ~`
     refused(run, "did not write")
     assert (home / ".bashrc").read_text() == "mine"
     assert all(n.startswith(".") for n in os.listdir(home))  # at most the libraries' own config/cache folders
@@ -249,13 +353,13 @@ def test_bench_json_naming_the_model_is_refused(hostile, tmp_path):
 
 def test_optimize_report_naming_the_output_is_refused(hostile, tmp_path):
     out = tmp_path / "o.keras"
-    refused(_optimize(hostile, out, "--report", out), "same file")
+    refused(_optimize(hostile, out, "--json", out), "same file")
     assert os.listdir(tmp_path) == []
 
 
 def test_export_report_naming_the_output_is_refused(hostile, tmp_path):
     out = tmp_path / "m.tflite"
-    refused(edgekit("export", hostile["good.keras"], "--quant", "float32", "-o", out, "--report", out), "same file")
+    refused(edgekit("export", hostile["good.keras"], "--quant", "float32", "-o", out, "--json", out), "same file")
     assert os.listdir(tmp_path) == []
 
 
@@ -271,22 +375,44 @@ def test_export_output_naming_the_calibration_data_is_refused(hostile, tmp_path)
     data = tmp_path / "d.npz"
     shutil.copy(hostile["data"], data)
     before = digest(data)
-    refused(edgekit("export", hostile["good.keras"], "--quant", "int8", "--calib", data, "-o", data, "--overwrite"),
-            "also an input")
+    refused(
+        edgekit("export", hostile["good.keras"], "--quant", "int8", "--calib", data, "-o", data, "--overwrite"),
+        "also an input",
+    )
     assert digest(data) == before
 
 
 @pytest.mark.parametrize("command", ["export", "optimize", "bench"])
 def test_an_existing_report_needs_overwrite(hostile, tmp_path, command):
     report = tmp_path / "report.json"
-    report.write_text("{\"mine\": true}")
-    args = {"export": ["export", hostile["good.keras"], "--quant", "float32", "-o", tmp_path / "m.tflite", "--report",
-                       report],
-            "optimize": ["optimize", hostile["good.keras"], "--data", hostile["data"], "--prune", "0.5", "-o",
-                         tmp_path / "o.keras", "--report", report],
-            "bench": ["bench", hostile["good.tflite"], "--runs", "2", "--json", report]}[command]
+    report.write_text('{"mine": true}')
+    args = {
+        "export": [
+            "export",
+            hostile["good.keras"],
+            "--quant",
+            "float32",
+            "-o",
+            tmp_path / "m.tflite",
+            "--json",
+            report,
+        ],
+        "optimize": [
+            "optimize",
+            hostile["good.keras"],
+            "--data",
+            hostile["data"],
+            "--prune",
+            "0.5",
+            "-o",
+            tmp_path / "o.keras",
+            "--json",
+            report,
+        ],
+        "bench": ["bench", hostile["good.tflite"], "--runs", "2", "--json", report],
+    }[command]
     refused(edgekit(*args), "exists", "--overwrite")
-    assert report.read_text() == "{\"mine\": true}"
+    assert report.read_text() == '{"mine": true}'
     assert sorted(os.listdir(tmp_path)) == ["report.json"]
 
 
@@ -305,8 +431,8 @@ def test_two_exports_to_one_output_never_lose_a_result_silently(hostile, tmp_pat
 
 
 def test_write_atomic_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
-    from edgekit.core.io import write_atomic
     from edgekit.core.errors import InputError
+    from edgekit.core.io import write_atomic
 
     path = tmp_path / "r.json"
     path.write_text("the other run's result")  # appeared after this run checked its outputs
@@ -343,6 +469,7 @@ def test_demo_out_naming_a_folder_of_the_users_is_refused(tmp_path):
 
 # -- 4. signals clean up ----------------------------------------------------------------------
 
+
 def _stop_when(proc, ready, timeout=240.0):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
@@ -358,10 +485,25 @@ def test_a_signal_during_optimizes_save_leaves_nothing(hostile, tmp_path, signum
     out_dir.mkdir()
     private = tmp_path / "tmp"
     private.mkdir()
-    proc = subprocess.Popen([EDGEKIT, "optimize", hostile["good.keras"], "--data", hostile["data"], "--qat",
-                             "--epochs", "1", "-o", str(out_dir / "o_qat")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(private)),
-                            preexec_fn=interactive)
+    proc = subprocess.Popen(
+        [
+            EDGEKIT,
+            "optimize",
+            hostile["good.keras"],
+            "--data",
+            hostile["data"],
+            "--qat",
+            "--epochs",
+            "1",
+            "-o",
+            str(out_dir / "o_qat"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(private)),
+        preexec_fn=interactive,
+    )
     saving = _stop_when(proc, lambda: any(".tmp-" in n for n in os.listdir(out_dir)))
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
@@ -373,8 +515,12 @@ def test_a_signal_during_optimizes_save_leaves_nothing(hostile, tmp_path, signum
 
 def test_sigterm_during_bench_stops_the_children_and_writes_nothing(hostile, tmp_path):
     report = tmp_path / "b.json"
-    proc = subprocess.Popen([EDGEKIT, "bench", hostile["good.tflite"], "--duration", "60", "--json", str(report)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [EDGEKIT, "bench", hostile["good.tflite"], "--duration", "60", "--json", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -386,11 +532,24 @@ def test_sigterm_during_bench_stops_the_children_and_writes_nothing(hostile, tmp
 
 # -- 5, 6. bad values are errors, not crashes --------------------------------------------------
 
+
 def test_float64_calibration_beyond_float32_is_an_error_not_a_segfault(hostile, tmp_path):
     x = np.full((8, 32, 32, 1), 1e300)
     np.savez(tmp_path / "big.npz", x=x)
-    refused(edgekit("export", hostile["good.keras"], "--quant", "int8", "--calib", tmp_path / "big.npz", "-o",
-                    tmp_path / "m.tflite"), "1e+300", "float32")
+    refused(
+        edgekit(
+            "export",
+            hostile["good.keras"],
+            "--quant",
+            "int8",
+            "--calib",
+            tmp_path / "big.npz",
+            "-o",
+            tmp_path / "m.tflite",
+        ),
+        "1e+300",
+        "float32",
+    )
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -411,33 +570,62 @@ def test_an_npz_header_claiming_256_tib_is_an_error(hostile, tmp_path):
     assert run.peak_rss < GIB
 
 
-@pytest.mark.parametrize("recipe, words", [
-    ("[[steps]]\ntechnique = 'prune'\nsparsity = 'lots'\n", "sparsity must be a number; received 'lots'"),
-    ("steps = 'prune'\n", "steps must be a list of tables"),
-    ("[fine_tune]\nepochs = 'two'\n[[steps]]\ntechnique = 'qat'\n", "epochs must be an integer"),
-    ("fine_tune = 3\n[[steps]]\ntechnique = 'qat'\n", "fine_tune must be a table"),
-    ("[[steps]]\ntechnique = 'prune'\nskip = [1, 2]\n", "skip must be a list of layer names"),
-    ("[[steps]]\ntechnique = 'prune'\nsparsity = 0.5\nepochs = 2.5\n", "epochs must be an integer"),
-])
+@pytest.mark.parametrize(
+    "recipe, words",
+    [
+        ("[[steps]]\ntechnique = 'prune'\nsparsity = 'lots'\n", "sparsity must be a number; received 'lots'"),
+        ("steps = 'prune'\n", "steps must be a list of tables"),
+        ("[fine_tune]\nepochs = 'two'\n[[steps]]\ntechnique = 'qat'\n", "epochs must be an integer"),
+        ("fine_tune = 3\n[[steps]]\ntechnique = 'qat'\n", "fine_tune must be a table"),
+        ("[[steps]]\ntechnique = 'prune'\nskip = [1, 2]\n", "skip must be a list of layer names"),
+        ("[[steps]]\ntechnique = 'prune'\nsparsity = 0.5\nepochs = 2.5\n", "epochs must be an integer"),
+    ],
+)
 def test_a_recipe_of_the_wrong_types_is_an_error(hostile, tmp_path, recipe, words):
     (tmp_path / "r.toml").write_text(recipe)
-    refused(edgekit("optimize", hostile["good.keras"], "--data", hostile["data"], "--recipe", tmp_path / "r.toml",
-                    "-o", tmp_path / "o.keras"), words)
+    refused(
+        edgekit(
+            "optimize",
+            hostile["good.keras"],
+            "--data",
+            hostile["data"],
+            "--recipe",
+            tmp_path / "r.toml",
+            "-o",
+            tmp_path / "o.keras",
+        ),
+        words,
+    )
     assert os.listdir(tmp_path) == ["r.toml"]
 
 
 def test_labels_outside_the_models_classes_are_an_error(hostile, digits_ds, tmp_path):
     np.savez(tmp_path / "d.npz", x=digits_ds.x_train[:64], y=np.full(64, 12))
-    refused(edgekit("optimize", hostile["good.keras"], "--data", tmp_path / "d.npz", "--prune", "0.5", "-o",
-                    tmp_path / "o.keras"), "class ids 12..12", "10 classes")
+    refused(
+        edgekit(
+            "optimize",
+            hostile["good.keras"],
+            "--data",
+            tmp_path / "d.npz",
+            "--prune",
+            "0.5",
+            "-o",
+            tmp_path / "o.keras",
+        ),
+        "class ids 12..12",
+        "10 classes",
+    )
     assert not (tmp_path / "o.keras").exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--docs", "MISSING.md"], "MISSING.md not found"),
-    (["--model", "missing.keras"], "not found"),
-    (["--json", "nodir/x.json"], "directory does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--docs", "MISSING.md"], "MISSING.md not found"),
+        (["--model", "missing.keras"], "not found"),
+        (["--json", "nodir/x.json"], "directory does not exist"),
+    ],
+)
 def test_the_technique_benchmark_checks_its_arguments_before_the_run(tmp_path, args, words):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks", "techniques.py")
     start = time.perf_counter()
@@ -450,9 +638,10 @@ def test_the_technique_benchmark_checks_its_arguments_before_the_run(tmp_path, a
 
 # -- 7. corrupt .tflite -------------------------------------------------------------------------
 
+
 def _patched_tflite(hostile, tmp_path, patch):
-    from ai_edge_litert import schema_py_generated as schema
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     with open(hostile["good.tflite"], "rb") as f:
         model = schema.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
@@ -529,11 +718,49 @@ def _zip(path, members):
                 payload, crc, size, method = data, zlib.crc32(data), len(data), 0
             extra = struct.pack("<HHQQ", 1, 16, size, len(payload))
             offset = f.tell()
-            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, method, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
-                                len(name), len(extra)) + name.encode() + extra)
+            f.write(
+                struct.pack(
+                    "<IHHHHHIIIHH",
+                    0x04034B50,
+                    45,
+                    0,
+                    method,
+                    0,
+                    0x21,
+                    crc,
+                    0xFFFFFFFF,
+                    0xFFFFFFFF,
+                    len(name),
+                    len(extra),
+                )
+                + name.encode()
+                + extra
+            )
             f.write(payload)
-            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, method, 0, 0x21, crc, 0xFFFFFFFF,
-                                       0xFFFFFFFF, len(name), len(extra), 0, 0, 0, 0, offset) + name.encode() + extra)
+            central.append(
+                struct.pack(
+                    "<IHHHHHHIIIHHHHHII",
+                    0x02014B50,
+                    45,
+                    45,
+                    0,
+                    method,
+                    0,
+                    0x21,
+                    crc,
+                    0xFFFFFFFF,
+                    0xFFFFFFFF,
+                    len(name),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    0,
+                    offset,
+                )
+                + name.encode()
+                + extra
+            )
         start = f.tell()
         for c in central:
             f.write(c)
@@ -543,8 +770,9 @@ def _zip(path, members):
 
 def test_a_keras_zip_bomb_is_refused_in_bounded_memory(tmp_path):
     deflated = _deflated_zeros(9 * (GIB // 2))
-    path = _zip(tmp_path / "bomb.keras", [("metadata.json", b"{}"), ("config.json", b"{}"),
-                                          ("model.weights.h5", deflated)])
+    path = _zip(
+        tmp_path / "bomb.keras", [("metadata.json", b"{}"), ("config.json", b"{}"), ("model.weights.h5", deflated)]
+    )
     assert os.path.getsize(path) < 6_000_000
     run = edgekit("profile", path)
     refused(run, "model.weights.h5", "4,831,838,208 bytes", "EDGEKIT_MAX_RATIO")
@@ -568,8 +796,12 @@ def _png(path, width, height):
 
     idat, _ = _deflated_zeros((width + 1) * height // CHUNK * CHUNK, wrapper=True)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b"")
+        )
     return path
 
 
@@ -589,8 +821,9 @@ def test_an_hdf5_dataset_declaring_gigabytes_is_refused(tmp_path):
     path = tmp_path / "bomb.h5"
     with h5py.File(path, "w") as f:
         f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"layers": []}})
-        f.create_dataset("model_weights/dense/kernel", shape=(1 << 31,), dtype="f4", chunks=(1 << 20,),
-                         compression="gzip")
+        f.create_dataset(
+            "model_weights/dense/kernel", shape=(1 << 31,), dtype="f4", chunks=(1 << 20,), compression="gzip"
+        )
     run = edgekit("profile", path)
     refused(run, "dataset", "EDGEKIT_MAX_RATIO")
     assert run.peak_rss <= GIB
@@ -600,8 +833,17 @@ def test_a_raised_limit_lets_a_trusted_file_through(hostile, tmp_path, digits_ds
     x = np.zeros((40, 32, 32, 1), np.float32)
     x[:, 0, 0, 0] = 1.0
     np.savez_compressed(tmp_path / "sparse.npz", x=np.repeat(x, 120, axis=0))  # 19.7 MB of nearly zeros
-    common = ["export", hostile["good.keras"], "--quant", "int8", "--calib", tmp_path / "sparse.npz", "--calib-samples",
-              "16", "--no-layer-errors"]
+    common = [
+        "export",
+        hostile["good.keras"],
+        "--quant",
+        "int8",
+        "--calib",
+        tmp_path / "sparse.npz",
+        "--calib-samples",
+        "16",
+        "--no-layer-errors",
+    ]
     refused(edgekit(*common, "-o", tmp_path / "a.tflite"), "EDGEKIT_MAX_RATIO")
     run = edgekit(*common, "-o", tmp_path / "b.tflite", env={"EDGEKIT_MAX_RATIO": "100000"})
     assert run.returncode == 0, run.stderr
@@ -609,6 +851,7 @@ def test_a_raised_limit_lets_a_trusted_file_through(hostile, tmp_path, digits_ds
 
 
 # -- 9. paths are never options ----------------------------------------------------------------
+
 
 def test_a_model_named_like_an_option_is_benchmarked_as_a_file(hostile, tmp_path):
     shutil.copy(hostile["good.tflite"], tmp_path / "-rf.tflite")
@@ -622,17 +865,40 @@ def test_a_model_named_like_an_option_is_benchmarked_as_a_file(hostile, tmp_path
 
 # -- 10. messages that help --------------------------------------------------------------------
 
+
 def test_a_non_zip_npz_never_suggests_unsafe_loading(hostile, tmp_path):
     (tmp_path / "d.npz").write_bytes(b"\x80\x04 pickled junk")
-    line = refused(edgekit("export", hostile["good.keras"], "--quant", "int8", "--calib", tmp_path / "d.npz",
-                           "-o", tmp_path / "m.tflite"), "not a .npz file")
+    line = refused(
+        edgekit(
+            "export",
+            hostile["good.keras"],
+            "--quant",
+            "int8",
+            "--calib",
+            tmp_path / "d.npz",
+            "-o",
+            tmp_path / "m.tflite",
+        ),
+        "not a .npz file",
+    )
     assert "pickle" not in line
 
 
 def test_a_pickled_object_array_is_refused_without_unpickling(hostile, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}, None], dtype=object))
-    line = refused(edgekit("export", hostile["good.keras"], "--quant", "int8", "--calib", tmp_path / "d.npz",
-                           "-o", tmp_path / "m.tflite"), "Python objects")
+    line = refused(
+        edgekit(
+            "export",
+            hostile["good.keras"],
+            "--quant",
+            "int8",
+            "--calib",
+            tmp_path / "d.npz",
+            "-o",
+            tmp_path / "m.tflite",
+        ),
+        "Python objects",
+    )
     assert "allow_pickle" not in line
 
 

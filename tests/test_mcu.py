@@ -10,7 +10,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.xdist_group("mcu")
@@ -35,8 +34,9 @@ def _probe(model_path, arena):
 
     from edgekit.device.board.micro import MICRO_PATH
 
-    proc = subprocess.run([sys.executable, MICRO_PATH, f"--probe={arena}", "--", model_path], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, MICRO_PATH, f"--probe={arena}", "--", model_path], capture_output=True, text=True, check=True
+    )
     doc = json.loads(proc.stdout)
     return doc["outcome"], doc["message"]
 
@@ -89,8 +89,20 @@ def test_before_the_softmax_tflm_and_litert_differ_by_at_most_one_step(tiny_mode
 def test_cli_board_json_and_c_sources_that_compile(int8_path, test_npz, tmp_path):
     out = tmp_path / "src"
     out.mkdir()  # an empty directory is fine
-    proc = run_cli("mcu", int8_path, "--board", "pico", "--data", test_npz, "--samples", "40", "--emit", out,
-                   "--json", tmp_path / "mcu.json")
+    proc = run_cli(
+        "mcu",
+        int8_path,
+        "--board",
+        "pico",
+        "--data",
+        test_npz,
+        "--samples",
+        "40",
+        "--emit",
+        out,
+        "--json",
+        tmp_path / "mcu.json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "fits" in proc.stdout and "host invoke" in proc.stdout
     doc = __import__("json").loads((tmp_path / "mcu.json").read_text())
@@ -128,11 +140,14 @@ def test_a_board_too_small_exits_1_and_writes_no_sources(int8_path, tmp_path):
     assert "more RAM" in proc.stderr and not (tmp_path / "src").exists()
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["--board", "uno"], 2, "known boards: nano33ble, pico"),
-    (["--board", "pico", "--ram", "64", "--flash", "64"], 2, "either --board or --ram and --flash"),
-    (["--max-arena", "1"], 2, "does not allocate in a tensor arena of 1,024 bytes"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--board", "uno"], 2, "known boards: nano33ble, pico"),
+        (["--board", "pico", "--ram", "64", "--flash", "64"], 2, "either --board or --ram and --flash"),
+        (["--max-arena", "1"], 2, "does not allocate in a tensor arena of 1,024 bytes"),
+    ],
+)
 def test_bad_board_and_arena_bounds_are_clear_errors(int8_path, args, code, words):
     assert_clean_error(run_cli("mcu", int8_path, *args), code, words)
 
@@ -190,8 +205,9 @@ def test_logits_all_near_zero_are_explained_not_a_crash(tmp_path):
     from edgekit.converters import export
 
     inputs = keras.Input((8,))
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", kernel_initializer="zeros",
-                                                   name="untrained")(inputs))
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, activation="softmax", kernel_initializer="zeros", name="untrained")(inputs)
+    )
     rep = export(model, None, calib=np.random.default_rng(0).normal(size=(32, 8)).astype("float32"))
     path = tmp_path / "flat.tflite"
     path.write_bytes(rep.tflite)
@@ -205,13 +221,29 @@ def test_export_target_mcu_checks_before_writing(tiny_model, digits_ds, tmp_path
 
     out = tmp_path / "m.tflite"
     with pytest.raises(VerificationError, match="does not fit a board with 4 KB RAM"):
-        export(tiny_model, out, calib=digits_ds.x_train, eval_x=digits_ds.x_test[:50], eval_y=digits_ds.y_test[:50],
-               calib_samples=32, target="mcu", board=custom_board(4, 1024))
+        export(
+            tiny_model,
+            out,
+            calib=digits_ds.x_train,
+            eval_x=digits_ds.x_test[:50],
+            eval_y=digits_ds.y_test[:50],
+            calib_samples=32,
+            target="mcu",
+            board=custom_board(4, 1024),
+        )
     assert not out.exists()
     with pytest.raises(InputError, match="exports int8"):
         export(tiny_model, out, "float16", target="mcu")
-    rep = export(tiny_model, out, calib=digits_ds.x_train, eval_x=digits_ds.x_test[:50], eval_y=digits_ds.y_test[:50],
-                 calib_samples=32, target="mcu", board="nano33ble")
+    rep = export(
+        tiny_model,
+        out,
+        calib=digits_ds.x_train,
+        eval_x=digits_ds.x_test[:50],
+        eval_y=digits_ds.y_test[:50],
+        calib_samples=32,
+        target="mcu",
+        board="nano33ble",
+    )
     assert out.exists() and rep.mcu["fits"] is True and rep.mcu["agreement"] >= 0.98
     assert "TFLM: arena" in rep.summary()
 

@@ -1,10 +1,9 @@
-
 import numpy as np
 import pytest
 
 from edgekit.converters import export, inspect_tflite
-from edgekit.device import measure
 from edgekit.core.errors import InputError
+from edgekit.device import measure
 from edgekit.models import DIGITS_CONFIG, available, create, make_divisible, mobilenet_v2, profile
 
 
@@ -32,10 +31,15 @@ def test_make_divisible():
     assert make_divisible(100) == 104
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(alpha=0), "alpha"), (dict(classes=0), "classes"), (dict(dropout=1.0), "dropout"),
-    (dict(input_shape=(32, 32)), "input_shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(alpha=0), "alpha"),
+        (dict(classes=0), "classes"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(input_shape=(32, 32)), "input_shape"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mobilenet_v2(**kwargs)

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_clean_error, run_cli
 
 from edgekit import keras
@@ -62,8 +61,14 @@ def test_prune_reaches_the_target_in_under_20_steps_inside_a_plain_fit(trained, 
     pruned = prune(trained, PruneConfig(sparsity=0.8))
     pruned.compile("adam", "sparse_categorical_crossentropy")
     # The user's own fit with the callbacks pruning needs: 256 samples / 16 = 16 steps.
-    pruned.fit(digits_ds.x_train[:256], digits_ds.y_train[:256], batch_size=16, epochs=1, verbose=0,
-               callbacks=callbacks(pruned))
+    pruned.fit(
+        digits_ds.x_train[:256],
+        digits_ds.y_train[:256],
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=callbacks(pruned),
+    )
     report = weight_report(strip(pruned))
     assert len(report.layers) == 4
     for layer in report.layers:
@@ -99,7 +104,7 @@ def test_two_four_pattern_every_group_of_four_has_two_zeros(trained, digits_ds):
 
 def test_m_by_n_check_reads_groups_along_the_input_axis():
     dense = np.ones((8, 3), np.float32)  # [in, out]
-    dense[0::4] = dense[1::4] = 0       # inputs 0,1 and 4,5 zero for every output
+    dense[0::4] = dense[1::4] = 0  # inputs 0,1 and 4,5 zero for every output
     assert m_by_n_compliant(dense) is True
     dense[1, 2] = 1.0
     assert m_by_n_compliant(dense) is False
@@ -111,8 +116,11 @@ def test_prune_layer_selection_and_errors(trained):
     pruned = prune(trained, sparsity=0.5, layers=("re:dense.*",), steps=4)
     wrapped = [type(l.layer).__name__ for l in pruned.layers if type(l).__name__ == "PruneLowMagnitude"]
     assert wrapped == ["Dense", "Dense"]  # the regex matched the two Dense layers only
-    assert [type(l.layer).__name__ for l in prune(trained, layers=(keras.layers.Conv2D,), steps=4).layers
-            if type(l).__name__ == "PruneLowMagnitude"] == ["Conv2D", "Conv2D"]
+    assert [
+        type(l.layer).__name__
+        for l in prune(trained, layers=(keras.layers.Conv2D,), steps=4).layers
+        if type(l).__name__ == "PruneLowMagnitude"
+    ] == ["Conv2D", "Conv2D"]
     with pytest.raises(InputError, match="no layer matches 'nope'"):
         prune(trained, layers=("nope",))
     with pytest.raises(InputError, match="cannot tell how many batches"):
@@ -124,8 +132,9 @@ def test_prune_layer_selection_and_errors(trained):
             for _ in range(2):
                 yield np.zeros((4, 32, 32, 1), np.float32), np.zeros(4)
 
-        gen = tf.data.Dataset.from_generator(batches, output_signature=(
-            tf.TensorSpec((None, 32, 32, 1), tf.float32), tf.TensorSpec((None,), tf.float64)))
+        gen = tf.data.Dataset.from_generator(
+            batches, output_signature=(tf.TensorSpec((None, 32, 32, 1), tf.float32), tf.TensorSpec((None,), tf.float64))
+        )
         p.fit(gen, epochs=1, verbose=0, callbacks=callbacks(p))
 
 
@@ -140,8 +149,15 @@ def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, d
     assert all(l.unique <= 16 for l in report.layers)
     sizes = {}
     for name, m in (("plain", trained), ("clustered", stripped)):
-        r = export(m, str(tmp_path / f"{name}.tflite"), "int8", calib=digits_ds.x_train, eval_x=digits_ds.x_test,
-                   calib_samples=64, layer_report=False)
+        r = export(
+            m,
+            str(tmp_path / f"{name}.tflite"),
+            "int8",
+            calib=digits_ds.x_train,
+            eval_x=digits_ds.x_test,
+            calib_samples=64,
+            layer_report=False,
+        )
         sizes[name] = len(gzip.compress(open(r.path, "rb").read(), 9))
     assert sizes["clustered"] < 0.9 * sizes["plain"], sizes  # small model: the graph weighs; the demo checks 0.6x
 
@@ -149,16 +165,31 @@ def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, d
 def test_collaborative_prune_cluster_qat_keeps_zeros_and_clusters_into_int8(trained, digits_ds, tmp_path):
     from edgekit.converters import export, inspect_tflite
 
-    recipe = Recipe.of([QATConfig(), PruneConfig(sparsity=0.8), ClusterConfig(clusters=8)],  # any order: the registry's
-                       FineTune(epochs=1, batch_size=64))
-    result = optimize(trained, recipe, digits_ds.x_train[:512], digits_ds.y_train[:512],
-                      x_test=digits_ds.x_test, y_test=digits_ds.y_test)
+    recipe = Recipe.of(
+        [QATConfig(), PruneConfig(sparsity=0.8), ClusterConfig(clusters=8)],  # any order: the registry's
+        FineTune(epochs=1, batch_size=64),
+    )
+    result = optimize(
+        trained,
+        recipe,
+        digits_ds.x_train[:512],
+        digits_ds.y_train[:512],
+        x_test=digits_ds.x_test,
+        y_test=digits_ds.y_test,
+    )
     assert [s.step for s in result.steps] == ["prune 0.8", "cluster 8", "qat"]
     final = result.steps[-1].weights
     for layer in final.layers:  # PCQAT: zeros and clusters survive quantization-aware training
         assert layer.zeros >= 0.79 and layer.unique <= 8, layer
-    r = export(result.model, str(tmp_path / "pcqat.tflite"), "int8", calib=digits_ds.x_train,
-               eval_x=digits_ds.x_test, calib_samples=64, layer_report=False)
+    r = export(
+        result.model,
+        str(tmp_path / "pcqat.tflite"),
+        "int8",
+        calib=digits_ds.x_train,
+        eval_x=digits_ds.x_test,
+        calib_samples=64,
+        layer_report=False,
+    )
     assert r.fully_integer
     from edgekit.device import load_interpreter
 
@@ -219,8 +250,11 @@ def test_qat_errors_name_the_layer_and_the_fix(tmp_path):
     x = L.Dense(8)(i)
     x = L.LayerNormalization(name="double")(x)
     model = keras.Model(i, L.Dense(2)(x))
-    with pytest.raises(InputError, match=r"layer 'double' \(LayerNormalization\) has no QuantizeConfig; leave it in float with "
-                                         r"QATConfig\(skip=\('double',\)\)"):
+    with pytest.raises(
+        InputError,
+        match=r"layer 'double' \(LayerNormalization\) has no QuantizeConfig; leave it in float with "
+        r"QATConfig\(skip=\('double',\)\)",
+    ):
         qat(model)
     q = qat(model, QATConfig(skip=("double",)))
     assert any(l.name == "double" for l in q.layers)
@@ -252,9 +286,11 @@ def test_keras3_models_are_translated_and_subclassed_models_refused():
 
 def test_recipe_toml_and_its_errors(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text('[fine_tune]\nepochs = 3\n\n[[steps]]\ntechnique = "prune"\nsparsity = 0.7\npattern = "unstructured"\n'
-                    'skip = ["predictions"]\n\n[[steps]]\ntechnique = "cluster"\nclusters = 8\nepochs = 1\n\n'
-                    '[[steps]]\ntechnique = "qat"\n')
+    path.write_text(
+        '[fine_tune]\nepochs = 3\n\n[[steps]]\ntechnique = "prune"\nsparsity = 0.7\npattern = "unstructured"\n'
+        'skip = ["predictions"]\n\n[[steps]]\ntechnique = "cluster"\nclusters = 8\nepochs = 1\n\n'
+        '[[steps]]\ntechnique = "qat"\n'
+    )
     recipe = Recipe.from_toml(str(path))
     assert recipe.describe() == "prune 0.7 → cluster 8 → qat"
     assert [s.fine_tune.epochs for s in recipe.steps] == [3, 1, 3]
@@ -264,7 +300,7 @@ def test_recipe_toml_and_its_errors(tmp_path):
         ('[[steps]]\ntechnique = "qat"\n[[steps]]\ntechnique = "prune"\n', "qat must be the last step"),
         ('[[steps]]\ntechnique = "dstill"\n', "technique must be one of"),
         ('[fine_tune]\ndistill = {temp = 2}\n[[steps]]\ntechnique = "prune"\n', "distill has unknown key 'temp'"),
-        ('[[steps]\n', "not valid TOML"),
+        ("[[steps]\n", "not valid TOML"),
         ('[[steps]]\ntechnique = "prune"\nsparsity = 1.5\n', "sparsity must be in (0, 1)"),
     ]:
         path.write_text(text)
@@ -290,11 +326,29 @@ def test_qat_model_saves_as_savedmodel_and_reloads(tmp_path):
 
 
 def test_cli_optimize_prune_and_report(tiny_keras_path, npz, digits_ds, tmp_path):
-    data = npz(x_train=digits_ds.x_train[:256], y_train=digits_ds.y_train[:256], x_test=digits_ds.x_test[:100],
-               y_test=digits_ds.y_test[:100])
+    data = npz(
+        x_train=digits_ds.x_train[:256],
+        y_train=digits_ds.y_train[:256],
+        x_test=digits_ds.x_test[:100],
+        y_test=digits_ds.y_test[:100],
+    )
     out, report = tmp_path / "pruned.keras", tmp_path / "r.json"
-    proc = run_cli("optimize", tiny_keras_path, "--data", data, "--prune", "0.8", "--epochs", "1", "--batch-size", "16",
-                   "-o", out, "--report", report)
+    proc = run_cli(
+        "optimize",
+        tiny_keras_path,
+        "--data",
+        data,
+        "--prune",
+        "0.8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "-o",
+        out,
+        "--json",
+        report,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(report.read_text())
     (step,) = doc["steps"]
@@ -309,10 +363,14 @@ def test_cli_optimize_prune_and_report(tiny_keras_path, npz, digits_ds, tmp_path
 def test_cli_optimize_qat_straight_to_a_verified_int8_tflite(tiny_keras_path, npz, digits_ds, tmp_path):
     from edgekit.converters import inspect_tflite
 
-    data = npz(x_train=digits_ds.x_train[:256], y_train=digits_ds.y_train[:256], x_test=digits_ds.x_test[:100],
-               y_test=digits_ds.y_test[:100])
+    data = npz(
+        x_train=digits_ds.x_train[:256],
+        y_train=digits_ds.y_train[:256],
+        x_test=digits_ds.x_test[:100],
+        y_test=digits_ds.y_test[:100],
+    )
     out, report = tmp_path / "qat.tflite", tmp_path / "r.json"
-    proc = run_cli("optimize", tiny_keras_path, "--data", data, "--qat", "--epochs", "1", "-o", out, "--report", report)
+    proc = run_cli("optimize", tiny_keras_path, "--data", data, "--qat", "--epochs", "1", "-o", out, "--json", report)
     assert proc.returncode == 0, proc.stderr
     assert inspect_tflite(str(out)).fully_integer and "top-1 agreement with Keras" in proc.stdout
     doc = json.loads(report.read_text())
@@ -321,11 +379,13 @@ def test_cli_optimize_qat_straight_to_a_verified_int8_tflite(tiny_keras_path, np
 
 def test_cli_optimize_bad_input_writes_nothing(tiny_keras_path, tmp_path):
     out = tmp_path / "q.keras"
-    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--qat", "-o", out),
-                       contains="SavedModel directory")
+    assert_clean_error(
+        run_cli("optimize", tiny_keras_path, "--data", "digits", "--qat", "-o", out), contains="SavedModel directory"
+    )
     assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "-o", out), contains="nothing to do")
-    assert_clean_error(run_cli("optimize", tiny_keras_path, "--data", "digits", "--prune", "1.5", "-o", out),
-                       contains="must be in")
+    assert_clean_error(
+        run_cli("optimize", tiny_keras_path, "--data", "digits", "--prune", "1.5", "-o", out), contains="must be in"
+    )
     assert not out.exists()
 
 
@@ -341,7 +401,7 @@ def test_fold_batchnorm_is_exact_and_keeps_clusters_in_the_int8_file(digits_ds, 
     x = L.ReLU(6.0)(x)
     y = L.DepthwiseConv2D(3, padding="same")(x)
     y = L.BatchNormalization()(y)
-    x = L.Add()([x, y])                      # residual: BN after Add is not foldable
+    x = L.Add()([x, y])  # residual: BN after Add is not foldable
     x = L.BatchNormalization(name="after_add")(x)
     x = L.Conv2D(32, 1, activation="relu")(x)  # activation inside: the next BN is not foldable
     x = L.BatchNormalization(name="after_relu")(x)
@@ -358,11 +418,25 @@ def test_fold_batchnorm_is_exact_and_keeps_clusters_in_the_int8_file(digits_ds, 
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
     c = strip(cluster(model, ClusterConfig(clusters=8)))
-    r = export(c, str(tmp_path / "c.tflite"), "int8", calib=digits_ds.x_train, eval_x=x, calib_samples=32,
-               layer_report=False, per_channel=False)
+    r = export(
+        c,
+        str(tmp_path / "c.tflite"),
+        "int8",
+        calib=digits_ds.x_train,
+        eval_x=x,
+        calib_samples=32,
+        layer_report=False,
+        per_channel=False,
+    )
     interp = load_interpreter(r.path)
     for t in inspect_tflite(r.path).tensors:  # Conv2D/Dense kernels: at most 8 int8 values each
-        if t.constant and t.dtype == "INT8" and len(t.shape) in (2, 4) and t.shape[-1] != 1 and "depthwise" not in t.name:
+        if (
+            t.constant
+            and t.dtype == "INT8"
+            and len(t.shape) in (2, 4)
+            and t.shape[-1] != 1
+            and "depthwise" not in t.name
+        ):
             assert len(np.unique(interp.get_tensor(t.index))) <= 8, t.name
     assert r.per_channel is False and r.fully_integer
 
@@ -382,10 +456,20 @@ def test_optimize_warns_when_qat_loses_zeros_or_clusters():
     from edgekit.optimize.recipe import _lost
     from edgekit.optimize.weights import LayerWeights, WeightReport
 
-    before = WeightReport([LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
-                           LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False)], 8192)
-    after = WeightReport([LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
-                          LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.07, 3800, False)], 8192)
+    before = WeightReport(
+        [
+            LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
+            LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
+        ],
+        8192,
+    )
+    after = WeightReport(
+        [
+            LayerWeights("a", "Conv2D", (1, 1, 64, 64), 4096, 0.8, 16, False),
+            LayerWeights("b", "Conv2D", (1, 1, 64, 64), 4096, 0.07, 3800, False),
+        ],
+        8192,
+    )
     notes = _lost(before, after)
     assert notes[0] == "b: zeros 0.80 → 0.07 after QAT" and len(notes) == 2
     assert _lost(before, before) == []
@@ -431,8 +515,8 @@ def test_qat_of_a_batchnorm_after_a_concat_and_an_average_pool_exports_int8(tmp_
     """DenseNet's pattern: BatchNormalization after a concatenation (tfmot folds only Conv+BN) and
     an AveragePooling2D (TFLite's int8 kernel needs one scale in and out)."""
     from edgekit.converters import export
-    from edgekit.optimize import qat
     from edgekit.core.saving import load_keras_model, save_model
+    from edgekit.optimize import qat
 
     keras.utils.set_random_seed(0)
     i = keras.Input((16, 16, 3))

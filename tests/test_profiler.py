@@ -6,13 +6,13 @@ from edgekit.models import mobilenet_v2, profile
 
 def hand_counted_net():
     inputs = keras.Input((8, 8, 2), name="in")
-    a = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)            # 8x8x4
-    b = keras.layers.BatchNormalization(name="bn")(a)                               # in place
-    c = keras.layers.ReLU(6.0, name="relu")(b)                                      # in place
-    d = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(c)    # 4x4x4
-    e = keras.layers.Conv2D(4, 1, name="pw")(d)                                     # 4x4x4
-    f = keras.layers.Add(name="add")([d, e])                                        # 4x4x4
-    g = keras.layers.Flatten(name="flat")(f)                                        # 64
+    a = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)  # 8x8x4
+    b = keras.layers.BatchNormalization(name="bn")(a)  # in place
+    c = keras.layers.ReLU(6.0, name="relu")(b)  # in place
+    d = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(c)  # 4x4x4
+    e = keras.layers.Conv2D(4, 1, name="pw")(d)  # 4x4x4
+    f = keras.layers.Add(name="add")([d, e])  # 4x4x4
+    g = keras.layers.Flatten(name="flat")(f)  # 64
     out = keras.layers.Dense(3, name="fc")(g)
     return keras.Model(inputs, out, name="hand")
 
@@ -20,10 +20,10 @@ def hand_counted_net():
 def test_macs_and_params_match_a_hand_count():
     p = profile(hand_counted_net())
     macs = {l.name: l.macs for l in p.layers}
-    assert macs["conv"] == 8 * 8 * (3 * 3 * 2) * 4          # 4,608
-    assert macs["dw"] == 4 * 4 * 4 * (3 * 3)                # 576
-    assert macs["pw"] == 4 * 4 * 4 * 4                      # 256
-    assert macs["fc"] == 64 * 3                             # 192
+    assert macs["conv"] == 8 * 8 * (3 * 3 * 2) * 4  # 4,608
+    assert macs["dw"] == 4 * 4 * 4 * (3 * 3)  # 576
+    assert macs["pw"] == 4 * 4 * 4 * 4  # 256
+    assert macs["fc"] == 64 * 3  # 192
     assert macs["add"] == macs["bn"] == macs["flat"] == 0
     assert p.macs == 4608 + 576 + 256 + 192
     params = {l.name: l.params for l in p.layers}

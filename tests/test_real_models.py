@@ -8,13 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_clean_error, run_cli
 
 from edgekit import keras
 from edgekit.converters import export
 from edgekit.core.errors import VerificationError
 from edgekit.optimize import FineTune, PruneConfig, QATConfig, Recipe, accuracy, optimize, qat
-
-from conftest import assert_clean_error, run_cli
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks"))
 import zoo  # noqa: E402
@@ -22,12 +21,19 @@ import zoo  # noqa: E402
 L = keras.layers
 
 
-@pytest.mark.parametrize("name, flavour, verb", [
-    ("SequentialConvnet", "keras3", "export"), ("SequentialConvnet", "keras3", "prune"),
-    ("SequentialConvnet", "keras3", "cluster"), ("SequentialConvnet", "keras3", "qat"),
-    ("SequentialConvnet", "tf_keras", "channels"), ("TextClassifier", "keras3", "qat"),
-    ("MobileNetV3Small", "tf_keras", "qat"), ("MobileNetV3Small", "keras3", "channels"),
-])
+@pytest.mark.parametrize(
+    "name, flavour, verb",
+    [
+        ("SequentialConvnet", "keras3", "export"),
+        ("SequentialConvnet", "keras3", "prune"),
+        ("SequentialConvnet", "keras3", "cluster"),
+        ("SequentialConvnet", "keras3", "qat"),
+        ("SequentialConvnet", "tf_keras", "channels"),
+        ("TextClassifier", "keras3", "qat"),
+        ("MobileNetV3Small", "tf_keras", "qat"),
+        ("MobileNetV3Small", "keras3", "channels"),
+    ],
+)
 def test_zoo_cell(name, flavour, verb):
     cell = zoo.run_one(name, flavour, verb)
     assert cell["status"] == "ok", cell
@@ -49,8 +55,11 @@ def test_qat_starts_at_post_training_accuracy_and_stays_near_it_after_ten_steps(
     ds = digits_ds
     keras.utils.set_random_seed(0)
     model = _issue_model()
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 20 * 45)),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 20 * 45)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ["accuracy"],
+    )
     model.fit(ds.x_train, ds.y_train, epochs=20, batch_size=32, verbose=0)
     ptq = export(model, None, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, layer_report=False)
     # right after wrapping, ranges calibrated as post-training quantization would: the same accuracy
@@ -58,21 +67,39 @@ def test_qat_starts_at_post_training_accuracy_and_stays_near_it_after_ten_steps(
     assert accuracy(qat(model), ds.x_test, ds.y_test) < 0.2  # tfmot's own start: the input range is [0, 0]
     # 300 samples, batch 32: a 10-step fine-tune keeps the int8 accuracy within 3 points of PTQ's (the
     # shuffle order decides the rest: measured 0.764-0.794 over seeds 0-3 against PTQ 0.789 at this rate)
-    result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-4)), ds.x_train[:300], ds.y_train[:300],
-                      x_test=ds.x_test, y_test=ds.y_test)
+    result = optimize(
+        model,
+        Recipe.of([QATConfig()], FineTune(1, 32, 1e-4)),
+        ds.x_train[:300],
+        ds.y_train[:300],
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+    )
     q = export(result.model, None, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test)
     assert q.fully_integer and q.accuracy["tflite"] >= ptq.accuracy["tflite"] - 0.03, (q.accuracy, ptq.accuracy)
 
 
 def test_a_fine_tune_far_below_the_input_is_a_warning(tiny_model, digits_ds):
-    result = optimize(tiny_model, Recipe.of([PruneConfig(sparsity=0.95)], FineTune(1, 64, 5e-2)),
-                      digits_ds.x_train[:128], digits_ds.y_train[:128], x_test=digits_ds.x_test, y_test=digits_ds.y_test)
-    assert any("points below the input model's" in w and "fine-tune longer" in w for w in result.warnings), result.warnings
+    result = optimize(
+        tiny_model,
+        Recipe.of([PruneConfig(sparsity=0.95)], FineTune(1, 64, 5e-2)),
+        digits_ds.x_train[:128],
+        digits_ds.y_train[:128],
+        x_test=digits_ds.x_test,
+        y_test=digits_ds.y_test,
+    )
+    assert any("points below the input model's" in w and "fine-tune longer" in w for w in result.warnings), (
+        result.warnings
+    )
 
 
 def test_depthwise_kernels_left_dense_are_reported(tiny_model, digits_ds):
-    result = optimize(tiny_model, Recipe.of([PruneConfig(sparsity=0.5)], FineTune(1, 64, 1e-4)),
-                      digits_ds.x_train[:256], digits_ds.y_train[:256])
+    result = optimize(
+        tiny_model,
+        Recipe.of([PruneConfig(sparsity=0.5)], FineTune(1, 64, 1e-4)),
+        digits_ds.x_train[:256],
+        digits_ds.y_train[:256],
+    )
     note = [w for w in result.warnings if "DepthwiseConv2D" in w]
     assert note and "1 DepthwiseConv2D kernel(s)" in note[0] and "tfmot does not prune depthwise kernels" in note[0]
     assert "% of the kernel params" in note[0]
@@ -82,19 +109,35 @@ def test_the_sanity_gate_fails_an_export_far_from_keras(tiny_model, digits_ds, t
     out = tmp_path / "m.tflite"
     # calibrated on data at a tenth of its range: the first conv saturates (measured cosine 0.34)
     with pytest.raises(VerificationError, match=r"cosine 0\.\d+.*min_cosine. 0\.9.*lose the most.*conv2d"):
-        export(tiny_model, str(out), "int8", calib=digits_ds.x_train * 0.1, eval_x=digits_ds.x_test,
-               layer_report=False)
+        export(tiny_model, str(out), "int8", calib=digits_ds.x_train * 0.1, eval_x=digits_ds.x_test, layer_report=False)
     assert not out.exists()
-    rep = export(tiny_model, None, "int8", calib=digits_ds.x_train * 0.1, eval_x=digits_ds.x_test,
-                 layer_report=False, min_cosine=-1.0)  # the user lowers the gate
+    rep = export(
+        tiny_model,
+        None,
+        "int8",
+        calib=digits_ds.x_train * 0.1,
+        eval_x=digits_ds.x_test,
+        layer_report=False,
+        min_cosine=-1.0,
+    )  # the user lowers the gate
     assert rep.cosine < 0.9
     healthy = export(tiny_model, None, "int8", calib=digits_ds.x_train, eval_x=digits_ds.x_test, layer_report=False)
     assert healthy.cosine > 0.99
 
 
 def test_the_gate_on_the_command_line(tiny_keras_path, tmp_path):
-    proc = run_cli("export", tiny_keras_path, "--quant", "int8", "--data", "digits", "--min-cosine", "0.999999",
-                   "-o", tmp_path / "m.tflite")
+    proc = run_cli(
+        "export",
+        tiny_keras_path,
+        "--quant",
+        "int8",
+        "--data",
+        "digits",
+        "--min-cosine",
+        "0.999999",
+        "-o",
+        tmp_path / "m.tflite",
+    )
     assert_clean_error(proc, expect_code=1, contains="--min-cosine")
     assert not (tmp_path / "m.tflite").exists()
 

@@ -48,8 +48,10 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     before = [w.copy() for w in model.get_weights()]
     recipe_path = tmp_path / "r.toml"
-    recipe_path.write_text('[fine_tune]\nepochs = 1\nlearning_rate = 1e-9\n\n'
-                           '[[steps]]\ntechnique = "scale"\nfactor = 0.25\n\n[[steps]]\ntechnique = "prune"\nsparsity = 0.5\n')
+    recipe_path.write_text(
+        "[fine_tune]\nepochs = 1\nlearning_rate = 1e-9\n\n"
+        '[[steps]]\ntechnique = "scale"\nfactor = 0.25\n\n[[steps]]\ntechnique = "prune"\nsparsity = 0.5\n'
+    )
     recipe = Recipe.from_toml(str(recipe_path))
     assert recipe.describe() == "scale 0.25 → prune 0.5"
     x = np.random.default_rng(0).random((64, 8)).astype(np.float32)
@@ -73,8 +75,9 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
 def test_a_registered_technique_gets_its_flags(toy):
     from edgekit.app.cli import build_parser
 
-    args = build_parser("optimize").parse_args(["optimize", "m.keras", "--data", "digits", "-o", "o.keras",
-                                                "--scale", "0.5", "--prune", "0.8"])
+    args = build_parser("optimize").parse_args(
+        ["optimize", "m.keras", "--data", "digits", "-o", "o.keras", "--scale", "0.5", "--prune", "0.8"]
+    )
     from edgekit.app.cli.optimize import _recipe
 
     assert _recipe(args).describe() == "prune 0.8 → scale 0.5"

@@ -19,15 +19,17 @@ import tempfile
 import time
 
 import pytest
-
 from conftest import EDGEKIT, assert_clean_error, interactive, run_cli
+from loopback import LoopbackSSHD, sshd_path  # tools/loopback.py
+from loopback import free_port as _free_port
 
-from loopback import LoopbackSSHD, free_port as _free_port, sshd_path  # tools/loopback.py
-
-pytestmark = [pytest.mark.skipif(
-    not (sshd_path() and shutil.which("ssh")) and not os.environ.get("EDGEKIT_REQUIRE_SSHD"),
-    reason="needs openssh-server and openssh-client (apt-get install openssh-server)",
-), pytest.mark.xdist_group("sshd")]  # one xdist worker runs them all: the module's venv and sshd are set up once
+pytestmark = [
+    pytest.mark.skipif(
+        not (sshd_path() and shutil.which("ssh")) and not os.environ.get("EDGEKIT_REQUIRE_SSHD"),
+        reason="needs openssh-server and openssh-client (apt-get install openssh-server)",
+    ),
+    pytest.mark.xdist_group("sshd"),
+]  # one xdist worker runs them all: the module's venv and sshd are set up once
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +54,11 @@ def _edgekit_dirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "edgekit-bench-*")))
 
 
-def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(board_venv, sshd, exported, test_npz, tmp_path):
+def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(
+    board_venv, sshd, exported, test_npz, tmp_path
+):
     python = os.path.join(board_venv, "bin", "python")
-    freeze = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
-                            check=True)
+    freeze = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True)
     names = {p["name"].lower().replace("_", "-") for p in json.loads(freeze.stdout)}
     assert {"numpy", "ai-edge-litert"} <= names
     assert not names & {"tensorflow", "tf-keras", "edgekit-tflite", "tensorflow-model-optimization"}
@@ -65,9 +68,25 @@ def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(board_v
     shutil.copy(exported["int8"].path, model)
     before = _edgekit_dirs()
     out = tmp_path / "remote.json"
-    proc = run_cli("bench", model, "--host", sshd["host"], "--ssh-config", sshd["config"],
-                   "--remote-python", python, "--runs", "30", "--warmup", "3", "--inputs", test_npz,
-                   "--json", out, cwd=tmp_path)
+    proc = run_cli(
+        "bench",
+        model,
+        "--host",
+        sshd["host"],
+        "--ssh-config",
+        sshd["config"],
+        "--remote-python",
+        python,
+        "--runs",
+        "30",
+        "--warmup",
+        "3",
+        "--inputs",
+        test_npz,
+        "--json",
+        out,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert not list(tmp_path.glob("PWNED")) and not os.path.exists(os.path.join(os.path.expanduser("~"), "PWNED"))
     (remote,) = json.loads(out.read_text())["results"]
@@ -86,24 +105,52 @@ def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(board_v
 def test_default_remote_python_and_a_fleet_in_parallel(board_venv, sshd, exported):
     # Two "boards" (two names of the same sshd), run side by side; results grouped per board.
     hosts = [sshd["host"], f"{sshd['user']}@localhost:{sshd['port']}"]
-    proc = run_cli("bench", exported["float32"].path, exported["int8"].path, "--runs", "10", "--warmup", "1",
-                   "--host", hosts[0], "--host", hosts[1], "--ssh-config", sshd["config"],
-                   "--remote-python", os.path.join(board_venv, "bin", "python"), "--json", "-")
+    proc = run_cli(
+        "bench",
+        exported["float32"].path,
+        exported["int8"].path,
+        "--runs",
+        "10",
+        "--warmup",
+        "1",
+        "--host",
+        hosts[0],
+        "--host",
+        hosts[1],
+        "--ssh-config",
+        sshd["config"],
+        "--remote-python",
+        os.path.join(board_venv, "bin", "python"),
+        "--json",
+        "-",
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)["results"]
     assert [(r["host"], os.path.basename(r["model"])) for r in results] == [
-        (h, f"tiny_{q}.tflite") for h in hosts for q in ("float32", "int8")]
+        (h, f"tiny_{q}.tflite") for h in hosts for q in ("float32", "int8")
+    ]
     for r in results[1::2]:  # each board's second model carries its ratio to that board's first
         assert r["ratio_to_first"]["baseline"] == exported["float32"].path
         assert r["ratio_to_first"]["size"] == pytest.approx(
-            os.path.getsize(exported["int8"].path) / os.path.getsize(exported["float32"].path))
+            os.path.getsize(exported["int8"].path) / os.path.getsize(exported["float32"].path)
+        )
 
 
 def test_board_without_litert_says_how_to_set_it_up(sshd, exported, tmp_path):
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    proc = run_cli("bench", exported["int8"].path, "--host", sshd["host"], "--ssh-config", sshd["config"],
-                   "--remote-python", bare / "bin" / "python", "--runs", "5")
+    proc = run_cli(
+        "bench",
+        exported["int8"].path,
+        "--host",
+        sshd["host"],
+        "--ssh-config",
+        sshd["config"],
+        "--remote-python",
+        bare / "bin" / "python",
+        "--runs",
+        "5",
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"run 'edgekit device setup {sshd['host']}'" in proc.stderr
 
@@ -115,7 +162,9 @@ def test_connection_faults_are_one_line_errors(case, sshd, exported):
         "auth": (f"{sshd['user']}@wrongkey", []),
         "no-python": (sshd["host"], ["--remote-python", "/no/such/python3"]),
     }[case]
-    proc = run_cli("bench", exported["int8"].path, "--host", host, "--ssh-config", sshd["config"], "--runs", "5", *extra)
+    proc = run_cli(
+        "bench", exported["int8"].path, "--host", host, "--ssh-config", sshd["config"], "--runs", "5", *extra
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     expected = {"unreachable": "cannot reach", "auth": "SSH authentication", "no-python": "no python on"}[case]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgekit: error:")]
@@ -130,9 +179,24 @@ def test_setup_on_an_unreachable_board_is_a_clean_error(sshd):
 def _start_long_remote_run(sshd, board_venv, model):
     before = _edgekit_dirs()
     proc = subprocess.Popen(
-        [EDGEKIT, "bench", model, "--host", sshd["host"], "--ssh-config", sshd["config"], "--remote-python",
-         os.path.join(board_venv, "bin", "python"), "--duration", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interactive)
+        [
+            EDGEKIT,
+            "bench",
+            model,
+            "--host",
+            sshd["host"],
+            "--ssh-config",
+            sshd["config"],
+            "--remote-python",
+            os.path.join(board_venv, "bin", "python"),
+            "--duration",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interactive,
+    )
     for _ in range(300):
         new = _edgekit_dirs() - before
         if new and glob.glob(os.path.join(next(iter(new)), "m0.tflite")):
@@ -177,9 +241,30 @@ def test_search_measures_each_trial_on_the_board(board_venv, sshd, tiny_keras_pa
     space = tmp_path / "space.toml"
     space.write_text("channel_ratio = 0.5\nsparsity = 0.0\nclusters = 0\nqat = false\ndistill = false\nepochs = 1\n")
     out = tmp_path / "study"
-    proc = run_cli("search", tiny_keras_path, "--data", "digits", "-o", out, "--trials", "1", "--space", space,
-                   "--host", sshd["host"], "--ssh-config", sshd["config"], "--remote-python",
-                   os.path.join(board_venv, "bin", "python"), "--runs", "10", "--warmup", "2", "--json", "-")
+    proc = run_cli(
+        "search",
+        tiny_keras_path,
+        "--data",
+        "digits",
+        "-o",
+        out,
+        "--trials",
+        "1",
+        "--space",
+        space,
+        "--host",
+        sshd["host"],
+        "--ssh-config",
+        sshd["config"],
+        "--remote-python",
+        os.path.join(board_venv, "bin", "python"),
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+        "--json",
+        "-",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["baseline"]["host"] == sshd["host"]

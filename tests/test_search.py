@@ -10,11 +10,14 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import EDGEKIT, assert_clean_error, build_tiny, interactive, run_cli
+
 from edgekit.core.errors import InputError
 
-SPACE = 'channel_ratio = [0.0, 0.25, 0.5]\nsparsity = [0.0]\nclusters = [0]\nqat = [false, true]\ndistill = false\nepochs = 1\n'
+SPACE = (
+    "channel_ratio = [0.0, 0.25, 0.5]\nsparsity = [0.0]\nclusters = [0]\nqat = [false, true]\ndistill = false\n"
+    "epochs = 1\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +27,18 @@ def space(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("doc, words", [
-    ({"sparsity": []}, "sparsity is an empty list"),
-    ({"channel_ratio": {"low": 0.6, "high": 0.2}}, "low 0.6 is above high 0.2"),
-    ({"widht": [0.5]}, "unknown dimension 'widht'"),
-    ({"qat": [True], "quant": ["int16x8"]}, "qat = true exports int8 only"),
-    ({"qat": {"low": 0, "high": 1}}, "qat is a choice, not a range"),
-    ({"sparsity": [0.5, 1.5]}, "1.5 is not a share in [0, 1)"),
-    ({"clusters": [1]}, "0 (none) or a count from 2 to 256"),
-])
+@pytest.mark.parametrize(
+    "doc, words",
+    [
+        ({"sparsity": []}, "sparsity is an empty list"),
+        ({"channel_ratio": {"low": 0.6, "high": 0.2}}, "low 0.6 is above high 0.2"),
+        ({"widht": [0.5]}, "unknown dimension 'widht'"),
+        ({"qat": [True], "quant": ["int16x8"]}, "qat = true exports int8 only"),
+        ({"qat": {"low": 0, "high": 1}}, "qat is a choice, not a range"),
+        ({"sparsity": [0.5, 1.5]}, "1.5 is not a share in [0, 1)"),
+        ({"clusters": [1]}, "0 (none) or a count from 2 to 256"),
+    ],
+)
 def test_space_errors_say_what_is_wrong(doc, words):
     from edgekit.app.search.space import load_space
 
@@ -42,11 +48,19 @@ def test_space_errors_say_what_is_wrong(doc, words):
 
 
 def test_a_trials_recipe_is_one_edgekit_optimize_reads():
-    from edgekit.optimize import Recipe
     from edgekit.app.search.space import DEFAULT_SPACE, describe, recipe_doc
+    from edgekit.optimize import Recipe
 
-    params = {"channel_ratio": 0.45, "sparsity": 0.5, "clusters": 16, "qat": True, "quant": "int8", "distill": True,
-              "epochs": 6, "learning_rate": 0.00123456}
+    params = {
+        "channel_ratio": 0.45,
+        "sparsity": 0.5,
+        "clusters": 16,
+        "qat": True,
+        "quant": "int8",
+        "distill": True,
+        "epochs": 6,
+        "learning_rate": 0.00123456,
+    }
     doc = recipe_doc(params, batchnorm=True)
     recipe = Recipe.from_dict(doc)
     assert [s.technique for s in recipe.steps] == ["channel_prune", "prune", "cluster", "qat"]
@@ -61,11 +75,22 @@ def test_a_trials_recipe_is_one_edgekit_optimize_reads():
 
 
 def test_a_recipe_written_as_toml_reads_back_the_same(tmp_path):
-    from edgekit.core.io import read_toml
     from edgekit.app.search.space import recipe_doc, to_toml
+    from edgekit.core.io import read_toml
 
-    doc = recipe_doc({"channel_ratio": 0.45, "sparsity": 0.5, "clusters": 16, "qat": True, "quant": "int8",
-                      "distill": True, "epochs": 6, "learning_rate": 0.00123456}, batchnorm=True)
+    doc = recipe_doc(
+        {
+            "channel_ratio": 0.45,
+            "sparsity": 0.5,
+            "clusters": 16,
+            "qat": True,
+            "quant": "int8",
+            "distill": True,
+            "epochs": 6,
+            "learning_rate": 0.00123456,
+        },
+        batchnorm=True,
+    )
     path = tmp_path / "r.toml"
     path.write_text(to_toml(doc, "a header"))
     assert read_toml(str(path), "recipe") == doc
@@ -80,8 +105,23 @@ def test_search_interrupted_then_continued_writes_the_front(tmp_path, tiny_keras
     """Ctrl-C in the second trial: exit 130, that trial failed; the same command finishes the
     study; every front point has a recipe that reproduces it and its verified .tflite."""
     out = str(tmp_path / "study")
-    argv = [EDGEKIT, "search", tiny_keras_path, "--data", "digits", "-o", out, "--trials", "3", "--space", space,
-            "--runs", "10", "--warmup", "2"]
+    argv = [
+        EDGEKIT,
+        "search",
+        tiny_keras_path,
+        "--data",
+        "digits",
+        "-o",
+        out,
+        "--trials",
+        "3",
+        "--space",
+        space,
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interactive)
     for line in proc.stdout:
         if line.startswith("trial 0:"):
@@ -102,8 +142,8 @@ def test_search_interrupted_then_continued_writes_the_front(tmp_path, tiny_keras
     assert len(complete) == 3
     assert complete[0] == first["trials"][0]  # kept as measured
     assert result["front"] and os.path.isfile(os.path.join(out, "pareto.png"))
-    from edgekit.optimize import Recipe
     from edgekit.converters import inspect_tflite
+    from edgekit.optimize import Recipe
 
     for n in result["front"]:
         t = next(t for t in result["trials"] if t["number"] == n)
@@ -122,7 +162,7 @@ def test_search_interrupted_then_continued_writes_the_front(tmp_path, tiny_keras
     build_tiny().save(str(other))
     wrong = run_cli("search", str(other), "--data", "digits", "-o", out, "--trials", "4", "--space", space)
     assert_clean_error(wrong, 2, "was created for another model")
-    assert open(os.path.join(out, "study.log"), "rb").read()[:len(before)] == before
+    assert open(os.path.join(out, "study.log"), "rb").read()[: len(before)] == before
 
 
 def test_search_bad_input_is_one_line(tmp_path, tiny_keras_path, space):
@@ -134,8 +174,18 @@ def test_search_bad_input_is_one_line(tmp_path, tiny_keras_path, space):
     assert (busy / "notes.txt").read_text() == "mine"
     r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "b"), "--storage", "redis://x")
     assert_clean_error(r, 2, "--storage must be a postgresql://")
-    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "d"), "--space", space,
-                "--host", "nobody@127.0.0.1:1")
+    r = run_cli(
+        "search",
+        tiny_keras_path,
+        "--data",
+        "digits",
+        "-o",
+        str(tmp_path / "d"),
+        "--space",
+        space,
+        "--host",
+        "nobody@127.0.0.1:1",
+    )
     assert_clean_error(r, 2, "cannot reach nobody@127.0.0.1:1 over SSH")
     assert not os.path.exists(tmp_path / "d")
     empty = tmp_path / "empty.toml"
@@ -146,8 +196,18 @@ def test_search_bad_input_is_one_line(tmp_path, tiny_keras_path, space):
 
 
 def test_search_bad_storage_leaves_nothing(tmp_path, tiny_keras_path, space):
-    r = run_cli("search", tiny_keras_path, "--data", "digits", "-o", str(tmp_path / "a"), "--space", space,
-                "--storage", "postgresql://nobody@127.0.0.1:1/none")
+    r = run_cli(
+        "search",
+        tiny_keras_path,
+        "--data",
+        "digits",
+        "-o",
+        str(tmp_path / "a"),
+        "--space",
+        space,
+        "--storage",
+        "postgresql://nobody@127.0.0.1:1/none",
+    )
     assert_clean_error(r, 2, "cannot open the study database 127.0.0.1:1/none")
     assert not os.path.exists(tmp_path / "a")
 
@@ -171,12 +231,31 @@ def test_shared_study_two_workers_one_killed_mid_trial(tmp_path, tiny_keras_path
     from postgres import LocalPostgres
 
     with LocalPostgres() as pg:
-        argv = [EDGEKIT, "search", tiny_keras_path, "--data", "digits", "--trials", "4", "--space", space,
-                "--storage", pg.url, "--heartbeat", "1", "--runs", "10", "--warmup", "2"]
-        a = subprocess.Popen(argv + ["-o", str(tmp_path / "a")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
-        b = subprocess.Popen(argv + ["-o", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+        argv = [
+            EDGEKIT,
+            "search",
+            tiny_keras_path,
+            "--data",
+            "digits",
+            "--trials",
+            "4",
+            "--space",
+            space,
+            "--storage",
+            pg.url,
+            "--heartbeat",
+            "1",
+            "--runs",
+            "10",
+            "--warmup",
+            "2",
+        ]
+        a = subprocess.Popen(
+            argv + ["-o", str(tmp_path / "a")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        b = subprocess.Popen(
+            argv + ["-o", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         storage = optuna.storages.RDBStorage(pg.url.replace("postgresql://", "postgresql+psycopg2://"))
         killed = None
         deadline = time.time() + 240

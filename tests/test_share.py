@@ -98,8 +98,9 @@ def test_cli_exports_a_tied_lm_from_token_npz(lms, lm_data, tmp_path):
     data = str(tmp_path / "tokens.npz")
     np.savez(data, x_train=x[:192], y_train=y[:192], x_test=x[192:], y_test=y[192:])
     out, report = tmp_path / "lm.tflite", tmp_path / "lm.json"
-    proc = run_cli("export", model_path, "--quant", "int8", "--calib", data, "-o", out, "--report", report,
-                   "--no-layer-errors")
+    proc = run_cli(
+        "export", model_path, "--quant", "int8", "--calib", data, "-o", out, "--json", report, "--no-layer-errors"
+    )
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(report.read_text())
     assert rep["input"]["dtype"] == "INT32" and rep["fully_integer"]

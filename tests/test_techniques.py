@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import assert_clean_error, run_cli
 
 from edgekit import keras
 from edgekit.core.errors import InputError
@@ -20,15 +21,19 @@ from edgekit.optimize import (
     weight_report,
 )
 
-from conftest import assert_clean_error, run_cli
-
 L = keras.layers
 
 
 def _mlp(seed, hidden=32, softmax=False, name=None):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((8,)), L.Dense(hidden, activation="relu", name="hidden"),
-                             L.Dense(5, activation="softmax" if softmax else None, name="out")], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((8,)),
+            L.Dense(hidden, activation="relu", name="hidden"),
+            L.Dense(5, activation="softmax" if softmax else None, name="out"),
+        ],
+        name=name,
+    )
 
 
 def _data(n=256, seed=0):
@@ -44,7 +49,7 @@ def _kl(t_logits, s_logits, temp):
         return e / e.sum(axis=-1, keepdims=True)
 
     p, q = softmax(t_logits.astype(np.float64)), softmax(s_logits.astype(np.float64))
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)) * temp ** 2)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)) * temp**2)
 
 
 def test_the_soft_loss_is_the_temperature_scaled_kl_to_the_teacher():
@@ -65,8 +70,14 @@ def test_distillation_pulls_the_student_to_the_teacher_and_returns_a_plain_model
     teacher, student = _mlp(0, 64), _mlp(1, 8)
     x, y = _data(512)
     before = [w.copy() for w in student.get_weights()]
-    trained = distill(student, teacher, x, None, DistillConfig(temperature=2.0),
-                      FineTune(epochs=30, batch_size=64, learning_rate=1e-2))
+    trained = distill(
+        student,
+        teacher,
+        x,
+        None,
+        DistillConfig(temperature=2.0),
+        FineTune(epochs=30, batch_size=64, learning_rate=1e-2),
+    )
     assert type(trained) in (keras.Sequential, keras.Model) and trained is not student
     assert all(np.array_equal(a, b) for a, b in zip(before, student.get_weights()))  # caller's model untouched
     t = teacher.predict(x, verbose=0)
@@ -83,8 +94,14 @@ def test_distiller_with_features_callbacks_and_evaluate():
     d = Distiller(student, teacher, DistillConfig(features=(("hidden", "hidden"),), alpha=0.5))
     d.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
     seen = []
-    hist = d.fit(x, y, epochs=3, batch_size=32, verbose=0,
-                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(logs))])
+    hist = d.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=32,
+        verbose=0,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(logs))],
+    )
     assert len(seen) == 3 and {"loss", "soft_loss", "hard_loss", "accuracy"} <= set(hist.history)
     assert d._maps[0] is not None and d._maps[0].kernel.shape == (8, 64)  # 8 student units -> 64 teacher units
     assert set(d.evaluate(x, y, verbose=0, return_dict=True)) >= {"loss", "accuracy"}
@@ -101,8 +118,12 @@ def test_pruning_composes_with_distillation_in_a_recipe():
     teacher = _mlp(0, 64)
     x, y = _data(256)
     # Prune the teacher itself and recover by distilling from the unpruned model (the recipe's input).
-    recipe = Recipe.from_dict({"fine_tune": {"epochs": 2, "distill": {"temperature": 2.0}},
-                               "steps": [{"technique": "prune", "sparsity": 0.8}]})
+    recipe = Recipe.from_dict(
+        {
+            "fine_tune": {"epochs": 2, "distill": {"temperature": 2.0}},
+            "steps": [{"technique": "prune", "sparsity": 0.8}],
+        }
+    )
     result = optimize(teacher, recipe, x, y, x_test=x, y_test=y)
     assert weight_report(result.model).zeros == pytest.approx(0.8, abs=0.02)  # UpdatePruningStep ran
     assert recipe.steps[0].fine_tune.distill == DistillConfig(temperature=2.0)
@@ -119,8 +140,9 @@ def test_pruning_composes_with_distillation_in_a_recipe():
 
 def test_factorized_dense_is_the_truncated_svd():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((1000,)), L.Dense(1000, activation="relu", name="big"),
-                              L.Dense(10, name="head")])
+    model = keras.Sequential(
+        [keras.Input((1000,)), L.Dense(1000, activation="relu", name="big"), L.Dense(10, name="head")]
+    )
     rep = factorize_report(model, FactorizeConfig(rank=100))
     big = {l.layer: l for l in rep.layers}["big"]
     assert (big.rank, big.params_before, big.params_after) == (100, 1_000_000, 200_000)
@@ -156,7 +178,7 @@ def test_factorized_conv_matches_the_low_rank_kernel_and_budgets():
     assert rep.model.get_layer("conv_v").kernel.shape == (1, 1, 8, 64)
     # energy: the least rank keeping that share of sum(s^2)
     e = factorize_report(model, FactorizeConfig(energy=0.5, layers=("conv",)))
-    share = np.cumsum(s ** 2) / np.sum(s ** 2)
+    share = np.cumsum(s**2) / np.sum(s**2)
     assert e.layers[0].rank == int(np.argmax(share >= 0.5)) + 1
     # a parameter budget is met
     budget = factorize_report(model, FactorizeConfig(target_params=6000))
@@ -169,13 +191,15 @@ def test_factorized_conv_matches_the_low_rank_kernel_and_budgets():
 
 def test_factorize_recipe_step_fine_tunes(digits_ds):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 1)), L.Flatten(), L.Dense(256, activation="relu"),
-                              L.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((32, 32, 1)), L.Flatten(), L.Dense(256, activation="relu"), L.Dense(10, activation="softmax")]
+    )
     x, y = digits_ds.x_train, digits_ds.y_train
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=3, verbose=0)
-    recipe = Recipe.from_dict({"fine_tune": {"epochs": 2, "learning_rate": 1e-3},
-                               "steps": [{"technique": "factorize", "rank": 16}]})
+    recipe = Recipe.from_dict(
+        {"fine_tune": {"epochs": 2, "learning_rate": 1e-3}, "steps": [{"technique": "factorize", "rank": 16}]}
+    )
     result = optimize(model, recipe, x, y, x_test=digits_ds.x_test, y_test=digits_ds.y_test)
     assert result.model.count_params() < 0.15 * model.count_params()
     assert result.steps[0].accuracy > result.baseline_accuracy - 0.05
@@ -213,21 +237,59 @@ def test_cli_distill_and_factorize(digits_ds, tmp_path):
     keras.utils.set_random_seed(0)
 
     def net(units):
-        return keras.Sequential([keras.Input((32, 32, 1)), L.Flatten(), L.Dense(units, activation="relu"),
-                                 L.Dense(10, activation="softmax")])
+        return keras.Sequential(
+            [
+                keras.Input((32, 32, 1)),
+                L.Flatten(),
+                L.Dense(units, activation="relu"),
+                L.Dense(10, activation="softmax"),
+            ]
+        )
 
     teacher, student = net(64), net(8)
     teacher.save(str(tmp_path / "t.keras"))
     student.save(str(tmp_path / "s.keras"))
     out = tmp_path / "d.keras"
-    proc = run_cli("optimize", tmp_path / "s.keras", "--distill-from", tmp_path / "t.keras", "--data", "digits",
-                   "--epochs", "1", "-o", out, "--report", tmp_path / "r.json")
+    proc = run_cli(
+        "optimize",
+        tmp_path / "s.keras",
+        "--distill-from",
+        tmp_path / "t.keras",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "-o",
+        out,
+        "--json",
+        tmp_path / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "distill T=4 alpha=0.1" in proc.stdout and out.exists()
-    proc = run_cli("optimize", tmp_path / "t.keras", "--factorize-rank", "4", "--data", "digits", "--epochs", "1",
-                   "-o", tmp_path / "f.keras")
+    proc = run_cli(
+        "optimize",
+        tmp_path / "t.keras",
+        "--factorize-rank",
+        "4",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "-o",
+        tmp_path / "f.keras",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rank" in proc.stdout and "1024x64" in proc.stdout
-    proc = run_cli("optimize", tmp_path / "t.keras", "--factorize-rank", "4", "--factorize-energy", "0.5",
-                   "--data", "digits", "-o", tmp_path / "g.keras")
+    proc = run_cli(
+        "optimize",
+        tmp_path / "t.keras",
+        "--factorize-rank",
+        "4",
+        "--factorize-energy",
+        "0.5",
+        "--data",
+        "digits",
+        "-o",
+        tmp_path / "g.keras",
+    )
     assert_clean_error(proc, contains="give one of --factorize-rank, --factorize-energy")

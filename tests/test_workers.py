@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from edgekit.core.progress import Lines, Relay
-from edgekit.core.errors import InputError
 from edgekit.app.workers import Workers, doing
+from edgekit.core.errors import InputError
+from edgekit.core.progress import Lines, Relay
 
 
 def square(x, log=None):
@@ -80,8 +80,10 @@ def test_relay_sends_the_line_tqdm_draws_and_lines_draws_one_per_slot():
 
 def test_a_script_without_a_main_guard_starts_workers_once(tmp_path):
     script = tmp_path / "unguarded.py"
-    script.write_text("import os\nfrom edgekit.app.workers import Workers\nfrom test_workers import square\n"
-                      "with Workers(1, log=print) as pool:\n    print(pool.run([(square, (5,))])[0][0])\n")
+    script.write_text(
+        "import os\nfrom edgekit.app.workers import Workers\nfrom test_workers import square\n"
+        "with Workers(1, log=print) as pool:\n    print(pool.run([(square, (5,))])[0][0])\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

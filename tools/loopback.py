@@ -53,15 +53,21 @@ class LoopbackSSHD:
         host_key, user_key, other_key = (self._keygen(n) for n in ("host_key", "user_key", "other_key"))
         shutil.copy(user_key + ".pub", os.path.join(d, "authorized_keys"))
         with open(os.path.join(d, "sshd_config"), "w") as f:
-            f.write(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-                    f"AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nStrictModes no\n"
-                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-                    "PermitRootLogin prohibit-password\nMaxSessions 20\nMaxStartups 50\n")
-        common = (f"  Port {self.port}\n  IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n"
-                  "  StrictHostKeyChecking accept-new\n  LogLevel ERROR\n")
+            f.write(
+                f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nStrictModes no\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+                "PermitRootLogin prohibit-password\nMaxSessions 20\nMaxStartups 50\n"
+            )
+        common = (
+            f"  Port {self.port}\n  IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n"
+            "  StrictHostKeyChecking accept-new\n  LogLevel ERROR\n"
+        )
         with open(self.client_config, "w") as f:
-            f.write(f"Host 127.0.0.1 localhost\n  IdentityFile {user_key}\n{common}"
-                    f"Host wrongkey\n  HostName 127.0.0.1\n  IdentityFile {other_key}\n{common}")
+            f.write(
+                f"Host 127.0.0.1 localhost\n  IdentityFile {user_key}\n{common}"
+                f"Host wrongkey\n  HostName 127.0.0.1\n  IdentityFile {other_key}\n{common}"
+            )
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", exist_ok=True)  # the privilege-separation directory
         self._log = open(os.path.join(d, "sshd.log"), "w")

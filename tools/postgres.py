@@ -29,8 +29,10 @@ def bin_dir():
     found = shutil.which("initdb")
     if found:
         return os.path.dirname(os.path.realpath(found))
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if
-                  p.split("/")[4].isdigit() else 0)
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     return os.path.dirname(dirs[-1]) if dirs else None
 
 
@@ -60,8 +62,19 @@ class LocalPostgres:
             shutil.chown(self.dir, "postgres")
             shutil.chown(data, "postgres")
         self._run("initdb", "-D", data, "--auth=trust", "-U", self.user, "--no-sync")
-        self._run("pg_ctl", "-D", data, "-l", os.path.join(data, "server.log"), "-w", "-t", "60", "-o",
-                  f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            os.path.join(data, "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         self.data = data
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
         return self

@@ -61,7 +61,9 @@ def update(text: str) -> str:
 def main(argv=None) -> int:
     from edgekit.core.io import captured_native_stderr, write_atomic
 
-    paths = (argv or sys.argv[1:]) or [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    paths = (argv or sys.argv[1:]) or [os.path.join(ROOT, "README.md")] + sorted(
+        glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    )
     for path in paths:
         with open(path, encoding="utf-8") as f:
             text = f.read()

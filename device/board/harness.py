@@ -31,8 +31,18 @@ SCHEMA_VERSION = 1
 HARNESS_PATH = os.path.abspath(__file__)  # what runs in each child process, here or on a board
 
 __all__ = [
-    "BoardError", "load_interpreter", "allocate_tensors", "runtime_info", "prepare_inputs", "predict",
-    "raw_outputs", "save_outputs", "measure", "summarize_latency", "board_facts", "thermal_verdict",
+    "BoardError",
+    "load_interpreter",
+    "allocate_tensors",
+    "runtime_info",
+    "prepare_inputs",
+    "predict",
+    "raw_outputs",
+    "save_outputs",
+    "measure",
+    "summarize_latency",
+    "board_facts",
+    "thermal_verdict",
     "main",
 ]
 
@@ -62,7 +72,12 @@ def _runtime():
         import tflite_runtime
         from tflite_runtime import interpreter as mod
 
-        return "tflite_runtime", getattr(tflite_runtime, "__version__", "?"), mod.Interpreter, getattr(mod, "OpResolverType", None)
+        return (
+            "tflite_runtime",
+            getattr(tflite_runtime, "__version__", "?"),
+            mod.Interpreter,
+            getattr(mod, "OpResolverType", None),
+        )
     except ImportError:
         pass
     try:
@@ -72,7 +87,8 @@ def _runtime():
     except ImportError:
         raise BoardError(
             f"no LiteRT interpreter found for this python ({sys.executable}): install it with "
-            "'pip install ai-edge-litert' (or tflite-runtime)", missing="LiteRT"
+            "'pip install ai-edge-litert' (or tflite-runtime)",
+            missing="LiteRT",
         ) from None
 
 
@@ -163,8 +179,7 @@ def prepare_inputs(interp, x=None, seed=0):
             sample = np.asarray(x[:1])
             if tuple(sample.shape[1:]) != shape[1:]:
                 raise BoardError(
-                    f"input data samples have shape {tuple(sample.shape[1:])}; "
-                    f"the model expects {shape[1:]}"
+                    f"input data samples have shape {tuple(sample.shape[1:])}; the model expects {shape[1:]}"
                 )
             arrays.append(quantize(sample, d))
         elif np.issubdtype(dtype, np.integer):
@@ -184,9 +199,7 @@ def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
     out = interp.get_output_details()[0]
     x = np.asarray(x)
     if tuple(x.shape[1:]) != _sample_shape(inp):
-        raise BoardError(
-            f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}"
-        )
+        raise BoardError(f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}")
     results = []
     q = quantize(x, inp)
     for i in range(len(q)):
@@ -265,8 +278,12 @@ def _cpu_name(cpuinfo) -> "str | None":
     for line in (cpuinfo or "").splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
-    return fields.get("model name") or fields.get("Model") or fields.get("Hardware") or (
-        f"CPU part {fields['CPU part']}" if "CPU part" in fields else None)
+    return (
+        fields.get("model name")
+        or fields.get("Model")
+        or fields.get("Hardware")
+        or (f"CPU part {fields['CPU part']}" if "CPU part" in fields else None)
+    )
 
 
 def board_facts(root: str = "/") -> dict:
@@ -274,6 +291,7 @@ def board_facts(root: str = "/") -> dict:
     and maximum frequency (MHz), the hottest thermal zone (C) and, on a Raspberry Pi, the
     ``vcgencmd get_throttled`` flags. Absent facts are None. ``root`` reads another sysfs/procfs
     tree (a copy taken from a board)."""
+
     def number(path, scale):
         text = _read(root, path)
         try:
@@ -344,8 +362,7 @@ def _start(model, threads, xnnpack, x, seed) -> tuple:
     return interp, startup, rss_before, rss_allocated
 
 
-def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0,
-            duration=None, progress=None):
+def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0, duration=None, progress=None):
     """Benchmark one model in this process and return a JSON-ready dict.
 
     Start-up (load, allocate, first invoke), ``warmup`` untimed invokes, ``runs`` timed invokes
@@ -355,8 +372,10 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     first sample, and with labels the on-device accuracy over all of ``x`` is measured after the
     timed runs. ``progress(phase, done, total)`` is called now and then (total 0: unknown)."""
     if int(runs) < 1 or int(warmup) < 0 or (duration is not None and not float(duration) > 0):
-        raise BoardError(f"runs must be >= 1, warmup >= 0 and duration > 0 seconds. Received runs={runs}, "
-                           f"warmup={warmup}, duration={duration}")
+        raise BoardError(
+            f"runs must be >= 1, warmup >= 0 and duration > 0 seconds. Received runs={runs}, "
+            f"warmup={warmup}, duration={duration}"
+        )
     report = progress or (lambda phase, done, total: None)
     x, y = _load_npz(inputs) if inputs is not None else (None, None)
     _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
@@ -377,18 +396,35 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     peak = _memory_mb()["peak"]
     verdict = thermal_verdict(board_before, board_after)
     return {
-        "schema_version": SCHEMA_VERSION, "model": str(model), "model_size_bytes": os.path.getsize(model),
-        "runs": int(len(samples)), "warmup": int(warmup), "duration_s": float(duration) if duration else None,
-        "threads": int(threads), "xnnpack": bool(xnnpack), "inputs": str(inputs) if inputs else "random",
-        "latency_ms": latency, "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
+        "schema_version": SCHEMA_VERSION,
+        "model": str(model),
+        "model_size_bytes": os.path.getsize(model),
+        "runs": int(len(samples)),
+        "warmup": int(warmup),
+        "duration_s": float(duration) if duration else None,
+        "threads": int(threads),
+        "xnnpack": bool(xnnpack),
+        "inputs": str(inputs) if inputs else "random",
+        "latency_ms": latency,
+        "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
         "startup_ms": startup,
-        "memory_mb": {"rss_before_load": rss_before, "rss_after_allocate": rss_allocated, "peak": peak,
-                      "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None},
-        "peak_rss_mb": peak, "accuracy": accuracy, "samples": int(len(x)) if x is not None else None,
+        "memory_mb": {
+            "rss_before_load": rss_before,
+            "rss_after_allocate": rss_allocated,
+            "peak": peak,
+            "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None,
+        },
+        "peak_rss_mb": peak,
+        "accuracy": accuracy,
+        "samples": int(len(x)) if x is not None else None,
         "runtime": runtime_info(),
         "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
-        "platform": {"machine": platform.machine(), "system": platform.system(),
-                     "python": platform.python_version(), "cpus": os.cpu_count()},
+        "platform": {
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
     }
 
 
@@ -403,8 +439,14 @@ def save_outputs(model, inputs, out, threads=1, xnnpack=True) -> dict:
     tmp = out + ".tmp.npz"
     np.savez(tmp, outputs=outputs)
     os.replace(tmp, out)
-    return {"model": str(model), "outputs": out, "samples": int(len(x)), "dtype": str(outputs.dtype),
-            "machine": platform.machine(), "cpu": _cpu_name(_read("/", "proc/cpuinfo"))}
+    return {
+        "model": str(model),
+        "outputs": out,
+        "samples": int(len(x)),
+        "dtype": str(outputs.dtype),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(_read("/", "proc/cpuinfo")),
+    }
 
 
 def _timed_runs(invoke, runs, duration, report) -> np.ndarray:
@@ -470,21 +512,33 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", help=".npz with 'x' (and 'y' for accuracy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, help="time the runs for this many seconds instead of --runs")
-    parser.add_argument("--outputs", metavar="OUT.npz",
-                        help="no timing: run every sample of --inputs and save the raw outputs to OUT.npz")
-    parser.add_argument("--progress", action="store_true",
-                        help=f"write '{PROGRESS_PREFIX.strip()} PHASE DONE TOTAL' lines on stderr")
+    parser.add_argument(
+        "--outputs",
+        metavar="OUT.npz",
+        help="no timing: run every sample of --inputs and save the raw outputs to OUT.npz",
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help=f"write '{PROGRESS_PREFIX.strip()} PHASE DONE TOTAL' lines on stderr"
+    )
     args = parser.parse_args(argv)
     try:
         if np is None:
-            raise BoardError(f"no numpy for this python ({sys.executable}): install it with 'pip install numpy "
-                             "ai-edge-litert'", missing="numpy")
+            raise BoardError(
+                f"no numpy for this python ({sys.executable}): install it with 'pip install numpy ai-edge-litert'",
+                missing="numpy",
+            )
         if args.outputs:
             print(json.dumps(save_outputs(args.model, args.inputs, args.outputs, args.threads, args.xnnpack)))
             return 0
         result = measure(
-            args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-            xnnpack=args.xnnpack, inputs=args.inputs, seed=args.seed, duration=args.duration,
+            args.model,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            xnnpack=args.xnnpack,
+            inputs=args.inputs,
+            seed=args.seed,
+            duration=args.duration,
             progress=stderr_progress() if args.progress else None,
         )
     except BoardError as exc:

@@ -41,14 +41,19 @@ else:
         """A one-line, user-facing error."""
 
 
-INSTALL_HINT = "install it with pip install 'edgekit-tflite[mcu]' (or pip install tflite-micro==0.dev20261023182759, the build edgekit pins)"
+INSTALL_HINT = (
+    "install it with pip install 'edgekit-tflite[mcu]' (or pip install tflite-micro==0.dev20261023182759, the build "
+    "edgekit pins)"
+)
 
 
 def _runtime():
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
-        raise BoardError(f"the TFLM interpreter (tflite-micro) is not installed for {sys.executable}: {INSTALL_HINT}") from None
+        raise BoardError(
+            f"the TFLM interpreter (tflite-micro) is not installed for {sys.executable}: {INSTALL_HINT}"
+        ) from None
     return runtime
 
 
@@ -161,10 +166,14 @@ def find_arena(model: bytes, n_inputs: int, max_arena: int, granularity: int = G
             break
         if hi >= max_arena:
             if outcome == NO_ALLOC:
-                raise BoardError(f"the model does not allocate in a tensor arena of {max_arena:,} bytes (TFLM: {message}); "
-                                 "raise the bound (--max-arena KB) if the board has that much RAM")
-            raise BoardError(f"TFLM cannot run the model with an arena of {max_arena:,} bytes: {outcome}"
-                             + (f" ({message})" if message else ""))
+                raise BoardError(
+                    f"the model does not allocate in a tensor arena of {max_arena:,} bytes (TFLM: {message}); "
+                    "raise the bound (--max-arena KB) if the board has that much RAM"
+                )
+            raise BoardError(
+                f"TFLM cannot run the model with an arena of {max_arena:,} bytes: {outcome}"
+                + (f" ({message})" if message else "")
+            )
         hi = min(hi * 2, max_arena)
     lo = 0 if hi <= 1024 else hi // 2  # lo does not run (or is 0), hi runs
     lo -= lo % granularity
@@ -187,7 +196,8 @@ def allocations(text: str) -> dict:
         if m:
             out[key] = int(m.group(1))
     for what, used, requested, count in re.findall(
-            r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes for (\d+)", text):
+        r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes for (\d+)", text
+    ):
         out["items"].append({"what": what, "used": int(used), "requested": int(requested), "count": int(count)})
     return out
 
@@ -199,13 +209,27 @@ def _details(interp, getter, count: int) -> list:
         q = d.get("quantization_parameters") or {}
         scales = list(np.asarray(q.get("scales", [])).tolist())
         zero_points = list(np.asarray(q.get("zero_points", [])).tolist())
-        out.append({"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                    "scale": scales[0] if scales else 0.0, "zero_point": zero_points[0] if zero_points else 0})
+        out.append(
+            {
+                "shape": [int(s) for s in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": scales[0] if scales else 0.0,
+                "zero_point": zero_points[0] if zero_points else 0,
+            }
+        )
     return out
 
 
-def examine(model_path: str, max_arena: int, n_inputs: int = 1, n_outputs: int = 1, inputs=None, outputs=None, runs: int = 20,
-            granularity: int = GRANULARITY) -> dict:
+def examine(
+    model_path: str,
+    max_arena: int,
+    n_inputs: int = 1,
+    n_outputs: int = 1,
+    inputs=None,
+    outputs=None,
+    runs: int = 20,
+    granularity: int = GRANULARITY,
+) -> dict:
     """Everything TFLM says about the model: the minimal arena and its breakdown, the I/O tensors,
     host invoke times and, with ``inputs`` (.npz, ``x`` in the input dtype), the raw outputs."""
     if np is None:
@@ -218,17 +242,25 @@ def examine(model_path: str, max_arena: int, n_inputs: int = 1, n_outputs: int =
         raise BoardError(f"TFLM {outcome}: {message or 'no reason given'}")
     arena = find_arena(model, n_inputs, max_arena, granularity)
     interp, _ = _interpreter(model, arena)
-    result = {"arena_bytes": arena, "granularity": granularity, "tflm_version": tflm_version(),
-              "inputs": _details(interp, "get_input_details", n_inputs),
-              "outputs": _details(interp, "get_output_details", n_outputs)}
+    result = {
+        "arena_bytes": arena,
+        "granularity": granularity,
+        "tflm_version": tflm_version(),
+        "inputs": _details(interp, "get_input_details", n_inputs),
+        "outputs": _details(interp, "get_output_details", n_outputs),
+    }
     ms = []
     for _ in range(max(1, runs)):
         t0 = time.perf_counter()
         _invoke_zeros(interp, n_inputs)
         ms.append((time.perf_counter() - t0) * 1e3)
     a = np.asarray(ms)
-    result["host_invoke_ms"] = {"p50": float(np.percentile(a, 50)), "mean": float(a.mean()),
-                                "min": float(a.min()), "runs": int(len(a))}
+    result["host_invoke_ms"] = {
+        "p50": float(np.percentile(a, 50)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "runs": int(len(a)),
+    }
     with _NativeStderr() as err:
         interp.print_allocations()
     result["allocations"] = allocations(err.text)
@@ -242,11 +274,13 @@ def _run_inputs(interp, inputs: str, outputs: str) -> int:
         x = data["x"]
     want = interp.get_input_details(0)
     if tuple(x.shape[1:]) != tuple(int(s) for s in want["shape"][1:]) or x.dtype != np.dtype(want["dtype"]):
-        raise BoardError(f"inputs have shape {tuple(x.shape[1:])} {x.dtype}; the model takes "
-                         f"{tuple(int(s) for s in want['shape'][1:])} {np.dtype(want['dtype']).name}")
+        raise BoardError(
+            f"inputs have shape {tuple(x.shape[1:])} {x.dtype}; the model takes "
+            f"{tuple(int(s) for s in want['shape'][1:])} {np.dtype(want['dtype']).name}"
+        )
     out = []
     for i in range(len(x)):
-        interp.set_input(x[i:i + 1], 0)
+        interp.set_input(x[i : i + 1], 0)
         interp.invoke()
         out.append(np.asarray(interp.get_output(0))[0].copy())
     tmp = outputs + ".tmp.npz"
@@ -260,14 +294,29 @@ def _run_inputs(interp, inputs: str, outputs: str) -> int:
 MICRO_PATH = os.path.abspath(__file__)
 
 
-def run(model_path: str, *, max_arena: int, n_inputs: int = 1, n_outputs: int = 1, x=None, runs: int = 20,
-        granularity: int = GRANULARITY) -> dict:
+def run(
+    model_path: str,
+    *,
+    max_arena: int,
+    n_inputs: int = 1,
+    n_outputs: int = 1,
+    x=None,
+    runs: int = 20,
+    granularity: int = GRANULARITY,
+) -> dict:
     """:func:`examine` in a fresh child process (TFLM may abort on a model it cannot prepare):
     its JSON, plus ``output_values`` (the raw first output of each sample of ``x``) when ``x`` is given
     (already in the input's dtype)."""
     with tempfile.TemporaryDirectory(prefix="edgekit-micro-") as tmp:
-        argv = [sys.executable, MICRO_PATH, f"--max-arena={int(max_arena)}", f"--granularity={int(granularity)}",
-                f"--runs={int(runs)}", f"--n-inputs={int(n_inputs)}", f"--n-outputs={int(n_outputs)}"]
+        argv = [
+            sys.executable,
+            MICRO_PATH,
+            f"--max-arena={int(max_arena)}",
+            f"--granularity={int(granularity)}",
+            f"--runs={int(runs)}",
+            f"--n-inputs={int(n_inputs)}",
+            f"--n-outputs={int(n_outputs)}",
+        ]
         if x is not None:
             inputs, outputs = os.path.join(tmp, "x.npz"), os.path.join(tmp, "y.npz")
             np.savez(inputs, x=x)
@@ -292,7 +341,9 @@ def run(model_path: str, *, max_arena: int, n_inputs: int = 1, n_outputs: int = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="micro.py", description="Run a .tflite model under TFLM; prints JSON on stdout.")
+    parser = argparse.ArgumentParser(
+        prog="micro.py", description="Run a .tflite model under TFLM; prints JSON on stdout."
+    )
     parser.add_argument("model")
     parser.add_argument("--max-arena", type=int, default=8 << 20, help="largest arena tried, bytes (default 8 MiB)")
     parser.add_argument("--granularity", type=int, default=GRANULARITY)
@@ -311,8 +362,16 @@ def main(argv=None) -> int:
     try:
         if args.inputs and not args.outputs:
             raise BoardError("--inputs needs --outputs OUT.npz")
-        result = examine(args.model, args.max_arena, args.n_inputs, args.n_outputs, args.inputs, args.outputs,
-                         args.runs, args.granularity)
+        result = examine(
+            args.model,
+            args.max_arena,
+            args.n_inputs,
+            args.n_outputs,
+            args.inputs,
+            args.outputs,
+            args.runs,
+            args.granularity,
+        )
     except BoardError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

@@ -78,7 +78,9 @@ def main() -> None:
             with lock:
                 child = subprocess.Popen(
                     [sys.executable, "harness.py"] + [str(a) for a in args],
-                    cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    cwd=tmp,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                 )
                 state["child"] = child
             forwarder = threading.Thread(target=_forward, args=(child.stderr,), daemon=True)
@@ -86,8 +88,7 @@ def main() -> None:
             out = child.stdout.read()
             code = child.wait()
             forwarder.join(timeout=5)
-            _emit({"event": "result", "job": i, "returncode": code,
-                   "stdout": out.decode("utf-8", "replace")})
+            _emit({"event": "result", "job": i, "returncode": code, "stdout": out.decode("utf-8", "replace")})
         state["done"] = True
         _emit({"event": "done"})
     finally:

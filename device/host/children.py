@@ -52,8 +52,14 @@ class BenchmarkResult:
 
     def to_dict(self) -> dict:
         threads = self.data.get("threads", self.threads)
-        return {**self.data, "model": self.model, "host": self.host, "threads": threads,
-                "emulated": self.emulated, "error": None if self.error is None else str(self.error)}
+        return {
+            **self.data,
+            "model": self.model,
+            "host": self.host,
+            "threads": threads,
+            "emulated": self.emulated,
+            "error": None if self.error is None else str(self.error),
+        }
 
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -63,8 +69,10 @@ class BenchmarkResult:
         if not self.ok:
             return f"{self.model}{where}: failed: {self.error}"
         lat = self.latency_ms
-        return (f"{self.model}{where}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, peak RSS "
-                f"{self.peak_rss_mb:.1f} MiB" + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else ""))
+        return (
+            f"{self.model}{where}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, peak RSS "
+            f"{self.peak_rss_mb:.1f} MiB" + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
+        )
 
 
 class Live:
@@ -99,7 +107,7 @@ def read_stderr(stream, on_progress: Callable[[str], None], tail: List[str]) -> 
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
         if line.startswith(PROGRESS_PREFIX):
-            phase, done, total = (line[len(PROGRESS_PREFIX):].split() + ["", "0", "0"])[:3]
+            phase, done, total = (line[len(PROGRESS_PREFIX) :].split() + ["", "0", "0"])[:3]
             on_progress(f"{phase} {done}/{total}" if total != "0" else f"{phase} {done} runs")
         elif line.strip():
             tail.append(line)
@@ -116,8 +124,13 @@ def parse_result(model: str, returncode: int, stdout: str, stderr_tail: List[str
     if isinstance(data, dict) and "error" not in data and returncode == 0:
         return BenchmarkResult(model, data={**data, "model": model}, host=host, threads=threads)
     if isinstance(data, dict) and "error" in data:
-        return BenchmarkResult(model, error=str(data["error"]).replace(str(data.get("model")), model),
-                               host=host, threads=threads, missing=data.get("missing"))
+        return BenchmarkResult(
+            model,
+            error=str(data["error"]).replace(str(data.get("model")), model),
+            host=host,
+            threads=threads,
+            missing=data.get("missing"),
+        )
     if returncode < 0:
         reason = f"the interpreter crashed (signal {-returncode})"
     else:

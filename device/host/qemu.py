@@ -47,8 +47,12 @@ def cache_dir() -> str:
 
 
 def _paths(root: str) -> Dict[str, str]:
-    return {"qemu": os.path.join(root, "bin", "qemu-aarch64"), "sysroot": os.path.join(root, "sysroot"),
-            "site": os.path.join(root, "site"), "stamp": os.path.join(root, "ready.json")}
+    return {
+        "qemu": os.path.join(root, "bin", "qemu-aarch64"),
+        "sysroot": os.path.join(root, "sysroot"),
+        "site": os.path.join(root, "site"),
+        "stamp": os.path.join(root, "ready.json"),
+    }
 
 
 def _mirror() -> str:
@@ -76,18 +80,30 @@ def _run(cmd: Sequence[str], what: str, **kwargs) -> subprocess.CompletedProcess
 
 def _apt(root: str, line: str, arch: Optional[str], args: Sequence[str]) -> None:
     """apt-get on a private apt root under ``root`` (never the system's state)."""
-    for d in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
-              "var/cache/apt/archives/partial", "var/lib/dpkg"):
+    for d in (
+        "etc/apt/apt.conf.d",
+        "etc/apt/preferences.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+    ):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     status = os.path.join(root, "var/lib/dpkg/status")
     open(status, "a").close()
     sources = os.path.join(root, "etc/apt/sources.list")
     with open(sources, "w") as f:
         f.write(line + "\n")
-    opts = [f"Dir={root}", f"Dir::State::status={status}", f"Dir::Etc::SourceList={sources}",
-            "Dir::Etc::SourceParts=-", f"Dir::Etc::Parts={root}/etc/apt/apt.conf.d", "Dir::Etc::Preferences=-",
-            f"Dir::Etc::PreferencesParts={root}/etc/apt/preferences.d", "Debug::NoLocking=1",
-            "APT::Sandbox::User=root"]
+    opts = [
+        f"Dir={root}",
+        f"Dir::State::status={status}",
+        f"Dir::Etc::SourceList={sources}",
+        "Dir::Etc::SourceParts=-",
+        f"Dir::Etc::Parts={root}/etc/apt/apt.conf.d",
+        "Dir::Etc::Preferences=-",
+        f"Dir::Etc::PreferencesParts={root}/etc/apt/preferences.d",
+        "Debug::NoLocking=1",
+        "APT::Sandbox::User=root",
+    ]
     if arch:
         opts += [f"APT::Architecture={arch}", f"APT::Architectures::={arch}"]
     base = ["apt-get", "-qq"] + [x for o in opts for x in ("-o", o)]
@@ -125,8 +141,12 @@ def ensure(root: Optional[str] = None, log=None) -> Dict[str, str]:
     work = tempfile.mkdtemp(prefix="prep-", dir=root)
     try:
         log("arm64: fetching qemu-user 10 from Debian trixie ...")
-        _apt(os.path.join(work, "host"), f"deb [signed-by={KEYRING}] {mirror} trixie main", None,
-             ["download", "qemu-user"])
+        _apt(
+            os.path.join(work, "host"),
+            f"deb [signed-by={KEYRING}] {mirror} trixie main",
+            None,
+            ["download", "qemu-user"],
+        )
         (deb,) = glob.glob(os.path.join(work, "host", "qemu-user_*.deb"))
         _extract(deb, os.path.join(work, "qemu"))
         os.makedirs(os.path.dirname(p["qemu"]), exist_ok=True)
@@ -135,23 +155,41 @@ def ensure(root: Optional[str] = None, log=None) -> Dict[str, str]:
 
         log("arm64: fetching Debian bookworm's arm64 python3.11 sysroot ...")
         arm = os.path.join(work, "arm")
-        _apt(arm, f"deb [arch=arm64 signed-by={KEYRING}] {mirror} bookworm main", "arm64",
-             ["install", "-y", "--download-only", PYTHON, "libstdc++6"])
+        _apt(
+            arm,
+            f"deb [arch=arm64 signed-by={KEYRING}] {mirror} bookworm main",
+            "arm64",
+            ["install", "-y", "--download-only", PYTHON, "libstdc++6"],
+        )
         sysroot = os.path.join(work, "sysroot")
         for deb in sorted(glob.glob(os.path.join(arm, "var/cache/apt/archives/*.deb"))):
             _extract(deb, sysroot)
 
         log(f"arm64: fetching aarch64 wheels of numpy {numpy} and ai-edge-litert {litert} ...")
         wheels = os.path.join(work, "wheels")
-        plat = [x for t in ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
-                            "manylinux_2_17_aarch64") for x in ("--platform", t)]
+        plat = [
+            x
+            for t in (
+                "manylinux_2_28_aarch64",
+                "manylinux_2_27_aarch64",
+                "manylinux2014_aarch64",
+                "manylinux_2_17_aarch64",
+            )
+            for x in ("--platform", t)
+        ]
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
         target = ["--only-binary=:all:", "--no-deps", "--python-version", "3.11", "--implementation", "cp", *plat]
-        _run(pip + ["download", *target, "-d", wheels, f"numpy=={numpy}", f"ai-edge-litert=={litert}"],
-             "pip download (aarch64 wheels)")
+        _run(
+            pip + ["download", *target, "-d", wheels, f"numpy=={numpy}", f"ai-edge-litert=={litert}"],
+            "pip download (aarch64 wheels)",
+        )
         site = os.path.join(work, "site")
-        _run(pip + ["install", *target, "--no-index", "--target", site]
-             + sorted(glob.glob(os.path.join(wheels, "*.whl"))), "pip install --target (aarch64 wheels)")
+        _run(
+            pip
+            + ["install", *target, "--no-index", "--target", site]
+            + sorted(glob.glob(os.path.join(wheels, "*.whl"))),
+            "pip install --target (aarch64 wheels)",
+        )
 
         for name in ("sysroot", "site"):
             shutil.rmtree(p[name], ignore_errors=True)
@@ -168,11 +206,23 @@ def ensure(root: Optional[str] = None, log=None) -> Dict[str, str]:
 def python_argv(cpu: str, root: Optional[str] = None) -> List[str]:
     """The command prefix running the aarch64 python as ``cpu`` (prepared on first use)."""
     if cpu not in CPUS:
-        raise HarnessError("{qemu} CPU {cpu!r} is not a known board CPU; use one of {choices}", params="qemu", cpu=cpu,
-                           choices=", ".join(CPUS))
+        raise HarnessError(
+            "{qemu} CPU {cpu!r} is not a known board CPU; use one of {choices}",
+            params="qemu",
+            cpu=cpu,
+            choices=", ".join(CPUS),
+        )
     p = ensure(root)
-    return [p["qemu"], "-L", p["sysroot"], "-cpu", cpu, "-E", f"PYTHONPATH={p['site']}",
-            os.path.join(p["sysroot"], "usr", "bin", PYTHON)]
+    return [
+        p["qemu"],
+        "-L",
+        p["sysroot"],
+        "-cpu",
+        cpu,
+        "-E",
+        f"PYTHONPATH={p['site']}",
+        os.path.join(p["sysroot"], "usr", "bin", PYTHON),
+    ]
 
 
 def raw_outputs(argv_prefix: Sequence[str], model: str, inputs: str, out: str, timeout: float = 1800) -> dict:
@@ -185,7 +235,10 @@ def raw_outputs(argv_prefix: Sequence[str], model: str, inputs: str, out: str, t
     lines = proc.stdout.strip().splitlines()
     data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
     if proc.returncode != 0 or "error" in data:
-        err = data.get("error") or ([ln for ln in proc.stderr.splitlines() if ln.strip()] or [f"exit {proc.returncode}"])[-1]
+        err = (
+            data.get("error")
+            or ([ln for ln in proc.stderr.splitlines() if ln.strip()] or [f"exit {proc.returncode}"])[-1]
+        )
         raise HarnessError(f"{model}: {err}")
     with np.load(out) as npz:
         return {"outputs": npz["outputs"], "machine": data.get("machine"), "cpu": data.get("cpu")}
@@ -198,13 +251,17 @@ def _compare(a, b) -> dict:
 
     a2, b2 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     identical = a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
-    return {"identical": identical, "differing_samples": int((a2 != b2).any(axis=1).sum()),
-            "max_abs_diff": float(np.max(np.abs(a2 - b2))) if a.size else 0.0,
-            "top1_agreement": float(np.mean(a2.argmax(axis=1) == b2.argmax(axis=1))) if a.size else 1.0}
+    return {
+        "identical": identical,
+        "differing_samples": int((a2 != b2).any(axis=1).sum()),
+        "max_abs_diff": float(np.max(np.abs(a2 - b2))) if a.size else 0.0,
+        "top1_agreement": float(np.mean(a2.argmax(axis=1) == b2.argmax(axis=1))) if a.size else 1.0,
+    }
 
 
-def check(models: Sequence[str], inputs: str, cpus: Sequence[str] = CPUS, samples: int = 64,
-          strict: bool = False) -> List[dict]:
+def check(
+    models: Sequence[str], inputs: str, cpus: Sequence[str] = CPUS, samples: int = 64, strict: bool = False
+) -> List[dict]:
     """Each model's raw outputs on this machine and under each CPU, on the same ``samples``
     inputs, compared pairwise: each CPU against x86, and the CPUs against each other.
 
@@ -227,7 +284,7 @@ def check(models: Sequence[str], inputs: str, cpus: Sequence[str] = CPUS, sample
             outs = {"x86_64": raw_outputs([sys.executable], model, sub, os.path.join(tmp, "x86.npz"))}
             for cpu, argv in argvs.items():
                 outs[cpu] = raw_outputs(argv, model, sub, os.path.join(tmp, f"{cpu}.npz"))
-            pairs = [(cpu, "x86_64") for cpu in cpus] + [(c2, c1) for i, c1 in enumerate(cpus) for c2 in cpus[i + 1:]]
+            pairs = [(cpu, "x86_64") for cpu in cpus] + [(c2, c1) for i, c1 in enumerate(cpus) for c2 in cpus[i + 1 :]]
             for target, ref in pairs:
                 a, b = outs[ref]["outputs"], outs[target]["outputs"]
                 c = _compare(a, b)
@@ -238,7 +295,17 @@ def check(models: Sequence[str], inputs: str, cpus: Sequence[str] = CPUS, sample
                     ok = c["identical"]
                 else:
                     ok = c["max_abs_diff"] <= 1 and c["top1_agreement"] == 1.0
-                rows.append({"model": model, "cpu": target, "board": BOARDS[target], "against": ref,
-                             "dtype": str(a.dtype), "samples": int(len(x)), **c,
-                             "arm_machine": outs[target]["machine"], "ok": bool(ok)})
+                rows.append(
+                    {
+                        "model": model,
+                        "cpu": target,
+                        "board": BOARDS[target],
+                        "against": ref,
+                        "dtype": str(a.dtype),
+                        "samples": int(len(x)),
+                        **c,
+                        "arm_machine": outs[target]["machine"],
+                        "ok": bool(ok),
+                    }
+                )
     return rows

@@ -20,6 +20,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
+from edgekit.core.errors import HarnessError
+from edgekit.core.progress import Progress
+from edgekit.device.board.harness import HARNESS_PATH
 from edgekit.device.host.children import (
     BenchmarkResult,
     Live,
@@ -28,9 +31,6 @@ from edgekit.device.host.children import (
     parse_result,
     read_stderr,
 )
-from edgekit.core.errors import HarnessError
-from edgekit.device.board.harness import HARNESS_PATH
-from edgekit.core.progress import Progress
 from edgekit.device.host.ssh import Host, run_remote
 
 
@@ -60,20 +60,28 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=No
         name = os.path.basename(model)
         tail: List[str] = []
         try:
-            proc = live.start(list(python_argv) + [HARNESS_PATH] + harness_argv(model, args, inputs),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            proc = live.start(
+                list(python_argv) + [HARNESS_PATH] + harness_argv(model, args, inputs),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
         except OSError as exc:
             raise HarnessError(f"cannot start {python_argv[0]}: {exc.strerror}") from None
-        reader = threading.Thread(target=read_stderr, daemon=True, args=(
-            proc.stderr, lambda text, n=name: progress.update(host_label or "", f"{n} {text}"), tail))
+        reader = threading.Thread(
+            target=read_stderr,
+            daemon=True,
+            args=(proc.stderr, lambda text, n=name: progress.update(host_label or "", f"{n} {text}"), tail),
+        )
         reader.start()
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            results.append(BenchmarkResult(str(model), error=f"timed out after {timeout:.0f} s",
-                                           host=host_label, threads=threads))
+            results.append(
+                BenchmarkResult(str(model), error=f"timed out after {timeout:.0f} s", host=host_label, threads=threads)
+            )
             continue
         except BaseException:  # interrupted: the child goes with us
             proc.kill()
@@ -82,7 +90,9 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=No
         finally:
             live.done(proc)
         reader.join(timeout=5)
-        results.append(parse_result(str(model), proc.returncode, out.decode("utf-8", "replace"), tail, host_label, threads))
+        results.append(
+            parse_result(str(model), proc.returncode, out.decode("utf-8", "replace"), tail, host_label, threads)
+        )
     return results
 
 
@@ -134,11 +144,13 @@ def bench(
     if not parsed and not qemu:
         targets.append(lambda: _run_local(jobs, python or [sys.executable], None, live, line, timeout, inputs))
     for cpu in qemu:
-        targets.append(lambda cpu=cpu: _run_local(jobs, qemu_argvs[cpu], f"qemu:{cpu}", live, line,
-                                                  timeout and timeout * 20, inputs))
+        targets.append(
+            lambda cpu=cpu: _run_local(
+                jobs, qemu_argvs[cpu], f"qemu:{cpu}", live, line, timeout and timeout * 20, inputs
+            )
+        )
     for host in parsed:
-        targets.append(lambda host=host: run_remote(jobs, host, remote_python, ssh_config, inputs, live,
-                                                     line, timeout))
+        targets.append(lambda host=host: run_remote(jobs, host, remote_python, ssh_config, inputs, live, line, timeout))
     try:
         if len(targets) == 1:
             return targets[0]()
@@ -170,13 +182,15 @@ def ratios(results: Sequence[BenchmarkResult]) -> List[Optional[dict]]:
         def ratio(a, b):
             return a / b if a is not None and b else None
 
-        out.append({
-            "p50": ratio(r.latency_ms.get("p50"), base.latency_ms.get("p50")),
-            "p90": ratio(r.latency_ms.get("p90"), base.latency_ms.get("p90")),
-            "mean": ratio(r.latency_ms.get("mean"), base.latency_ms.get("mean")),
-            "peak_rss": ratio(r.peak_rss_mb, base.peak_rss_mb),
-            "footprint": ratio(r.footprint_mb, base.footprint_mb),
-            "size": ratio(r.data.get("model_size_bytes"), base.data.get("model_size_bytes")),
-            "baseline": base.model,
-        })
+        out.append(
+            {
+                "p50": ratio(r.latency_ms.get("p50"), base.latency_ms.get("p50")),
+                "p90": ratio(r.latency_ms.get("p90"), base.latency_ms.get("p90")),
+                "mean": ratio(r.latency_ms.get("mean"), base.latency_ms.get("mean")),
+                "peak_rss": ratio(r.peak_rss_mb, base.peak_rss_mb),
+                "footprint": ratio(r.footprint_mb, base.footprint_mb),
+                "size": ratio(r.data.get("model_size_bytes"), base.data.get("model_size_bytes")),
+                "baseline": base.model,
+            }
+        )
     return out

@@ -6,6 +6,7 @@ a shell: every remote word is quoted with :func:`shlex.quote`, and the models ar
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -14,15 +15,13 @@ import shlex
 import subprocess
 import tarfile
 import threading
-import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from edgekit.core.errors import HarnessError, Message
+from edgekit.device import board
 from edgekit.device.board.harness import HARNESS_PATH
 from edgekit.device.host.children import BenchmarkResult, harness_argv, parse_result, read_stderr
-from edgekit.core.errors import HarnessError, Message
-
-from edgekit.device import board
 
 # The board side of a remote run (its source is sent over stdin: it has no file on the board).
 REMOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(board.__file__)), "remote.py")
@@ -42,13 +41,16 @@ class Host:
 
     @classmethod
     def parse(cls, spec: str) -> "Host":
-        m = re.fullmatch(r"(?:(?P<user>[^@\s/]+)@)?(?:\[(?P<v6>[^\]\s]+)\]|(?P<name>[^@:\s/\[\]]+))(?::(?P<port>\d+))?",
-                         spec or "")
+        m = re.fullmatch(
+            r"(?:(?P<user>[^@\s/]+)@)?(?:\[(?P<v6>[^\]\s]+)\]|(?P<name>[^@:\s/\[\]]+))(?::(?P<port>\d+))?", spec or ""
+        )
         if not m or (m.group("port") and not 0 < int(m.group("port")) < 65536):
-            raise HarnessError("{hosts} entry {spec!r} is not user@board[:port] (e.g. pi@raspberrypi.local or "
-                               "pi@10.0.0.7:2222)", params="hosts", spec=spec)
-        return cls(m.group("v6") or m.group("name"), m.group("user"),
-                   int(m.group("port")) if m.group("port") else None)
+            raise HarnessError(
+                "{hosts} entry {spec!r} is not user@board[:port] (e.g. pi@raspberrypi.local or pi@10.0.0.7:2222)",
+                params="hosts",
+                spec=spec,
+            )
+        return cls(m.group("v6") or m.group("name"), m.group("user"), int(m.group("port")) if m.group("port") else None)
 
     @property
     def destination(self) -> str:
@@ -64,8 +66,17 @@ def ssh_command(host: Host, remote_argv: Sequence[str], ssh_config: Optional[str
     """The local argv that runs ``remote_argv`` on ``host``: OpenSSH with the user's own
     configuration (plus ``-F ssh_config`` when given), never prompting (BatchMode), every remote
     word quoted for the remote shell."""
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}",
-           "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+    cmd = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={SSH_CONNECT_TIMEOUT}",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+    ]
     if ssh_config:
         cmd += ["-F", os.fspath(ssh_config)]
     if host.port:
@@ -120,8 +131,11 @@ def run_remote(jobs, host: Host, python, ssh_config, inputs, live, progress, tim
         proc = live.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         tail: List[str] = []
         current = {"name": "", "ready": False}
-        reader = threading.Thread(target=read_stderr, daemon=True, args=(
-            proc.stderr, lambda text: progress.update(label, f"{current['name']} {text}"), tail))
+        reader = threading.Thread(
+            target=read_stderr,
+            daemon=True,
+            args=(proc.stderr, lambda text: progress.update(label, f"{current['name']} {text}"), tail),
+        )
         reader.start()
         timer = threading.Timer(timeout * len(todo), proc.kill) if timeout else None
         if timer:
@@ -145,7 +159,8 @@ def run_remote(jobs, host: Host, python, ssh_config, inputs, live, progress, tim
                 elif event.get("event") == "result":
                     model, threads, _ = todo[event["job"]]
                     results[index[event["job"]]] = _remote_hint(
-                        parse_result(model, event["returncode"], event["stdout"], tail, label, threads), host)
+                        parse_result(model, event["returncode"], event["stdout"], tail, label, threads), host
+                    )
                 elif event.get("event") == "done":
                     break
             try:
@@ -173,9 +188,18 @@ def run_remote(jobs, host: Host, python, ssh_config, inputs, live, progress, tim
 def _remote_hint(result: BenchmarkResult, host: Host) -> BenchmarkResult:
     if result.missing:
         what = "numpy" if result.missing == "numpy" else "LiteRT interpreter"
-        return dataclasses.replace(result, error=(
-            Message("{host} has no {what} for its python: run 'edgekit device setup {host}' (or pass {remote_python}, "
-                    "a python that has numpy and ai-edge-litert)", params="remote_python", host=host, what=what)))
+        return dataclasses.replace(
+            result,
+            error=(
+                Message(
+                    "{host} has no {what} for its python: run 'edgekit device setup {host}' (or pass {remote_python}, "
+                    "a python that has numpy and ai-edge-litert)",
+                    params="remote_python",
+                    host=host,
+                    what=what,
+                )
+            ),
+        )
     return result
 
 
@@ -186,28 +210,45 @@ def _ssh_failure(host: Host, code: int, tail: List[str], ready: bool):
         return f"the SSH connection to {host} dropped during the run: {last}"
     if code == 255:
         if "Permission denied" in last or "Host key verification failed" in last:
-            return (f"SSH authentication to {host} failed ({last}); check that 'ssh {host.destination}' "
-                    "logs in without a password prompt (keys or agent)")
+            return (
+                f"SSH authentication to {host} failed ({last}); check that 'ssh {host.destination}' "
+                "logs in without a password prompt (keys or agent)"
+            )
         return f"cannot reach {host} over SSH: {last}"
     if code == 127 or "not found" in last:
-        return Message("no python on {host} ({last}); install Python >= 3.9 there, run 'edgekit device setup {host}', "
-                       "or pass {remote_python}", params="remote_python", host=host, last=last)
+        return Message(
+            "no python on {host} ({last}); install Python >= 3.9 there, run 'edgekit device setup {host}', "
+            "or pass {remote_python}",
+            params="remote_python",
+            host=host,
+            last=last,
+        )
     return f"the remote run on {host} failed (exit {code}): {last}"
 
 
-def setup(host: str, *, venv: str = DEFAULT_REMOTE_VENV, python: str = "python3",
-          packages: Sequence[str] = ("numpy", "ai-edge-litert"), ssh_config: Optional[str] = None,
-          timeout: float = 1800.0) -> dict:
+def setup(
+    host: str,
+    *,
+    venv: str = DEFAULT_REMOTE_VENV,
+    python: str = "python3",
+    packages: Sequence[str] = ("numpy", "ai-edge-litert"),
+    ssh_config: Optional[str] = None,
+    timeout: float = 1800.0,
+) -> dict:
     """Create (or update) a venv on the board with numpy + ai-edge-litert, the harness's only
     needs, and check it imports them. Returns what the board's venv has:
     ``{"python": ..., "numpy": ..., "litert": ..., "venv": ...}``."""
     h = Host.parse(host)
-    script = ('set -e; py=$1; venv=$2; check=$3; shift 3; "$py" -m venv "$venv"; '
-              '"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$@" >&2; '
-              'exec "$venv/bin/python" -c "$check"')
-    check = ("import json, sys, numpy, ai_edge_litert; print(json.dumps({'python': sys.version.split()[0], "
-             "'numpy': numpy.__version__, 'litert': getattr(ai_edge_litert, '__version__', '?'), "
-             "'venv': sys.prefix}))")
+    script = (
+        'set -e; py=$1; venv=$2; check=$3; shift 3; "$py" -m venv "$venv"; '
+        '"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$@" >&2; '
+        'exec "$venv/bin/python" -c "$check"'
+    )
+    check = (
+        "import json, sys, numpy, ai_edge_litert; print(json.dumps({'python': sys.version.split()[0], "
+        "'numpy': numpy.__version__, 'litert': getattr(ai_edge_litert, '__version__', '?'), "
+        "'venv': sys.prefix}))"
+    )
     argv = ssh_command(h, ["sh", "-c", script, "sh", python, venv, check, *packages], ssh_config)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -15,16 +15,22 @@ from typing import List, Tuple
 
 BASELINE = "float32"
 # label positions tried around a point, in points: right, left, above, below, the diagonals, then further out
-_OFFSETS = [(dx * r, dy * r) for r in (1, 1.6, 2.3, 3.2, 4.5, 6, 8) for dx, dy in
-            ((10, -2), (-10, -2), (0, 12), (0, -14), (10, 10), (-10, 10), (10, -14), (-10, -14))]
+_OFFSETS = [
+    (dx * r, dy * r)
+    for r in (1, 1.6, 2.3, 3.2, 4.5, 6, 8)
+    for dx, dy in ((10, -2), (-10, -2), (0, 12), (0, -14), (10, 10), (-10, 10), (10, -14), (-10, -14))
+]
 
 
 def pareto_front(variants) -> List[int]:
     """Indices of the variants no other variant dominates (at least as accurate and as fast, and
     better in one), by increasing latency."""
     pts = [(v["latency_ms"]["p50"], v["accuracy"]) for v in variants]
-    front = [i for i, (x, y) in enumerate(pts)
-             if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(pts) if j != i)]
+    front = [
+        i
+        for i, (x, y) in enumerate(pts)
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(pts) if j != i)
+    ]
     return sorted(front, key=lambda i: pts[i][0])
 
 
@@ -44,20 +50,35 @@ def pareto_figure(variants, title: str = "accuracy vs latency"):
     largest = max(v["size_bytes"] for v in variants)
     xs = [v["latency_ms"]["p50"] for v in variants]
     ys = [v["accuracy"] for v in variants]
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-", color="tab:blue", lw=1.6, zorder=1,
-            label="Pareto front")
+    ax.plot(
+        [xs[i] for i in front], [ys[i] for i in front], "-", color="tab:blue", lw=1.6, zorder=1, label="Pareto front"
+    )
     areas = []
     for i, v in enumerate(variants):
         on_front = i in front
         marker = "*" if v["name"] == BASELINE else "o"
         areas.append(_area(v["size_bytes"], largest) * (2.2 if marker == "*" else 1))
-        ax.scatter([xs[i]], [ys[i]], s=areas[-1], marker=marker,
-                   color="tab:blue" if on_front else "0.6", alpha=0.85 if on_front else 0.35,
-                   edgecolors="black" if on_front else "none", linewidths=0.6, zorder=2)
+        ax.scatter(
+            [xs[i]],
+            [ys[i]],
+            s=areas[-1],
+            marker=marker,
+            color="tab:blue" if on_front else "0.6",
+            alpha=0.85 if on_front else 0.35,
+            edgecolors="black" if on_front else "none",
+            linewidths=0.6,
+            zorder=2,
+        )
     baseline = next((v for v in variants if v["name"] == BASELINE), None)
     if baseline is not None:
-        ax.axhline(baseline["accuracy"], color="0.3", ls="--", lw=0.8, zorder=0,
-                   label=f"float32 baseline ({baseline['accuracy']:.3f})")
+        ax.axhline(
+            baseline["accuracy"],
+            color="0.3",
+            ls="--",
+            lw=0.8,
+            zorder=0,
+            label=f"float32 baseline ({baseline['accuracy']:.3f})",
+        )
     ax.margins(x=0.22, y=0.18)
     ax.set_xlabel("p50 latency (ms), LiteRT + XNNPACK, 1 thread")
     ax.set_ylabel("test accuracy (.tflite)")
@@ -76,8 +97,16 @@ def _size_legend(ax, largest: int) -> None:
         size = largest * fraction
         handles.append(ax.scatter([], [], s=_area(size, largest), color="0.6", alpha=0.5))
         names.append(f"{size / 1024:,.0f} KiB file")
-    ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, labelspacing=1.3,
-              borderpad=0.9, frameon=False)
+    ax.legend(
+        handles,
+        names,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=7.5,
+        labelspacing=1.3,
+        borderpad=0.9,
+        frameon=False,
+    )
 
 
 def _place_labels(fig, ax, variants, xs, ys, front, areas) -> list:
@@ -90,7 +119,7 @@ def _place_labels(fig, ax, variants, xs, ys, front, areas) -> list:
     blocked = []
     for x, y, area in zip(xs, ys, areas):  # a box around each marker (area in points², radius in pixels)
         cx, cy = ax.transData.transform((x, y))
-        r = 0.5 * area ** 0.5 * fig.dpi / 72
+        r = 0.5 * area**0.5 * fig.dpi / 72
         blocked.append(matplotlib_bbox(cx - r, cy - r, cx + r, cy + r))
     texts, listed = [], []
     order = sorted(range(len(variants)), key=lambda i: (i not in front, xs[i]))
@@ -99,8 +128,17 @@ def _place_labels(fig, ax, variants, xs, ys, front, areas) -> list:
         if not v["name"]:  # an unlabelled point (a search's dominated trials)
             continue
         words = f"{v['name']}\n{v['size_bytes'] / 1024:,.0f} KiB"
-        text = ax.annotate(words, (xs[i], ys[i]), textcoords="offset points", xytext=_OFFSETS[0], fontsize=7.5,
-                           color="black" if i in front else "0.45", ha="left", va="center", zorder=3)
+        text = ax.annotate(
+            words,
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=_OFFSETS[0],
+            fontsize=7.5,
+            color="black" if i in front else "0.45",
+            ha="left",
+            va="center",
+            zorder=3,
+        )
         for dx, dy in _OFFSETS:
             text.set_position((dx, dy))
             text.set_ha("left" if dx > 0 else "right" if dx < 0 else "center")
@@ -118,8 +156,16 @@ def _place_labels(fig, ax, variants, xs, ys, front, areas) -> list:
         blocked.append(text.get_window_extent(renderer))
         texts.append(text)
     if listed:
-        texts.append(fig.text(0.995, 0.02, "\n".join(f"{k}: {w}" for k, w in enumerate(listed, 1)), ha="right",
-                              va="bottom", fontsize=7.5))
+        texts.append(
+            fig.text(
+                0.995,
+                0.02,
+                "\n".join(f"{k}: {w}" for k, w in enumerate(listed, 1)),
+                ha="right",
+                va="bottom",
+                fontsize=7.5,
+            )
+        )
     return texts
 
 
@@ -138,7 +184,7 @@ def label_overlaps(fig, labels) -> List[Tuple[str, str]]:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [(t.get_text().split("\n")[0], t.get_window_extent(renderer)) for t in labels]
-    return [(a, b) for k, (a, ba) in enumerate(boxes) for b, bb in boxes[k + 1:] if ba.overlaps(bb)]
+    return [(a, b) for k, (a, ba) in enumerate(boxes) for b, bb in boxes[k + 1 :] if ba.overlaps(bb)]
 
 
 def pareto_png(variants, path: str, title: str = "accuracy vs latency") -> str:

@@ -1,8 +1,8 @@
 """The demo: train → export float32 and int8 → verify → benchmark → report.
 
-Trains a registered model (default: the MobileNetV2 digits preset) on scikit-learn's digits (32x32, fixed split), exports
-a float32 and a full-integer int8 ``.tflite``, verifies each against the Keras model, measures each
-in a fresh harness process, and writes ``report.json`` and ``report.md``. Every number in the
+Trains a registered model (default: the MobileNetV2 digits preset) on scikit-learn's digits (32x32,
+fixed split), exports a float32 and a full-integer int8 ``.tflite``, verifies each against the
+Keras model, measures each in a fresh harness process, and writes ``report.json`` and ``report.md``. Every number in the
 report is measured from the artifacts: sizes from the files, accuracy by running each ``.tflite``
 on the test split, latency and memory by the device harness.
 """
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-from dataclasses import asdict, dataclass, field, replace
 import os
-import platform
 import time
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
 
 from edgekit import __version__
-from edgekit.core.io import check_output, commit_dir, staging_dir, write_atomic
+from edgekit.app.demo_report import DemoReport, mcu_line, render_markdown
 from edgekit.core.errors import InputError
-from edgekit.core.results import Result, fmt, table
+from edgekit.core.io import check_output, commit_dir, staging_dir, write_atomic
+from edgekit.core.results import fmt
 
 VARIANTS = ("float32", "int8")
 
@@ -36,24 +36,54 @@ OPTIMIZED = (
     # Importance |gamma| of the BatchNorm after each conv, then retrained with a cosine schedule:
     # measured 0.981 vs 0.961 with L1 filter norms (the float model: 0.983). 8 epochs: int8 0.9889
     # (15: 0.9861; 8 distilled: 0.9806), the float model 0.9889.
-    ("channels 0.5 + int8", None, {"fine_tune": {"epochs": 8, "learning_rate": 2e-3, "schedule": "cosine"},
-                                   "steps": [{"technique": "channel_prune", "ratio": 0.5, "importance": "bn"}]}, {}),
+    (
+        "channels 0.5 + int8",
+        None,
+        {
+            "fine_tune": {"epochs": 8, "learning_rate": 2e-3, "schedule": "cosine"},
+            "steps": [{"technique": "channel_prune", "ratio": 0.5, "importance": "bn"}],
+        },
+        {},
+    ),
     # The 80%-pruned fine-tune distills from the trained model (temperature 4, alpha 0.1): int8
     # 0.9833 vs 0.9639 without on this CPU, and PCQAT (which starts from it) 0.9806 vs 0.9667.
-    ("pruned 0.8 + int8", None, {"fine_tune": {"epochs": 6, "learning_rate": 7e-4, "distill": True},
-                                 "steps": [{"technique": "prune", "sparsity": 0.8}]}, {}),
-    ("2:4 + int8", None, {"fine_tune": {"epochs": 4, "learning_rate": 1e-3},
-                          "steps": [{"technique": "prune", "pattern": "2:4"}]}, {}),
-    ("clustered 16 + int8", None, {"fine_tune": {"epochs": 2, "learning_rate": 1e-4},
-                                   "steps": [{"technique": "cluster", "clusters": 16, "init": "linear"}]},
-     {"per_channel": False}),
+    (
+        "pruned 0.8 + int8",
+        None,
+        {
+            "fine_tune": {"epochs": 6, "learning_rate": 7e-4, "distill": True},
+            "steps": [{"technique": "prune", "sparsity": 0.8}],
+        },
+        {},
+    ),
+    (
+        "2:4 + int8",
+        None,
+        {"fine_tune": {"epochs": 4, "learning_rate": 1e-3}, "steps": [{"technique": "prune", "pattern": "2:4"}]},
+        {},
+    ),
+    (
+        "clustered 16 + int8",
+        None,
+        {
+            "fine_tune": {"epochs": 2, "learning_rate": 1e-4},
+            "steps": [{"technique": "cluster", "clusters": 16, "init": "linear"}],
+        },
+        {"per_channel": False},
+    ),
     ("QAT int8", None, {"fine_tune": {"epochs": 2, "learning_rate": 1e-4}, "steps": [{"technique": "qat"}]}, {}),
     # BatchNorm stays for PCQAT: tfmot's cluster-preserving QAT keeps zeros and clusters through
     # Conv→BN→ReLU but not through Conv→ReLU, which folding would leave (measured). Distilled from
     # the trained model too: int8 0.9806 vs 0.9722 without (the float model 0.9889).
-    ("PCQAT int8", "pruned 0.8 + int8", {"fine_tune": {"epochs": 2, "learning_rate": 1e-4, "distill": True},
-                                         "steps": [{"technique": "cluster", "clusters": 16, "fold_batchnorm": False},
-                                                   {"technique": "qat"}]}, {}),
+    (
+        "PCQAT int8",
+        "pruned 0.8 + int8",
+        {
+            "fine_tune": {"epochs": 2, "learning_rate": 1e-4, "distill": True},
+            "steps": [{"technique": "cluster", "clusters": 16, "fold_batchnorm": False}, {"technique": "qat"}],
+        },
+        {},
+    ),
 )
 
 
@@ -81,8 +111,16 @@ def digits_classifier(name: str, ds):
     return model
 
 
-def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = DEFAULT_EPOCHS, batch_size: int = 32,
-                       seed: int = 0, learning_rate: float = 2e-3, log: Optional[Callable[[str], None]] = None):
+def train_digits_model(
+    ds,
+    name: str = DEFAULT_MODEL,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 32,
+    seed: int = 0,
+    learning_rate: float = 2e-3,
+    log: Optional[Callable[[str], None]] = None,
+):
     """Registered model ``name`` (digits preset) trained with Adam and a cosine-decayed learning
     rate, so the last epoch is as good as the best."""
     from edgekit.core.compat import keras
@@ -91,9 +129,37 @@ def train_digits_model(ds, name: str = DEFAULT_MODEL, *, epochs: int = DEFAULT_E
 
     keras.utils.set_random_seed(seed)
     model = digits_classifier(name, ds)
-    fine_tune(model, ds.x_train, ds.y_train, FineTune(epochs, batch_size, learning_rate, "cosine"), seed=seed,
-              progress="training" if log else None, plain=log)
+    fine_tune(
+        model,
+        ds.x_train,
+        ds.y_train,
+        FineTune(epochs, batch_size, learning_rate, "cosine"),
+        seed=seed,
+        progress="training" if log else None,
+        plain=log,
+    )
     return model
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs: the registered model and its training, the benchmark, the variants."""
+
+    model_name: str = DEFAULT_MODEL
+    epochs: int = DEFAULT_EPOCHS
+    runs: int = 200
+    warmup: int = 20
+    threads: int = 1
+    seed: int = 0
+    optimized: bool = True
+    fine_tune_epochs: Optional[int] = None
+    workers: Optional[int] = None
+
+    def __post_init__(self):
+        for name, low in (("epochs", 1), ("runs", 1), ("warmup", 0), ("threads", 1)):
+            value = getattr(self, name)
+            if value < low:
+                raise InputError("{%s} must be >= {low}; received {value}" % name, params=name, low=low, value=value)
 
 
 def run_demo(
@@ -110,7 +176,7 @@ def run_demo(
     log: Optional[Callable[[str], None]] = print,
     overwrite: bool = False,
     workers: Optional[int] = None,
-) -> dict:
+) -> DemoReport:
     """Run the demo and return the report (also written to ``out/report.json`` and ``.md``).
 
     Everything is written to a temporary directory beside ``out`` and renamed to ``out`` at the
@@ -121,10 +187,7 @@ def run_demo(
     aware trained and PCQAT-trained (each exported int8); ``fine_tune_epochs`` overrides every
     fine-tune's length (tests use 1). After training, the exports and variants run in ``workers``
     processes (default: one per core)."""
-    for name, value, low in (("epochs", epochs, 1), ("runs", runs, 1), ("warmup", warmup, 0),
-                             ("threads", threads, 1)):
-        if value < low:
-            raise InputError("{%s} must be >= {low}; received {value}" % name, params=name, low=low, value=value)
+    settings = DemoSettings(model_name, epochs, runs, warmup, threads, seed, optimized, fine_tune_epochs, workers)
     log = log or (lambda _msg: None)
     if not os.path.lexists(out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -136,14 +199,16 @@ def run_demo(
     ds = digits()
     digits_classifier(model_name, ds)  # a wrong model fails before anything is trained or written
     with staging_dir(out) as work:
-        report = _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimized, fine_tune_epochs,
-                      log, t_start, workers)
+        trained = _train_and_optimize(work, out, ds, settings, log)
+        report = _benchmark_and_report(work, out, ds, settings, trained, log, t_start)
         commit_dir(work, out, overwrite)
     log("")
     log(report.summary())
     log("")
-    log(f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
-        f"({report.total_seconds:.0f} s in all)")
+    log(
+        f"report: {os.path.join(out, 'report.json')}, {os.path.join(out, 'report.md')} "
+        f"({report.total_seconds:.0f} s in all)"
+    )
     return report
 
 
@@ -155,64 +220,101 @@ def is_demo_file(name: str) -> bool:
     return name in DEMO_FILES or (name.startswith("model_") and name.endswith(".tflite"))
 
 
-def _run(work, out, ds, model_name, epochs, runs, warmup, threads, seed, optimized, fine_tune_epochs, log,
-         t_start, workers) -> dict:
-    """The demo's work, written into ``work``; paths in the report name ``out``, where ``work``
-    is renamed to. After training, the exports and the variants run as jobs in worker processes
-    (:mod:`edgekit.app.workers`), started now so that they load TensorFlow while the model trains."""
-    from edgekit.device import bench
+def _train_and_optimize(work, out, ds, s: DemoSettings, log) -> dict:
+    """Train the model into ``work``, then run the exports and the variants as jobs in worker
+    processes (:mod:`edgekit.app.workers`), started first so that they load TensorFlow while the
+    model trains. Paths in what it returns name ``out``, where ``work`` is renamed to."""
     from edgekit.app.workers import Workers
 
-    jobs = _jobs(work, seed, optimized, fine_tune_epochs)
-    with Workers(workers, jobs=len(jobs), log=log) as pool:
-        log(f"[1/4] training {model_name} (digits preset) on digits "
-            f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {epochs} epochs ...")
+    jobs = _jobs(work, s.seed, s.optimized, s.fine_tune_epochs)
+    with Workers(s.workers, jobs=len(jobs), log=log) as pool:
+        log(
+            f"[1/4] training {s.model_name} (digits preset) on digits "
+            f"({len(ds.x_train)} train / {len(ds.x_test)} test, 32x32x1), {s.epochs} epochs ..."
+        )
         t0 = time.perf_counter()
-        model = train_digits_model(ds, model_name, epochs=epochs, seed=seed, log=log)
+        model = train_digits_model(ds, s.model_name, epochs=s.epochs, seed=s.seed, log=log)
         train_seconds = time.perf_counter() - t0
         keras_accuracy = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
         keras_path = os.path.join(out, "model.keras")
         model.save(os.path.join(work, "model.keras"))
-        log(f"      {model.count_params():,} params, Keras test accuracy {keras_accuracy:.4f} "
-            f"({train_seconds:.0f} s); saved {keras_path}")
+        log(
+            f"      {model.count_params():,} params, Keras test accuracy {keras_accuracy:.4f} "
+            f"({train_seconds:.0f} s); saved {keras_path}"
+        )
         log(f"[2/4] exporting and optimizing in {pool.count} worker process(es) ...")
         done = {}
         for result in pool.run(jobs):
             done.update(result)
+    return {
+        "done": done,
+        "workers": pool.count,
+        "model": {
+            "name": model.name,
+            "params": int(model.count_params()),
+            "epochs": s.epochs,
+            "seed": s.seed,
+            "keras_accuracy": keras_accuracy,
+            "keras": keras_path,
+            "train_seconds": round(train_seconds, 1),
+        },
+    }
+
+
+def _benchmark_and_report(work, out, ds, s: DemoSettings, trained: dict, log, t_start) -> DemoReport:
+    """Every exported file benchmarked in a fresh harness process; the report written into ``work``."""
+    from edgekit.device import bench
+
+    done, model = trained["done"], trained["model"]
     names = [n for n in VARIANTS + tuple(o[0] for o in OPTIMIZED) if n in done]
-    stages = {"train": round(train_seconds, 1)}
+    stages = {"train": model["train_seconds"]}
     for n in names:
         stages.update(done[n]["stages"])
-
     test_npz = ds.save_test_npz(os.path.join(work, "digits_test.npz"))
-    log(f"[3/4] benchmarking each model in a fresh harness process "
-        f"({warmup} warm-up + {runs} timed runs, {threads} thread(s), XNNPACK) ...")
+    log(
+        f"[3/4] benchmarking each model in a fresh harness process "
+        f"({s.warmup} warm-up + {s.runs} timed runs, {s.threads} thread(s), XNNPACK) ..."
+    )
     t0 = time.perf_counter()
-    results = bench([done[n]["export"].path for n in names], runs=runs, warmup=warmup,
-                    threads=threads, inputs=test_npz)
+    files = [done[n]["export"].path for n in names]
+    results = bench(files, runs=s.runs, warmup=s.warmup, threads=s.threads, inputs=test_npz)
     stages["benchmark"] = round(time.perf_counter() - t0, 1)
-
     float_size = done["float32"]["export"].size_bytes
-    variants = [_variant(n, done[n]["export"], r, done[n]["optimization"], out, float_size, keras_accuracy)
-                for n, r in zip(names, results)]
+    variants = [
+        _variant(n, done[n]["export"], r, done[n]["optimization"], out, float_size, model["keras_accuracy"])
+        for n, r in zip(names, results)
+    ]
     report = DemoReport(
         edgekit_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        dataset={"name": ds.name, "train": int(len(ds.x_train)), "test": int(len(ds.x_test)),
-                 "input_shape": list(ds.input_shape)},
-        model={"name": model.name, "params": int(model.count_params()), "epochs": epochs, "seed": seed,
-               "keras_accuracy": keras_accuracy, "keras": keras_path, "train_seconds": round(train_seconds, 1)},
-        bench={"runs": runs, "warmup": warmup, "threads": threads, "xnnpack": True,
-               "inputs": os.path.join(out, "digits_test.npz"), "runtime": results[0].data.get("runtime"),
-               "platform": results[0].data.get("platform")},
-        variants=variants, total_seconds=round(time.perf_counter() - t_start, 1), stages=stages,
-        workers=pool.count)
+        dataset={
+            "name": ds.name,
+            "train": int(len(ds.x_train)),
+            "test": int(len(ds.x_test)),
+            "input_shape": list(ds.input_shape),
+        },
+        model=model,
+        bench={
+            "runs": s.runs,
+            "warmup": s.warmup,
+            "threads": s.threads,
+            "xnnpack": True,
+            "inputs": os.path.join(out, "digits_test.npz"),
+            "runtime": results[0].data.get("runtime"),
+            "platform": results[0].data.get("platform"),
+        },
+        variants=variants,
+        total_seconds=round(time.perf_counter() - t_start, 1),
+        stages=stages,
+        workers=trained["workers"],
+    )
     log("[4/4] writing the report ...")
     if len(variants) > 2:
         from edgekit.app.charts import pareto_png
 
-        report.pareto_png = pareto_png(variants, os.path.join(work, "pareto.png"),
-                                       title=f"{model.name} on digits: accuracy vs latency")
+        report.pareto_png = pareto_png(
+            variants, os.path.join(work, "pareto.png"), title=f"{model['name']} on digits: accuracy vs latency"
+        )
     write_atomic(os.path.join(work, "report.json"), report.to_json() + "\n")
     write_atomic(os.path.join(work, "report.md"), render_markdown(report))
     return report
@@ -228,8 +330,9 @@ def _jobs(work, seed, optimized, fine_tune_epochs) -> list:
         else:
             chains.append([name])
     chains.sort(key=len, reverse=True)
-    return ([(_variants_job, (work, seed, chain, fine_tune_epochs)) for chain in chains]
-            + [(_export_job, (work, seed, quant)) for quant in reversed(VARIANTS)])
+    return [(_variants_job, (work, seed, chain, fine_tune_epochs)) for chain in chains] + [
+        (_export_job, (work, seed, quant)) for quant in reversed(VARIANTS)
+    ]
 
 
 def _trained(work):
@@ -242,8 +345,8 @@ def _trained(work):
 
 def _export_job(work, seed, quant, log=None) -> dict:
     """Export the trained model to ``quant`` with verification (a job)."""
-    from edgekit.converters import export
     from edgekit.app.workers import doing
+    from edgekit.converters import export
 
     log = log or (lambda _msg: None)
     model, ds = _trained(work)
@@ -252,19 +355,23 @@ def _export_job(work, seed, quant, log=None) -> dict:
     # the int8 file also goes through TFLM's interpreter when tflite-micro is installed
     target = "mcu" if quant == "int8" and importlib.util.find_spec("tflite_micro") else "litert"
     t0 = time.perf_counter()
-    rep = export(model, os.path.join(work, f"model_{quant}.tflite"), quant, calib=ds.x_train, eval_x=ds.x_test,
-                 eval_y=ds.y_test, seed=seed, target=target, progress="export")
+    rep = export(
+        model,
+        os.path.join(work, f"model_{quant}.tflite"),
+        quant,
+        calib=ds.x_train,
+        eval_x=ds.x_test,
+        eval_y=ds.y_test,
+        seed=seed,
+        target=target,
+        progress="export",
+    )
     log(f"      {quant}: {rep.size_bytes / 1024:,.1f} KiB, agreement with Keras {fmt(rep.agreement, '.4f')}")
     if rep.mcu:
         log(f"      {mcu_line(rep.mcu)}")
-    return {quant: {"export": rep, "optimization": None, "stages": {f"export {quant}": round(time.perf_counter() - t0, 1)}}}
-
-
-def mcu_line(m: dict) -> str:
-    fits = [n for n, ok in m["fits_boards"].items() if ok]
-    return (f"on a microcontroller (TFLM {m['tflm_version'].split('-')[0]}): tensor arena {m['arena_bytes'] / 1024:,.1f} KB, "
-            f"flash {m['flash_bytes'] / 1024:,.1f} KB, fits {', '.join(fits) or 'none of the known boards'}; "
-            f"TFLM vs LiteRT top-1 agreement {fmt(m['agreement'], '.4f')}")
+    return {
+        quant: {"export": rep, "optimization": None, "stages": {f"export {quant}": round(time.perf_counter() - t0, 1)}}
+    }
 
 
 def _variant(name, rep, result, optimization, out, float_size, keras_accuracy) -> dict:
@@ -272,51 +379,33 @@ def _variant(name, rep, result, optimization, out, float_size, keras_accuracy) -
     if not result.ok:
         raise InputError(f"benchmark of {rep.path} failed: {result.error}")
     return {
-        "name": name, "optimization": optimization, "tflite": os.path.join(out, os.path.basename(rep.path)),
-        "size_bytes": rep.size_bytes, "gzip_bytes": rep.gzip_bytes, "size_vs_float32": rep.size_bytes / float_size,
-        "accuracy": result.accuracy, "keras_accuracy": keras_accuracy, "agreement": rep.agreement,
-        "fully_integer": rep.fully_integer, "input_dtype": rep.input["dtype"], "output_dtype": rep.output["dtype"],
-        "latency_ms": result.latency_ms, "peak_rss_mb": result.peak_rss_mb,
-        "startup_ms": result.data.get("startup_ms"), "memory_mb": result.data.get("memory_mb"),
+        "name": name,
+        "optimization": optimization,
+        "tflite": os.path.join(out, os.path.basename(rep.path)),
+        "size_bytes": rep.size_bytes,
+        "gzip_bytes": rep.gzip_bytes,
+        "size_vs_float32": rep.size_bytes / float_size,
+        "accuracy": result.accuracy,
+        "keras_accuracy": keras_accuracy,
+        "agreement": rep.agreement,
+        "fully_integer": rep.fully_integer,
+        "input_dtype": rep.input["dtype"],
+        "output_dtype": rep.output["dtype"],
+        "latency_ms": result.latency_ms,
+        "peak_rss_mb": result.peak_rss_mb,
+        "startup_ms": result.data.get("startup_ms"),
+        "memory_mb": result.data.get("memory_mb"),
         "export": dict(rep.to_dict(), path=os.path.join(out, os.path.basename(rep.path))),
     }
-
-
-@dataclass
-class DemoReport(Result):
-    """What the demo measured (``report.json``); ``report["variants"]`` reads a key as in the file."""
-
-    edgekit_version: str
-    created: str
-    dataset: dict
-    model: dict
-    bench: dict
-    variants: list
-    total_seconds: float
-    pareto_png: Optional[str] = None
-    stages: dict = field(default_factory=dict)  # seconds of each stage: training, each export and fine-tune, benchmark
-    workers: int = 1  # processes the exports and variants ran in, side by side: their stages overlap
-
-    def __getitem__(self, key):
-        return self.to_dict()[key]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if d["pareto_png"] is None:
-            del d["pareto_png"]
-        return d
-
-    def summary(self) -> str:
-        return format_variants(self.variants)
 
 
 def _variants_job(work, seed, names, fine_tune_epochs, log=None) -> dict:
     """Optimize the trained model each way ``names`` picks of :data:`OPTIMIZED` (in order: a variant
     may start from an earlier one) and export each int8 (a job); per variant its export, what its
     optimization achieved (measured from the weights) and its stages' seconds."""
+    from edgekit.app.workers import doing
     from edgekit.converters import export
     from edgekit.optimize import Recipe, optimize
-    from edgekit.app.workers import doing
 
     log = log or (lambda _msg: None)
     model, ds = _trained(work)
@@ -324,24 +413,51 @@ def _variants_job(work, seed, names, fine_tune_epochs, log=None) -> dict:
     for name, start, doc, export_options in (o for o in OPTIMIZED if o[0] in names):
         recipe = Recipe.from_dict(doc, where=name)
         if fine_tune_epochs:
-            recipe = Recipe(tuple(replace(s, fine_tune=replace(s.fine_tune, epochs=fine_tune_epochs))
-                                  for s in recipe.steps))
-        log(f"[2/4] {name}: {recipe.describe()} ({' + '.join(str(s.fine_tune.epochs) for s in recipe.steps)} "
-            f"epoch(s) of fine-tune) ...")
+            recipe = Recipe(
+                tuple(replace(s, fine_tune=replace(s.fine_tune, epochs=fine_tune_epochs)) for s in recipe.steps)
+            )
+        log(
+            f"[2/4] {name}: {recipe.describe()} ({' + '.join(str(s.fine_tune.epochs) for s in recipe.steps)} "
+            f"epoch(s) of fine-tune) ..."
+        )
         doing(name)
         t0 = time.perf_counter()
-        result = optimize(done[start]["model"] if start else model, recipe, ds.x_train, ds.y_train, x_test=ds.x_test,
-                          y_test=ds.y_test, seed=seed, log=lambda msg, name=name: log(f"      {name}: {msg.lstrip()}"))
+        result = optimize(
+            done[start]["model"] if start else model,
+            recipe,
+            ds.x_train,
+            ds.y_train,
+            x_test=ds.x_test,
+            y_test=ds.y_test,
+            seed=seed,
+            log=lambda msg, name=name: log(f"      {name}: {msg.lstrip()}"),
+        )
         t1 = time.perf_counter()
         slug = name.split(" +")[0].replace(" ", "_").replace(":", "of").replace(".", "").lower()
-        rep = export(result.model, os.path.join(work, f"model_{slug}_int8.tflite"), "int8", calib=ds.x_train,
-                     eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, layer_report=False, progress="export",
-                     **export_options)
+        rep = export(
+            result.model,
+            os.path.join(work, f"model_{slug}_int8.tflite"),
+            "int8",
+            calib=ds.x_train,
+            eval_x=ds.x_test,
+            eval_y=ds.y_test,
+            seed=seed,
+            layer_report=False,
+            progress="export",
+            **export_options,
+        )
         summary = _summary(start, recipe, result, export_options, time.perf_counter() - t0)
-        done[name] = {"model": result.model, "export": rep, "optimization": summary,
-                      "stages": {f"{name}: fine-tune": round(t1 - t0, 1), f"{name}: export": round(time.perf_counter() - t1, 1)}}
-        log(f"      {name}: Keras accuracy {result.steps[-1].accuracy:.4f}, kernels {summary['kernel_zeros']:.0%} zeros, "
-            f"{summary['seconds']:.0f} s")
+        done[name] = {
+            "model": result.model,
+            "export": rep,
+            "optimization": summary,
+            "stages": {f"{name}: fine-tune": round(t1 - t0, 1), f"{name}: export": round(time.perf_counter() - t1, 1)},
+        }
+        log(
+            f"      {name}: Keras accuracy {result.steps[-1].accuracy:.4f}, "
+            f"kernels {summary['kernel_zeros']:.0%} zeros, "
+            f"{summary['seconds']:.0f} s"
+        )
         for note in result.warnings:
             log(f"      warning: {note}")
     for record in done.values():
@@ -356,7 +472,8 @@ def _summary(start, recipe, result, export_options, seconds) -> dict:
     # the kernels the techniques change: not depthwise ones, and for 2:4 those with >= 4 inputs
     changed = [l for l in weights.layers if l.kind != "DepthwiseConv2D" and not (two_four and l.two_four is None)]
     summary = {
-        "recipe": (f"{start} → " if start else "") + recipe.describe()
+        "recipe": (f"{start} → " if start else "")
+        + recipe.describe()
         + (", per-tensor int8" if export_options.get("per_channel") is False else ""),
         "fine_tune_epochs": [s.fine_tune.epochs for s in recipe.steps],
         "keras_accuracy": result.steps[-1].accuracy,
@@ -371,73 +488,3 @@ def _summary(start, recipe, result, export_options, seconds) -> dict:
     if result.steps[0].details:
         summary["channels"] = result.steps[0].details
     return summary
-
-
-_HEADERS = ("variant", "size KiB", "gzip KiB", "x float32", "accuracy", "agreement", "p50 ms", "p90 ms",
-            "p99 ms", "mean ms", "peak RSS MiB", "fully int8")
-
-
-def _rows(variants):
-    rows = []
-    for v in variants:
-        lat = v["latency_ms"]
-        rows.append([
-            v["name"], fmt(v["size_bytes"] / 1024, ",.1f"), fmt(v["gzip_bytes"] / 1024, ",.1f"),
-            fmt(v["size_vs_float32"], ".3f"), fmt(v["accuracy"], ".4f"), fmt(v["agreement"], ".4f"),
-            fmt(lat["p50"], ".3f"), fmt(lat["p90"], ".3f"), fmt(lat["p99"], ".3f"), fmt(lat["mean"], ".3f"),
-            fmt(v["peak_rss_mb"], ".1f"), "yes" if v["fully_integer"] else "no",
-        ])
-    return rows
-
-
-def format_variants(variants, markdown: bool = False) -> str:
-    return table(_HEADERS, _rows(variants), markdown=markdown, align="l" + "r" * 10 + "l")
-
-
-def render_markdown(report) -> str:
-    report = report.to_dict() if isinstance(report, Result) else report
-    m, d, b = report["model"], report["dataset"], report["bench"]
-    plat = b.get("platform") or {}
-    runtime = b.get("runtime") or {}
-    lines = [
-        "# edgekit demo report",
-        "",
-        f"- data: {d['name']}, {d['train']} train / {d['test']} test samples, input {tuple(d['input_shape'])}",
-        f"- model: {m['name']}, {m['params']:,} params, {m['epochs']} epochs ({m['train_seconds']} s), "
-        f"Keras test accuracy {m['keras_accuracy']:.4f}",
-        f"- benchmark: {b['warmup']} warm-up + {b['runs']} timed runs, {b['threads']} thread(s), "
-        f"XNNPACK, {runtime.get('name', '?')} {runtime.get('version', '')} on "
-        f"{plat.get('machine', platform.machine())}, each model in a fresh process",
-        f"- created {report['created']} by edgekit {report['edgekit_version']}",
-    ]
-    int8 = next((v for v in report["variants"] if v["name"] == "int8"), None)
-    if int8 and int8["export"].get("mcu"):
-        lines.append(f"- int8 {mcu_line(int8['export']['mcu'])} (`edgekit mcu`, docs/mcu.md)")
-    lines += [
-        "",
-        "Accuracy: each `.tflite` run by the LiteRT interpreter on the test split. Agreement: share of "
-        "test samples where the `.tflite` and the Keras model predict the same class. Sizes are the "
-        "files' own.",
-        "",
-        format_variants(report["variants"], markdown=True),
-        "",
-    ]
-    optimized = [v for v in report["variants"] if v.get("optimization")]
-    if optimized:
-        lines += [
-            "Optimized variants: the trained model pruned, clustered or quantization-aware trained with "
-            "edgekit.optimize (tfmot), fine-tuned on the train split, then exported int8. Zeros and distinct "
-            "values are read from the Keras weights after stripping; gzip size shows what clustering buys.",
-            "",
-            table(("variant", "recipe", "fine-tune epochs", "Keras accuracy", "kernel zeros", "max distinct/kernel"),
-                  [[v["name"], v["optimization"]["recipe"], "+".join(map(str, v["optimization"]["fine_tune_epochs"])),
-                    fmt(v["optimization"]["keras_accuracy"], ".4f"), fmt(v["optimization"]["kernel_zeros"], ".3f"),
-                    fmt(v["optimization"]["max_unique_per_kernel"], ",")] for v in optimized], markdown=True),
-            "",
-        ]
-    if report.get("stages"):
-        lines += [f"Where the {report['total_seconds']:.0f} s went (seconds): "
-                  + ", ".join(f"{k} {v:g}" for k, v in report["stages"].items()), ""]
-    if report.get("pareto_png"):
-        lines += ["![accuracy against latency; marker area is the file size](pareto.png)", ""]
-    return "\n".join(lines)

@@ -104,9 +104,17 @@ class Workers:
         self.terminal = progress.is_terminal(progress.live_stream()) and log is not None
         with _main_not_rerun():
             self.pool = ProcessPoolExecutor(
-                self.count, mp_context=ctx, initializer=_init,
-                initargs=(self.messages, ctx.Value("i", 0), max(1, cores() // self.count), self.terminal,
-                          log is not None))
+                self.count,
+                mp_context=ctx,
+                initializer=_init,
+                initargs=(
+                    self.messages,
+                    ctx.Value("i", 0),
+                    max(1, cores() // self.count),
+                    self.terminal,
+                    log is not None,
+                ),
+            )
             # start every worker now: they import TensorFlow while the caller does other work
             for _ in range(self.count):
                 self.pool.submit(_ready)

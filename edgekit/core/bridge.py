@@ -8,8 +8,8 @@ are inlined, so the result is flat), the Keras 3 ops a functional model records 
 a TensorFlow op layer, as tf_keras itself records it), activations whose definitions differ
 (Keras 3's ``hard_sigmoid`` is relu6(x + 3) / 6, tf_keras's 0.2·x + 0.5) and the weights, layer by
 layer. The translation is then checked on inputs: outputs within 1e-5 (relative to their scale),
-else an error naming the first layer whose outputs differ. :func:`to_keras3` does the reverse for a
-plain (unwrapped) tf_keras model.
+else an error naming the first layer whose outputs differ. :func:`edgekit.core.to_keras3.to_keras3` does the
+reverse for a plain (unwrapped) tf_keras model.
 """
 
 from __future__ import annotations
@@ -23,11 +23,36 @@ from edgekit.core.errors import InputError
 
 ATOL = 1e-5
 # Keras 3 activations tf_keras has under the same name and definition.
-SAME_ACTIVATIONS = {"relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "softplus", "softsign", "swish",
-                    "silu", "gelu", "exponential"}
+SAME_ACTIVATIONS = {
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "linear",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "swish",
+    "silu",
+    "gelu",
+    "exponential",
+}
 # Keyword arguments every layer takes (tf_keras's and Keras 3's Layer.__init__).
-_BASE_KWARGS = {"trainable", "name", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
-                "weights", "activity_regularizer", "autocast", "implementation"}
+_BASE_KWARGS = {
+    "trainable",
+    "name",
+    "dtype",
+    "dynamic",
+    "input_dim",
+    "input_shape",
+    "batch_input_shape",
+    "batch_size",
+    "weights",
+    "activity_regularizer",
+    "autocast",
+    "implementation",
+}
 # Arguments one flavour names otherwise: Keras 3 name → tf_keras name, per layer class.
 _RENAMES = {"LeakyReLU": {"negative_slope": "alpha"}}
 
@@ -41,6 +66,13 @@ def is_keras3_model(obj) -> bool:
     return type(obj).__module__.startswith("keras.") and isinstance(obj, keras3().Model)
 
 
+def keras3():
+    """The Keras 3 package (``import keras``), checked to be Keras 3."""
+    from edgekit.core.compat import keras3 as module
+
+    return module()
+
+
 def _tf():
     from edgekit.core.compat import keras, tf
 
@@ -48,6 +80,7 @@ def _tf():
 
 
 # -- activations and ops ---------------------------------------------------------------------
+
 
 def _activation_fn(name: str):
     """A function of a tf_keras tensor computing Keras 3's activation ``name``, or None if the
@@ -84,13 +117,29 @@ def _op(class_name: str, config: dict):
     tf, _ = _tf()
     axis, keep = config.get("axis"), bool(config.get("keepdims", False))
     table = {
-        "Add": tf.math.add, "Subtract": tf.math.subtract, "Multiply": tf.math.multiply,
-        "Divide": tf.math.truediv, "TrueDivide": tf.math.truediv, "Maximum": tf.math.maximum,
-        "Minimum": tf.math.minimum, "Negative": tf.math.negative, "Power": tf.math.pow, "Square": tf.math.square,
-        "Sqrt": tf.math.sqrt, "Abs": tf.math.abs, "Exp": tf.math.exp, "Log": tf.math.log, "Tanh": tf.math.tanh,
-        "Matmul": tf.linalg.matmul, "Relu": tf.nn.relu, "Relu6": tf.nn.relu6, "Sigmoid": tf.math.sigmoid,
-        "Silu": tf.nn.silu, "Swish": tf.nn.silu,
-        "HardSigmoid": lambda x: tf.nn.relu6(x + 3.0) / 6.0, "HardSilu": lambda x: x * tf.nn.relu6(x + 3.0) / 6.0,
+        "Add": tf.math.add,
+        "Subtract": tf.math.subtract,
+        "Multiply": tf.math.multiply,
+        "Divide": tf.math.truediv,
+        "TrueDivide": tf.math.truediv,
+        "Maximum": tf.math.maximum,
+        "Minimum": tf.math.minimum,
+        "Negative": tf.math.negative,
+        "Power": tf.math.pow,
+        "Square": tf.math.square,
+        "Sqrt": tf.math.sqrt,
+        "Abs": tf.math.abs,
+        "Exp": tf.math.exp,
+        "Log": tf.math.log,
+        "Tanh": tf.math.tanh,
+        "Matmul": tf.linalg.matmul,
+        "Relu": tf.nn.relu,
+        "Relu6": tf.nn.relu6,
+        "Sigmoid": tf.math.sigmoid,
+        "Silu": tf.nn.silu,
+        "Swish": tf.nn.silu,
+        "HardSigmoid": lambda x: tf.nn.relu6(x + 3.0) / 6.0,
+        "HardSilu": lambda x: x * tf.nn.relu6(x + 3.0) / 6.0,
         "Softmax": lambda x: tf.nn.softmax(x, axis=-1 if axis is None else axis),
         "Mean": lambda x: tf.math.reduce_mean(x, axis=axis, keepdims=keep),
         "Sum": lambda x: tf.math.reduce_sum(x, axis=axis, keepdims=keep),
@@ -108,6 +157,7 @@ def _op(class_name: str, config: dict):
 
 # -- layers ----------------------------------------------------------------------------------
 
+
 def _plain(value):
     """A Keras 3 config value as tf_keras reads it: dtype policies become their names; serialized
     initializers, regularizers and constraints lose the Keras-3-only arguments tf_keras's classes
@@ -117,14 +167,20 @@ def _plain(value):
             cfg = value.get("config") or {}
             return cfg.get("name", "float32") if isinstance(cfg, dict) else "float32"
         kind = (value.get("module") or "").split(".")
-        if len(kind) == 2 and kind[0] == "keras" and kind[1] in ("initializers", "regularizers", "constraints") \
-                and isinstance(value.get("config"), dict):
+        if (
+            len(kind) == 2
+            and kind[0] == "keras"
+            and kind[1] in ("initializers", "regularizers", "constraints")
+            and isinstance(value.get("config"), dict)
+        ):
             _, keras = _tf()
             cls = getattr(getattr(keras, kind[1]), value["class_name"], None)
             if cls is not None:
                 params = set(inspect.signature(cls.__init__).parameters)
-                return {"class_name": value["class_name"],
-                        "config": {k: v for k, v in value["config"].items() if k in params}}
+                return {
+                    "class_name": value["class_name"],
+                    "config": {k: v for k, v in value["config"].items() if k in params},
+                }
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -162,11 +218,13 @@ def _fit_config(config: dict, cls, layer, flavour: str) -> dict:
         value = config.pop(key)
         if key.endswith(("_initializer", "_regularizer", "_constraint")):
             continue  # shapes a fresh initialization or training only: the weights are copied
-        unset = value is None or value is False or value == 0 or value in ({}, [], ()) or (key == "groups"
-                                                                                         and value == 1)
+        unset = (
+            value is None or value is False or value == 0 or value in ({}, [], ()) or (key == "groups" and value == 1)
+        )
         if not unset:
-            raise TranslationError(f"layer '{layer.name}' ({type(layer).__name__}) sets {key}={value!r}, which "
-                                   f"{flavour} does not have")
+            raise TranslationError(
+                f"layer '{layer.name}' ({type(layer).__name__}) sets {key}={value!r}, which {flavour} does not have"
+            )
     return config
 
 
@@ -188,11 +246,14 @@ def translate_layer(layer):
     try:
         return cls.from_config(config), after
     except Exception as exc:
-        raise TranslationError(f"layer '{layer.name}' ({type(layer).__name__}) does not translate to tf_keras: "
-                               f"{' '.join(str(exc).split())[:200]}") from None
+        raise TranslationError(
+            f"layer '{layer.name}' ({type(layer).__name__}) does not translate to tf_keras: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 # -- the graph -------------------------------------------------------------------------------
+
 
 def _is_tensor_ref(v) -> bool:
     return isinstance(v, dict) and v.get("class_name") == "__keras_tensor__"
@@ -248,15 +309,17 @@ class _Builder:
         config = model.get_config()
         ops = {op.name: op for op in model.operations}
         produced: Dict[tuple, list] = {}
-        for (name, node, index), t in zip(_refs(config["input_layers"]), inputs):
+        for (name, node, _index), t in zip(_refs(config["input_layers"]), inputs):
             produced[(name, node)] = [t]
         pending = [entry for entry in config["layers"] if entry["class_name"] != "InputLayer"]
         while pending:
             progress = False
             for entry in list(pending):
                 try:
-                    calls = [(_resolve(n["args"], produced), _resolve(n.get("kwargs", {}), produced))
-                             for n in entry["inbound_nodes"]]
+                    calls = [
+                        (_resolve(n["args"], produced), _resolve(n.get("kwargs", {}), produced))
+                        for n in entry["inbound_nodes"]
+                    ]
                 except KeyError:
                     continue  # an input is not translated yet
                 for i, (args, kwargs) in enumerate(calls):
@@ -285,8 +348,10 @@ def from_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     checked on ``x`` (default: random inputs) unless ``verify=False``."""
     _, keras = _tf()
     if not getattr(model, "inputs", None) or type(model).__name__ not in ("Functional", "Sequential"):
-        raise TranslationError(f"{type(model).__name__} is a subclassed Keras 3 model (or not built); edgekit "
-                               f"translates functional and Sequential models: build it with keras.Input(...)")
+        raise TranslationError(
+            f"{type(model).__name__} is a subclassed Keras 3 model (or not built); edgekit "
+            f"translates functional and Sequential models: build it with keras.Input(...)"
+        )
     builder = _Builder()
     inputs = _inputs(model)
     outputs = builder.graph(model, inputs)
@@ -294,8 +359,10 @@ def from_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     for k3, tfk in builder.pairs:
         weights = k3.get_weights()
         if [w.shape for w in weights] != [tuple(w.shape) for w in tfk.weights]:
-            raise TranslationError(f"layer '{k3.name}' ({type(k3).__name__}) keeps its weights differently in tf_keras "
-                                   f"({[w.shape for w in weights]} vs {[tuple(w.shape) for w in tfk.weights]})")
+            raise TranslationError(
+                f"layer '{k3.name}' ({type(k3).__name__}) keeps its weights differently in tf_keras "
+                f"({[w.shape for w in weights]} vs {[tuple(w.shape) for w in tfk.weights]})"
+            )
         tfk.set_weights(weights)
     if verify:
         check_translation(model, new, x)
@@ -310,8 +377,9 @@ def sample_inputs(model, n: int = 4, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     dtype = np.dtype(getattr(t.dtype, "name", t.dtype))
     if np.issubdtype(dtype, np.integer):
-        vocab = [int(l.input_dim) for l in model.layers if hasattr(l, "input_dim") and type(l).__name__.endswith(
-            "Embedding")]
+        vocab = [
+            int(l.input_dim) for l in model.layers if hasattr(l, "input_dim") and type(l).__name__.endswith("Embedding")
+        ]
         return rng.integers(0, min(vocab + [100]), size=shape).astype(dtype)
     return rng.random(shape, dtype=np.float32)
 
@@ -329,8 +397,10 @@ def check_translation(source, target, x=None) -> float:
     a, b = _outputs(source, x), _outputs(target, x)
     delta = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
     if delta > ATOL * max(1.0, float(np.max(np.abs(a)))):
-        raise TranslationError(f"the translated model's outputs differ from the original's by {delta:.3g}"
-                               f"{_first_difference(source, target, x)}")
+        raise TranslationError(
+            f"the translated model's outputs differ from the original's by {delta:.3g}"
+            f"{_first_difference(source, target, x)}"
+        )
     return delta
 
 
@@ -359,122 +429,3 @@ def _first_difference(source, target, x) -> str:
     except Exception:  # the search is a diagnosis only
         return ""
     return ""
-
-
-# -- back to Keras 3 --------------------------------------------------------------------------
-
-def keras3():
-    """The Keras 3 package (``import keras``), checked to be Keras 3."""
-    from edgekit.core.compat import keras3 as module
-
-    return module()
-
-
-# tf_keras op layers (their TensorFlow symbol) → the Keras 3 op.
-_TF_SYMBOLS = {"math.add": "add", "__operators__.add": "add", "math.subtract": "subtract",
-               "__operators__.sub": "subtract", "math.multiply": "multiply", "__operators__.mul": "multiply",
-               "math.truediv": "divide", "__operators__.truediv": "divide", "math.maximum": "maximum",
-               "math.minimum": "minimum", "math.negative": "negative", "math.pow": "power", "math.square": "square",
-               "math.sqrt": "sqrt", "math.abs": "abs", "math.exp": "exp", "math.log": "log", "math.tanh": "tanh",
-               "nn.relu": "relu", "nn.relu6": "relu6", "math.sigmoid": "sigmoid", "nn.silu": "silu",
-               "nn.swish": "silu", "nn.softmax": "softmax", "math.reduce_mean": "mean", "math.reduce_sum": "sum",
-               "math.reduce_max": "max", "math.reduce_min": "min", "reshape": "reshape", "transpose": "transpose",
-               "concat": "concatenate", "clip_by_value": "clip", "linalg.matmul": "matmul", "nn.leaky_relu": None}
-
-
-def _k3_op(layer):
-    """The Keras 3 function doing tf_keras op layer ``layer``."""
-    ops = keras3().ops
-    symbol = getattr(layer, "symbol", None) or layer.get_config().get("function")
-    name = _TF_SYMBOLS.get(symbol)
-    if name is None:
-        raise TranslationError(f"layer '{layer.name}' calls TensorFlow's {symbol!r}, which has no Keras 3 op here")
-    fn = getattr(ops, name)
-    renames = {"keepdims": "keepdims", "axis": "axis", "perm": "axes", "clip_value_min": "x_min",
-               "clip_value_max": "x_max", "alpha": "negative_slope", "shape": "newshape"}
-
-    def call(*args, **kwargs):
-        kwargs = {renames.get(k, k): v for k, v in kwargs.items() if k != "name"}
-        if name == "concatenate":
-            return fn(args[0], **kwargs)
-        return fn(*args, **kwargs)
-
-    return call
-
-
-def _k3_layer(layer):
-    k3 = keras3()
-    name = type(layer).__name__
-    if type(layer).__module__.startswith("tensorflow_model_optimization") or name in ("TiedEmbedding",):
-        raise TranslationError(f"layer '{layer.name}' ({name}) has no Keras 3 counterpart (strip pruning/clustering "
-                               f"wrappers first; quantization-aware and tied models stay tf_keras)")
-    cls = getattr(k3.layers, name, None)
-    if cls is None:
-        raise TranslationError(f"layer '{layer.name}' ({name}) has no Keras 3 counterpart")
-    config = _lists(dict(layer.get_config()))
-    act = _activation_name(config.get("activation"))
-    if act == "hard_sigmoid":
-        raise TranslationError(f"layer '{layer.name}' uses tf_keras's hard_sigmoid (0.2·x + 0.5), which Keras 3 "
-                               f"defines otherwise")
-    for key in ("batch_input_shape", "autocast"):
-        config.pop(key, None)
-    if name == "BatchNormalization" and isinstance(config.get("axis"), list) and len(config["axis"]) == 1:
-        config["axis"] = config["axis"][0]  # Keras 3 takes one axis
-    for k3_name, tfk_name in _RENAMES.get(name, {}).items():
-        if tfk_name in config:
-            config[k3_name] = config.pop(tfk_name)
-    config = _fit_config(config, cls, layer, "Keras 3")
-    try:
-        return cls.from_config(config)
-    except Exception as exc:
-        raise TranslationError(f"layer '{layer.name}' ({name}) does not translate to Keras 3: "
-                               f"{' '.join(str(exc).split())[:200]}") from None
-
-
-def _lists(value):
-    """tf_keras config values as plain Python (its tracked ListWrapper lists become lists)."""
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListWrapper":
-        return [_lists(v) for v in value]
-    return value
-
-
-def to_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
-    """The Keras 3 twin of a plain tf_keras functional or Sequential ``model`` (a result of
-    prune, cluster, channel pruning, factorization or distillation, stripped), checked on ``x``
-    (default: random inputs) unless ``verify=False``. Quantization-aware models stay tf_keras."""
-    from edgekit.core.graph import functional, node_call_args
-
-    _, keras = _tf()
-    k3 = keras3()
-    model = functional(model, "to_keras3")
-    new: Dict[int, object] = {}
-    inputs = []
-    for t in model.inputs:
-        i = k3.Input(batch_shape=tuple(t.shape), dtype=t.dtype.name, name=t.name.split(":")[0])
-        new[id(t)] = i
-        inputs.append(i)
-    pairs = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # this model's nodes, in order
-        for node in model._nodes_by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            args, kwargs = node_call_args(node, new)
-            if type(layer).__name__ in ("TFOpLambda", "SlicingOpLambda"):
-                out = _k3_op(layer)(*args, **kwargs)
-            else:
-                if id(layer) not in pairs:
-                    pairs[id(layer)] = (layer, _k3_layer(layer))
-                out = pairs[id(layer)][1](*args, **kwargs)
-            for old, o in zip(_as_list(node.outputs), _as_list(out)):
-                new[id(old)] = o
-    outputs = [new[id(t)] for t in model.outputs]
-    result = k3.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
-                      name=model.name)
-    for old, k3_layer in pairs.values():
-        k3_layer.set_weights(old.get_weights())
-    if verify:
-        check_translation(model, result, x)
-    return result

@@ -38,9 +38,11 @@ def tfmot():
     if tfmot_keras.Model is not keras.Model:
         from edgekit.core.errors import EdgekitError
 
-        raise EdgekitError("tensorflow_model_optimization was imported before edgekit without "
-                           "TF_USE_LEGACY_KERAS=1, so it is bound to Keras 3, which it does not support: import "
-                           "edgekit (or set TF_USE_LEGACY_KERAS=1) before tensorflow_model_optimization")
+        raise EdgekitError(
+            "tensorflow_model_optimization was imported before edgekit without "
+            "TF_USE_LEGACY_KERAS=1, so it is bound to Keras 3, which it does not support: import "
+            "edgekit (or set TF_USE_LEGACY_KERAS=1) before tensorflow_model_optimization"
+        )
     return mod
 
 

@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgekit.core.io import write_atomic
 from edgekit.core.errors import InputError
+from edgekit.core.io import write_atomic
 
 DIGITS_SIZE = 32
 DIGITS_TEST_FRACTION = 0.2
@@ -105,8 +105,10 @@ def python_source(vocab: int = 512, context: int = 32, max_tokens: int = 300_000
     from collections import Counter
 
     if vocab < 2 or context < 1 or max_tokens < 2 * (context + 1):
-        raise InputError(f"python_source needs vocab >= 2, context >= 1 and max_tokens >= 2*(context+1); "
-                         f"received vocab={vocab}, context={context}, max_tokens={max_tokens}")
+        raise InputError(
+            f"python_source needs vocab >= 2, context >= 1 and max_tokens >= 2*(context+1); "
+            f"received vocab={vocab}, context={context}, max_tokens={max_tokens}"
+        )
     root = sysconfig.get_paths()["stdlib"]
     files = sorted(f for f in os.listdir(root) if f.endswith(".py"))
     word = re.compile(r"[A-Za-z_]\w*|\d+|[^\w\s]")
@@ -157,10 +159,7 @@ def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np
 def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
-        raise InputError(
-            f"{path}: '{key}' must be a non-empty batch (N, ...) of samples, "
-            f"received shape {x.shape}"
-        )
+        raise InputError(f"{path}: '{key}' must be a non-empty batch (N, ...) of samples, received shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise InputError(f"{path}: '{key}' must be numeric, received dtype {x.dtype}")
     return x
@@ -194,8 +193,9 @@ def check_npz(path: str) -> None:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        raise InputError(f"cannot read {path}: not a .npz file (a zip archive of .npy arrays, as numpy.savez "
-                         f"writes it)") from None
+        raise InputError(
+            f"cannot read {path}: not a .npz file (a zip archive of .npy arrays, as numpy.savez writes it)"
+        ) from None
     with zf:
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else None
@@ -210,12 +210,16 @@ def check_npz(path: str) -> None:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise InputError(f"{what} is corrupt: {_first_line(exc)}") from None
             if dtype.hasobject:
-                raise InputError(f"{what} holds Python objects, which reading would unpickle; edgekit reads "
-                                 f"numeric arrays only: save numbers (e.g. x.astype('float32'))")
+                raise InputError(
+                    f"{what} holds Python objects, which reading would unpickle; edgekit reads "
+                    f"numeric arrays only: save numbers (e.g. x.astype('float32'))"
+                )
             declared = math.prod(shape) * dtype.itemsize
             if declared != info.file_size - header:
-                raise InputError(f"{what} is corrupt: its header declares shape {shape} of {dtype} "
-                                 f"({declared:,} bytes) but it holds {info.file_size - header:,} bytes")
+                raise InputError(
+                    f"{what} is corrupt: its header declares shape {shape} of {dtype} "
+                    f"({declared:,} bytes) but it holds {info.file_size - header:,} bytes"
+                )
 
 
 def load_npz(path: str) -> Dataset:
@@ -235,8 +239,7 @@ def load_npz(path: str) -> Dataset:
         x_test = _features(arrays["x_test"], "x_test", path)
         if x_train.shape[1:] != x_test.shape[1:]:
             raise InputError(
-                f"{path}: x_train samples {x_train.shape[1:]} and x_test samples "
-                f"{x_test.shape[1:]} differ in shape"
+                f"{path}: x_train samples {x_train.shape[1:]} and x_test samples {x_test.shape[1:]} differ in shape"
             )
         y_train = _labels(arrays.get("y_train"), len(x_train), "y_train", path)
         y_test = _labels(arrays.get("y_test"), len(x_test), "y_test", path)
@@ -248,8 +251,7 @@ def load_npz(path: str) -> Dataset:
     with zipfile.ZipFile(path) as zf:
         held = sorted(n[:-4] if n.endswith(".npy") else n for n in zf.namelist())
     raise InputError(
-        f"{path} holds {held or 'no arrays'}; expected 'x' (and 'y') "
-        f"or 'x_train', 'y_train', 'x_test', 'y_test'"
+        f"{path} holds {held or 'no arrays'}; expected 'x' (and 'y') or 'x_train', 'y_train', 'x_test', 'y_test'"
     )
 
 
@@ -291,8 +293,7 @@ def load_image_dir(path: str, input_shape: Sequence[int]) -> Dataset:
     files = _image_files(path)
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or None in input_shape:
         raise InputError(
-            f"a directory of images needs a model with a (H, W, 1|3) input; "
-            f"this model's input is {tuple(input_shape)}"
+            f"a directory of images needs a model with a (H, W, 1|3) input; this model's input is {tuple(input_shape)}"
         )
     from edgekit.core.compat import tf
 
@@ -436,8 +437,7 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str, dtype="fl
     if not fits:
         want = "(N, " + ", ".join("?" if e == -1 else str(e) for e in expected) + ")"
         raise InputError(
-            f"{what} has shape {received}; the model expects {want}. "
-            f"Pass data that matches the model's input"
+            f"{what} has shape {received}; the model expects {want}. Pass data that matches the model's input"
         )
     if not np.issubdtype(x.dtype, np.number):
         raise InputError(f"{what} has dtype {x.dtype}; the model expects numbers ({np.dtype(dtype).name})")
@@ -447,19 +447,25 @@ def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str, dtype="fl
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         if not np.issubdtype(x.dtype, np.integer) and np.any(x != np.round(x)):
-            raise InputError(f"{what} holds fractional values; the model's input is {dtype.name} "
-                             f"(token ids, indices): pass whole numbers")
+            raise InputError(
+                f"{what} holds fractional values; the model's input is {dtype.name} "
+                f"(token ids, indices): pass whole numbers"
+            )
         info = np.iinfo(dtype)
         if x.size and (x.min() < info.min or x.max() > info.max):
-            raise InputError(f"{what} holds values from {x.min():g} to {x.max():g}, outside the range of the "
-                             f"model's {dtype.name} input [{info.min}, {info.max}]")
+            raise InputError(
+                f"{what} holds values from {x.min():g} to {x.max():g}, outside the range of the "
+                f"model's {dtype.name} input [{info.min}, {info.max}]"
+            )
         return x.astype(dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
         out = x.astype(dtype, copy=False)
     if not np.all(np.isfinite(out)):
         big = float(np.max(np.abs(x.astype(np.float64))))
-        raise InputError(f"{what} holds values up to {big:g}, beyond the range of the model's {dtype.name} "
-                         f"input (±{float(np.finfo(dtype).max):.3g}); scale the data first")
+        raise InputError(
+            f"{what} holds values up to {big:g}, beyond the range of the model's {dtype.name} "
+            f"input (±{float(np.finfo(dtype).max):.3g}); scale the data first"
+        )
     return out
 
 

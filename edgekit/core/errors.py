@@ -9,8 +9,9 @@ template, so every caller names them in its own words::
 
 ``str(error)`` names them as Python does (`` `min_agreement` ``); the command line renders the same
 error with its flags (``--min-agreement``, see :meth:`EdgekitError.render`). A field may carry a
-value, ``{keep_float='auto'}`` (`` `keep_float='auto'` `` / ``--keep-float auto``); every field that
-is not a parameter is one of the keyword ``values``, substituted as they are. A message without
+value, ``{keep_float='auto'}`` (`` `keep_float='auto'` `` / ``--keep-float auto``), or
+``{io=*}`` for the value the caller gave (``values['io']``); every field that is not a parameter is
+one of the keyword ``values``, substituted as they are. A message without
 ``params`` is used as it is. The CLI prints ``edgekit: error: <message>`` and exits with the error's
 ``exit_code``, without a traceback.
 """
@@ -52,6 +53,8 @@ class _Template(string.Formatter):
         # the whole field is the key: a value may hold dots ({learning_rate=0.1})
         param, eq, value = field_name.partition("=")
         if param in self.params:
+            if value == "*":  # the value the caller gave: values[param], never parsed as template text
+                value = repr(self.values[param])
             return self.name(param, value if eq else None), field_name
         return self.values[field_name], field_name
 

@@ -26,8 +26,9 @@ def functional(model, verb: str):
     if isinstance(model, keras.Sequential):
         return keras.Model(model.inputs, model.outputs, name=model.name)
     if not getattr(model, "_is_graph_network", False):
-        raise InputError(f"{verb} needs a functional or Sequential tf_keras model; received a subclassed "
-                         f"{type(model).__name__}")
+        raise InputError(
+            f"{verb} needs a functional or Sequential tf_keras model; received a subclassed {type(model).__name__}"
+        )
     return model
 
 
@@ -35,6 +36,7 @@ def node_call_args(node, new: Dict[int, object]):
     """(args, kwargs) a tf_keras node called its layer with, every input tensor replaced by
     ``new[id(tensor)]`` and everything else — the constant of ``x + 3.0``, a ``training`` flag —
     kept as it was."""
+
     def swap(value):
         return new[id(value)] if hasattr(value, "_keras_history") else value
 
@@ -73,15 +75,26 @@ def rewrite(model, replace: Callable[[object, object], Optional[object]], verb: 
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
-_ARITHMETIC = {"__operators__.add": "add", "math.add": "add", "__operators__.sub": "sub", "math.subtract": "sub",
-               "__operators__.mul": "mul", "math.multiply": "mul", "__operators__.truediv": "div",
-               "math.truediv": "div", "math.divide": "div"}
-_UNARY = {"nn.relu6": lambda name: keras.layers.ReLU(6.0, name=name), "nn.relu": lambda name: keras.layers.ReLU(name=name),
-          "math.sigmoid": lambda name: keras.layers.Activation("sigmoid", name=name),
-          "nn.sigmoid": lambda name: keras.layers.Activation("sigmoid", name=name),
-          "nn.silu": lambda name: keras.layers.Activation("swish", name=name),
-          "nn.swish": lambda name: keras.layers.Activation("swish", name=name),
-          "math.tanh": lambda name: keras.layers.Activation("tanh", name=name)}
+_ARITHMETIC = {
+    "__operators__.add": "add",
+    "math.add": "add",
+    "__operators__.sub": "sub",
+    "math.subtract": "sub",
+    "__operators__.mul": "mul",
+    "math.multiply": "mul",
+    "__operators__.truediv": "div",
+    "math.truediv": "div",
+    "math.divide": "div",
+}
+_UNARY = {
+    "nn.relu6": lambda name: keras.layers.ReLU(6.0, name=name),
+    "nn.relu": lambda name: keras.layers.ReLU(name=name),
+    "math.sigmoid": lambda name: keras.layers.Activation("sigmoid", name=name),
+    "nn.sigmoid": lambda name: keras.layers.Activation("sigmoid", name=name),
+    "nn.silu": lambda name: keras.layers.Activation("swish", name=name),
+    "nn.swish": lambda name: keras.layers.Activation("swish", name=name),
+    "math.tanh": lambda name: keras.layers.Activation("tanh", name=name),
+}
 
 
 def _number(value):
@@ -117,8 +130,12 @@ def _op_as_layer(layer, args, kwargs):
     if c is None or (kind == "div" and (not tensors[0] or c == 0.0)):
         return None
     x = a if tensors[0] else b
-    scale, offset = {"add": (1.0, c), "mul": (c, 0.0), "div": (1.0 / c if c else 0.0, 0.0),
-                     "sub": (1.0, -c) if tensors[0] else (-1.0, c)}[kind]
+    scale, offset = {
+        "add": (1.0, c),
+        "mul": (c, 0.0),
+        "div": (1.0 / c if c else 0.0, 0.0),
+        "sub": (1.0, -c) if tensors[0] else (-1.0, c),
+    }[kind]
     return keras.layers.Rescaling(scale, offset, name=name)(x)
 
 

@@ -34,8 +34,16 @@ def _same(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_output(path, *, overwrite: bool = False, inputs: Iterable = (), what: str = "output",
-                 directory: bool = False, replaceable=None, param: Optional[str] = None) -> str:
+def check_output(
+    path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+    what: str = "output",
+    directory: bool = False,
+    replaceable=None,
+    param: Optional[str] = None,
+) -> str:
     """Check ``path`` can be written under the policy above, before any work; returns it as a
     string. ``directory``: the output is a directory (a SavedModel, a demo run), which may
     replace an existing directory only when every entry of it is in ``replaceable`` (a set of
@@ -44,15 +52,22 @@ def check_output(path, *, overwrite: bool = False, inputs: Iterable = (), what: 
 
     def refuse(text: str, **values) -> InputError:
         subject = "{%s}" % param if param else "{what}"
-        return InputError(subject + text, params=("overwrite",) + ((param,) if param else ()), what=what, path=path,
-                          **values)
+        return InputError(
+            subject + text, params=("overwrite",) + ((param,) if param else ()), what=what, path=path, **values
+        )
 
     if path is None or not os.fspath(path).strip():
         raise refuse(": an empty path; give a file name")
     path = os.fspath(path)
     for item in inputs:
-        if item is not None and not isinstance(item, (bytes, bytearray)) and isinstance(item, (str, os.PathLike)) \
-                and os.path.exists(os.fspath(item)) and os.path.exists(path) and _same(path, os.fspath(item)):
+        if (
+            item is not None
+            and not isinstance(item, (bytes, bytearray))
+            and isinstance(item, (str, os.PathLike))
+            and os.path.exists(os.fspath(item))
+            and os.path.exists(path)
+            and _same(path, os.fspath(item))
+        ):
             raise refuse(" {path} is also an input ({item}); give the output its own name", item=os.fspath(item))
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
@@ -70,17 +85,28 @@ def check_output(path, *, overwrite: bool = False, inputs: Iterable = (), what: 
         allowed = replaceable if replaceable is not None else SAVEDMODEL_ENTRIES
         ours = allowed if callable(allowed) else allowed.__contains__
         home = os.path.expanduser("~")
-        if _same(path, os.getcwd()) or _same(path, home) or os.path.abspath(path) == os.path.abspath(os.sep) \
-                or not all(ours(e) for e in entries):
+        if (
+            _same(path, os.getcwd())
+            or _same(path, home)
+            or os.path.abspath(path) == os.path.abspath(os.sep)
+            or not all(ours(e) for e in entries)
+        ):
             held = ", ".join(sorted(entries)[:3]) or "nothing"
-            raise refuse(" {path} is a directory edgekit did not write (it holds {held}); edgekit replaces only its "
-                         "own outputs: give a new name", held=held + (" …" if len(entries) > 3 else ""))
+            raise refuse(
+                " {path} is a directory edgekit did not write (it holds {held}); edgekit replaces only its "
+                "own outputs: give a new name",
+                held=held + (" …" if len(entries) > 3 else ""),
+            )
     return path
 
 
 def _exists_meanwhile(path: str) -> InputError:
-    return InputError("{path} appeared while edgekit was writing it (another run?) and was left as it is; "
-                      "pass {overwrite=True} to replace it", params="overwrite", path=path)
+    return InputError(
+        "{path} appeared while edgekit was writing it (another run?) and was left as it is; "
+        "pass {overwrite=True} to replace it",
+        params="overwrite",
+        path=path,
+    )
 
 
 def commit_file(tmp: str, path: str, overwrite: bool) -> None:

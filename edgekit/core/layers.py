@@ -63,8 +63,10 @@ class FitLengthSchedule(tfmot().sparsity.keras.PruningSchedule):
         ramp_fraction = self.ramp_fraction if ramp_fraction is None else float(ramp_fraction)
         # tfmot's wrapper never updates masks at step 0 (measured): the last update must be at >= 1.
         if int(steps) < 2:
-            raise InputError(f"prune: a fine-tune of {steps} step(s) cannot prune; masks are updated from the "
-                             "second step on: fine-tune for at least 2 batches")
+            raise InputError(
+                f"prune: a fine-tune of {steps} step(s) cannot prune; masks are updated from the "
+                "second step on: fine-tune for at least 2 batches"
+            )
         end = max(1, int(math.floor(ramp_fraction * (int(steps) - 1))))
         self.end_step.assign(end)
         self.frequency.assign(max(1, end // 32))
@@ -80,14 +82,19 @@ class FitLengthSchedule(tfmot().sparsity.keras.PruningSchedule):
         return tf.logical_and(in_range, on_beat), sparsity
 
     def get_config(self):
-        return {"class_name": "FitLengthSchedule",
-                "config": {"target": self.target, "end_step": int(self.end_step.numpy()),
-                           "frequency": int(self.frequency.numpy()), "ramp_fraction": self.ramp_fraction}}
+        return {
+            "class_name": "FitLengthSchedule",
+            "config": {
+                "target": self.target,
+                "end_step": int(self.end_step.numpy()),
+                "frequency": int(self.frequency.numpy()),
+                "ramp_fraction": self.ramp_fraction,
+            },
+        }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config.get("config", config))
-
 
 
 class OutputQuantizeConfig(QuantizeConfig):
@@ -117,8 +124,12 @@ class EmbeddingQuantizeConfig(QuantizeConfig):
     stores a GATHER table) and its output quantized; its integer input (token ids) is not."""
 
     def get_weights_and_quantizers(self, layer):
-        return [(layer.embeddings, _quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
-                                                                 narrow_range=True))]
+        return [
+            (
+                layer.embeddings,
+                _quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True, narrow_range=True),
+            )
+        ]
 
     def get_activations_and_quantizers(self, layer):
         return []
@@ -136,5 +147,9 @@ class EmbeddingQuantizeConfig(QuantizeConfig):
         return {}
 
 
-CUSTOM_OBJECTS = {"TiedEmbedding": TiedEmbedding, "FitLengthSchedule": FitLengthSchedule,
-                  "OutputQuantizeConfig": OutputQuantizeConfig, "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig}
+CUSTOM_OBJECTS = {
+    "TiedEmbedding": TiedEmbedding,
+    "FitLengthSchedule": FitLengthSchedule,
+    "OutputQuantizeConfig": OutputQuantizeConfig,
+    "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig,
+}

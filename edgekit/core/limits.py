@@ -43,9 +43,11 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> "Limits":
-        return cls(max_unpacked_bytes=_env_number("EDGEKIT_MAX_UNPACKED_MB", 8192) << 20,
-                   max_ratio=float(_env_number("EDGEKIT_MAX_RATIO", 100.0, float)),
-                   max_image_pixels=_env_number("EDGEKIT_MAX_IMAGE_PIXELS", 89_478_485))
+        return cls(
+            max_unpacked_bytes=_env_number("EDGEKIT_MAX_UNPACKED_MB", 8192) << 20,
+            max_ratio=float(_env_number("EDGEKIT_MAX_RATIO", 100.0, float)),
+            max_image_pixels=_env_number("EDGEKIT_MAX_IMAGE_PIXELS", 89_478_485),
+        )
 
 
 _current = [None]
@@ -76,13 +78,15 @@ def check_unpacked(what: str, unpacked: int, stored: int) -> None:
     if unpacked > lim.max_unpacked_bytes:
         raise ResourceLimitError(
             f"{what} unpacks to {unpacked:,} bytes, above the limit of {lim.max_unpacked_bytes:,}; "
-            f"if you trust the file, raise it: EDGEKIT_MAX_UNPACKED_MB={unpacked // (1 << 20) + 1}")
+            f"if you trust the file, raise it: EDGEKIT_MAX_UNPACKED_MB={unpacked // (1 << 20) + 1}"
+        )
     if unpacked >= RATIO_FLOOR_BYTES and unpacked > lim.max_ratio * max(stored, 1):
         ratio = unpacked / max(stored, 1)
         raise ResourceLimitError(
             f"{what} unpacks to {unpacked:,} bytes from {stored:,} ({ratio:,.0f}× compression, above the "
             f"limit of {lim.max_ratio:g}×): a decompression bomb, not model data; if you trust the file, "
-            f"raise the limit: EDGEKIT_MAX_RATIO={int(ratio) + 1}")
+            f"raise the limit: EDGEKIT_MAX_RATIO={int(ratio) + 1}"
+        )
 
 
 def check_pixels(what: str, width: int, height: int) -> None:
@@ -93,4 +97,5 @@ def check_pixels(what: str, width: int, height: int) -> None:
         raise ResourceLimitError(
             f"{what} is {width:,} × {height:,} = {int(width) * int(height):,} pixels, above the limit of "
             f"{lim.max_image_pixels:,} (a decompression bomb?); if you trust the file, raise it: "
-            f"EDGEKIT_MAX_IMAGE_PIXELS={int(width) * int(height)}")
+            f"EDGEKIT_MAX_IMAGE_PIXELS={int(width) * int(height)}"
+        )

@@ -39,7 +39,8 @@ TRUSTED_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization", "edgeki
 # symbol. These namespaces and names are pure tensor computations; anything else (tf.io, tf.py_function,
 # tf.compat.v1, tf.raw_ops, ...) could touch files or run Python when the model is called.
 SAFE_OP_PREFIXES = ("math.", "nn.", "linalg.", "image.", "signal.", "bitwise.", "__operators__.")
-SAFE_OPS = frozenset("""
+SAFE_OPS = frozenset(
+    """
 abs add argmax argmin argsort batch_to_space bitcast boolean_mask broadcast_to cast ceil clip_by_norm
 clip_by_value complex concat convert_to_tensor cos cumprod cumsum depth_to_space divide einsum ensure_shape
 equal exp expand_dims eye fill floor floordiv floormod gather gather_nd greater greater_equal identity less
@@ -50,7 +51,8 @@ reverse_sequence roll round rsqrt scatter_nd searchsorted sequence_mask shape si
 space_to_batch space_to_depth split sqrt square squeeze stack stop_gradient strided_slice subtract
 tanh tensor_scatter_nd_add tensor_scatter_nd_update tensordot tile transpose truediv unique unstack where
 zeros zeros_like
-""".split())
+""".split()
+)
 SAFE_CLASS_METHODS = frozenset({"RaggedTensor", "SparseTensor"})
 
 
@@ -87,8 +89,10 @@ def scan(path, safe_mode: bool = True) -> ModelFile:
         elif head == HDF5_MAGIC:
             found = _h5(path)
         else:
-            raise InputError(f"{path} is not a Keras model file (neither a .keras zip nor HDF5); expected a "
-                             f".keras or .h5 file or a SavedModel directory")
+            raise InputError(
+                f"{path} is not a Keras model file (neither a .keras zip nor HDF5); expected a "
+                f".keras or .h5 file or a SavedModel directory"
+            )
     if safe_mode:
         for config in found.configs:
             reason = unsafe_reason(config)
@@ -96,11 +100,16 @@ def scan(path, safe_mode: bool = True) -> ModelFile:
                 raise UnsafeModelError(
                     "{path}: {reason}, which loading the model would run; edgekit runs no code from model "
                     "files: rebuild that part from standard layers, or, if you trust this file, load it with "
-                    "{safe_mode=False}", params="safe_mode", path=path, reason=reason)
+                    "{safe_mode=False}",
+                    params="safe_mode",
+                    path=path,
+                    reason=reason,
+                )
     return found
 
 
 # -- what makes a config unsafe --------------------------------------------------------------
+
 
 def _trusted_module(module: str) -> bool:
     root = module.split(".")[0]
@@ -142,6 +151,7 @@ def unsafe_reason(config) -> Optional[str]:
 
 
 # -- formats ---------------------------------------------------------------------------------
+
 
 def _json(text, what: str):
     try:
@@ -194,11 +204,13 @@ def _check_h5_datasets(source, what: str) -> None:
     except Exception as exc:  # h5py raises OSError, ValueError ... for a file it cannot parse
         raise InputError(f"cannot read {what} as HDF5: {' '.join(str(exc).split())[:200]}") from None
     with f:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 # a compressed dataset unpacks; an unwritten one reads as fill values: both from little
-                limits.check_unpacked(f"{what}: dataset {name}", int(obj.size) * int(obj.dtype.itemsize),
-                                      int(obj.id.get_storage_size()))
+                limits.check_unpacked(
+                    f"{what}: dataset {name}", int(obj.size) * int(obj.dtype.itemsize), int(obj.id.get_storage_size())
+                )
 
         f.visititems(visit)
 
@@ -213,14 +225,15 @@ def _h5(path: str) -> ModelFile:
     except Exception as exc:
         raise InputError(f"cannot read {path} as HDF5: {' '.join(str(exc).split())[:200]}") from None
     if raw is None:
-        raise InputError(f"{path} is an HDF5 file without a model config (weights only?): save the whole model "
-                         f"(model.save), not only its weights")
+        raise InputError(
+            f"{path} is an HDF5 file without a model config (weights only?): save the whole model "
+            f"(model.save), not only its weights"
+        )
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
-    return ModelFile(path, "h5", str(version) if version is not None else None,
-                     [_json(raw, f"{path}: model_config")])
+    return ModelFile(path, "h5", str(version) if version is not None else None, [_json(raw, f"{path}: model_config")])
 
 
 def _varint(buf: bytes, i: int) -> Tuple[int, int]:
@@ -245,12 +258,12 @@ def protobuf_fields(buf: bytes) -> Iterator[Tuple[int, int, object]]:
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
+            value, i = buf[i : i + 8], i + 8
         elif wire == 2:
             n, i = _varint(buf, i)
-            value, i = buf[i:i + n], i + n
+            value, i = buf[i : i + n], i + n
         elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
+            value, i = buf[i : i + 4], i + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
         if i > len(buf):
@@ -261,8 +274,10 @@ def protobuf_fields(buf: bytes) -> Iterator[Tuple[int, int, object]]:
 def _savedmodel(path: str) -> ModelFile:
     pb = os.path.join(path, "saved_model.pb")
     if not os.path.isfile(pb):
-        raise InputError(f"{path} is a directory without saved_model.pb: not a SavedModel (give a .keras or .h5 "
-                         f"file, or a SavedModel directory)")
+        raise InputError(
+            f"{path} is a directory without saved_model.pb: not a SavedModel (give a .keras or .h5 "
+            f"file, or a SavedModel directory)"
+        )
     meta = os.path.join(path, "keras_metadata.pb")
     if not os.path.isfile(meta):
         return ModelFile(path, "savedmodel", None, [], has_keras_metadata=False)

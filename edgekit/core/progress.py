@@ -12,7 +12,6 @@ import shutil
 import sys
 import time
 
-
 _streams: list = []  # where live progress goes while file descriptor 2 is captured (innermost last)
 
 
@@ -50,8 +49,9 @@ class Progress:
     seconds before; without, nothing. ``enabled=True`` draws the line on any stream, ``False``
     nothing."""
 
-    def __init__(self, label: str, *, enabled=None, delay: float = 2.0, stream=None, plain=None,
-                 plain_every: float = 30.0):
+    def __init__(
+        self, label: str, *, enabled=None, delay: float = 2.0, stream=None, plain=None, plain_every: float = 30.0
+    ):
         self.stream = stream or live_stream()
         self.enabled = True if enabled is None else bool(enabled)
         self.terminal = is_terminal(self.stream) or enabled is True  # True: draw the line on any stream
@@ -127,8 +127,9 @@ class Lines:
         from tqdm import tqdm
 
         self.stream = stream or live_stream()
-        self.bars = [tqdm(file=self.stream, position=i, leave=False, ncols=columns(), bar_format="{desc}")
-                     for i in range(count)]
+        self.bars = [
+            tqdm(file=self.stream, position=i, leave=False, ncols=columns(), bar_format="{desc}") for i in range(count)
+        ]
 
     def show(self, slot: int, text: str) -> None:
         self.bars[slot].set_description_str(text)

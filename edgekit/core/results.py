@@ -34,8 +34,9 @@ def fmt(value: Any, spec: str = "") -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: List[Sequence[str]], markdown: bool = False,
-          align: Optional[str] = None) -> str:
+def table(
+    headers: Sequence[str], rows: List[Sequence[str]], markdown: bool = False, align: Optional[str] = None
+) -> str:
     """A text table (or a GitHub Markdown one). ``align`` is one 'l'/'r' per column; by default
     the first column is left-aligned and the rest right-aligned."""
     align = align or "l" + "r" * (len(headers) - 1)
@@ -48,8 +49,9 @@ def table(headers: Sequence[str], rows: List[Sequence[str]], markdown: bool = Fa
 
     out = [line(cells[0])]
     if markdown:
-        out.append("|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
-                                  for w, a in zip(widths, align)) + "|")
+        out.append(
+            "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
+        )
     else:
         out.append("  ".join("-" * w for w in widths))
     out += [line(r) for r in cells[1:]]

@@ -40,8 +40,10 @@ def check_model(model) -> None:
         return
     kind = f"{type(model).__module__}.{type(model).__name__}"
     if type(model).__module__.startswith("keras"):
-        raise InputError(f"received a Keras 3 model ({kind}) where a tf_keras model is needed: translate it "
-                         f"first with edgekit.core.bridge.from_keras3(model) (the verbs and export do it themselves)")
+        raise InputError(
+            f"received a Keras 3 model ({kind}) where a tf_keras model is needed: translate it "
+            f"first with edgekit.core.bridge.from_keras3(model) (the verbs and export do it themselves)"
+        )
     raise InputError(f"expected a Keras model, received {kind}")
 
 
@@ -60,8 +62,10 @@ def load_keras_model(path, safe_mode: bool = True):
     path = os.fspath(path)
     found = scan(path, safe_mode=safe_mode)
     if found.format == "savedmodel" and not found.has_keras_metadata:
-        raise InputError(f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
-                         f"or Keras 3's model.export): give the .keras file the model was saved to instead")
+        raise InputError(
+            f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
+            f"or Keras 3's model.export): give the .keras file the model was saved to instead"
+        )
     if found.keras3:
         return _load_keras3(path, safe_mode)
     try:
@@ -70,8 +74,11 @@ def load_keras_model(path, safe_mode: bool = True):
             model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # corrupt zip, wrong format, missing custom object ...
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        hint = (" (a Keras 3 file? its metadata.json names no keras_version 3.x)"
-                if "batch_shape" in text or "Unrecognized keyword" in text else "")
+        hint = (
+            " (a Keras 3 file? its metadata.json names no keras_version 3.x)"
+            if "batch_shape" in text or "Unrecognized keyword" in text
+            else ""
+        )
         raise InputError(
             f"cannot load {path} as a Keras model ({type(exc).__name__}: {text}){hint}; "
             f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras or Keras 3"
@@ -99,9 +106,11 @@ def _load_keras3(path: str, safe_mode: bool):
 def check_save_path(path: str, qat_model: bool) -> None:
     """A quantization-aware model needs a directory name (SavedModel), not .keras or .h5."""
     if qat_model and path.endswith((".keras", ".h5")):
-        raise InputError(f"{path}: a quantization-aware model is saved as a SavedModel directory (tfmot's wrappers "
-                         f"do not reload from {os.path.splitext(path)[1]}); give a directory name, e.g. "
-                         f"{os.path.splitext(path)[0]}_qat")
+        raise InputError(
+            f"{path}: a quantization-aware model is saved as a SavedModel directory (tfmot's wrappers "
+            f"do not reload from {os.path.splitext(path)[1]}); give a directory name, e.g. "
+            f"{os.path.splitext(path)[0]}_qat"
+        )
 
 
 def save_model(model, path, overwrite: bool = False) -> str:

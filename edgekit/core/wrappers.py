@@ -51,7 +51,8 @@ def strip(model):
         if pruning_steps(model) < 0:
             raise InputError(
                 "the model's pruning wrappers never stepped, so it has no zeros: fine-tune it with "
-                "callbacks=edgekit.optimize.callbacks(model) in fit (edgekit.optimize.fine_tune adds them)")
+                "callbacks=edgekit.optimize.callbacks(model) in fit (edgekit.optimize.fine_tune adds them)"
+            )
         model = tfmot().sparsity.keras.strip_pruning(model)
     if is_clustered(model):
         model = tfmot().clustering.keras.strip_clustering(model)

@@ -39,8 +39,11 @@ def build_parser(command: Optional[str] = None) -> Parser:
     ``parser.command_parser`` is that command's parser (None without one)."""
     from edgekit import __version__
 
-    parser = Parser(prog="edgekit", description="Keras → verified int8 .tflite → measured on the board.",
-                    epilog="Run 'edgekit COMMAND --help' for a command's options.")
+    parser = Parser(
+        prog="edgekit",
+        description="Keras → verified int8 .tflite → measured on the board.",
+        epilog="Run 'edgekit COMMAND --help' for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

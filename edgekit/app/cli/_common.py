@@ -107,28 +107,50 @@ def thread_list(text):
 
 def add_bench_flags(p, runs=100, warmup=10, sweep=False):
     g = p.add_argument_group("benchmark")
-    g.add_argument("--runs", type=int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})")
-    g.add_argument("--warmup", type=int_at_least("--warmup", 0), default=warmup,
-                   help=f"untimed invokes before timing (default {warmup})")
+    g.add_argument(
+        "--runs", type=int_at_least("--runs", 1), default=runs, help=f"timed invokes per model (default {runs})"
+    )
+    g.add_argument(
+        "--warmup",
+        type=int_at_least("--warmup", 0),
+        default=warmup,
+        help=f"untimed invokes before timing (default {warmup})",
+    )
     if sweep:
-        g.add_argument("--threads", type=thread_list, default=[1], metavar="N[,N...]",
-                       help="interpreter threads; a comma list sweeps them (default 1)")
+        g.add_argument(
+            "--threads",
+            type=thread_list,
+            default=[1],
+            metavar="N[,N...]",
+            help="interpreter threads; a comma list sweeps them (default 1)",
+        )
     else:
-        g.add_argument("--threads", type=int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)")
+        g.add_argument(
+            "--threads", type=int_at_least("--threads", 1), default=1, help="interpreter threads (default 1)"
+        )
     return g
 
 
-def add_output_flags(g, json_help="the result as JSON"):
-    """``--json [PATH]`` (no PATH or '-': stdout) and ``--overwrite``."""
-    g.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                   help=f"write {json_help} to PATH ('-' or no PATH: stdout, nothing else on stdout)")
+def add_output_flags(g, json_help="the result as JSON", aliases=()):
+    """``--json [PATH]`` (no PATH or '-': stdout; ``aliases``: its older names) and ``--overwrite``."""
+    g.add_argument(
+        "--json",
+        *aliases,
+        dest="json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help=f"write {json_help} to PATH ('-' or no PATH: stdout, nothing else on stdout)",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
 def add_unsafe_load(g):
-    g.add_argument("--unsafe-load", action="store_true",
-                   help="load model files that would run Python code (Lambda layers, unknown modules): only "
-                   "for files you trust")
+    g.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load model files that would run Python code (Lambda layers, unknown modules): only for files you trust",
+    )
 
 
 def check_outputs(args, outputs, inputs=()):
@@ -145,8 +167,13 @@ def check_outputs(args, outputs, inputs=()):
         if key in seen:
             raise InputError(f"{what} and {seen[key]} name the same file ({path}); give each its own name")
         seen[key] = what
-        check_output(path, overwrite=getattr(args, "overwrite", False), what=what, directory=directory,
-                     inputs=[i for i in inputs if i])
+        check_output(
+            path,
+            overwrite=getattr(args, "overwrite", False),
+            what=what,
+            directory=directory,
+            inputs=[i for i in inputs if i],
+        )
     for i in inputs:
         if i and os.path.abspath(i) in seen:
             raise InputError(f"{seen[os.path.abspath(i)]} {i} is also an input; give the output its own name")

@@ -7,8 +7,15 @@ import argparse
 import math
 
 
-def number(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False, open_high: bool = False,
-           integer: bool = False, name: str = ""):
+def number(
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    integer: bool = False,
+    name: str = "",
+):
     """A number in [low, high] (an end excluded with ``open_low``/``open_high``), an integer with
     ``integer``. ``name`` starts the message (``--runs must be >= 1``)."""
     what = f"{name} " if name else ""

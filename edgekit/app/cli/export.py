@@ -4,110 +4,193 @@ from __future__ import annotations
 
 import os
 
+from edgekit.app.cli._common import (
+    EXIT_OK,
+    add_output_flags,
+    add_unsafe_load,
+    check_outputs,
+    emit,
+    fraction,
+    int_at_least,
+)
 from edgekit.app.cli.argtypes import number
-from edgekit.app.cli._common import EXIT_OK, add_unsafe_load, check_outputs, fraction, int_at_least
 
 HELP = "convert a Keras model to a verified .tflite file"
 
 
 def add_parser(sub):
-    p = sub.add_parser("export", help=HELP, description="Convert a tf_keras model (.keras, .h5 or SavedModel) to "
-                       ".tflite, verify it (dtype audit, XNNPACK run, agreement with Keras) and write it.")
+    p = sub.add_parser(
+        "export",
+        help=HELP,
+        description="Convert a tf_keras model (.keras, .h5 or SavedModel) to "
+        ".tflite, verify it (dtype audit, XNNPACK run, agreement with Keras) and write it.",
+    )
     p.add_argument("model", metavar="MODEL.keras")
-    g = p.add_argument_group("conversion")
-    g.add_argument("--quant", required=True, metavar="MODE",
-                   help="float32; float16 (half-size weights); dynamic (int8 weights, float activations); int8 (full "
-                   "integer); int16x8 (int16 activations, int8 weights)")
-    g.add_argument("--io", choices=("int8", "uint8", "int16", "float32"),
-                   help="input/output dtype of an integer model (int8: int8 (default), uint8 or float32; int16x8: "
-                   "int16 (default) or float32)")
-    g.add_argument("--sparse", action="store_true",
-                   help="encode zero weights sparsely (for pruned models; verified under XNNPACK)")
-    g.add_argument("--per-tensor", dest="per_channel", action="store_false",
-                   help="one scale per weight tensor instead of per output channel (for clustered models: a kernel's "
-                   "k shared values stay k values, so the file compresses better)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", "--calib", dest="data", metavar="DATA",
-                   help="'digits', a .npz with x (and y) or x_train/y_train/x_test/y_test, or a directory of images: "
-                   "calibrates (train split) and verifies (test split); required for int8 and int16x8")
-    g.add_argument("--calib-samples", type=int_at_least("--calib-samples", 1), default=256,
-                   help="calibration samples (default 256, drawn with --seed)")
-    g.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
-    g = p.add_argument_group("verification")
-    g.add_argument("--min-agreement", type=fraction, metavar="F",
-                   help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F")
-    g.add_argument("--keep-float", metavar="auto|LAYER[,LAYER]",
-                   help="int8: leave these Keras layers in float, or 'auto': the most sensitive ones until "
-                   "--min-agreement holds")
-    g.add_argument("--min-cosine", type=number(-1.0, 1.0), metavar="C",
-                   help="fail (exit 1) when the outputs' mean cosine to Keras is below C (integer modes; default "
-                   "0.9, far below what int8 rounding gives: see docs)")
-    g.add_argument("--no-layer-errors", dest="layer_report", action="store_false",
-                   help="int8: skip the per-layer quantization error measurement")
-    g = p.add_argument_group("target")
-    g.add_argument("--target", choices=("litert", "mcu"), default="litert",
-                   help="mcu: also check the int8 model under TFLM (ops, arena, flash, agreement with LiteRT; see "
-                   "'edgekit mcu') before writing it")
-    g.add_argument("--board", metavar="NAME", help="--target mcu: fail unless it fits this board (see docs/mcu.md)")
-    g.add_argument("--ram", dest="ram_kb", type=number(0.0, 1e7, open_low=True, name="--ram"), metavar="KB",
-                   help="--target mcu: another board's RAM for the arena, KB (with --flash)")
-    g.add_argument("--flash", dest="flash_kb", type=number(0.0, 1e8, open_low=True, name="--flash"), metavar="KB",
-                   help="--target mcu: another board's flash, KB (with --ram)")
+    _conversion_flags(p.add_argument_group("conversion"))
+    _data_flags(p.add_argument_group("data"))
+    _verification_flags(p.add_argument_group("verification"))
+    _target_flags(p.add_argument_group("target"))
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
-    g.add_argument("--report", metavar="OUT.json", help="write the export report as JSON")
-    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_flags(g, "the export report as JSON", aliases=("--report",))
     add_unsafe_load(g)
     p.alias("calib", "--data")
     p.set_defaults(run=run, quiet_native=True)
     return p
 
 
+def _conversion_flags(g):
+    g.add_argument(
+        "--quant",
+        required=True,
+        metavar="MODE",
+        help="float32; float16 (half-size weights); dynamic (int8 weights, float activations); int8 (full "
+        "integer); int16x8 (int16 activations, int8 weights)",
+    )
+    g.add_argument(
+        "--io",
+        choices=("int8", "uint8", "int16", "float32"),
+        help="input/output dtype of an integer model (int8: int8 (default), uint8 or float32; int16x8: "
+        "int16 (default) or float32)",
+    )
+    g.add_argument(
+        "--sparse", action="store_true", help="encode zero weights sparsely (for pruned models; verified under XNNPACK)"
+    )
+    g.add_argument(
+        "--per-tensor",
+        dest="per_channel",
+        action="store_false",
+        help="one scale per weight tensor instead of per output channel (for clustered models: a kernel's "
+        "k shared values stay k values, so the file compresses better)",
+    )
+
+
+def _data_flags(g):
+    g.add_argument(
+        "--data",
+        "--calib",
+        dest="data",
+        metavar="DATA",
+        help="'digits', a .npz with x (and y) or x_train/y_train/x_test/y_test, or a directory of images: "
+        "calibrates (train split) and verifies (test split); required for int8 and int16x8",
+    )
+    g.add_argument(
+        "--calib-samples",
+        type=int_at_least("--calib-samples", 1),
+        default=256,
+        help="calibration samples (default 256, drawn with --seed)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+
+
+def _verification_flags(g):
+    g.add_argument(
+        "--min-agreement",
+        type=fraction,
+        metavar="F",
+        help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F",
+    )
+    g.add_argument(
+        "--keep-float",
+        metavar="auto|LAYER[,LAYER]",
+        help="int8: leave these Keras layers in float, or 'auto': the most sensitive ones until --min-agreement holds",
+    )
+    g.add_argument(
+        "--min-cosine",
+        type=number(-1.0, 1.0),
+        metavar="C",
+        help="fail (exit 1) when the outputs' mean cosine to Keras is below C (integer modes; default "
+        "0.9, far below what int8 rounding gives: see docs)",
+    )
+    g.add_argument(
+        "--no-layer-errors",
+        dest="layer_report",
+        action="store_false",
+        help="int8: skip the per-layer quantization error measurement",
+    )
+
+
+def _target_flags(g):
+    g.add_argument(
+        "--target",
+        choices=("litert", "mcu"),
+        default="litert",
+        help="mcu: also check the int8 model under TFLM (ops, arena, flash, agreement with LiteRT; see "
+        "'edgekit mcu') before writing it",
+    )
+    g.add_argument("--board", metavar="NAME", help="--target mcu: fail unless it fits this board (see docs/mcu.md)")
+    g.add_argument(
+        "--ram",
+        dest="ram_kb",
+        type=number(0.0, 1e7, open_low=True, name="--ram"),
+        metavar="KB",
+        help="--target mcu: another board's RAM for the arena, KB (with --flash)",
+    )
+    g.add_argument(
+        "--flash",
+        dest="flash_kb",
+        type=number(0.0, 1e8, open_low=True, name="--flash"),
+        metavar="KB",
+        help="--target mcu: another board's flash, KB (with --ram)",
+    )
+
+
 def run(args) -> int:
     from edgekit.converters import ExportOptions, export
     from edgekit.core.data import check_data_spec, load_data
-    from edgekit.core.io import write_atomic
+    from edgekit.core.errors import InputError
     from edgekit.core.modelfile import scan
     from edgekit.core.saving import load_keras_model
 
-    board = args.board
-    if args.ram_kb is not None or args.flash_kb is not None:
-        from edgekit.converters.tflm import custom_board
-        from edgekit.core.errors import InputError
-
-        if board is not None:
-            raise InputError("give either --board or --ram and --flash, not both")
-        board = custom_board(args.ram_kb, args.flash_kb)
-    if board is not None and args.target != "mcu":
-        from edgekit.core.errors import InputError
-
-        raise InputError("--board, --ram and --flash apply to --target mcu")
-    options = ExportOptions(quant=args.quant, io=args.io, sparse=args.sparse, per_channel=args.per_channel,
-                            calib_samples=args.calib_samples, seed=args.seed, min_agreement=args.min_agreement,
-                            keep_float=args.keep_float, layer_report=args.layer_report,
-                            min_cosine=args.min_cosine, target=args.target, board=board)
-    check_outputs(args, [(args.output, "-o", False), (args.report, "--report", False)], [args.model, args.data])
+    if (args.ram_kb is not None or args.flash_kb is not None) and args.board is not None:
+        raise InputError("give either --board or --ram and --flash, not both")
+    options = ExportOptions(
+        quant=args.quant,
+        io=args.io,
+        sparse=args.sparse,
+        per_channel=args.per_channel,
+        calib_samples=args.calib_samples,
+        seed=args.seed,
+        min_agreement=args.min_agreement,
+        keep_float=args.keep_float,
+        layer_report=args.layer_report,
+        min_cosine=args.min_cosine,
+        target=args.target,
+        board=_board(args),
+    )
+    check_outputs(args, [(args.output, "-o", False), (args.json, "--json", False)], [args.model, args.data])
     if options.quant.integer and not args.data:
-        from edgekit.core.errors import InputError
-
-        raise InputError(f"--quant {options.quant.value} needs --data DATA ('digits', a .npz or an image directory) "
-                         f"to calibrate activations")
+        raise InputError(
+            f"--quant {options.quant.value} needs --data DATA ('digits', a .npz or an image directory) "
+            f"to calibrate activations"
+        )
     scan(args.model, safe_mode=not args.unsafe_load)  # before any long work: format, limits, code
     if args.data:
         check_data_spec(args.data)
     model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
     data = load_data(args.data, tuple(model.input_shape[1:])) if args.data else None
-    report = export(model, None, calib=data, eval_x=data.x_test if data else None,
-                    eval_y=data.y_test if data else None, progress=f"export {os.path.basename(args.model)}",
-                    options=options)
+    report = export(
+        model,
+        None,
+        calib=data,
+        eval_x=data.x_test if data else None,
+        eval_y=data.y_test if data else None,
+        progress=f"export {os.path.basename(args.model)}",
+        options=options,
+    )
     report = report.save(args.output, overwrite=args.overwrite)
-    if args.report:
-        try:
-            write_atomic(args.report, report.to_json() + "\n", overwrite=args.overwrite)
-        except BaseException:
-            os.unlink(args.output)  # all or nothing
-            raise
-    print(report.summary())
-    if args.report:
-        print(f"report: {args.report}")
+    try:
+        emit(args, report)
+    except BaseException:
+        os.unlink(args.output)  # all or nothing
+        raise
     return EXIT_OK
+
+
+def _board(args):
+    """The board of --board, or of --ram and --flash (a custom one)."""
+    if args.ram_kb is None and args.flash_kb is None:
+        return args.board
+    from edgekit.converters.tflm import custom_board
+
+    return custom_board(args.ram_kb, args.flash_kb)

@@ -8,8 +8,12 @@ HELP = "ops, tensor dtypes and size of a .tflite file"
 
 
 def add_parser(sub):
-    p = sub.add_parser("inspect", help=HELP, description="Read a .tflite file: ops with their dtypes and MACs, where the "
-                       "bytes go, and whether it is fully integer.")
+    p = sub.add_parser(
+        "inspect",
+        help=HELP,
+        description="Read a .tflite file: ops with their dtypes and MACs, where the "
+        "bytes go, and whether it is fully integer.",
+    )
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("--tensors", action="store_true", help="also list every tensor with its bytes")
     add_output_flags(p.add_argument_group("output"), "every op and tensor")

@@ -8,9 +8,12 @@ HELP = "registered architectures with params, MACs and int8 size"
 
 
 def add_parser(sub):
-    p = sub.add_parser("models", help=HELP, description="List the registered model builders with the parameters, MACs, "
-                       "peak int8 activation memory, estimated int8 .tflite size and TFLM tensor arena of each preset (profiled from the "
-                       "built model).")
+    p = sub.add_parser(
+        "models",
+        help=HELP,
+        description="List the registered model builders with the parameters, MACs, peak int8 activation memory, "
+        "estimated int8 .tflite size and TFLM tensor arena of each preset (profiled from the built model).",
+    )
     p.add_argument("--preset", choices=("reference", "digits"), default=None, help="only this preset (default both)")
     g = p.add_argument_group("output")
     g.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -24,13 +27,24 @@ def models_table(preset=None, markdown: bool = False, rows=None) -> str:
     from edgekit.core.results import table
 
     rows = rows if rows is not None else model_rows(preset)
-    return table(("model", "preset", "input", "params", "MACs", "peak act. int8", "int8 .tflite est.",
-                  "TFLM arena est."),
-                 [[r["name"], r["preset"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
-                   f"{r['macs'] / 1e6:,.1f}M", f"{r['peak_activation_bytes_int8'] / 1024:,.1f} KiB",
-                   f"{r['int8_bytes_estimate'] / 1024:,.1f} KiB", f"{r['tflm_arena_estimate'] / 1024:,.1f} KiB"]
-                  for r in rows],
-                 markdown=markdown, align="lllrrrrr")
+    return table(
+        ("model", "preset", "input", "params", "MACs", "peak act. int8", "int8 .tflite est.", "TFLM arena est."),
+        [
+            [
+                r["name"],
+                r["preset"],
+                "x".join(map(str, r["input_shape"])),
+                f"{r['params']:,}",
+                f"{r['macs'] / 1e6:,.1f}M",
+                f"{r['peak_activation_bytes_int8'] / 1024:,.1f} KiB",
+                f"{r['int8_bytes_estimate'] / 1024:,.1f} KiB",
+                f"{r['tflm_arena_estimate'] / 1024:,.1f} KiB",
+            ]
+            for r in rows
+        ],
+        markdown=markdown,
+        align="lllrrrrr",
+    )
 
 
 def model_rows(preset=None) -> list:
@@ -41,10 +55,18 @@ def model_rows(preset=None) -> list:
         for p_name in [preset] if preset else ["reference", "digits"]:
             model = create(name, preset=p_name)
             p = profile(model, dtype_bytes=1)  # params and MACs do not depend on the dtype
-            rows.append({"name": name, "preset": p_name, "params": p.params, "macs": p.macs,
-                         "input_shape": list(model.input_shape[1:]),
-                         "peak_activation_bytes_int8": p.peak_activation_bytes,
-                         "int8_bytes_estimate": p.int8_bytes, "tflm_arena_estimate": p.arena_estimate_bytes})
+            rows.append(
+                {
+                    "name": name,
+                    "preset": p_name,
+                    "params": p.params,
+                    "macs": p.macs,
+                    "input_shape": list(model.input_shape[1:]),
+                    "peak_activation_bytes_int8": p.peak_activation_bytes,
+                    "int8_bytes_estimate": p.int8_bytes,
+                    "tflm_arena_estimate": p.arena_estimate_bytes,
+                }
+            )
     return rows
 
 

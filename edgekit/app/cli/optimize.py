@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from edgekit.app.cli._common import EXIT_OK, add_unsafe_load, check_outputs, int_at_least
+from edgekit.app.cli._common import EXIT_OK, add_output_flags, add_unsafe_load, check_outputs, int_at_least
 from edgekit.app.cli.argtypes import at_least, fraction_open, positive
 
 HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
@@ -36,34 +37,90 @@ class Flag:
 # Each technique's flags, by technique name.
 TECHNIQUE_FLAGS: Dict[str, Tuple[Flag, ...]] = {
     "channel_prune": (
-        Flag("--channel-prune", "ratio", fraction_open, "remove RATIO of the prunable channels/units (a smaller "
-             "dense model; first step)", "RATIO", group="budget"),
-        Flag("--target-params", "target_params", at_least(1), "channel-prune until the model has at most N params",
-             "N", group="budget"),
-        Flag("--target-macs", "target_macs", at_least(1), "channel-prune until the model needs at most N MACs",
-             "N", group="budget"),
-        Flag("--target-latency", "target_latency", positive, "channel-prune until the int8 model's p50 latency "
-             "here (device harness, XNNPACK, 1 thread) is at most MS milliseconds", "MS", group="budget"),
+        Flag(
+            "--channel-prune",
+            "ratio",
+            fraction_open,
+            "remove RATIO of the prunable channels/units (a smaller dense model; first step)",
+            "RATIO",
+            group="budget",
+        ),
+        Flag(
+            "--target-params",
+            "target_params",
+            at_least(1),
+            "channel-prune until the model has at most N params",
+            "N",
+            group="budget",
+        ),
+        Flag(
+            "--target-macs",
+            "target_macs",
+            at_least(1),
+            "channel-prune until the model needs at most N MACs",
+            "N",
+            group="budget",
+        ),
+        Flag(
+            "--target-latency",
+            "target_latency",
+            positive,
+            "channel-prune until the int8 model's p50 latency "
+            "here (device harness, XNNPACK, 1 thread) is at most MS milliseconds",
+            "MS",
+            group="budget",
+        ),
     ),
     "factorize": (
-        Flag("--factorize-rank", "rank", at_least(1), "low-rank factorization (truncated SVD) of Dense/Conv2D "
-             "layers at rank R", "R", group="rank"),
-        Flag("--factorize-energy", "energy", fraction_open, "factorize each layer at the least rank keeping E of "
-             "its singular-value energy", "E", group="rank"),
-        Flag("--factorize-params", "target_params", at_least(1), "factorize until the model has at most N params",
-             "N", group="rank"),
+        Flag(
+            "--factorize-rank",
+            "rank",
+            at_least(1),
+            "low-rank factorization (truncated SVD) of Dense/Conv2D layers at rank R",
+            "R",
+            group="rank",
+        ),
+        Flag(
+            "--factorize-energy",
+            "energy",
+            fraction_open,
+            "factorize each layer at the least rank keeping E of its singular-value energy",
+            "E",
+            group="rank",
+        ),
+        Flag(
+            "--factorize-params",
+            "target_params",
+            at_least(1),
+            "factorize until the model has at most N params",
+            "N",
+            group="rank",
+        ),
     ),
     "prune": (
         Flag("--prune", "sparsity", fraction_open, "magnitude pruning to SPARSITY", "SPARSITY"),
-        Flag("--pattern", "pattern", str, "pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input "
-             "weights)", choices=("unstructured", "2:4"), enables=lambda v: v == "2:4"),
+        Flag(
+            "--pattern",
+            "pattern",
+            str,
+            "pruning pattern (default unstructured; 2:4: 2 zeros in every 4 input weights)",
+            choices=("unstructured", "2:4"),
+            enables=lambda v: v == "2:4",
+        ),
     ),
     "cluster": (Flag("--cluster", "clusters", at_least(2), "weight clustering, K clusters", "K"),),
     "distill": (
-        Flag("--temperature", "temperature", positive, "distillation temperature (default 4)", metavar="T",
-             enables=False),
-        Flag("--alpha", "alpha", float, "distillation: weight of the label loss, 1-alpha on the teacher's "
-             "(default 0.1)", metavar="A", enables=False),
+        Flag(
+            "--temperature", "temperature", positive, "distillation temperature (default 4)", metavar="T", enables=False
+        ),
+        Flag(
+            "--alpha",
+            "alpha",
+            float,
+            "distillation: weight of the label loss, 1-alpha on the teacher's (default 0.1)",
+            metavar="A",
+            enables=False,
+        ),
     ),
     "qat": (
         Flag("--qat", None, bool, "quantization-aware training (last step)"),
@@ -93,20 +150,30 @@ def _dest(tech, flag) -> str:
 
 
 def add_parser(sub):
-    p = sub.add_parser("optimize", help=HELP, description="Apply a recipe (or technique flags) to a tf_keras model, "
-                       "fine-tuning after each step on DATA, and report what each step achieved, measured from the "
-                       "weights and on the test split.")
+    p = sub.add_parser(
+        "optimize",
+        help=HELP,
+        description="Apply a recipe (or technique flags) to a tf_keras model, "
+        "fine-tuning after each step on DATA, and report what each step achieved, measured from the "
+        "weights and on the test split.",
+    )
     p.add_argument("model", metavar="IN.keras")
     g = p.add_argument_group("data and output")
     g.add_argument("--data", required=True, metavar="DATA", help="fine-tune data: digits, .npz or an image directory")
-    g.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="OUT.tflite: exported int8 and verified (as 'edgekit export' does); OUT.keras; or a directory "
-                   "(a quantization-aware model is written as a SavedModel directory)")
-    g.add_argument("--report", metavar="OUT.json", help="write the per-step, per-layer report as JSON")
-    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="OUT.tflite: exported int8 and verified (as 'edgekit export' does); OUT.keras; or a directory "
+        "(a quantization-aware model is written as a SavedModel directory)",
+    )
+    add_output_flags(g, "the per-step, per-layer report as JSON", aliases=("--report",))
     add_unsafe_load(g)
     g = p.add_argument_group("recipe")
-    g.add_argument("--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see docs/optimize.md)")
+    g.add_argument(
+        "--recipe", metavar="R.toml", help="steps in order with their fine-tune settings (see docs/optimize.md)"
+    )
     for tech, flag in technique_flags():
         kwargs = {"dest": _dest(tech, flag), "help": flag.help, "default": None}
         if flag.kind is bool:
@@ -117,12 +184,20 @@ def add_parser(sub):
                 kwargs["choices"] = flag.choices
         g.add_argument(flag.name, **kwargs)
     g = p.add_argument_group("distillation")
-    g.add_argument("--distill-from", metavar="TEACHER.keras",
-                   help="every fine-tune learns from this teacher's outputs too (alone: one distill step)")
-    g.add_argument("--distill", action="store_true",
-                   help="every fine-tune distills from IN.keras as it came in (recovery after channel pruning)")
+    g.add_argument(
+        "--distill-from",
+        metavar="TEACHER.keras",
+        help="every fine-tune learns from this teacher's outputs too (alone: one distill step)",
+    )
+    g.add_argument(
+        "--distill",
+        action="store_true",
+        help="every fine-tune distills from IN.keras as it came in (recovery after channel pruning)",
+    )
     g = p.add_argument_group("fine-tune")
-    g.add_argument("--epochs", type=int_at_least("--epochs", 1), default=2, help="fine-tune epochs per step (default 2)")
+    g.add_argument(
+        "--epochs", type=int_at_least("--epochs", 1), default=2, help="fine-tune epochs per step (default 2)"
+    )
     g.add_argument("--batch-size", type=int_at_least("--batch-size", 1), default=32, help="default 32")
     g.add_argument("--lr", type=float, default=5e-4, help="fine-tune learning rate (default 5e-4)")
     g.add_argument("--seed", type=int, default=0)
@@ -185,20 +260,26 @@ def _recipe(args):
 
 
 def run(args) -> int:
+    from edgekit.app.measure import int8_latency
     from edgekit.core.data import check_data_spec, fit_to_input, load_data
     from edgekit.core.errors import InputError
-    from edgekit.app.measure import int8_latency
     from edgekit.core.modelfile import scan
-    from edgekit.optimize import optimize
     from edgekit.core.saving import check_save_path, load_keras_model, save_model
+    from edgekit.optimize import optimize
 
     recipe = _recipe(args)
     out = args.output
     to_tflite = out.endswith(".tflite")
     if not to_tflite:
         check_save_path(out, recipe.has_qat)  # before training, not after
-    check_outputs(args, [(out, "-o", not to_tflite and (recipe.has_qat or not out.endswith((".keras", ".h5")))),
-                         (args.report, "--report", False)], [args.model, args.data, args.recipe, args.distill_from])
+    check_outputs(
+        args,
+        [
+            (out, "-o", not to_tflite and (recipe.has_qat or not out.endswith((".keras", ".h5")))),
+            (args.json, "--json", False),
+        ],
+        [args.model, args.data, args.recipe, args.distill_from],
+    )
     for path in (args.model, args.distill_from):
         if path:
             scan(path, safe_mode=not args.unsafe_load)
@@ -211,44 +292,68 @@ def run(args) -> int:
         raise InputError(f"{args.data} has no labels (y); fine-tuning needs them")
     dtype = model.inputs[0].dtype.name
     x_train, x_test = fit_to_input(ds.x_train, shape, "--data", dtype), fit_to_input(ds.x_test, shape, "--data", dtype)
-    print(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / "
-          f"{len(x_test)} test)", flush=True)
-    result = optimize(model, recipe, x_train, ds.y_train, x_test=x_test, y_test=ds.y_test, seed=args.seed,
-                      log=lambda msg: print(msg, flush=True), teacher=teacher, measure=int8_latency(x_train))
-    print(result.summary(name=args.parser.name))
+    say = _say(args)
+    say(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / {len(x_test)} test)")
+    result = optimize(
+        model,
+        recipe,
+        x_train,
+        ds.y_train,
+        x_test=x_test,
+        y_test=ds.y_test,
+        seed=args.seed,
+        log=say,
+        teacher=teacher,
+        measure=int8_latency(x_train),
+    )
+    say(result.summary(name=args.parser.name))
+    doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}
     if to_tflite:
         from edgekit.converters import export
 
-        report = export(result.model, None, calib=x_train, eval_x=x_test, eval_y=ds.y_test,
-                        progress=f"export {os.path.basename(out)}", seed=args.seed)
+        report = export(
+            result.model,
+            None,
+            calib=x_train,
+            eval_x=x_test,
+            eval_y=ds.y_test,
+            progress=f"export {os.path.basename(out)}",
+            seed=args.seed,
+        )
         report = report.save(out, overwrite=args.overwrite)
-        print(report.summary())
-        _write_report(args, recipe, result, out, export=report.to_dict())
+        say(report.summary())
+        _write_json(args, dict(doc, export=report.to_dict()), out)
         return EXIT_OK
     saved, flavour = result.model, ""
     if scan(args.model).keras3 and not recipe.has_qat and out.endswith(".keras"):
-        from edgekit.core.bridge import to_keras3
+        from edgekit.core.to_keras3 import to_keras3
 
         saved, flavour = to_keras3(result.model), " (Keras 3, as the input; checked against the tf_keras result)"
     save_model(saved, out, overwrite=args.overwrite)
-    print(f"wrote {out}{flavour}")
-    _write_report(args, recipe, result, out)
+    say(f"wrote {out}{flavour}")
+    _write_json(args, doc, out)
     return EXIT_OK
 
 
-def _write_report(args, recipe, result, out: str, export: dict = None) -> None:
-    """--report: the per-step report (and the export's, for OUT.tflite); all or nothing with OUT."""
-    if not args.report:
+def _say(args):
+    """Where the command's lines go: stdout, or stderr when stdout carries the JSON (--json -)."""
+    stream = sys.stderr if args.json == "-" else sys.stdout
+    return lambda msg: print(msg, file=stream, flush=True)
+
+
+def _write_json(args, doc: dict, out: str) -> None:
+    """--json: the per-step report (and the export's, for OUT.tflite); all or nothing with OUT."""
+    if not args.json:
         return
     from edgekit.core.io import write_atomic
 
-    doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}
-    if export is not None:
-        doc["export"] = export
     try:
-        write_atomic(args.report, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
+        if args.json == "-":
+            print(json.dumps(doc, indent=2))
+        else:
+            write_atomic(args.json, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
+            print(f"wrote {args.json}")
     except BaseException:
         if os.path.isfile(out):
             os.unlink(out)
         raise
-    print(f"wrote {args.report}")

@@ -24,15 +24,25 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from edgekit.core.errors import EdgekitError, InputError
 from edgekit.app.search import space as searchspace
 from edgekit.app.search.results import OBJECTIVES, SearchResult, check_limits, collect, save_results
-from edgekit.app.search.study import (SAMPLERS, check_identity, constraints_of, data_fingerprint, is_surplus,
-                                  model_fingerprint, next_slot, open_study, worker_id)
+from edgekit.app.search.study import (
+    SAMPLERS,
+    check_identity,
+    constraints_of,
+    data_fingerprint,
+    is_surplus,
+    model_fingerprint,
+    next_slot,
+    open_study,
+    worker_id,
+)
+from edgekit.core.errors import EdgekitError, InputError
 
 # what a search directory holds (a directory holding anything else is not resumed into)
-STUDY_FILES = frozenset({"study.log", "study.log.lock", "search.json", "pareto.png", "test.npz", "trials", "front",
-                         "front.tmp"})
+STUDY_FILES = frozenset(
+    {"study.log", "study.log.lock", "search.json", "pareto.png", "test.npz", "trials", "front", "front.tmp"}
+)
 __all__ = ["Limits", "OBJECTIVES", "SAMPLERS", "SearchResult", "Target", "check_search_dir", "search"]
 
 
@@ -47,8 +57,10 @@ def check_search_dir(directory: str) -> None:
         raise InputError(f"{directory} is not a directory; give the search's directory")
     others = sorted(set(os.listdir(directory)) - STUDY_FILES)
     if others:
-        raise InputError(f"{directory} holds files a search does not write ({others[0]} ...); give a new or empty "
-                         "directory, or an earlier search's to continue it")
+        raise InputError(
+            f"{directory} holds files a search does not write ({others[0]} ...); give a new or empty "
+            "directory, or an earlier search's to continue it"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,12 +119,26 @@ def _measure(path: str, target: Target, inputs: str) -> dict:
     from edgekit.device import bench
 
     hosts = [target.host] if target.host else []
-    r = bench([path], runs=target.runs, warmup=target.warmup, threads=target.threads, inputs=inputs, hosts=hosts,
-              ssh_config=target.ssh_config, remote_python=target.remote_python, progress=False)[0]
+    r = bench(
+        [path],
+        runs=target.runs,
+        warmup=target.warmup,
+        threads=target.threads,
+        inputs=inputs,
+        hosts=hosts,
+        ssh_config=target.ssh_config,
+        remote_python=target.remote_python,
+        progress=False,
+    )[0]
     if not r.ok:
         raise EdgekitError(f"benchmark on {target.label()} failed: {r.error}")
-    m = {"accuracy": r.accuracy, "p50_ms": r.latency_ms["p50"], "peak_rss_mb": r.peak_rss_mb,
-         "size_bytes": os.path.getsize(path), "host": target.host}
+    m = {
+        "accuracy": r.accuracy,
+        "p50_ms": r.latency_ms["p50"],
+        "peak_rss_mb": r.peak_rss_mb,
+        "size_bytes": os.path.getsize(path),
+        "host": target.host,
+    }
     if target.qemu:
         q = bench([path], runs=1, warmup=0, inputs=inputs, qemu=[target.qemu], progress=False)[0]
         if not q.ok:
@@ -121,8 +147,9 @@ def _measure(path: str, target: Target, inputs: str) -> dict:
         with np.load(inputs) as f:  # ARM64's int8 kernels may round one step apart: one sample's worth is allowed
             one = 1.0 / max(1, len(f["y"])) if "y" in f.files else 0.0
         if q.accuracy is not None and r.accuracy is not None and abs(q.accuracy - r.accuracy) > one + 1e-9:
-            raise EdgekitError(f"ARM64 kernels (QEMU {target.qemu}) give accuracy {q.accuracy:.4f}, this machine "
-                               f"{r.accuracy:.4f}")
+            raise EdgekitError(
+                f"ARM64 kernels (QEMU {target.qemu}) give accuracy {q.accuracy:.4f}, this machine {r.accuracy:.4f}"
+            )
     return m
 
 
@@ -132,7 +159,8 @@ def _baseline(model, ds, directory: str, target: Target, inputs: str, seed: int)
 
     path = os.path.join(directory, "trials", "float32.tflite")
     export(model, None, "float32", eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, layer_report=False).save(
-        path, overwrite=True)
+        path, overwrite=True
+    )
     return _measure(path, target, inputs)
 
 
@@ -145,12 +173,23 @@ def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm)
     trial.set_user_attr("recipe", doc)
     candidate, warnings = model, []
     if doc is not None:
-        result = optimize(model, Recipe.from_dict(doc, where=f"trial {trial.number}"), ds.x_train, ds.y_train,
-                          seed=seed)
+        result = optimize(
+            model, Recipe.from_dict(doc, where=f"trial {trial.number}"), ds.x_train, ds.y_train, seed=seed
+        )
         candidate, warnings = result.model, result.warnings
     path = os.path.join(directory, "trials", f"trial_{trial.number:03d}.tflite")
-    rep = export(candidate, None, params["quant"], calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, seed=seed,
-                 layer_report=False, target="mcu" if target.board else "litert", board=target.board)
+    rep = export(
+        candidate,
+        None,
+        params["quant"],
+        calib=ds.x_train,
+        eval_x=ds.x_test,
+        eval_y=ds.y_test,
+        seed=seed,
+        layer_report=False,
+        target="mcu" if target.board else "litert",
+        board=target.board,
+    )
     rep.save(path, overwrite=True)
     m = _measure(path, target, inputs)
     m.update(agreement=rep.agreement, cosine=rep.cosine, warnings=[str(w) for w in warnings + list(rep.warnings)])
@@ -184,8 +223,14 @@ class _Objective:
         params = searchspace.suggest(trial, self.space)
         name = searchspace.describe(params)
         trial.set_user_attr("name", name)
-        same = next((t for t in st.get_trials(deepcopy=False, states=(_complete(),))
-                     if t.params == trial.params and "measured" in t.user_attrs), None)
+        same = next(
+            (
+                t
+                for t in st.get_trials(deepcopy=False, states=(_complete(),))
+                if t.params == trial.params and "measured" in t.user_attrs
+            ),
+            None,
+        )
         if same is not None:  # a small space repeats itself: the measurement is the earlier trial's
             trial.set_user_attr("duplicate_of", same.number)
             trial.set_user_attr("measured", same.user_attrs["measured"])
@@ -193,8 +238,9 @@ class _Objective:
             return tuple(same.values)
         t0 = time.perf_counter()
         try:
-            m = _trial(trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed,
-                       self.batchnorm)
+            m = _trial(
+                trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed, self.batchnorm
+            )
         except EdgekitError as exc:
             reason = " ".join(str(exc).split())[:300]
             trial.set_user_attr("error", reason)
@@ -204,15 +250,30 @@ class _Objective:
         self.failures.clear()
         m["seconds"] = round(time.perf_counter() - t0, 1)
         trial.set_user_attr("measured", m)
-        log(f"trial {trial.number}: {name}: accuracy {m['accuracy']:.4f}, p50 {m['p50_ms']:.3f} ms, "
-            f"{m['size_bytes'] / 1024:,.1f} KiB ({m['seconds']:.0f} s)")
+        log(
+            f"trial {trial.number}: {name}: accuracy {m['accuracy']:.4f}, p50 {m['p50_ms']:.3f} ms, "
+            f"{m['size_bytes'] / 1024:,.1f} KiB ({m['seconds']:.0f} s)"
+        )
         return m["accuracy"], m["p50_ms"], m["size_bytes"]
 
 
-def search(model, data, directory: str, *, trials: int = 24, space: Optional[dict] = None,
-           limits: Limits = Limits(), target: Optional[Target] = None, storage: Optional[str] = None,
-           study: str = "edgekit-search", sampler: str = "tpe", seed: int = 0, heartbeat: float = 30.0,
-           log: Optional[Callable[[str], None]] = print, progress: Optional[bool] = None) -> SearchResult:
+def search(
+    model,
+    data,
+    directory: str,
+    *,
+    trials: int = 24,
+    space: Optional[dict] = None,
+    limits: Limits = Limits(),
+    target: Optional[Target] = None,
+    storage: Optional[str] = None,
+    study: str = "edgekit-search",
+    sampler: str = "tpe",
+    seed: int = 0,
+    heartbeat: float = 30.0,
+    log: Optional[Callable[[str], None]] = print,
+    progress: Optional[bool] = None,
+) -> SearchResult:
     """Search recipes for ``model`` (a Keras model or its file) on ``data`` (a
     :class:`edgekit.core.data.Dataset` or a ``--data`` spec) until ``trials`` trials of the study are
     complete, then write ``directory/search.json``, ``pareto.png`` and ``front/`` (see the module
@@ -236,8 +297,16 @@ def search(model, data, directory: str, *, trials: int = 24, space: Optional[dic
     os.makedirs(os.path.join(directory, "trials"), exist_ok=True)
     try:
         # the sampler's constraints read the baseline the study stores (measured below when new)
-        st = open_study(directory, storage, study, sampler, seed,
-                        constraints_of(limits, lambda: st.user_attrs.get("baseline")), heartbeat, trials)
+        st = open_study(
+            directory,
+            storage,
+            study,
+            sampler,
+            seed,
+            constraints_of(limits, lambda: st.user_attrs.get("baseline")),
+            heartbeat,
+            trials,
+        )
         check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
         inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
         if not os.path.isfile(inputs):
@@ -277,11 +346,12 @@ def _complete():
 
 
 def _best(st, limits: Limits, baseline: dict) -> str:
-    ok = [t.user_attrs["measured"] for t in st.get_trials(deepcopy=False, states=(_complete(),))
-          if "measured" in t.user_attrs and limits.met(t.user_attrs["measured"], baseline)]
+    ok = [
+        t.user_attrs["measured"]
+        for t in st.get_trials(deepcopy=False, states=(_complete(),))
+        if "measured" in t.user_attrs and limits.met(t.user_attrs["measured"], baseline)
+    ]
     if not ok:
         return ""
     b = max(ok, key=lambda m: (m["accuracy"], -m["p50_ms"]))
     return f" · best so far: accuracy {b['accuracy']:.4f} at {b['p50_ms']:.3f} ms"
-
-

@@ -8,11 +8,11 @@ import os
 import shutil
 from typing import TYPE_CHECKING, List, Optional
 
+from edgekit.app.search import space as searchspace
+from edgekit.app.search.study import public_url
 from edgekit.core.errors import InputError
 from edgekit.core.io import write_atomic
 from edgekit.core.results import Result, fmt, table
-from edgekit.app.search import space as searchspace
-from edgekit.app.search.study import public_url
 
 OBJECTIVES = ("accuracy", "latency", "size")  # maximize, minimize, minimize
 
@@ -42,24 +42,47 @@ class SearchResult(Result):
     def summary(self) -> str:
         by_number = {t["number"]: t for t in self.trials}
         mcu = any("arena_bytes" in by_number[n] for n in self.front)
-        rows = [["float32", "input model as is", fmt(self.baseline["accuracy"], ".4f"), fmt(self.baseline["p50_ms"], ".3f"),
-                 fmt(self.baseline["size_bytes"] / 1024, ",.1f"), "1.0×", "1.0×"] + (["-"] if mcu else [])]
+        rows = [
+            [
+                "float32",
+                "input model as is",
+                fmt(self.baseline["accuracy"], ".4f"),
+                fmt(self.baseline["p50_ms"], ".3f"),
+                fmt(self.baseline["size_bytes"] / 1024, ",.1f"),
+                "1.0×",
+                "1.0×",
+            ]
+            + (["-"] if mcu else [])
+        ]
         for n in self.front:
             t = by_number[n]
-            rows.append([f"trial {n}", t["name"], fmt(t["accuracy"], ".4f"), fmt(t["p50_ms"], ".3f"),
-                         fmt(t["size_bytes"] / 1024, ",.1f"), f"{self.baseline['p50_ms'] / t['p50_ms']:.1f}×",
-                         f"{self.baseline['size_bytes'] / t['size_bytes']:.1f}×"]
-                        + ([fmt(t.get("arena_bytes", 0) / 1024, ",.1f")] if mcu else []))
+            rows.append(
+                [
+                    f"trial {n}",
+                    t["name"],
+                    fmt(t["accuracy"], ".4f"),
+                    fmt(t["p50_ms"], ".3f"),
+                    fmt(t["size_bytes"] / 1024, ",.1f"),
+                    f"{self.baseline['p50_ms'] / t['p50_ms']:.1f}×",
+                    f"{self.baseline['size_bytes'] / t['size_bytes']:.1f}×",
+                ]
+                + ([fmt(t.get("arena_bytes", 0) / 1024, ",.1f")] if mcu else [])
+            )
         done = [t for t in self.trials if t["state"] == "COMPLETE"]
         failed = [t for t in self.trials if t["state"] == "FAIL"]
         headers = ("point", "recipe", "accuracy", "p50 ms", "size KiB", "faster", "smaller") + (
-            ("TFLM arena KiB",) if mcu else ())
-        lines = [f"Pareto front ({len(self.front)} of {len(done)} complete trials within the limits; "
-                 f"{len(failed)} failed):", table(headers, rows, align="ll" + "r" * (len(headers) - 2))]
+            ("TFLM arena KiB",) if mcu else ()
+        )
+        lines = [
+            f"Pareto front ({len(self.front)} of {len(done)} complete trials within the limits; {len(failed)} failed):",
+            table(headers, rows, align="ll" + "r" * (len(headers) - 2)),
+        ]
         b = self.best_within_1pt
         if b:
-            lines.append(f"best within 1 point of float32: trial {b['number']} ({b['name']}), accuracy "
-                         f"{b['accuracy']:.4f}, {b['speedup']:.1f}× faster and {b['smaller']:.1f}× smaller than float32")
+            lines.append(
+                f"best within 1 point of float32: trial {b['number']} ({b['name']}), accuracy "
+                f"{b['accuracy']:.4f}, {b['speedup']:.1f}× faster and {b['smaller']:.1f}× smaller than float32"
+            )
         return "\n".join(lines)
 
 
@@ -74,12 +97,15 @@ def save_results(result: SearchResult, directory: str, log) -> None:
     by_number = {t["number"]: t for t in result.trials}
     for n in result.front:
         t = by_number[n]
-        header = (f"trial {n} of study {result.study}: {t['name']}\naccuracy {t['accuracy']:.4f}, p50 {t['p50_ms']:.3f} ms "
-                  f"on {t.get('host') or 'this machine'}, {t['size_bytes']:,} bytes\n")
+        header = (
+            f"trial {n} of study {result.study}: {t['name']}\naccuracy {t['accuracy']:.4f}, p50 {t['p50_ms']:.3f} ms "
+            f"on {t.get('host') or 'this machine'}, {t['size_bytes']:,} bytes\n"
+        )
+        quant = t["params"]["quant"]
         if t["recipe"] is None:
-            header += f"nothing to apply: export the input model as it is (edgekit export MODEL --quant {t['params']['quant']})"
-        elif t["params"]["quant"] != "int8":
-            header += f"reproduce: edgekit optimize MODEL --recipe THIS.toml -o OUT.keras, then export --quant {t['params']['quant']}"
+            header += f"nothing to apply: export the input model as it is (edgekit export MODEL --quant {quant})"
+        elif quant != "int8":
+            header += f"reproduce: edgekit optimize MODEL --recipe THIS.toml -o OUT.keras, then export --quant {quant}"
         else:
             header += "reproduce: edgekit optimize MODEL --data DATA --recipe THIS.toml -o OUT.tflite"
         write_atomic(os.path.join(staged, f"trial_{n:03d}.toml"), searchspace.to_toml(t["recipe"], header))
@@ -90,23 +116,43 @@ def save_results(result: SearchResult, directory: str, log) -> None:
     os.replace(staged, front_dir)
     done = [t for t in result.trials if t["state"] == "COMPLETE" and t["feasible"]]
     if done:
-        points = [{"name": "float32", "accuracy": result.baseline["accuracy"], "size_bytes": result.baseline["size_bytes"],
-                   "latency_ms": {"p50": result.baseline["p50_ms"]}}]
-        points += [{"name": f"{t['number']}: {t['name']}" if t["number"] in result.front else "",
-                    "accuracy": t["accuracy"], "size_bytes": t["size_bytes"], "latency_ms": {"p50": t["p50_ms"]}}
-                   for t in done]
-        result.chart = pareto_png(points, os.path.join(directory, "pareto.png"),
-                                  title=f"search {result.study}: accuracy vs p50 latency ({len(done)} trials)")
+        points = [
+            {
+                "name": "float32",
+                "accuracy": result.baseline["accuracy"],
+                "size_bytes": result.baseline["size_bytes"],
+                "latency_ms": {"p50": result.baseline["p50_ms"]},
+            }
+        ]
+        points += [
+            {
+                "name": f"{t['number']}: {t['name']}" if t["number"] in result.front else "",
+                "accuracy": t["accuracy"],
+                "size_bytes": t["size_bytes"],
+                "latency_ms": {"p50": t["p50_ms"]},
+            }
+            for t in done
+        ]
+        result.chart = pareto_png(
+            points,
+            os.path.join(directory, "pareto.png"),
+            title=f"search {result.study}: accuracy vs p50 latency ({len(done)} trials)",
+        )
     write_atomic(os.path.join(directory, "search.json"), result.to_json() + "\n", overwrite=True)
-    log(f"wrote {os.path.join(directory, 'search.json')}, {front_dir}/ ({len(result.front)} recipes)"
-        + (f", {os.path.join(directory, result.chart)}" if result.chart else ""))
+    log(
+        f"wrote {os.path.join(directory, 'search.json')}, {front_dir}/ ({len(result.front)} recipes)"
+        + (f", {os.path.join(directory, result.chart)}" if result.chart else "")
+    )
 
 
 def pareto(points: List[dict]) -> List[int]:
     """Indices of the points no other point dominates on (accuracy ↑, p50 ↓, size ↓)."""
     keys = [(-p["accuracy"], p["p50_ms"], p["size_bytes"]) for p in points]
-    return [i for i, a in enumerate(keys)
-            if not any(all(x <= y for x, y in zip(b, a)) and b != a for j, b in enumerate(keys) if j != i)]
+    return [
+        i
+        for i, a in enumerate(keys)
+        if not any(all(x <= y for x, y in zip(b, a)) and b != a for j, b in enumerate(keys) if j != i)
+    ]
 
 
 def collect(st, directory: str, storage: Optional[str], limits: Limits, space: dict, baseline: dict) -> SearchResult:
@@ -116,9 +162,17 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
         if t.user_attrs.get("surplus"):
             continue
         m = t.user_attrs.get("measured") or {}
-        row = {"number": t.number, "state": t.state.name, "name": t.user_attrs.get("name"), "params": t.params,
-               "recipe": t.user_attrs.get("recipe"), "worker": t.user_attrs.get("worker"),
-               "error": t.user_attrs.get("error"), "duplicate_of": t.user_attrs.get("duplicate_of"), **m}
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "name": t.user_attrs.get("name"),
+            "params": t.params,
+            "recipe": t.user_attrs.get("recipe"),
+            "worker": t.user_attrs.get("worker"),
+            "error": t.user_attrs.get("error"),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
+            **m,
+        }
         if m:
             row["feasible"] = limits.met(m, baseline)
             row["beyond"] = sorted(k for k, v in limits.violations(m, baseline).items() if v > 0)
@@ -131,13 +185,27 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
     best = None
     if close:
         b = min(close, key=lambda r: (r["p50_ms"], r["size_bytes"]))
-        best = {"number": b["number"], "name": b["name"], "accuracy": b["accuracy"], "p50_ms": b["p50_ms"],
-                "size_bytes": b["size_bytes"], "speedup": baseline["p50_ms"] / b["p50_ms"],
-                "smaller": baseline["size_bytes"] / b["size_bytes"]}
-    return SearchResult(directory=directory, study=st.study_name,
-                        storage=public_url(storage) if storage else os.path.join(directory, "study.log"),
-                        objectives=list(OBJECTIVES), limits=dataclasses.asdict(limits), space=space, baseline=baseline,
-                        trials=rows, front=[r["number"] for r in front], best_within_1pt=best)
+        best = {
+            "number": b["number"],
+            "name": b["name"],
+            "accuracy": b["accuracy"],
+            "p50_ms": b["p50_ms"],
+            "size_bytes": b["size_bytes"],
+            "speedup": baseline["p50_ms"] / b["p50_ms"],
+            "smaller": baseline["size_bytes"] / b["size_bytes"],
+        }
+    return SearchResult(
+        directory=directory,
+        study=st.study_name,
+        storage=public_url(storage) if storage else os.path.join(directory, "study.log"),
+        objectives=list(OBJECTIVES),
+        limits=dataclasses.asdict(limits),
+        space=space,
+        baseline=baseline,
+        trials=rows,
+        front=[r["number"] for r in front],
+        best_within_1pt=best,
+    )
 
 
 def check_limits(result: SearchResult, limits: Limits) -> None:
@@ -150,10 +218,18 @@ def check_limits(result: SearchResult, limits: Limits) -> None:
         for k in t["beyond"]:
             counts[k] = counts.get(k, 0) + 1
     k = max(counts, key=counts.get)
-    best = {"max_drop": f"the smallest drop seen: {100 * (result.baseline['accuracy'] - max(t['accuracy'] for t in done)):.2f} points",
-            "max_latency": f"the fastest seen: {min(t['p50_ms'] for t in done):.3f} ms",
-            "max_size": f"the smallest seen: {min(t['size_bytes'] for t in done) / 1000:,.1f} KB",
-            "board": "no trial's arena and flash fit the board"}[k]
+    best = {
+        "max_drop": "the smallest drop seen: "
+        f"{100 * (result.baseline['accuracy'] - max(t['accuracy'] for t in done)):.2f} points",
+        "max_latency": f"the fastest seen: {min(t['p50_ms'] for t in done):.3f} ms",
+        "max_size": f"the smallest seen: {min(t['size_bytes'] for t in done) / 1000:,.1f} KB",
+        "board": "no trial's arena and flash fit the board",
+    }[k]
     value = getattr(limits, k, None)
-    raise InputError("none of the {count} complete trials meets {%s}{value} ({best}); relax it or widen the search "
-                     "space" % k, params=k, count=len(done), value=f" {value:g}" if value is not None else "", best=best)
+    raise InputError(
+        "none of the {count} complete trials meets {%s}{value} ({best}); relax it or widen the search space" % k,
+        params=k,
+        count=len(done),
+        value=f" {value:g}" if value is not None else "",
+        best=best,
+    )

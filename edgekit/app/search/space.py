@@ -47,12 +47,17 @@ GENTLE = {"epochs": 2, "learning_rate": 1e-4}  # the fine-tune of clustering and
 _VALUES = {
     "channel_ratio": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
     "sparsity": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
-    "clusters": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 256),
-                 "0 (none) or a count from 2 to 256"),
+    "clusters": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 256),
+        "0 (none) or a count from 2 to 256",
+    ),
     "qat": (lambda v: isinstance(v, bool), "true or false"),
     "quant": (lambda v: v in QUANTS, f"one of {', '.join(QUANTS)}"),
     "distill": (lambda v: isinstance(v, bool), "true or false"),
-    "epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000, "an integer from 1 to 1000"),
+    "epochs": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000,
+        "an integer from 1 to 1000",
+    ),
     "learning_rate": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
 }
 
@@ -76,8 +81,10 @@ def load_space(path: Optional[str] = None, overrides: Optional[dict] = None) -> 
     for key, dim in space.items():
         _check_dimension(key, dim, where)
     if choices(space["qat"]) == [True] and "int8" not in choices(space["quant"]):
-        raise InputError(f"{where}: qat = true exports int8 only, but quant allows only {choices(space['quant'])}: "
-                         "add \"int8\" to quant or allow qat = false")
+        raise InputError(
+            f"{where}: qat = true exports int8 only, but quant allows only {choices(space['quant'])}: "
+            'add "int8" to quant or allow qat = false'
+        )
     return space
 
 
@@ -87,8 +94,9 @@ def _check_dimension(key: str, dim, where: str) -> None:
     if isinstance(dim, dict):
         extra = sorted(set(dim) - {"low", "high", "step", "log"})
         if extra or not {"low", "high"} <= set(dim):
-            raise InputError(f"{at}: a range is a table {{low = ..., high = ...}} with optional step or log; "
-                             f"received {dim!r}")
+            raise InputError(
+                f"{at}: a range is a table {{low = ..., high = ...}} with optional step or log; received {dim!r}"
+            )
         if key in ("qat", "quant", "distill"):
             raise InputError(f"{at} is a choice, not a range: give a list such as [false, true]")
         low, high = dim["low"], dim["high"]
@@ -120,13 +128,18 @@ def suggest(trial, space: Dict[str, Any]) -> Dict[str, Any]:
     params = {}
     for key, dim in space.items():
         if isinstance(dim, dict):
-            integer = all(isinstance(dim[k], int) for k in ("low", "high")) and isinstance(dim.get("step", 1), int) \
-                and not dim.get("log") and key in ("epochs", "clusters")
+            integer = (
+                all(isinstance(dim[k], int) for k in ("low", "high"))
+                and isinstance(dim.get("step", 1), int)
+                and not dim.get("log")
+                and key in ("epochs", "clusters")
+            )
             if integer:
                 params[key] = trial.suggest_int(key, dim["low"], dim["high"], step=dim.get("step", 1))
             else:
-                params[key] = trial.suggest_float(key, float(dim["low"]), float(dim["high"]), step=dim.get("step"),
-                                                  log=bool(dim.get("log")))
+                params[key] = trial.suggest_float(
+                    key, float(dim["low"]), float(dim["high"]), step=dim.get("step"), log=bool(dim.get("log"))
+                )
         else:
             params[key] = trial.suggest_categorical(key, choices(dim))
     if params["qat"] and params["quant"] != "int8":  # QAT writes int8 ranges: an int16x8 choice means no QAT
@@ -138,7 +151,11 @@ def recipe_doc(params: Dict[str, Any], batchnorm: bool) -> Optional[dict]:
     """The recipe (a TOML document's tables, as :meth:`edgekit.optimize.Recipe.from_dict` reads
     them) of a trial's values; None when there is nothing to apply."""
     steps: List[dict] = []
-    ratio, sparsity, clusters = round(float(params["channel_ratio"]), 4), float(params["sparsity"]), int(params["clusters"])
+    ratio, sparsity, clusters = (
+        round(float(params["channel_ratio"]), 4),
+        float(params["sparsity"]),
+        int(params["clusters"]),
+    )
     if ratio > 0:
         steps.append({"technique": "channel_prune", "ratio": ratio, "importance": "bn" if batchnorm else "l1"})
     if sparsity > 0:
@@ -147,14 +164,23 @@ def recipe_doc(params: Dict[str, Any], batchnorm: bool) -> Optional[dict]:
     if clusters:
         # BatchNorm stays when QAT follows: tfmot's cluster-preserving QAT keeps clusters through
         # Conv→BN→ReLU, not through the Conv→ReLU folding would leave (see the demo's PCQAT)
-        steps.append({"technique": "cluster", "clusters": clusters, **({"fold_batchnorm": False} if params["qat"] else {}),
-                      **gentle})
+        steps.append(
+            {
+                "technique": "cluster",
+                "clusters": clusters,
+                **({"fold_batchnorm": False} if params["qat"] else {}),
+                **gentle,
+            }
+        )
     if params["qat"]:
         steps.append({"technique": "qat", **gentle})
     if not steps:
         return None
-    fine_tune = {"epochs": int(params["epochs"]), "learning_rate": float(f"{params['learning_rate']:.3g}"),
-                 "schedule": "cosine"}
+    fine_tune = {
+        "epochs": int(params["epochs"]),
+        "learning_rate": float(f"{params['learning_rate']:.3g}"),
+        "schedule": "cosine",
+    }
     if params["distill"]:
         fine_tune["distill"] = True
     return {"fine_tune": fine_tune, "steps": steps}

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgekit.core.errors import InputError
 from edgekit.app.search import space as searchspace
+from edgekit.core.errors import InputError
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -37,8 +37,16 @@ def data_fingerprint(ds) -> str:
     return h.hexdigest()[:16]
 
 
-def open_study(directory: str, storage: Optional[str], name: str, sampler: str, seed: int, constraints,
-               heartbeat: float = 30.0, trials: int = 24):
+def open_study(
+    directory: str,
+    storage: Optional[str],
+    name: str,
+    sampler: str,
+    seed: int,
+    constraints,
+    heartbeat: float = 30.0,
+    trials: int = 24,
+):
     """Optuna's study ``name`` in ``storage`` (default: ``directory/study.log``), created when new."""
     import optuna
 
@@ -53,21 +61,34 @@ def open_study(directory: str, storage: Optional[str], name: str, sampler: str, 
     elif storage.startswith(("postgresql://", "postgresql+psycopg2://", "sqlite:///")):
         store = _rdb(storage, heartbeat)
     else:
-        raise InputError("{storage} must be a postgresql://user@host/database URL (or sqlite:///file.db); received "
-                         "{value!r}", params="storage", value=storage)
+        raise InputError(
+            "{storage} must be a postgresql://user@host/database URL (or sqlite:///file.db); received {value!r}",
+            params="storage",
+            value=storage,
+        )
     if sampler not in SAMPLERS:
-        raise InputError("{sampler} must be one of {choices}; received {value!r}", params="sampler", value=sampler,
-                         choices=", ".join(SAMPLERS))
+        raise InputError(
+            "{sampler} must be one of {choices}; received {value!r}",
+            params="sampler",
+            value=sampler,
+            choices=", ".join(SAMPLERS),
+        )
     if sampler == "tpe":
         # random trials first: a third of the budget, 4 to 10 (Optuna's default is 10 of any budget)
-        chooser = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, trials // 3)), multivariate=True,
-                                             constraints_func=constraints)
+        chooser = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(4, min(10, trials // 3)), multivariate=True, constraints_func=constraints
+        )
     elif sampler == "nsga2":
         chooser = optuna.samplers.NSGAIISampler(seed=seed, population_size=8, constraints_func=constraints)
     else:
         chooser = optuna.samplers.RandomSampler(seed=seed)
-    return optuna.create_study(study_name=name, storage=store, sampler=chooser, load_if_exists=True,
-                               directions=["maximize", "minimize", "minimize"])
+    return optuna.create_study(
+        study_name=name,
+        storage=store,
+        sampler=chooser,
+        load_if_exists=True,
+        directions=["maximize", "minimize", "minimize"],
+    )
 
 
 def public_url(url: str) -> str:
@@ -80,12 +101,17 @@ def _rdb(url: str, heartbeat: float):
     from optuna.storages import RDBStorage
 
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
     shown = public_url(url)
     try:
-        return RDBStorage(url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(4, int(4 * heartbeat)),
-                          engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-                          if url.startswith("postgresql") else {})
+        return RDBStorage(
+            url,
+            heartbeat_interval=max(1, int(heartbeat)),
+            grace_period=max(4, int(4 * heartbeat)),
+            engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+            if url.startswith("postgresql")
+            else {},
+        )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
         raise InputError(f"cannot open the study database {shown}: {reason}") from None
@@ -100,12 +126,17 @@ def check_identity(study, model_id: str, data_id: str, space: dict) -> None:
             study.set_user_attr(k, v)
         study.set_user_attr("edgekit", 1)
         return
-    hint = {"model": "another model", "data": "another data set",
-            "space": "another search space (continue it with the same --space file)"}
+    hint = {
+        "model": "another model",
+        "data": "another data set",
+        "space": "another search space (continue it with the same --space file)",
+    }
     for k, v in mine.items():
         if attrs.get(k) != v:
-            raise InputError(f"study {study.study_name!r} was created for {hint[k]}; for this one give a new -o DIR "
-                             f"(or --study NAME); the existing study is left as it is")
+            raise InputError(
+                f"study {study.study_name!r} was created for {hint[k]}; for this one give a new -o DIR "
+                f"(or --study NAME); the existing study is left as it is"
+            )
 
 
 def constraints_of(limits: Limits, baseline: Callable[[], Optional[dict]]):
@@ -173,8 +204,9 @@ def is_surplus(study, trial, trials: int) -> bool:
     """True when ``trials`` trials numbered before this one are complete or running."""
     from optuna.trial import TrialState
 
-    before = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-              if t.number < trial.number]
+    before = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if t.number < trial.number
+    ]
     return len(before) >= trials
-
-
