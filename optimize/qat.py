@@ -16,7 +16,8 @@ from edgekit.core.wrappers import custom_objects
 from edgekit.optimize.cluster import is_sparse
 from edgekit.optimize.common import check_model, check_selection, copy_model, selected, with_overrides
 from edgekit.optimize.configs import layer_selection
-from edgekit.optimize.quantize_configs import edgekit_config
+from edgekit.optimize.quantize_configs import edgekit_config, inputs_in_order
+from edgekit.optimize.quantize_configs import scheme as quantize_scheme
 from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
 
@@ -86,16 +87,6 @@ def _tfmot_supports(layer) -> bool:
     return q8.Default8BitQuantizeRegistry().supports(layer)
 
 
-def _scheme(preserve: str):
-    combine = tfmot().experimental.combine
-    return {
-        "none": lambda: None,  # tfmot's default 8-bit scheme
-        "sparsity": combine.Default8BitPrunePreserveQuantizeScheme,
-        "clusters": lambda: combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False),
-        "both": lambda: combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True),
-    }[preserve]()
-
-
 def _custom_layers(model) -> list:
     """Layers whose class is neither a Keras layer nor edgekit's (tfmot cannot clone them)."""
     return [
@@ -157,7 +148,7 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
     if preserve == "auto":
         sparse, clustered = is_sparse(base), is_clustered_kernels(base)
         preserve = "both" if sparse and clustered else "sparsity" if sparse else "clusters" if clustered else "none"
-    scheme = _scheme(preserve)
+    scheme = quantize_scheme(preserve)
     quant = tfmot().quantization.keras
 
     def annotate(layer):
@@ -180,9 +171,9 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
     with custom_objects():
         annotated = keras.models.clone_model(base, clone_function=annotate)
         scope = dict(CUSTOM_OBJECTS, **{type(c).__name__: type(c) for c in config.configs.values()})
-        with quant.quantize_scope(scope):
+        with quant.quantize_scope(scope), inputs_in_order():
             try:
-                quantized = quant.quantize_apply(annotated, scheme) if scheme else quant.quantize_apply(annotated)
+                quantized = quant.quantize_apply(annotated, scheme)
             except (RuntimeError, ValueError) as exc:
                 raise _unsupported(exc, base) from None
     quantized._edgekit_preserve = preserve
@@ -264,15 +255,14 @@ def _assign(layer, values: dict, suffixes) -> int:
 
 def _weight_range(var, kernel) -> int:
     """A weight quantizer's min or max variable from the kernel: symmetric, per output channel when
-    the variable has one entry per channel (the last axis), else per tensor."""
+    the variable has one entry per channel (the last axis; a depthwise kernel (kh, kw, C, M) has
+    C·M, its last two axes), else per tensor."""
     if kernel is None:
         return 0
     k = np.abs(kernel.numpy())
-    amax = (
-        k.reshape(-1, k.shape[-1]).max(axis=0)
-        if var.shape.rank == 1 and var.shape[0] == k.shape[-1] and var.shape[0] > 1
-        else np.full(var.shape, k.max())
-    )
+    n = var.shape[0] if var.shape.rank == 1 else 0
+    per_channel = n > 1 and n in (k.shape[-1], int(np.prod(k.shape[-2:])))
+    amax = k.reshape(-1, n).max(axis=0) if per_channel else np.full(var.shape, k.max())
     sign = -1.0 if var.name.split(":")[0].endswith("_min") else 1.0
     var.assign((sign * amax).astype(var.dtype.as_numpy_dtype).reshape(var.shape))
     return 1

@@ -1,7 +1,8 @@
 """The custom Keras objects edgekit's models and files may hold, in the base layer so that loading
 a file needs nothing above it: the tied embedding of ``tied_lm``, the pruning schedule of
-``prune`` and the QuantizeConfigs of ``qat`` (outputs, embeddings). Each is registered with Keras under the
-``edgekit>`` package; :data:`CUSTOM_OBJECTS` names them for loading scopes."""
+``prune`` and the QuantizeConfigs of ``qat`` (outputs, embeddings, depthwise kernels). Each is
+registered with Keras under the ``edgekit>`` package; :data:`CUSTOM_OBJECTS` names them for loading
+scopes."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ class OutputQuantizeConfig(QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [_quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+        return [_activation_quantizer()]
 
     def get_config(self):
         return {}
@@ -147,9 +148,75 @@ class EmbeddingQuantizeConfig(QuantizeConfig):
         return {}
 
 
+def _activation_quantizer():
+    """tfmot's default 8-bit activation quantizer (asymmetric, per tensor, moving average)."""
+    return _quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+
+class DepthwiseWeightsQuantizer(_quantizers.LastValueQuantizer):
+    """A ``DepthwiseConv2D`` kernel (kh, kw, C, M) quantized per output channel, C·M ranges, as
+    the int8 converter quantizes it after training. tfmot's conv weight quantizer takes the last
+    axis, M (the depth multiplier, 1 for almost every depthwise layer), so it puts every channel
+    of a depthwise kernel on one grid, and the QAT model starts less accurate than the
+    post-training int8 model (measured: train loss 0.105 against 0.091)."""
+
+    def __init__(self):
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    @staticmethod
+    def _flat(shape):
+        return [shape[0], shape[1], 1, shape[2] * shape[3]]  # the output channels on the last axis
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tf.TensorShape(self._flat(tensor_shape)), name, layer)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        flat = tf.reshape(inputs, self._flat(inputs.shape))
+        return tf.reshape(super().__call__(flat, training, weights, **kwargs), inputs.shape)
+
+    def get_config(self):
+        return {}
+
+
+class DepthwiseQuantizeConfig(QuantizeConfig):
+    """tfmot's 8-bit scheme for a ``DepthwiseConv2D`` (the kernel, the activation, the output when
+    ``quantize_output``) with the kernel quantized per channel (:class:`DepthwiseWeightsQuantizer`)."""
+
+    def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",), quantize_output=False):
+        self.weight_attrs = list(weight_attrs)
+        self.activation_attrs = list(activation_attrs)
+        self.quantize_output = bool(quantize_output)
+
+    def get_weights_and_quantizers(self, layer):
+        return [(getattr(layer, a), DepthwiseWeightsQuantizer()) for a in self.weight_attrs]
+
+    def get_activations_and_quantizers(self, layer):
+        return [(getattr(layer, a), _activation_quantizer()) for a in self.activation_attrs]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        for attr, weight in zip(self.weight_attrs, quantize_weights):
+            setattr(layer, attr, weight)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        for attr, activation in zip(self.activation_attrs, quantize_activations):
+            setattr(layer, attr, activation)
+
+    def get_output_quantizers(self, layer):
+        return [_activation_quantizer()] if self.quantize_output else []
+
+    def get_config(self):
+        return {
+            "weight_attrs": self.weight_attrs,
+            "activation_attrs": self.activation_attrs,
+            "quantize_output": self.quantize_output,
+        }
+
+
 CUSTOM_OBJECTS = {
     "TiedEmbedding": TiedEmbedding,
     "FitLengthSchedule": FitLengthSchedule,
     "OutputQuantizeConfig": OutputQuantizeConfig,
     "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig,
+    "DepthwiseQuantizeConfig": DepthwiseQuantizeConfig,
+    "DepthwiseWeightsQuantizer": DepthwiseWeightsQuantizer,
 }
