@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     p50 = {k: r.latency_ms["p50"] for k, r in results.items()}
     d = channel.steps[0].details
     params_ratio = d["params"][1] / d["params"][0]
-    ch_acc = reps["channels"].accuracy["tflite"]
+    ch_acc = reps["channels"].accuracy
     rows = [
         [
             f"channel-pruned {args.ratio:g} int8 p50 <= 0.6x unpruned int8",
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
         ],
         [
             "channel-pruned int8 accuracy within 1.5 points of unpruned float",
-            f"{ch_acc:.4f} vs {float_acc:.4f} (unpruned int8 {reps['unpruned'].accuracy['tflite']:.4f}, "
-            f"magnitude int8 {reps['magnitude'].accuracy['tflite']:.4f})",
+            f"{ch_acc:.4f} vs {float_acc:.4f} (unpruned int8 {reps['unpruned'].accuracy:.4f}, "
+            f"magnitude int8 {reps['magnitude'].accuracy:.4f})",
             ch_acc >= float_acc - 0.015,
         ],
         [

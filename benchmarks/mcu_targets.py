@@ -96,7 +96,7 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
     # random-data weights: the int8 model's agreement with them means nothing, so no sanity gate
     gate = {} if preset == "digits" else {"min_cosine": -1.0}
     rep = export(model, path, calib=x_train, eval_x=x_test, eval_y=y_test, target="mcu", overwrite=True, **gate)
-    m = rep.mcu
+    m = rep.mcu.to_dict()
     row = {
         "model": name,
         "preset": preset,
@@ -117,7 +117,7 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
             agreement=m["agreement"],
             max_step_diff=m["max_step_diff"],
             identical=m["identical"],
-            accuracy=(m["accuracy"] or {}).get("tflm"),
+            accuracy=m["accuracy"],
         )
         twin = _logits_twin(model)
         if twin is not None:

@@ -153,7 +153,7 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
         ds.y_train,
     ).model
     p = export(pruned, os.path.join(tmp, "pruned_int8.tflite"), "int8", **common)
-    p_acc, zeros = p.accuracy["tflite"], kernel_zeros(p.path)
+    p_acc, zeros = p.accuracy, kernel_zeros(p.path)
     log("  demo 90% pruned")
     return Row(
         "pruning (accuracy)",
@@ -274,7 +274,7 @@ def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
         _pruning_row(model, ds, tmp, base, common, log),
         _distillation_row(model, ds, tmp, base, q.path, log),
         _low_rank_row(model, ds, base, log),
-    ] + _architecture_rows(base, q.accuracy["tflite"])
+    ] + _architecture_rows(base, q.accuracy)
 
 
 def markdown(rows: List[Row], seconds: float) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
 
@@ -101,6 +101,12 @@ class ExportOptions:
                 raise InputError("{%s} must be >= 1; received {value}" % name, params=name, value=getattr(self, name))
 
 
+if TYPE_CHECKING:
+    from edgekit.converters.mcu import MCUReport
+
+_NOT_JSON = ("tflite", "mcu")  # the bytes; the MCU report, written as its own dict
+
+
 @dataclass(frozen=True)
 class ExportReport(Result):
     """What an export produced (``tflite``: the bytes, not part of ``to_dict``) and what
@@ -114,7 +120,8 @@ class ExportReport(Result):
     op_counts: dict
     input: dict
     output: dict
-    accuracy: Optional[dict]  # {"keras": ..., "tflite": ...} when labels exist
+    accuracy: Optional[float]  # the .tflite's top-1 accuracy, when labels exist
+    keras_accuracy: Optional[float]  # the Keras model's on the same samples
     agreement: Optional[float]  # top-1 agreement with the Keras model, 0-1
     snr_db: Optional[float]  # output SNR against the Keras model (None when identical)
     cosine: Optional[float]  # mean cosine similarity of the outputs
@@ -131,11 +138,13 @@ class ExportReport(Result):
     worst_layers: list = field(default_factory=list)  # int8: per-layer error, worst first
     kept_float: list = field(default_factory=list)  # Keras layers left in float
     shared_weights: list = field(default_factory=list)  # weights stored once for several ops
-    mcu: Optional[dict] = None  # target="mcu": the MCUReport as a dict
+    mcu: Optional["MCUReport"] = None  # target="mcu": what TFLM measured
     tflite: bytes = field(default=b"", repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "tflite"}
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _NOT_JSON}
+        d["mcu"] = self.mcu.to_dict() if self.mcu is not None else None
+        return d
 
     def save(self, path, overwrite: bool = False) -> "ExportReport":
         """Write the ``.tflite`` under edgekit's output policy; returns the report with ``path``."""
@@ -144,7 +153,6 @@ class ExportReport(Result):
         return dataclasses.replace(self, path=os.fspath(path))
 
     def summary(self) -> str:
-        acc = self.accuracy
         lines = [
             f"{'wrote ' + self.path if self.path else 'converted'}: {self.mode}{' sparse' if self.sparse else ''}, "
             f"{self.size_bytes:,} bytes (gzip {self.gzip_bytes:,}), "
@@ -156,28 +164,15 @@ class ExportReport(Result):
             lines.append(f"calibrated on {c['samples']} samples of {c['source']} ({c['selection']}, seed {c['seed']})")
         if self.agreement is not None:
             line = f"verified on {self.verify_samples} samples: top-1 agreement with Keras {self.agreement:.4f}"
-            if acc:
-                line += f", accuracy keras {acc['keras']:.4f} / tflite {acc['tflite']:.4f}"
+            if self.accuracy is not None:
+                line += f", accuracy keras {self.keras_accuracy:.4f} / tflite {self.accuracy:.4f}"
             snr = "identical" if self.snr_db is None else f"{self.snr_db:.1f} dB"
             lines.append(line + f", output SNR {snr}, cosine {self.cosine:.4f}")
         if self.worst_layers:
             worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
         if self.mcu:
-            m = self.mcu
-            where = (
-                f"{m['board']['name']}: fits"
-                if m.get("board")
-                else f"fits {', '.join(n for n, ok in m['fits_boards'].items() if ok) or 'none of the known boards'}"
-            )
-            lines.append(
-                f"TFLM: arena {m['arena_bytes']:,} B, flash {m['flash_bytes']:,} B, {where}"
-                + (
-                    f"; vs LiteRT: top-1 agreement {m['agreement']:.4f}, max {m['max_step_diff']:g} step(s)"
-                    if m.get("agreement") is not None
-                    else ""
-                )
-            )
+            lines.append(self.mcu.brief())
         lines.extend(f"note: {n}" for n in self.warnings)
         return "\n".join(lines)
 
@@ -282,7 +277,7 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
     )
 
 
-def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> dict:
+def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> "MCUReport":
     """The microcontroller checks of ``target='mcu'``: an op TFLM lacks, or a model too big for
     ``board``, fails the export before anything is written."""
     from edgekit.converters.mcu import mcu
@@ -294,7 +289,7 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
             f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
             f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written"
         )
-    return dataclasses.replace(rep, model=name).to_dict()
+    return dataclasses.replace(rep, model=name)
 
 
 def export(
@@ -346,6 +341,7 @@ def export(
         input=dict(info.inputs[0]),
         output=dict(info.outputs[0]),
         accuracy=checked.accuracy,
+        keras_accuracy=checked.keras_accuracy,
         agreement=checked.agreement,
         snr_db=checked.snr_db,
         cosine=checked.cosine,

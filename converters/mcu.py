@@ -72,10 +72,24 @@ class MCUReport(Result):
     agreement: Optional[float] = None  # top-1 agreement of TFLM with LiteRT (classifiers)
     max_step_diff: Optional[float] = None  # largest output difference, in quantization steps
     identical: Optional[float] = None  # share of output values TFLM and LiteRT agree on exactly
-    accuracy: Optional[dict] = None  # {"tflm": ..., "litert": ...} with labels
+    accuracy: Optional[float] = None  # TFLM's, with labels
+    litert_accuracy: Optional[float] = None  # LiteRT's on the same samples
     estimate: Optional[dict] = None  # the profiler's arena estimate against the measured arena
     emitted: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+
+    def brief(self) -> str:
+        """One line: the arena, the flash, where it fits, the agreement with LiteRT."""
+        if self.board:
+            where = f"{self.board['name']}: {'fits' if self.fits else 'does not fit'}"
+        else:
+            where = f"fits {', '.join(n for n, ok in self.fits_boards.items() if ok) or 'none of the known boards'}"
+        versus = (
+            f"; vs LiteRT: top-1 agreement {self.agreement:.4f}, max {self.max_step_diff:g} step(s)"
+            if self.agreement is not None
+            else ""
+        )
+        return f"TFLM: arena {self.arena_bytes:,} B, flash {self.flash_bytes:,} B, {where}{versus}"
 
     def shortfall(self) -> Optional[str]:
         """'N KB more RAM and M KB more flash' when it does not fit ``board``."""
@@ -145,8 +159,8 @@ class MCUReport(Result):
                 f"TFLM vs LiteRT (builtin kernels) on {self.samples} samples: {top1}largest output difference "
                 f"{self.max_step_diff:g} quantization step(s), {100 * self.identical:.2f}% of values identical"
             )
-            if self.accuracy:
-                line += f"; accuracy TFLM {self.accuracy['tflm']:.4f} / LiteRT {self.accuracy['litert']:.4f}"
+            if self.accuracy is not None:
+                line += f"; accuracy TFLM {self.accuracy:.4f} / LiteRT {self.litert_accuracy:.4f}"
             lines.append(line)
         h = self.host_invoke_ms
         lines.append(
@@ -244,7 +258,7 @@ def _compare(tflm_out: np.ndarray, lite_out: np.ndarray, y, classifier: bool) ->
         ta, tb = a.argmax(1), b.argmax(1)
         out["agreement"] = float(np.mean(ta == tb))
         if y is not None and len(y) == len(a) and np.asarray(y).ndim == 1:
-            out["accuracy"] = {"tflm": float(np.mean(ta == y)), "litert": float(np.mean(tb == y))}
+            out.update(accuracy=float(np.mean(ta == y)), litert_accuracy=float(np.mean(tb == y)))
     return out
 
 
@@ -371,6 +385,7 @@ def mcu(
         max_step_diff=compared.get("max_step_diff"),
         identical=compared.get("identical"),
         accuracy=compared.get("accuracy"),
+        litert_accuracy=compared.get("litert_accuracy"),
         estimate=_estimate(keras_model, arena),
         warnings=warnings,
     )

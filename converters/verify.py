@@ -27,11 +27,13 @@ DEFAULT_VERIFY_SAMPLES = 1000
 @dataclass(frozen=True)
 class Verification:
     """What :func:`verify` measured: the file (``info``), top-1 ``agreement`` with the Keras
-    model, ``accuracy`` of both when labels exist, output ``snr_db`` and ``cosine``."""
+    model, with labels the ``.tflite``'s ``accuracy`` and the Keras model's (``keras_accuracy``),
+    output ``snr_db`` and ``cosine``."""
 
     info: ModelInfo
     agreement: Optional[float] = None
-    accuracy: Optional[dict] = None
+    accuracy: Optional[float] = None
+    keras_accuracy: Optional[float] = None
     snr_db: Optional[float] = None
     cosine: Optional[float] = None
     verify_samples: int = 0
@@ -154,10 +156,7 @@ def verify(
                     f"{tuple(ref.shape[1:])} needs one label per class axis: {want}"
                 )
             ys = ys.reshape(ref_top.shape)
-            measured["accuracy"] = {
-                "keras": float(np.mean(ref_top == ys)),
-                "tflite": float(np.mean(lite_top == ys)),
-            }
+            measured.update(accuracy=float(np.mean(lite_top == ys)), keras_accuracy=float(np.mean(ref_top == ys)))
         if min_agreement is not None and agreement < min_agreement:
             raise VerificationError(
                 "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples, below the "

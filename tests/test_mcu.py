@@ -61,7 +61,7 @@ def test_tflm_agrees_with_litert_and_the_profiler_estimates_the_arena(report, ti
     # softmax outputs: LiteRT's int8 softmax (a lookup table) and TFLM's (fixed-point exp) round
     # differently by a few steps; the top-1 answers agree
     assert report.agreement >= 0.99 and report.max_step_diff <= 4, report.summary()
-    assert 0.0 <= report.accuracy["tflm"] <= 1.0 and abs(report.accuracy["tflm"] - report.accuracy["litert"]) <= 0.01
+    assert report.accuracy is not None and abs(report.accuracy - report.litert_accuracy) <= 0.01
     # the planner's activations are the profiler's int8 peak, to the byte, on this model
     assert report.allocations["head"] == profile(tiny_model, dtype_bytes=1).peak_activation_bytes
     assert abs(report.estimate["error_pct"]) <= 25, report.estimate
@@ -244,7 +244,7 @@ def test_export_target_mcu_checks_before_writing(tiny_model, digits_ds, tmp_path
         target="mcu",
         board="nano33ble",
     )
-    assert out.exists() and rep.mcu["fits"] is True and rep.mcu["agreement"] >= 0.98
+    assert out.exists() and rep.mcu.fits is True and rep.mcu.agreement >= 0.98
     assert "TFLM: arena" in rep.summary()
 
 

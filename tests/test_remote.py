@@ -92,7 +92,7 @@ def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(
     (remote,) = json.loads(out.read_text())["results"]
     assert remote["host"] == sshd["host"] and remote["model"] == str(model) and remote["error"] is None
     assert remote["runtime"]["name"] == "ai_edge_litert"
-    assert remote["accuracy"] == pytest.approx(exported["int8"].accuracy["tflite"], abs=1e-9)
+    assert remote["accuracy"] == pytest.approx(exported["int8"].accuracy, abs=1e-9)
 
     # The same JSON as a local run of the same model; the board's temp directory is gone.
     local = run_cli("bench", model, "--runs", "30", "--warmup", "3", "--inputs", test_npz, "--json", "-")

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgekit import __version__
-from edgekit.app.demo_report import DemoReport, mcu_line, render_markdown
+from edgekit.app.demo_report import DemoReport, render_markdown
 from edgekit.core.errors import InputError
 from edgekit.core.io import check_output, commit_dir, staging_dir, write_atomic
 from edgekit.core.results import fmt
@@ -368,7 +368,7 @@ def _export_job(work, seed, quant, log=None) -> dict:
     )
     log(f"      {quant}: {rep.size_bytes / 1024:,.1f} KiB, agreement with Keras {fmt(rep.agreement, '.4f')}")
     if rep.mcu:
-        log(f"      {mcu_line(rep.mcu)}")
+        log(f"      on a microcontroller: {rep.mcu.brief()}")
     return {
         quant: {"export": rep, "optimization": None, "stages": {f"export {quant}": round(time.perf_counter() - t0, 1)}}
     }
@@ -396,6 +396,7 @@ def _variant(name, rep, result, optimization, out, float_size, keras_accuracy) -
         "startup_ms": result.data.get("startup_ms"),
         "memory_mb": result.data.get("memory_mb"),
         "export": dict(rep.to_dict(), path=os.path.join(out, os.path.basename(rep.path))),
+        "mcu": rep.mcu.brief() if rep.mcu else None,  # the export's TFLM check, in one line
     }
 
 

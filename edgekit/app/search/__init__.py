@@ -194,7 +194,7 @@ def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm)
     m = _measure(path, target, inputs)
     m.update(agreement=rep.agreement, cosine=rep.cosine, warnings=[str(w) for w in warnings + list(rep.warnings)])
     if rep.mcu:
-        m.update(arena_bytes=rep.mcu["arena_bytes"], flash_bytes=rep.mcu["flash_bytes"], fits=rep.mcu["fits"])
+        m.update(arena_bytes=rep.mcu.arena_bytes, flash_bytes=rep.mcu.flash_bytes, fits=rep.mcu.fits)
     return m
 
 
