@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         results = dict(zip(reps, bench([r.path for r in reps.values()], runs=args.runs, warmup=30, inputs=npz)))
     p50 = {k: r.latency_ms["p50"] for k, r in results.items()}
     d = channel.steps[0].details
-    params_ratio = d["params"][1] / d["params"][0]
+    params_ratio = d.params[1] / d.params[0]
     ch_acc = reps["channels"].accuracy
     rows = [
         [

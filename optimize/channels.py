@@ -131,25 +131,20 @@ class ChannelPruneResult(Result):
             "barriers": self.barriers,
         }
 
-    def summary(self) -> str:
-        return summarize(self.to_dict())
-
-
-def summarize(details: dict, label: str = "channel prune") -> str:
-    """Params and MACs before/after, per-layer widths and barriers, from :meth:`ChannelPruneResult.to_dict`."""
-    d = details
-    lines = [
-        f"{label}: params {d['params'][0]:,} → {d['params'][1]:,}, MACs {d['macs'][0]:,} → {d['macs'][1]:,}"
-        + (f", dropped {', '.join(d['dropped_blocks'])}" if d["dropped_blocks"] else ""),
-        table(
-            ("layer", "width before", "after"),
-            [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in d["widths"].items()],
-            align="lrr",
-        ),
-    ]
-    if d["barriers"]:
-        lines.append(f"left alone (channel semantics not known, a barrier): {', '.join(d['barriers'])}")
-    return "\n".join(lines)
+    def summary(self, label: str = "channel prune") -> str:
+        """Params and MACs before/after, per-layer widths and barriers."""
+        lines = [
+            f"{label}: params {self.params[0]:,} → {self.params[1]:,}, MACs {self.macs[0]:,} → {self.macs[1]:,}"
+            + (f", dropped {', '.join(self.dropped_blocks)}" if self.dropped_blocks else ""),
+            table(
+                ("layer", "width before", "after"),
+                [[k, f"{b:,}", f"{a:,}"] for k, (b, a) in self.widths.items()],
+                align="lrr",
+            ),
+        ]
+        if self.barriers:
+            lines.append(f"left alone (channel semantics not known, a barrier): {', '.join(self.barriers)}")
+        return "\n".join(lines)
 
 
 def _search(build, measure, budget, what, unit) -> float:
@@ -269,11 +264,12 @@ def _apply(model, config, step):
             step.log(f"      round {r + 1}/{rounds}: {rep.params[1]:,} params, {rep.macs[1]:,} MACs")
     first, last = reports[0], reports[-1]
     widths = layer_widths(model)
-    details = first.to_dict()
-    details.update(
-        params=[first.params[0], last.params[1]],
-        macs=[first.macs[0], last.macs[1]],
-        widths={k: [v[0], widths[k]] for k, v in first.widths.items() if k in widths},
+    details = replace(
+        first,
+        model=None,  # the step's model is the recipe's; the report keeps what changed
+        params=(first.params[0], last.params[1]),
+        macs=(first.macs[0], last.macs[1]),
+        widths={k: (v[0], widths[k]) for k, v in first.widths.items() if k in widths},
         ratio=float(config.ratio) if rounds > 1 else first.ratio,
     )
     return model, details

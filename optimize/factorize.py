@@ -20,7 +20,7 @@ Inside your own training script::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -86,8 +86,8 @@ class FactorizeResult(Result):
     def to_dict(self) -> dict:
         return {"params": list(self.params), "layers": [l.to_dict() for l in self.layers]}
 
-    def summary(self) -> str:
-        """Per layer: rank, params before/after, relative error, kept energy."""
+    def summary(self, label: Optional[str] = None) -> str:
+        """Per layer: rank, params before/after, relative error, kept energy (under ``label``)."""
         rows = [
             [
                 l.layer,
@@ -102,11 +102,12 @@ class FactorizeResult(Result):
             for l in self.layers
         ]
         rows.append(["(model)", "", "", "", f"{self.params[0]:,}", f"{self.params[1]:,}", "", ""])
-        return table(
+        text = table(
             ("layer", "kind", "matrix", "rank", "params before", "after", "rel. error", "energy"),
             rows,
             align="lllrrrrr",
         )
+        return f"{label}:\n{text}" if label else text
 
 
 def _factorizable(layer) -> bool:
@@ -280,7 +281,7 @@ def factorize(model, config: FactorizeConfig = FactorizeConfig(), **overrides):
 def _apply(model, config, step):
     rep = factorize_report(model, config)
     step.fine_tune(rep.model)
-    return rep.model, rep.to_dict()
+    return rep.model, replace(rep, model=None)
 
 
 def _describe(c) -> str:

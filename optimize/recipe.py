@@ -145,7 +145,9 @@ class StepResult:
     weights: WeightReport
     accuracy: Optional[float]
     seconds: float
-    details: Optional[dict] = None  # what the technique reports (channel pruning: widths …; factorize: ranks)
+    # What the technique reports (channel pruning: widths …; factorize: ranks): a result with
+    # to_dict() and summary(label), or None.
+    details: Optional[Result] = None
 
 
 @dataclass
@@ -170,7 +172,11 @@ class OptimizeResult(Result):
                     "accuracy": s.accuracy,
                     "seconds": s.seconds,
                     "weights": s.weights.to_dict(),
-                    **({registry.get(s.technique).details_key or s.technique: s.details} if s.details else {}),
+                    **(
+                        {registry.get(s.technique).details_key or s.technique: s.details.to_dict()}
+                        if s.details is not None
+                        else {}
+                    ),
                 }
                 for s in self.steps
             ],
@@ -197,25 +203,9 @@ class OptimizeResult(Result):
             self.steps[-1].weights.summary(),
         ]
         for s in self.steps:
-            if s.details:
-                lines.append(_details_summary(s))
+            if s.details is not None:
+                lines.append(s.details.summary(label=s.step))
         return "\n".join(lines + [f"warning: {render(w, name)}" for w in self.warnings])
-
-
-def _details_summary(s: StepResult) -> str:
-    if s.technique == "factorize":
-        from edgekit.optimize.factorize import FactorizedLayer, FactorizeResult
-
-        return FactorizeResult(
-            None,
-            [FactorizedLayer(**{**l, "shape": tuple(l["shape"])}) for l in s.details["layers"]],
-            tuple(s.details["params"]),
-        ).summary()
-    if s.technique == "channel_prune":
-        from edgekit.optimize.channels import summarize
-
-        return summarize(s.details, s.step)
-    return f"{s.step}: {s.details}"
 
 
 def _lost(before: WeightReport, after: WeightReport) -> List[str]:

@@ -8,11 +8,18 @@ through it, so adding a technique is one module and one :func:`register` call::
     class ScaleConfig:
         factor: float = 0.5
 
+    @dataclass(frozen=True)
+    class Scaled(Result):                     # what the report says of the step
+        factor: float
+
+        def summary(self, label="scale"):
+            return f"{label}: kernels scaled by {self.factor:g}"
+
     def apply(model, config, step):           # step: StepContext (data, fine-tune, teacher, ...)
         new = copy_model(model)
         ...
         step.fine_tune(new)
-        return new, {"factor": config.factor}  # the model and what the report says of the step
+        return new, Scaled(config.factor)     # the new model, and a Result or None
 
     register(Technique("scale", ScaleConfig, apply, describe=lambda c: f"scale {c.factor:g}", order=45))
 
@@ -59,7 +66,8 @@ class StepContext:
 
 @dataclass(frozen=True)
 class Technique:
-    """``apply(model, config, step)`` returns (the new model, a dict for the report or None) and
+    """``apply(model, config, step)`` returns (the new model, a :class:`~edgekit.core.results.Result`
+    for the report, with ``to_dict()`` and ``summary(label)``, or None) and
     leaves ``model`` untouched; ``describe(config)`` a short label ("prune 0.8"); ``order`` places
     the step in recipes built from flags; ``last``: only as the last step (QAT)."""
 

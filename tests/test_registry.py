@@ -8,6 +8,7 @@ import pytest
 
 from edgekit import keras
 from edgekit.core.errors import InputError
+from edgekit.core.results import Result
 from edgekit.optimize import Recipe, StepContext, Technique, copy_model, optimize, register, techniques, unregister
 
 
@@ -22,6 +23,17 @@ class ScaleConfig:
             raise InputError(f"factor must be > 0. Received factor={self.factor}")
 
 
+@dataclass(frozen=True)
+class Scaled(Result):
+    """What the toy reports: the factor and how many kernels it scaled."""
+
+    factor: float
+    scaled: int
+
+    def summary(self, label: str = "scale") -> str:
+        return f"{label}: {self.scaled} kernel(s) scaled by {self.factor:g}"
+
+
 def _apply(model, config, step: StepContext):
     new = copy_model(model)
     for layer in new.layers:
@@ -29,7 +41,7 @@ def _apply(model, config, step: StepContext):
             kernel, *rest = layer.get_weights()
             layer.set_weights([kernel * config.factor, *rest])
     step.fine_tune(new)
-    return new, {"factor": config.factor, "scaled": sum(isinstance(l, keras.layers.Dense) for l in new.layers)}
+    return new, Scaled(config.factor, sum(isinstance(l, keras.layers.Dense) for l in new.layers))
 
 
 @pytest.fixture
@@ -57,7 +69,9 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
     x = np.random.default_rng(0).random((64, 8)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 3, 64)
     result = optimize(model, recipe, x, y, x_test=x, y_test=y)
-    assert result.to_dict()["steps"][0]["scale"] == {"factor": 0.25, "scaled": 2}  # apply's details, reported
+    # the technique's own report, in the result's JSON and its summary, without the runner knowing it
+    assert result.to_dict()["steps"][0]["scale"] == {"factor": 0.25, "scaled": 2}
+    assert "scale 0.25: 2 kernel(s) scaled by 0.25" in result.summary()
     # each Dense kernel was scaled (a learning rate of 1e-9 leaves it as scaled), then pruned to half zeros
     for layer, kernel in zip([l for l in result.model.layers if l.get_weights()], before[::2]):
         got = layer.get_weights()[0]

@@ -486,6 +486,6 @@ def _summary(start, recipe, result, export_options, seconds) -> dict:
         "weights": weights.to_dict(),
         "warnings": [str(w) for w in result.warnings],
     }
-    if result.steps[0].details:
-        summary["channels"] = result.steps[0].details
+    if result.steps[0].details is not None:
+        summary["channels"] = result.steps[0].details.to_dict()
     return summary
