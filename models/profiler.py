@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.core.errors import InputError
+from edgekit.core.graph import calls, producer
 from edgekit.core.results import Result, table
 
 # Layers that become part of the previous op after conversion (or vanish at inference).
@@ -141,7 +142,7 @@ def layer_macs(layer) -> int:
     if kind == "TiedEmbedding":  # the call with attend=True is the output projection
         return sum(
             int(np.prod(_shape(layer.get_input_shape_at(i))[:-1])) * layer.input_dim * layer.output_dim
-            for i in range(len(layer._inbound_nodes))
+            for i in range(len(calls(layer)))
             if not layer.get_input_at(i).dtype.is_integer
         )
     return 0
@@ -170,7 +171,7 @@ def _kernels_and_channels(layer) -> Tuple[int, int, int]:
         d, p = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
         return int(np.prod(d) + np.prod(p)), int(d[-2] * d[-1] + p[-1]), 2
     if kind in ("Embedding", "TiedEmbedding"):  # one per-tensor table, however many ops read it
-        return int(layer.input_dim * layer.output_dim), 0, len(layer._inbound_nodes)
+        return int(layer.input_dim * layer.output_dim), 0, len(calls(layer))
     if kind in _IN_PLACE:
         return 0, 0, 0
     return 0, 0, 1
@@ -218,7 +219,7 @@ def _int8_bytes(layer) -> int:
 
 
 def _producers(layer) -> List[str]:
-    nodes = getattr(layer, "_inbound_nodes", [])
+    nodes = calls(layer)
     if not nodes:
         return []
     inbound = nodes[0].inbound_layers
@@ -237,7 +238,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
         raise InputError("{dtype_bytes} must be 1, 2 or 4; received {value}", params="dtype_bytes", value=dtype_bytes)
     layers = list(model.layers)
     # a Sequential model does not list its InputLayer among its layers: the graph still starts there
-    layers = [t._keras_history.layer for t in model.inputs if t._keras_history.layer not in layers] + layers
+    layers = [producer(t) for t in model.inputs if producer(t) not in layers] + layers
     producers: Dict[str, List[str]] = {l.name: _producers(l) for l in layers}
 
     # Buffers: an in-place layer's output is its input's buffer.
@@ -245,7 +246,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
     out_bytes: Dict[str, int] = {}
     profiles = []
     for l in layers:
-        shape = _shape(_single(l.get_output_shape_at(len(l._inbound_nodes) - 1)))  # a shared layer: its last call
+        shape = _shape(_single(l.get_output_shape_at(len(calls(l)) - 1)))  # a shared layer: its last call
         nbytes = int(np.prod(shape)) * dtype_bytes
         out_bytes[l.name] = nbytes
         kind = type(l).__name__
@@ -263,7 +264,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
         for src in producers[l.name]:
             last_use[buffer_of[src]] = max(last_use.get(buffer_of[src], step), step)
     for out in model.outputs:
-        last_use[buffer_of[out._keras_history.layer.name]] = len(layers)
+        last_use[buffer_of[producer(out).name]] = len(layers)
 
     live: Dict[str, int] = {}
     lifetimes: Dict[str, list] = {}  # buffer → [bytes, first step, last step]

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError
-from edgekit.core.graph import fresh_inputs, node_call_args
+from edgekit.core.graph import calls, fresh_inputs, node_call_args, producer
 from edgekit.optimize.configs import selects
 
 L = keras.layers
@@ -89,7 +89,7 @@ class _Ids:
 def _inputs(layer) -> list:
     """Every tensor ``layer``'s (one) call reads: its inputs, and for a TensorFlow op layer
     (``x * y``) the tensors among its other arguments too."""
-    return list(layer._inbound_nodes[0].keras_inputs)
+    return list(calls(layer)[0].keras_inputs)
 
 
 def channels_of(t) -> int:
@@ -125,9 +125,9 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
     for layer in model.layers:
         if isinstance(layer, L.InputLayer):
             continue
-        if len(layer._inbound_nodes) != 1:
+        if len(calls(layer)) != 1:
             raise InputError(
-                f"channel_prune: layer '{layer.name}' is used {len(layer._inbound_nodes)} times; "
+                f"channel_prune: layer '{layer.name}' is used {len(calls(layer))} times; "
                 f"shared layers are not supported: give each use its own layer"
             )
         if isinstance(layer.output, (list, tuple)):
@@ -214,7 +214,7 @@ def _shortcut(add) -> Optional[int]:
             t = stack.pop()
             if t is short:
                 return index
-            layer = t._keras_history.layer
+            layer = producer(t)
             if id(layer) in seen or isinstance(layer, L.InputLayer):
                 continue
             seen.add(id(layer))
@@ -229,7 +229,7 @@ def _kernel(layer) -> np.ndarray:
 
 def _next_bn(model, layer):
     for other in model.layers:
-        if isinstance(other, L.BatchNormalization) and len(other._inbound_nodes) == 1 and other.input is layer.output:
+        if isinstance(other, L.BatchNormalization) and len(calls(other)) == 1 and other.input is layer.output:
             return other
     return None
 
@@ -339,7 +339,7 @@ def select(
 def _last_source(t):
     """The conv/dense layer that last set the channels of ``t`` (through channel-wise layers)."""
     while True:
-        layer = t._keras_history.layer
+        layer = producer(t)
         if is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
             return layer
         if isinstance(layer, (L.DepthwiseConv2D, L.Activation) + _CHANNELWISE):
@@ -361,7 +361,7 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
     needed, stack = set(), list(model.outputs)
     while stack:
         t = stack.pop()
-        layer = t._keras_history.layer
+        layer = producer(t)
         if id(layer) in needed:
             continue
         needed.add(id(layer))
@@ -404,7 +404,7 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         elif isinstance(layer, (L.BatchNormalization, L.PReLU)) and len(in_keep) == len(out_keep):
             weights = [w[..., in_keep] for w in weights]
         clone = layer.__class__.from_config(config)
-        args, kwargs = node_call_args(layer._inbound_nodes[0], new)  # constants (x + 3.0) kept
+        args, kwargs = node_call_args(calls(layer)[0], new)  # constants (x + 3.0) kept
         out = clone(*args, **kwargs)
         clone.set_weights(weights)
         new[id(layer.output)] = out

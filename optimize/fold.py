@@ -14,7 +14,7 @@ from typing import Dict
 import numpy as np
 
 from edgekit.core.compat import keras
-from edgekit.core.graph import functional, rewrite
+from edgekit.core.graph import calls, functional, rewrite
 
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -23,7 +23,7 @@ def _consumers(model) -> Dict[int, int]:
     """How many layers (or model outputs) read each tensor."""
     counts: Dict[int, int] = {}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer) or len(layer._inbound_nodes) != 1:
+        if isinstance(layer, keras.layers.InputLayer) or len(calls(layer)) != 1:
             continue
         args = layer.input
         for t in args if isinstance(args, (list, tuple)) else [args]:
@@ -37,10 +37,10 @@ def _foldable(layer, bn, consumers) -> bool:
     return (
         type(layer) in _FOLDABLE  # exact classes: subclasses may compute something else
         and getattr(layer.activation, "__name__", "") == "linear"
-        and len(layer._inbound_nodes) == 1
+        and len(calls(layer)) == 1
         and consumers.get(id(layer.output), 0) == 1
         and bn.axis in ([-1], [len(bn.input_shape) - 1])
-        and len(bn._inbound_nodes) == 1
+        and len(calls(bn)) == 1
     )
 
 
@@ -50,10 +50,10 @@ def fold_batchnorm(model):
     copied with their weights; the outputs are equal in inference mode (float rounding)."""
     model = functional(model, "fold_batchnorm")
     consumers = _consumers(model)
-    producer = {id(l.output): l for l in model.layers if len(l._inbound_nodes) == 1}
+    producer = {id(l.output): l for l in model.layers if len(calls(l)) == 1}
     folded_into = {}  # id(conv) -> bn
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
+        if isinstance(layer, keras.layers.BatchNormalization) and len(calls(layer)) == 1:
             prev = producer.get(id(layer.input))
             if prev is not None and _foldable(prev, layer, consumers):
                 folded_into[id(prev)] = layer

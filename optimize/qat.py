@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
-from edgekit.core.graph import copy_layer, ops_as_layers, rewrite
+from edgekit.core.graph import calls, copy_layer, ops_as_layers, rewrite
 from edgekit.core.layers import CUSTOM_OBJECTS
 from edgekit.core.wrappers import custom_objects
 from edgekit.optimize.cluster import is_sparse
@@ -74,7 +74,7 @@ def _integer_inputs_apart(model):
         if type(layer).__name__ == "InputLayer" or not any(t is layer.input for t in ints):
             return None
         ids = keras.layers.Activation("linear", name=f"{layer.name}_ids")(mapped)
-        return copy_layer(layer, layer._inbound_nodes[0], {id(layer.input): ids})
+        return copy_layer(layer, calls(layer)[0], {id(layer.input): ids})
 
     return rewrite(model, replace, "qat")
 

@@ -16,6 +16,7 @@ import contextlib
 import threading
 
 from edgekit.core.compat import keras, tfmot
+from edgekit.core.graph import calls, consumers
 from edgekit.core.layers import DepthwiseQuantizeConfig, EmbeddingQuantizeConfig, OutputQuantizeConfig
 
 # Activations tfmot's Default8BitActivationQuantizeConfig accepts.
@@ -41,10 +42,10 @@ _FOLDS_BATCHNORM = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 def _folded_by_tfmot(bn) -> bool:
     """True when tfmot folds this BatchNormalization into the convolution before it: that
     convolution feeds it and nothing else."""
-    nodes = getattr(bn, "_inbound_nodes", [])
+    nodes = calls(bn)
     inbound = nodes[0].inbound_layers if nodes else []
     inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
-    return len(inbound) == 1 and type(inbound[0]) in _FOLDS_BATCHNORM and len(inbound[0]._outbound_nodes) == 1
+    return len(inbound) == 1 and type(inbound[0]) in _FOLDS_BATCHNORM and len(consumers(inbound[0])) == 1
 
 
 def edgekit_config(layer):

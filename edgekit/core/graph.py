@@ -8,6 +8,37 @@ from typing import Callable, Dict, Optional
 from edgekit.core.compat import keras, tf
 from edgekit.core.errors import InputError
 
+# tf_keras's functional graph is read here and nowhere else: through its public properties where it
+# has them (Layer.inbound_nodes / outbound_nodes, KerasTensor.node), and through its attributes where
+# it has none (whether a value is a symbolic tensor; a model's nodes by depth, the order it runs).
+
+
+def calls(layer) -> list:
+    """The nodes where ``layer`` was called: one per call (a shared layer has several)."""
+    return list(layer.inbound_nodes)
+
+
+def consumers(layer) -> list:
+    """The nodes where ``layer``'s outputs were consumed."""
+    return list(layer.outbound_nodes)
+
+
+def producer(tensor):
+    """The layer whose output symbolic ``tensor`` is."""
+    return tensor.node.layer
+
+
+def is_symbolic(value) -> bool:
+    """Whether ``value`` is a tensor of a functional graph (not a constant of ``x + 3.0``).
+    No public test exists: ``keras.backend.is_keras_tensor`` raises on anything else."""
+    return hasattr(value, "_keras_history")
+
+
+def nodes_in_order(model) -> list:
+    """``model``'s own nodes in the order it runs them (a shared layer's every call). tf_keras keeps
+    them by depth and has no public reader."""
+    return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
+
 
 def fresh_inputs(model):
     """New ``keras.Input`` tensors like ``model``'s, for rebuilding it layer by layer: a map from
@@ -38,7 +69,7 @@ def node_call_args(node, new: Dict[int, object]):
     kept as it was."""
 
     def swap(value):
-        return new[id(value)] if hasattr(value, "_keras_history") else value
+        return new[id(value)] if is_symbolic(value) else value
 
     return (tf.nest.map_structure(swap, tuple(node.call_args)), tf.nest.map_structure(swap, dict(node.call_kwargs)))
 
@@ -65,12 +96,12 @@ def rewrite(model, replace: Callable[[object, object], Optional[object]], verb: 
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if len(layer._inbound_nodes) != 1:
+        if len(calls(layer)) != 1:
             raise InputError(f"{verb}: layer '{layer.name}' is used more than once; shared layers are not supported")
         args = layer.input
         mapped = [new[id(t)] for t in args] if isinstance(args, (list, tuple)) else new[id(args)]
         out = replace(layer, mapped)
-        new[id(layer.output)] = out if out is not None else copy_layer(layer, layer._inbound_nodes[0], new)
+        new[id(layer.output)] = out if out is not None else copy_layer(layer, calls(layer)[0], new)
     outputs = [new[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
@@ -103,7 +134,7 @@ def _number(value):
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    if getattr(value, "shape", None) == () and hasattr(value, "dtype") and not hasattr(value, "_keras_history"):
+    if getattr(value, "shape", None) == () and hasattr(value, "dtype") and not is_symbolic(value):
         return float(value)
     return None
 
@@ -122,7 +153,7 @@ def _op_as_layer(layer, args, kwargs):
     if kind is None or len(values) != 2:
         return None
     a, b = values
-    tensors = [hasattr(v, "_keras_history") for v in (a, b)]
+    tensors = [is_symbolic(v) for v in (a, b)]
     if all(tensors):
         merge = {"add": keras.layers.Add, "sub": keras.layers.Subtract, "mul": keras.layers.Multiply}.get(kind)
         return merge(name=name)([a, b]) if merge else None
@@ -150,7 +181,7 @@ def ops_as_layers(model):
     def replace(layer, mapped):
         if type(layer).__name__ != "TFOpLambda":
             return None
-        return _op_as_layer(layer, *node_call_args(layer._inbound_nodes[0], replace.new))
+        return _op_as_layer(layer, *node_call_args(calls(layer)[0], replace.new))
 
     replace.new = None
     return rewrite(model, replace, "ops_as_layers", expose=replace)
@@ -173,32 +204,31 @@ def _replay(m, new: Dict[int, object], clones: Dict[int, tuple], used: set) -> l
     """Call ``m``'s layers, depth by depth, on the tensors of ``new`` (id(old tensor) → new),
     nested models inlined (a layer whose name is taken is prefixed with its model's); returns
     ``m``'s outputs."""
-    for depth in sorted(m._nodes_by_depth, reverse=True):
-        for node in m._nodes_by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            args, kwargs = node_call_args(node, new)
-            if isinstance(layer, keras.Model):
-                flat = tf.nest.flatten(args[0] if len(args) == 1 else args)
-                outs = _replay(layer, {id(t): x for t, x in zip(layer.inputs, flat)}, clones, used)
-            else:
-                if id(layer) not in clones:
-                    config = layer.get_config()
-                    if config["name"] in used:
-                        config["name"] = f"{m.name}_{config['name']}"
-                    used.add(config["name"])
-                    clones[id(layer)] = (layer, layer.__class__.from_config(config))
-                outs = clones[id(layer)][1](*args, **kwargs)
-            olds = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            for old, out in zip(olds, outs):
-                new[id(old)] = out
+    for node in nodes_in_order(m):
+        layer = node.layer
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        args, kwargs = node_call_args(node, new)
+        if isinstance(layer, keras.Model):
+            flat = tf.nest.flatten(args[0] if len(args) == 1 else args)
+            outs = _replay(layer, {id(t): x for t, x in zip(layer.inputs, flat)}, clones, used)
+        else:
+            if id(layer) not in clones:
+                config = layer.get_config()
+                if config["name"] in used:
+                    config["name"] = f"{m.name}_{config['name']}"
+                used.add(config["name"])
+                clones[id(layer)] = (layer, layer.__class__.from_config(config))
+            outs = clones[id(layer)][1](*args, **kwargs)
+        olds = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for old, out in zip(olds, outs):
+            new[id(old)] = out
     return [new[id(t)] for t in m.outputs]
 
 
 def _output_layer(model):
-    return model.outputs[0]._keras_history.layer
+    return producer(model.outputs[0])
 
 
 def emits_probabilities(model) -> bool:

@@ -131,7 +131,7 @@ def to_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     """The Keras 3 twin of a plain tf_keras functional or Sequential ``model`` (a result of
     prune, cluster, channel pruning, factorization or distillation, stripped), checked on ``x``
     (default: random inputs) unless ``verify=False``. Quantization-aware models stay tf_keras."""
-    from edgekit.core.graph import functional, node_call_args
+    from edgekit.core.graph import functional, node_call_args, nodes_in_order
 
     _, keras = _tf()
     k3 = keras3()
@@ -143,20 +143,19 @@ def to_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
         new[id(t)] = i
         inputs.append(i)
     pairs = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # this model's nodes, in order
-        for node in model._nodes_by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            args, kwargs = node_call_args(node, new)
-            if type(layer).__name__ in ("TFOpLambda", "SlicingOpLambda"):
-                out = _k3_op(layer)(*args, **kwargs)
-            else:
-                if id(layer) not in pairs:
-                    pairs[id(layer)] = (layer, _k3_layer(layer))
-                out = pairs[id(layer)][1](*args, **kwargs)
-            for old, o in zip(_as_list(node.outputs), _as_list(out)):
-                new[id(old)] = o
+    for node in nodes_in_order(model):  # this model's nodes, in order
+        layer = node.layer
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        args, kwargs = node_call_args(node, new)
+        if type(layer).__name__ in ("TFOpLambda", "SlicingOpLambda"):
+            out = _k3_op(layer)(*args, **kwargs)
+        else:
+            if id(layer) not in pairs:
+                pairs[id(layer)] = (layer, _k3_layer(layer))
+            out = pairs[id(layer)][1](*args, **kwargs)
+        for old, o in zip(_as_list(node.outputs), _as_list(out)):
+            new[id(old)] = o
     outputs = [new[id(t)] for t in model.outputs]
     result = k3.Model(
         inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
