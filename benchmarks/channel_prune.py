@@ -52,16 +52,14 @@ def main(argv=None) -> int:
         Recipe((Step("channel_prune", ChannelPruneConfig(ratio=args.ratio, importance=args.importance), ft),)),
         ds.x_train,
         ds.y_train,
-        x_test=ds.x_test,
-        y_test=ds.y_test,
+        validation_data=(ds.x_test, ds.y_test),
     )
     magnitude = optimize(
         model,
         Recipe((Step("prune", PruneConfig(sparsity=args.ratio), ft),)),
         ds.x_train,
         ds.y_train,
-        x_test=ds.x_test,
-        y_test=ds.y_test,
+        validation_data=(ds.x_test, ds.y_test),
     )
     with tempfile.TemporaryDirectory() as tmp:
         reps = {
@@ -69,9 +67,8 @@ def main(argv=None) -> int:
                 m,
                 os.path.join(tmp, f"{name}.tflite"),
                 "int8",
-                calib=ds.x_train,
-                eval_x=ds.x_test,
-                eval_y=ds.y_test,
+                calibration=ds.x_train,
+                validation_data=(ds.x_test, ds.y_test),
                 layer_report=False,
             )
             for name, m in (("unpruned", model), ("channels", channel.model), ("magnitude", magnitude.model))

@@ -41,10 +41,16 @@ def mobilenet_v2_rows(tmp: str) -> list:
     model = create("mobilenet_v2")
     rng = np.random.default_rng(0)
     x = rng.random((100, 224, 224, 3), dtype=np.float32)
-    f32 = export(model, os.path.join(tmp, "mbv2_f32.tflite"), "float32", eval_x=x[:10])
+    f32 = export(model, os.path.join(tmp, "mbv2_f32.tflite"), "float32", validation_data=(x[:10], None))
     t0 = time.perf_counter()
     i8 = export(
-        model, os.path.join(tmp, "mbv2_int8.tflite"), "int8", calib=x, calib_samples=100, eval_x=x, verify_samples=100
+        model,
+        os.path.join(tmp, "mbv2_int8.tflite"),
+        "int8",
+        calibration=x,
+        calib_samples=100,
+        validation_data=(x, None),
+        verify_samples=100,
     )
     seconds = time.perf_counter() - t0
     info = inspect_tflite(i8.path)
@@ -90,7 +96,7 @@ if how == "plain":
     conv.convert()
 else:
     from edgekit.converters import export
-    export(model, None, "int8", calib=x[:256], calib_samples=256, eval_x=x[256:])
+    export(model, None, "int8", calibration=x[:256], calib_samples=256, validation_data=x[256:])
 print(time.perf_counter() - t0)
 """
 
@@ -134,15 +140,15 @@ def sparse_rows(tmp: str) -> list:
         k[np.abs(k) < np.quantile(np.abs(k), 0.9)] = 0
         layer.set_weights([k, b])
     x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
-    dense = export(model, os.path.join(tmp, "mlp.tflite"), "float32", eval_x=x)
-    sparse = export(model, os.path.join(tmp, "mlp_sparse.tflite"), "float32", eval_x=x, sparse=True)
+    dense = export(model, os.path.join(tmp, "mlp.tflite"), "float32", validation_data=(x, None))
+    sparse = export(model, os.path.join(tmp, "mlp_sparse.tflite"), "float32", validation_data=(x, None), sparse=True)
     try:
         export(
             model,
             os.path.join(tmp, "mlp_int8_sparse.tflite"),
             "int8",
-            calib=x,
-            eval_x=x,
+            calibration=x,
+            validation_data=(x, None),
             sparse=True,
             layer_report=False,
         )

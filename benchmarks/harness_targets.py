@@ -54,7 +54,7 @@ def models(demo_dir: str, tmp: str) -> dict:
     x = np.random.default_rng(0).random((32, 224, 224, 3), dtype=np.float32)
     for q in ("float32", "int8"):
         path = os.path.join(tmp, f"mbv2_{q}.tflite")
-        export(mbv2, path, q, calib=x, calib_samples=32, eval_x=x[:4], layer_report=False)
+        export(mbv2, path, q, calibration=x, calib_samples=32, validation_data=(x[:4], None), layer_report=False)
         out[f"MobileNetV2 {q}"] = path
     return out
 

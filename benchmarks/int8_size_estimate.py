@@ -51,7 +51,7 @@ def measure(name: str, preset: str, steps: int, ds) -> dict:
     model.compile("adam", loss)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     estimate = profile(model).int8_bytes
-    real = inspect_tflite(convert(model, "int8", calib=x, calib_samples=64)).size_bytes
+    real = inspect_tflite(convert(model, "int8", calibration=x, calib_samples=64)).size_bytes
     return {
         "model": name,
         "params": model.count_params(),

@@ -94,8 +94,10 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
     _train(model, x_train, y_train, epochs, autoencoder)
     path = os.path.join(tmp, f"{name}_{preset}.tflite")
     # random-data weights: the int8 model's agreement with them means nothing, so no sanity gate
-    gate = {} if preset == "digits" else {"min_cosine": -1.0}
-    rep = export(model, path, calib=x_train, eval_x=x_test, eval_y=y_test, target="mcu", overwrite=True, **gate)
+    gate = {} if preset == "digits" else {"min_cosine": None}
+    rep = export(
+        model, path, calibration=x_train, validation_data=(x_test, y_test), target="mcu", overwrite=True, **gate
+    )
     m = rep.mcu.to_dict()
     row = {
         "model": name,
@@ -122,8 +124,8 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
         twin = _logits_twin(model)
         if twin is not None:
             tpath = os.path.join(tmp, f"{name}_logits.tflite")
-            export(twin, tpath, calib=x_train, eval_x=x_test, overwrite=True)
-            row["max_step_diff_logits"] = mcu(tpath, x=x_test, samples=len(x_test)).max_step_diff
+            export(twin, tpath, calibration=x_train, validation_data=(x_test, None), overwrite=True)
+            row["max_step_diff_logits"] = mcu(tpath, validation_data=(x_test, None), samples=len(x_test)).max_step_diff
         else:
             row["max_step_diff_logits"] = m["max_step_diff"]
     row["seconds"] = round(time.perf_counter() - t0, 1)

@@ -52,7 +52,9 @@ def tied_lm_sizes(vocab: int = 30000, dim: int = 500) -> dict:
         model = tied_lm(vocab, dim, context=32, layers=1, kernel=1, tied=tied)
         out[tied, "params"] = model.count_params()
         for mode in ("float32", "int8"):
-            rep = export(model, None, mode, calib=x, calib_samples=64, eval_x=x[:16], layer_report=False)
+            rep = export(
+                model, None, mode, calibration=x, calib_samples=64, validation_data=(x[:16], None), layer_report=False
+            )
             out[tied, mode] = rep.size_bytes
             out["merged_bytes"] += sum(s["bytes"] for s in rep.shared_weights) if tied else 0
     return out
@@ -101,7 +103,7 @@ def _vgg_pruning(tmp: str, log) -> List[Row]:
 
     model = create("vgg16")
     x = np.random.default_rng(0).random((4, 224, 224, 3), dtype=np.float32)
-    dense = export(model, os.path.join(tmp, "vgg16.tflite"), "float32", eval_x=x[:1])
+    dense = export(model, os.path.join(tmp, "vgg16.tflite"), "float32", validation_data=(x[:1], None))
     log("  VGG-16 float32 converted")
     pruned = prune(model, PruneConfig(sparsity=0.9, steps=2, ramp_fraction=0.5))
     del model
@@ -218,8 +220,7 @@ def _low_rank_row(model, ds, base, log) -> Row:
         Recipe((Step("factorize", FactorizeConfig(target_params=budget), FineTune(10, 32, 2e-3, "cosine")),)),
         ds.x_train,
         ds.y_train,
-        x_test=ds.x_test,
-        y_test=ds.y_test,
+        validation_data=(ds.x_test, ds.y_test),
     )
     log("  factorized")
     return Row(
@@ -267,7 +268,7 @@ def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
     from edgekit.optimize import accuracy
 
     base = accuracy(model, ds.x_test, ds.y_test)
-    common = dict(calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, layer_report=False)
+    common = dict(calibration=ds.x_train, validation_data=(ds.x_test, ds.y_test), layer_report=False)
     q = export(model, os.path.join(tmp, "teacher_int8.tflite"), "int8", **common)
     log("  demo int8 exported")
     return [

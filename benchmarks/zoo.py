@@ -92,7 +92,9 @@ def sample(model, n: int, seed: int = 0):
 def _export(model, x, y):
     from edgekit.converters import export
 
-    rep = export(model, None, "int8", calib=x, calib_samples=len(x), eval_x=x, layer_report=False)
+    rep = export(
+        model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
+    )
     return (
         rep.fully_integer,
         f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}, cosine {rep.cosine:.4f}",
@@ -122,7 +124,7 @@ def _qat(model, x, y):
     from edgekit.optimize import FineTune, QATConfig, Recipe, optimize
 
     result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
-    rep = export(result.model, None, "int8", calib=x, calib_samples=len(x), eval_x=x)
+    rep = export(result.model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None))
     return rep.fully_integer, (
         f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
     )

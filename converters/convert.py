@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.converters.share import share_weights as _share_weights
 from edgekit.core.data import calibration_samples, fit_to_input
-from edgekit.core.errors import InputError
+from edgekit.core.errors import InputError, renamed
 from edgekit.core.saving import as_tf_keras
 
 DEFAULT_CALIB_SAMPLES = 256
@@ -153,7 +153,7 @@ def _run_converter(what: str, quant: Quant, fn):
 def convert(
     model,
     quant="int8",
-    calib=None,
+    calibration=None,
     *,
     io: Optional[str] = None,
     sparse: bool = False,
@@ -163,11 +163,13 @@ def convert(
     progress: Optional[str] = None,
     per_channel: bool = True,
     share: bool = True,
+    **legacy,
 ) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
-    ``int8`` and ``int16x8`` need ``calib``: any source :func:`edgekit.core.data.calibration_samples`
-    takes (an array, 'digits', a .npz path, an image directory, a tf.data dataset, a generator),
+    ``int8`` and ``int16x8`` need ``calibration`` (older name ``calib``): any source
+    :func:`edgekit.core.data.calibration_samples` takes (an array, 'digits', a .npz path, an image
+    directory, a tf.data dataset, a generator),
     of which ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges. ``io`` sets
     the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
     ``keep_float`` names output tensors (see :func:`layer_errors`) of int8 ops to leave in float.
@@ -175,6 +177,9 @@ def convert(
     quantizes each weight tensor with one scale (for clustered models: k values stay k values).
     ``share`` stores a weight that several ops read (a tied embedding) once
     (:func:`edgekit.converters.share.share_weights`)."""
+    calib = renamed(legacy, "calib", "calibration", calibration)
+    if legacy:
+        raise TypeError(f"convert() got an unexpected keyword argument '{next(iter(legacy))}'")
     quant = Quant.parse(quant)
     model = as_tf_keras(model)
     io = quant.check_io(io)

@@ -17,7 +17,8 @@ import numpy as np
 from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, calibration_data, check_options, fit
 from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
-from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.data import validation_pair
+from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import check_output, write_atomic
 from edgekit.core.results import Result
 from edgekit.core.saving import as_tf_keras
@@ -42,7 +43,7 @@ class ExportOptions:
     ``keep_float``: int8 layers left in float (names, or ``"auto"`` with ``min_agreement``);
     ``layer_report``: measure each int8 layer's quantization error; ``share_weights``: store a
     weight several ops read once; ``min_cosine``: the sanity gate of integer exports (see
-    :data:`MIN_COSINE`; None: that default, -1: off); ``target='mcu'``: also check the model under TFLM
+    :data:`MIN_COSINE`, the default; None: no gate); ``target='mcu'``: also check the model under TFLM
     (ops, arena, flash, agreement with LiteRT) and, with ``board``, that it fits."""
 
     quant: Union[Quant, str] = "int8"
@@ -56,7 +57,7 @@ class ExportOptions:
     keep_float: Union[None, str, Tuple[str, ...]] = None
     layer_report: bool = True
     share_weights: bool = True
-    min_cosine: Optional[float] = None  # None: MIN_COSINE for integer modes
+    min_cosine: Optional[float] = MIN_COSINE  # integer modes; None: no gate
     target: str = "litert"  # "mcu": also run the microcontroller checks (edgekit.converters.mcu)
     board: object = None  # target="mcu": a board name or a tflm.Board (None: every known board)
 
@@ -256,8 +257,8 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
 def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> None:
     """An integer export whose outputs are far from the Keras model's — further than rounding
     explains (:data:`MIN_COSINE`) — fails, naming the layers that lose the most."""
-    gate = MIN_COSINE if o.min_cosine is None else o.min_cosine
-    if not o.quant.integer or checked.cosine is None or checked.cosine >= gate:
+    gate = o.min_cosine
+    if gate is None or not o.quant.integer or checked.cosine is None or checked.cosine >= gate:
         return
     if not errors and o.quant is Quant.INT8 and not is_qat(model) and eval_x is not None:
         errors, _ = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"))
@@ -283,7 +284,7 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
     from edgekit.converters.mcu import mcu
 
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
-    rep = mcu(tflite, board=o.board, x=eval_x, y=eval_y, keras_model=model, name=name)
+    rep = mcu(tflite, board=o.board, validation_data=(eval_x, eval_y), keras_model=model, name=name)
     if rep.fits is False:
         raise VerificationError(
             f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
@@ -295,11 +296,10 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
 def export(
     model,
     path=None,
-    quant="int8",
+    quant=None,
     *,
-    calib=None,
-    eval_x: Optional[np.ndarray] = None,
-    eval_y: Optional[np.ndarray] = None,
+    calibration=None,
+    validation_data=None,
     overwrite: bool = False,
     progress: Optional[str] = None,
     options: Optional[ExportOptions] = None,
@@ -307,12 +307,21 @@ def export(
 ) -> ExportReport:
     """Convert, verify, then (with ``path``) write atomically; nothing is written if a step fails.
 
-    ``calib`` is any calibration source (see :func:`edgekit.core.data.calibration_samples`);
-    ``eval_x``/``eval_y`` are held-out data for the agreement check (default: the calibration
-    samples, without labels). The other keywords are :class:`ExportOptions` fields (or pass
-    ``options``). Pruning and clustering wrappers are stripped first. ``progress`` labels a
-    progress line during calibration."""
-    o = options or ExportOptions(quant=quant, **fields)
+    ``calibration`` is any calibration source (see :func:`edgekit.core.data.calibration_samples`);
+    ``validation_data`` is held-out data for the checks, ``(x, y)`` or ``x`` (default: the
+    calibration samples, without labels). ``quant`` and the other keywords are
+    :class:`ExportOptions` fields, or pass ``options`` (not both). Pruning and clustering wrappers
+    are stripped first. ``progress`` labels a progress line during calibration. The older names
+    ``calib``, ``eval_x`` and ``eval_y`` still work, with a warning."""
+    calib = renamed(fields, "calib", "calibration", calibration)
+    validation_data = renamed(fields, ("eval_x", "eval_y"), "validation_data", validation_data)
+    eval_x, eval_y = validation_pair(validation_data)
+    if options is not None and (quant is not None or fields):
+        given = ["quant"] * (quant is not None) + sorted(fields)
+        raise InputError(
+            "give {options} or its fields ({fields}), not both", params=("options", *given), fields=", ".join(given)
+        )
+    o = options or ExportOptions(quant="int8" if quant is None else quant, **fields)
     model = as_tf_keras(model)
     if is_pruned(model) or is_clustered(model):
         model = strip(model)  # the wrappers' masks and indices are training state, not the model

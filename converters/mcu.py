@@ -40,7 +40,8 @@ from edgekit.converters.tflm import (
 from edgekit.converters.tflm import (
     board as find_board,
 )
-from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.data import validation_pair
+from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import _umask, check_output, commit_dir, staging_dir
 from edgekit.core.results import Result, table
 
@@ -328,8 +329,7 @@ def mcu(
     board: Union[None, str, Board] = None,
     ram_kb: Optional[float] = None,
     flash_kb: Optional[float] = None,
-    x: Optional[np.ndarray] = None,
-    y: Optional[np.ndarray] = None,
+    validation_data=None,
     samples: int = DEFAULT_SAMPLES,
     emit=None,
     name: Optional[str] = None,
@@ -337,14 +337,20 @@ def mcu(
     max_arena_kb: float = DEFAULT_MAX_ARENA_KB,
     allow_float: bool = False,
     keras_model=None,
+    **legacy,
 ) -> MCUReport:
     """Measure ``model`` (a ``.tflite`` path or its bytes) under TFLM; see the module docstring.
 
     ``board``: a name of :data:`~edgekit.converters.tflm.BOARDS` (or ``ram_kb`` and ``flash_kb``);
-    ``x``/``y``: data for the agreement check (the first ``samples``); ``emit``: a directory for
+    ``validation_data``: ``(x, y)`` or ``x`` for the agreement check (the first ``samples``; older
+    names ``x``, ``y``); ``emit``: a directory for
     the C sources (named ``name``, default the file's stem); ``keras_model``: the model it was
     exported from, for Keras layer names and the profiler's estimate. A float model is refused
     unless ``allow_float``; an op TFLM lacks is a :class:`VerificationError`."""
+    validation_data = renamed(legacy, ("x", "y"), "validation_data", validation_data)
+    if legacy:
+        raise TypeError(f"mcu() got an unexpected keyword argument '{next(iter(legacy))}'")
+    x, y = validation_pair(validation_data)
     target = _board(board, ram_kb, flash_kb)
     if not float(max_arena_kb) > 0:
         raise InputError("{max_arena_kb} must be positive; received {value}", params="max_arena_kb", value=max_arena_kb)

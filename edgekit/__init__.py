@@ -6,8 +6,9 @@ numbers from the board.
     import edgekit
     from edgekit import keras          # tf_keras (Keras 2), which tfmot needs; loaded on first use
 
-    report = edgekit.export(model, "model.tflite", quant="int8", calib=x_train,
-                            eval_x=x_test, eval_y=y_test)
+    report = edgekit.export(model, "model.tflite", quant="int8", calibration=x_train,
+                            validation_data=(x_test, y_test))
+    pruned = edgekit.optimize.prune(model, edgekit.optimize.PruneConfig(sparsity=0.8))
     results = edgekit.bench(["model.tflite"], runs=200)
     fit = edgekit.mcu("model.tflite", board="pico")   # TFLM arena, flash, op coverage
 

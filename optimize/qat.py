@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from edgekit.core.compat import keras, tfmot
-from edgekit.core.errors import InputError
+from edgekit.core.errors import InputError, renamed
 from edgekit.core.graph import calls, copy_layer, ops_as_layers, rewrite
 from edgekit.core.layers import CUSTOM_OBJECTS
 from edgekit.core.wrappers import custom_objects
@@ -123,7 +123,7 @@ def _unsupported(exc, model=None) -> InputError:
     return InputError(f"qat: tfmot cannot quantize this model: {text[:300]}")
 
 
-def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
+def qat(model, config: QATConfig = QATConfig(), calibration=None, **overrides):
     """Quantization-aware training (see :class:`QATConfig`): a new model with fake-quantization
     that the int8 export turns into a fully integer ``.tflite``. Layers tfmot's registry rejects
     get edgekit's QuantizeConfigs (Multiply, Rescaling, Normalization, other activations, …);
@@ -131,10 +131,11 @@ def qat(model, config: QATConfig = QATConfig(), calib=None, **overrides):
     (:func:`edgekit.core.graph.ops_as_layers`); a layer nobody can quantize is an error naming it and
     saying how to skip it or give a config.
 
-    With ``calib`` (samples), every quantizer's range starts where post-training calibration
+    With ``calibration`` (samples; older name ``calib``), every quantizer's range starts where post-training calibration
     would put it (:func:`init_ranges`) instead of tfmot's defaults ([0, 0] at the input, ±6
     elsewhere, moved by a 0.999 moving average): a QAT model is then as accurate as the int8
     export from its first step, whatever the fine-tune's length."""
+    calib = renamed(overrides, "calib", "calibration", calibration)
     config = with_overrides(config, overrides)
     model = check_model(model, "qat")
     base = _integer_inputs_apart(ops_as_layers(copy_model(model)))
@@ -269,7 +270,7 @@ def _weight_range(var, kernel) -> int:
 
 
 def _apply(model, config, step):
-    wrapped = qat(model, config, calib=step.x)
+    wrapped = qat(model, config, calibration=step.x)
     step.fine_tune(wrapped)
     return wrapped, None
 

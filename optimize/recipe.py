@@ -38,7 +38,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from edgekit.core.errors import InputError, Message, python_name, render
+from edgekit.core.data import validation_pair
+from edgekit.core.errors import InputError, Message, python_name, renamed, render
 from edgekit.core.io import read_toml
 from edgekit.core.results import Result, fmt, table
 from edgekit.core.saving import as_tf_keras
@@ -256,22 +257,27 @@ def optimize(
     x,
     y,
     *,
-    x_test=None,
-    y_test=None,
+    validation_data=None,
     log=None,
     seed: int = 0,
     teacher=None,
     measure: Optional[Callable[[Any], float]] = None,
+    **legacy,
 ) -> OptimizeResult:
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
-    ``(x, y)``; accuracy on ``(x_test, y_test)`` before and after each step. Distilling
-    fine-tunes learn from ``teacher``, by default ``model`` as it came in. ``measure`` times a
-    candidate model for latency budgets (:func:`edgekit.app.measure.int8_latency`)."""
+    ``(x, y)``; accuracy on ``validation_data`` ``(x, y)`` before and after each step (older names
+    ``x_test``, ``y_test``). Distilling fine-tunes learn from ``teacher``, by default ``model`` as it
+    came in. ``measure`` times a candidate model for latency budgets
+    (:func:`edgekit.app.measure.int8_latency`)."""
+    validation_data = renamed(legacy, ("x_test", "y_test"), "validation_data", validation_data)
+    if legacy:
+        raise TypeError(f"optimize() got an unexpected keyword argument '{next(iter(legacy))}'")
+    x_test, y_test = validation_pair(validation_data)
     log = log or (lambda msg: None)
     model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
     teacher = as_tf_keras(teacher) if teacher is not None else None
     check_labels(model, y, "y")
-    check_labels(model, y_test, "y_test")
+    check_labels(model, y_test, "validation_data")
     has_test = x_test is not None and y_test is not None
     result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
     if recipe.steps[0].technique == "distill" and teacher is None:

@@ -104,9 +104,8 @@ def exported(tiny_model, digits_ds, workdir):
             tiny_model,
             str(workdir / f"tiny_{q}.tflite"),
             q,
-            calib=digits_ds.x_train,
-            eval_x=digits_ds.x_test,
-            eval_y=digits_ds.y_test,
+            calibration=digits_ds.x_train,
+            validation_data=(digits_ds.x_test, digits_ds.y_test),
             calib_samples=64,
         )
         for q in ("float32", "int8")

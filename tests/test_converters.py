@@ -72,11 +72,11 @@ def test_unknown_mode(mode):
 def test_wrong_calibration_data_writes_nothing(tiny_model, tmp_path):
     out = tmp_path / "m.tflite"
     with pytest.raises(InputError, match=r"calibration data has shape \(10, 8, 8\)"):
-        export(tiny_model, str(out), "int8", calib=np.zeros((10, 8, 8), np.float32))
+        export(tiny_model, str(out), "int8", calibration=np.zeros((10, 8, 8), np.float32))
     nan = np.zeros((4, 32, 32, 1), np.float32)
     nan[0, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        export(tiny_model, str(out), "int8", calib=nan)
+        export(tiny_model, str(out), "int8", calibration=nan)
     assert os.listdir(tmp_path) == []
 
 
@@ -88,8 +88,8 @@ def test_agreement_threshold_fails_the_export_and_writes_nothing(tiny_model, dig
             tiny_model,
             str(out),
             "int8",
-            calib=digits_ds.x_train[:32],
-            eval_x=np.random.default_rng(0).random((50, 32, 32, 1)).astype(np.float32),
+            calibration=digits_ds.x_train[:32],
+            validation_data=(np.random.default_rng(0).random((50, 32, 32, 1)).astype(np.float32), None),
             min_agreement=1.0,
             calib_samples=32,
         )

@@ -11,10 +11,12 @@ from edgekit.models import profile
 
 
 def _export(model, ds, tmp_path, mode, **kw):
-    kw.setdefault("calib", ds.x_train)
+    kw.setdefault("calibration", ds.x_train)
     kw.setdefault("calib_samples", 32)
     kw.setdefault("overwrite", True)  # several exports of one mode per test
-    return export(model, str(tmp_path / f"{mode}.tflite"), mode, eval_x=ds.x_test[:100], eval_y=ds.y_test[:100], **kw)
+    return export(
+        model, str(tmp_path / f"{mode}.tflite"), mode, validation_data=(ds.x_test[:100], ds.y_test[:100]), **kw
+    )
 
 
 def test_float16_and_dynamic_shrink_weights_and_stay_float_compute(digits_ds, tmp_path):
@@ -67,7 +69,7 @@ def test_io_that_does_not_fit_the_mode_is_an_error(tiny_model, digits_ds):
     with pytest.raises(
         InputError, match="`io='int16'` does not apply to int8 models; use one of: int8, uint8, float32"
     ):
-        export(tiny_model, None, "int8", calib=digits_ds.x_train, io="int16")
+        export(tiny_model, None, "int8", calibration=digits_ds.x_train, io="int16")
     with pytest.raises(InputError, match="`io='int8'` does not apply to float16"):
         export(tiny_model, None, "float16", io="int8")
 
@@ -83,14 +85,22 @@ def test_calibration_sources_are_recorded(tiny_model, digits_ds, tmp_path):
         "digits": "digits",
     }
     for label, source in sources.items():
-        rep = export(tiny_model, None, "int8", calib=source, calib_samples=24, eval_x=x, layer_report=False)
+        rep = export(
+            tiny_model,
+            None,
+            "int8",
+            calibration=source,
+            calib_samples=24,
+            validation_data=(x, None),
+            layer_report=False,
+        )
         assert rep.calib["samples"] == 24 and rep.calib_samples == 24, label
         assert rep.calib["selection"] == ("first" if label in ("tf.data", "generator") else "random")
         assert rep.fully_integer
     with pytest.raises(InputError, match="calibration data is empty"):
-        export(tiny_model, None, "int8", calib=lambda: iter(()))
+        export(tiny_model, None, "int8", calibration=lambda: iter(()))
     with pytest.raises(InputError, match=r"calibration data has shape \(8, 5\)"):
-        export(tiny_model, None, "int8", calib=tf.data.Dataset.from_tensor_slices(np.zeros((8, 5), np.float32)))
+        export(tiny_model, None, "int8", calibration=tf.data.Dataset.from_tensor_slices(np.zeros((8, 5), np.float32)))
 
 
 def test_calibration_from_a_directory_of_images(tiny_model, tmp_path):
@@ -174,7 +184,13 @@ def test_keep_float_named_layer(tiny_model, digits_ds, tmp_path):
 def test_keep_float_auto_reaches_the_agreement(tiny_model, digits_ds, tmp_path):
     noise = np.random.default_rng(1).random((60, 32, 32, 1)).astype(np.float32)
     plain = export(
-        tiny_model, None, "int8", calib=digits_ds.x_train, calib_samples=32, eval_x=noise, layer_report=False
+        tiny_model,
+        None,
+        "int8",
+        calibration=digits_ds.x_train,
+        calib_samples=32,
+        validation_data=(noise, None),
+        layer_report=False,
     )
     target = 1.0
     assert plain.agreement < target  # int8 alone misses it on noise
@@ -182,9 +198,9 @@ def test_keep_float_auto_reaches_the_agreement(tiny_model, digits_ds, tmp_path):
         tiny_model,
         str(tmp_path / "auto.tflite"),
         "int8",
-        calib=digits_ds.x_train,
+        calibration=digits_ds.x_train,
         calib_samples=32,
-        eval_x=noise,
+        validation_data=(noise, None),
         io="float32",
         keep_float="auto",
         min_agreement=target,
@@ -192,7 +208,7 @@ def test_keep_float_auto_reaches_the_agreement(tiny_model, digits_ds, tmp_path):
     assert rep.agreement >= target and rep.kept_float
     assert any(rep.kept_float[0] == w["layer"] for w in rep.worst_layers)
     with pytest.raises(InputError, match="`keep_float='auto'` needs `min_agreement`"):
-        export(tiny_model, None, "int8", calib=digits_ds.x_train, keep_float="auto")
+        export(tiny_model, None, "int8", calibration=digits_ds.x_train, keep_float="auto")
 
 
 def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
@@ -212,18 +228,28 @@ def test_sparse_encoding_and_int8_sparse_caught_by_xnnpack_check(tmp_path):
         k[np.abs(k) < np.quantile(np.abs(k), 0.9)] = 0
         layer.set_weights([k, b])
     x = np.random.default_rng(0).random((64, 256)).astype(np.float32)
-    dense = export(model, str(tmp_path / "dense.tflite"), "float32", eval_x=x)
-    sparse = export(model, str(tmp_path / "sparse.tflite"), "float32", eval_x=x, sparse=True)
+    dense = export(model, str(tmp_path / "dense.tflite"), "float32", validation_data=(x, None))
+    sparse = export(model, str(tmp_path / "sparse.tflite"), "float32", validation_data=(x, None), sparse=True)
     assert sparse.sparse and sparse.size_bytes <= 0.2 * dense.size_bytes
     assert sparse.agreement == 1.0
     # zeros read back from the files: the float ones hold exactly the model's, int8 adds the weights it rounds to 0
     kernels = [layer.get_weights()[0] for layer in model.layers]
     zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
     assert kernel_zeros(dense.path) == pytest.approx(zeros) and kernel_zeros(sparse.path) == pytest.approx(zeros)
-    int8 = export(model, str(tmp_path / "int8.tflite"), "int8", calib=x, eval_x=x, layer_report=False)
+    int8 = export(
+        model, str(tmp_path / "int8.tflite"), "int8", calibration=x, validation_data=(x, None), layer_report=False
+    )
     assert zeros <= kernel_zeros(int8.path) < zeros + 0.02
     with pytest.raises(VerificationError, match="XNNPACK.*without --sparse"):
-        export(model, str(tmp_path / "int8_sparse.tflite"), "int8", calib=x, eval_x=x, sparse=True, layer_report=False)
+        export(
+            model,
+            str(tmp_path / "int8_sparse.tflite"),
+            "int8",
+            calibration=x,
+            validation_data=(x, None),
+            sparse=True,
+            layer_report=False,
+        )
     assert not (tmp_path / "int8_sparse.tflite").exists()
 
 

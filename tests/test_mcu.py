@@ -24,7 +24,7 @@ def int8_path(exported):
 def report(int8_path, digits_ds, tiny_model):
     from edgekit.converters.mcu import mcu
 
-    return mcu(int8_path, x=digits_ds.x_test, y=digits_ds.y_test, samples=120, keras_model=tiny_model)
+    return mcu(int8_path, validation_data=(digits_ds.x_test, digits_ds.y_test), samples=120, keras_model=tiny_model)
 
 
 def _probe(model_path, arena):
@@ -81,8 +81,8 @@ def test_before_the_softmax_tflm_and_litert_differ_by_at_most_one_step(tiny_mode
     model = keras.Model(tiny_model.input, logits(tiny_model.layers[-2].output))
     logits.set_weights(head.get_weights())
     path = tmp_path / "logits.tflite"
-    export(model, path, calib=digits_ds.x_train, calib_samples=64, eval_x=digits_ds.x_test[:64])
-    rep = mcu(path, x=digits_ds.x_test, y=digits_ds.y_test, samples=360)
+    export(model, path, calibration=digits_ds.x_train, calib_samples=64, validation_data=(digits_ds.x_test[:64], None))
+    rep = mcu(path, validation_data=(digits_ds.x_test, digits_ds.y_test), samples=360)
     assert rep.max_step_diff <= 1 and rep.identical >= 0.95 and rep.agreement >= 0.99, rep.summary()
 
 
@@ -190,11 +190,11 @@ def test_an_op_tflm_lacks_names_the_layer_and_what_to_use(digits_ds, tmp_path):
     calib = rng.normal(size=(64, 16)).astype("float32")
     out = tmp_path / "gelu.tflite"
     with pytest.raises(Exception) as caught:
-        export(model, out, calib=calib, target="mcu")
+        export(model, out, calibration=calib, target="mcu")
     message = str(caught.value)
     assert type(caught.value).__name__ == "VerificationError" and "GELU" in message
     assert "mlp_gelu" in message and "relu" in message and not out.exists()
-    rep = export(model, None, calib=calib)  # the same model for LiteRT is fine
+    rep = export(model, None, calibration=calib)  # the same model for LiteRT is fine
     path = tmp_path / "gelu_litert.tflite"
     path.write_bytes(rep.tflite)
     assert_clean_error(run_cli("mcu", path), 1, "GELU")
@@ -208,7 +208,7 @@ def test_logits_all_near_zero_are_explained_not_a_crash(tmp_path):
     model = keras.Model(
         inputs, keras.layers.Dense(4, activation="softmax", kernel_initializer="zeros", name="untrained")(inputs)
     )
-    rep = export(model, None, calib=np.random.default_rng(0).normal(size=(32, 8)).astype("float32"))
+    rep = export(model, None, calibration=np.random.default_rng(0).normal(size=(32, 8)).astype("float32"))
     path = tmp_path / "flat.tflite"
     path.write_bytes(rep.tflite)
     assert_clean_error(run_cli("mcu", path), 1, "logits")
@@ -224,9 +224,8 @@ def test_export_target_mcu_checks_before_writing(tiny_model, digits_ds, tmp_path
         export(
             tiny_model,
             out,
-            calib=digits_ds.x_train,
-            eval_x=digits_ds.x_test[:50],
-            eval_y=digits_ds.y_test[:50],
+            calibration=digits_ds.x_train,
+            validation_data=(digits_ds.x_test[:50], digits_ds.y_test[:50]),
             calib_samples=32,
             target="mcu",
             board=custom_board(4, 1024),
@@ -237,9 +236,8 @@ def test_export_target_mcu_checks_before_writing(tiny_model, digits_ds, tmp_path
     rep = export(
         tiny_model,
         out,
-        calib=digits_ds.x_train,
-        eval_x=digits_ds.x_test[:50],
-        eval_y=digits_ds.y_test[:50],
+        calibration=digits_ds.x_train,
+        validation_data=(digits_ds.x_test[:50], digits_ds.y_test[:50]),
         calib_samples=32,
         target="mcu",
         board="nano33ble",

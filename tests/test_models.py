@@ -97,7 +97,7 @@ def test_every_digits_preset_trains_converts_to_int8_and_runs(name, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # it trained
 
     path = str(tmp_path / f"{name}.tflite")
-    rep = export(model, path, "int8", calib=x, calib_samples=16)
+    rep = export(model, path, "int8", calibration=x, calib_samples=16)
     info = inspect_tflite(path)
     assert rep.fully_integer and info.fully_integer
     assert not any(op.is_custom for op in info.ops)

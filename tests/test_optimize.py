@@ -153,8 +153,8 @@ def test_cluster_16_keeps_16_values_and_shrinks_the_gzipped_int8_file(trained, d
             m,
             str(tmp_path / f"{name}.tflite"),
             "int8",
-            calib=digits_ds.x_train,
-            eval_x=digits_ds.x_test,
+            calibration=digits_ds.x_train,
+            validation_data=(digits_ds.x_test, None),
             calib_samples=64,
             layer_report=False,
         )
@@ -174,8 +174,7 @@ def test_collaborative_prune_cluster_qat_keeps_zeros_and_clusters_into_int8(trai
         recipe,
         digits_ds.x_train[:512],
         digits_ds.y_train[:512],
-        x_test=digits_ds.x_test,
-        y_test=digits_ds.y_test,
+        validation_data=(digits_ds.x_test, digits_ds.y_test),
     )
     assert [s.step for s in result.steps] == ["prune 0.8", "cluster 8", "qat"]
     final = result.steps[-1].weights
@@ -185,8 +184,8 @@ def test_collaborative_prune_cluster_qat_keeps_zeros_and_clusters_into_int8(trai
         result.model,
         str(tmp_path / "pcqat.tflite"),
         "int8",
-        calib=digits_ds.x_train,
-        eval_x=digits_ds.x_test,
+        calibration=digits_ds.x_train,
+        validation_data=(digits_ds.x_test, None),
         calib_samples=64,
         layer_report=False,
     )
@@ -241,7 +240,9 @@ def test_qat_on_common_layers_exports_fully_integer(name, tmp_path):
     q = qat(model)
     q.compile("adam", "sparse_categorical_crossentropy")
     q.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    r = export(q, str(tmp_path / f"{name}.tflite"), "int8", calib=x, eval_x=x, layer_report=False)
+    r = export(
+        q, str(tmp_path / f"{name}.tflite"), "int8", calibration=x, validation_data=(x, None), layer_report=False
+    )
     assert r.fully_integer and r.agreement >= 0.9, (r.agreement, r.op_counts)
 
 
@@ -321,7 +322,7 @@ def test_qat_model_saves_as_savedmodel_and_reloads(tmp_path):
     # exports with the default settings (no per-layer report for QAT: TF's debugger cannot run it)
     from edgekit.converters import export
 
-    r = export(back, str(tmp_path / "q.tflite"), "int8", calib=x, eval_x=x)
+    r = export(back, str(tmp_path / "q.tflite"), "int8", calibration=x, validation_data=(x, None))
     assert r.fully_integer and r.worst_layers == []
 
 
@@ -425,8 +426,8 @@ def test_fold_batchnorm_is_exact_and_keeps_clusters_in_the_int8_file(digits_ds, 
         c,
         str(tmp_path / "c.tflite"),
         "int8",
-        calib=digits_ds.x_train,
-        eval_x=x,
+        calibration=digits_ds.x_train,
+        validation_data=(x, None),
         calib_samples=32,
         layer_report=False,
         per_channel=False,
@@ -528,7 +529,7 @@ def test_qat_of_a_batchnorm_after_a_concat_and_an_average_pool_exports_int8(tmp_
     x = L.AveragePooling2D(2)(L.Conv2D(8, 1)(x))
     model = keras.Model(i, L.Dense(3)(L.GlobalAveragePooling2D()(x)))
     xs = np.random.default_rng(0).random((32, 16, 16, 3), dtype=np.float32)
-    q = qat(model, calib=xs)
+    q = qat(model, calibration=xs)
     save_model(q, tmp_path / "q", overwrite=False)  # reloads with every custom object
-    rep = export(load_keras_model(str(tmp_path / "q")), None, calib=xs, eval_x=xs)
+    rep = export(load_keras_model(str(tmp_path / "q")), None, calibration=xs, validation_data=(xs, None))
     assert rep.fully_integer and rep.cosine > 0.99 and rep.op_counts.get("AVERAGE_POOL_2D") == 1

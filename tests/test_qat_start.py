@@ -82,12 +82,12 @@ def test_qat_starts_at_post_training_int8_and_stays_there(trained, head):
     x, y, x_test, y_test = trained["data"]
     float_acc = float(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test))
     assert float_acc >= 0.7, f"the float model did not train ({float_acc:.3f})"
-    ptq = export(model, None, "int8", calib=x, layer_report=False)
+    ptq = export(model, None, "int8", calibration=x, layer_report=False)
     lite = predict(load_interpreter(model_content=ptq.tflite), x_test)
     ptq_acc, ptq_loss = float(np.mean(lite.argmax(-1) == y_test)), _loss(model, lite, y_test)
 
     # before any step: the wrapped model computes what the int8 file computes
-    wrapped = qat(model, QATConfig(), calib=x)
+    wrapped = qat(model, QATConfig(), calibration=x)
     start = wrapped.predict(x_test, verbose=0)
     start_acc = float(np.mean(start.argmax(-1) == y_test))
     assert abs(start_acc - ptq_acc) <= 2 / len(y_test), (start_acc, ptq_acc)
@@ -104,8 +104,8 @@ def test_qat_starts_at_post_training_int8_and_stays_there(trained, head):
 
     # 20 steps at 1e-4 (the fine-tune that wrecked the model) keep int8 within a point of PTQ
     recipe = Recipe.of([QATConfig()], FineTune(epochs=2, batch_size=32, learning_rate=1e-4))
-    result = optimize(model, recipe, x, y, x_test=x_test, y_test=y_test)
-    rep = export(result.model, None, "int8", calib=x, eval_x=x_test, eval_y=y_test)
+    result = optimize(model, recipe, x, y, validation_data=(x_test, y_test))
+    rep = export(result.model, None, "int8", calibration=x, validation_data=(x_test, y_test))
     assert rep.fully_integer
     assert rep.accuracy >= ptq_acc - 0.01, (rep.accuracy, ptq_acc)
 
@@ -120,7 +120,7 @@ def test_a_concatenation_keeps_its_input_order_under_qat():
     b = L.Conv2D(2, 1, activation="relu")(inp)
     model = keras.Model(inp, L.Concatenate()([a, b]))
     x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
-    out, wrapped = model.predict(x, verbose=0), qat(model, QATConfig(), calib=x).predict(x, verbose=0)
+    out, wrapped = model.predict(x, verbose=0), qat(model, QATConfig(), calibration=x).predict(x, verbose=0)
     assert out.shape == wrapped.shape
     # channel for channel, within quantization error (swapped halves would differ by the signal itself)
     err = np.abs(out - wrapped).mean(axis=(0, 1, 2))
@@ -134,7 +134,7 @@ def test_depthwise_kernels_get_one_range_per_channel():
     inp = keras.Input((8, 8, 4))
     model = keras.Model(inp, L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(inp))
     x = np.random.default_rng(0).normal(size=(8, 8, 8, 4)).astype(np.float32)
-    wrapped = qat(model, QATConfig(), calib=x)
+    wrapped = qat(model, QATConfig(), calibration=x)
     ranges = [w for w in wrapped.weights if w.name.split("/")[-1].startswith("depthwise_kernel_m")]
     assert ranges and all(tuple(w.shape) == (8,) for w in ranges), [(w.name, w.shape) for w in wrapped.weights]
     kernel = model.layers[1].depthwise_kernel.numpy()

@@ -61,9 +61,11 @@ def test_qat_starts_at_post_training_accuracy_and_stays_near_it_after_ten_steps(
         ["accuracy"],
     )
     model.fit(ds.x_train, ds.y_train, epochs=20, batch_size=32, verbose=0)
-    ptq = export(model, None, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test, layer_report=False)
+    ptq = export(
+        model, None, "int8", calibration=ds.x_train, validation_data=(ds.x_test, ds.y_test), layer_report=False
+    )
     # right after wrapping, ranges calibrated as post-training quantization would: the same accuracy
-    assert accuracy(qat(model, calib=ds.x_train[:300]), ds.x_test, ds.y_test) >= ptq.accuracy - 0.01
+    assert accuracy(qat(model, calibration=ds.x_train[:300]), ds.x_test, ds.y_test) >= ptq.accuracy - 0.01
     assert accuracy(qat(model), ds.x_test, ds.y_test) < 0.2  # tfmot's own start: the input range is [0, 0]
     # 300 samples, batch 32: a 10-step fine-tune keeps the int8 accuracy within 3 points of PTQ's (the
     # shuffle order decides the rest: measured 0.764-0.794 over seeds 0-3 against PTQ 0.789 at this rate)
@@ -72,10 +74,9 @@ def test_qat_starts_at_post_training_accuracy_and_stays_near_it_after_ten_steps(
         Recipe.of([QATConfig()], FineTune(1, 32, 1e-4)),
         ds.x_train[:300],
         ds.y_train[:300],
-        x_test=ds.x_test,
-        y_test=ds.y_test,
+        validation_data=(ds.x_test, ds.y_test),
     )
-    q = export(result.model, None, "int8", calib=ds.x_train, eval_x=ds.x_test, eval_y=ds.y_test)
+    q = export(result.model, None, "int8", calibration=ds.x_train, validation_data=(ds.x_test, ds.y_test))
     assert q.fully_integer and q.accuracy >= ptq.accuracy - 0.03, (q.accuracy, ptq.accuracy)
 
 
@@ -85,8 +86,7 @@ def test_a_fine_tune_far_below_the_input_is_a_warning(tiny_model, digits_ds):
         Recipe.of([PruneConfig(sparsity=0.95)], FineTune(1, 64, 5e-2)),
         digits_ds.x_train[:128],
         digits_ds.y_train[:128],
-        x_test=digits_ds.x_test,
-        y_test=digits_ds.y_test,
+        validation_data=(digits_ds.x_test, digits_ds.y_test),
     )
     assert any("points below the input model's" in w and "fine-tune longer" in w for w in result.warnings), (
         result.warnings
@@ -109,19 +109,33 @@ def test_the_sanity_gate_fails_an_export_far_from_keras(tiny_model, digits_ds, t
     out = tmp_path / "m.tflite"
     # calibrated on data at a tenth of its range: the first conv saturates (measured cosine 0.34)
     with pytest.raises(VerificationError, match=r"cosine 0\.\d+.*min_cosine. 0\.9.*lose the most.*conv2d"):
-        export(tiny_model, str(out), "int8", calib=digits_ds.x_train * 0.1, eval_x=digits_ds.x_test, layer_report=False)
+        export(
+            tiny_model,
+            str(out),
+            "int8",
+            calibration=digits_ds.x_train * 0.1,
+            validation_data=(digits_ds.x_test, None),
+            layer_report=False,
+        )
     assert not out.exists()
     rep = export(
         tiny_model,
         None,
         "int8",
-        calib=digits_ds.x_train * 0.1,
-        eval_x=digits_ds.x_test,
+        calibration=digits_ds.x_train * 0.1,
+        validation_data=(digits_ds.x_test, None),
         layer_report=False,
-        min_cosine=-1.0,
+        min_cosine=None,
     )  # the user lowers the gate
     assert rep.cosine < 0.9
-    healthy = export(tiny_model, None, "int8", calib=digits_ds.x_train, eval_x=digits_ds.x_test, layer_report=False)
+    healthy = export(
+        tiny_model,
+        None,
+        "int8",
+        calibration=digits_ds.x_train,
+        validation_data=(digits_ds.x_test, None),
+        layer_report=False,
+    )
     assert healthy.cosine > 0.99
 
 
@@ -145,7 +159,7 @@ def test_the_gate_on_the_command_line(tiny_keras_path, tmp_path):
 def test_worst_layers_are_named_by_their_keras_names(tmp_path):
     model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=10)
     x = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
-    rep = export(model, None, "int8", calib=x, eval_x=x)
+    rep = export(model, None, "int8", calibration=x, validation_data=(x, None))
     names = {l.name for l in model.layers}
     assert rep.worst_layers and all(w["layer"] in names for w in rep.worst_layers), rep.worst_layers
 

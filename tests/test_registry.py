@@ -68,7 +68,7 @@ def test_a_registered_technique_runs_from_a_toml_recipe(toy, tmp_path):
     assert recipe.describe() == "scale 0.25 → prune 0.5"
     x = np.random.default_rng(0).random((64, 8)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 3, 64)
-    result = optimize(model, recipe, x, y, x_test=x, y_test=y)
+    result = optimize(model, recipe, x, y, validation_data=(x, y))
     # the technique's own report, in the result's JSON and its summary, without the runner knowing it
     assert result.to_dict()["steps"][0]["scale"] == {"factor": 0.25, "scaled": 2}
     assert "scale 0.25: 2 kernel(s) scaled by 0.25" in result.summary()

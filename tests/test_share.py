@@ -43,7 +43,7 @@ def _matrix_copies(info) -> int:
 @pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8"])
 def test_tied_matrix_is_stored_once(lms, lm_data, tmp_path, mode):
     x, y = lm_data
-    kw = dict(calib=x, calib_samples=64, eval_x=x[:64], eval_y=y[:64], layer_report=False)
+    kw = dict(calibration=x, calib_samples=64, validation_data=(x[:64], y[:64]), layer_report=False)
     tied = export(lms[True], str(tmp_path / "tied.tflite"), mode, **kw)
     untied = export(lms[False], str(tmp_path / "untied.tflite"), mode, **kw)
     assert _matrix_copies(inspect_tflite(tied.path)) == 1
@@ -83,7 +83,7 @@ def test_token_inputs_must_be_whole_numbers(lms, lm_data):
 
     x, _ = lm_data
     with pytest.raises(InputError, match="fractional values.*int32"):
-        export(lms[True], None, "int8", calib=x + 0.5, layer_report=False)
+        export(lms[True], None, "int8", calibration=x + 0.5, layer_report=False)
 
 
 def test_cli_exports_a_tied_lm_from_token_npz(lms, lm_data, tmp_path):
@@ -105,5 +105,5 @@ def test_cli_exports_a_tied_lm_from_token_npz(lms, lm_data, tmp_path):
     rep = json.loads(report.read_text())
     assert rep["input"]["dtype"] == "INT32" and rep["fully_integer"]
     assert rep["shared_weights"][0]["bytes"] == VOCAB * DIM
-    assert rep["verify_samples"] == 64 and rep["accuracy"]["tflite"] >= rep["accuracy"]["keras"] - 0.02
+    assert rep["verify_samples"] == 64 and rep["accuracy"] >= rep["keras_accuracy"] - 0.02
     assert _matrix_copies(inspect_tflite(str(out))) == 1

@@ -124,7 +124,7 @@ def test_pruning_composes_with_distillation_in_a_recipe():
             "steps": [{"technique": "prune", "sparsity": 0.8}],
         }
     )
-    result = optimize(teacher, recipe, x, y, x_test=x, y_test=y)
+    result = optimize(teacher, recipe, x, y, validation_data=(x, y))
     assert weight_report(result.model).zeros == pytest.approx(0.8, abs=0.02)  # UpdatePruningStep ran
     assert recipe.steps[0].fine_tune.distill == DistillConfig(temperature=2.0)
     with pytest.raises(InputError, match="learn from the model itself"):
@@ -200,7 +200,7 @@ def test_factorize_recipe_step_fine_tunes(digits_ds):
     recipe = Recipe.from_dict(
         {"fine_tune": {"epochs": 2, "learning_rate": 1e-3}, "steps": [{"technique": "factorize", "rank": 16}]}
     )
-    result = optimize(model, recipe, x, y, x_test=digits_ds.x_test, y_test=digits_ds.y_test)
+    result = optimize(model, recipe, x, y, validation_data=(digits_ds.x_test, digits_ds.y_test))
     assert result.model.count_params() < 0.15 * model.count_params()
     assert result.steps[0].accuracy > result.baseline_accuracy - 0.05
     assert result.to_dict()["steps"][0]["factorize"]["layers"][0]["rank"] == 16

@@ -113,7 +113,8 @@ def bench(
     timeout: Optional[float] = 600.0,
     progress: Optional[bool] = None,
 ) -> List[BenchmarkResult]:
-    """Benchmark each model (× each value of ``threads``, an int or a list: a sweep) in its own
+    """Benchmark each model (a path, or a list of them; × each value of ``threads``, an int or a
+    list: a sweep) in its own
     child process. Without ``hosts`` or ``qemu`` the models run on this machine, one after the
     other (never in parallel: they would compete for cores). Each of ``hosts`` (``user@board
     [:port]``) is a remote board reached over SSH, each of ``qemu`` (``cortex-a72``,
@@ -121,7 +122,7 @@ def bench(
     after the other. Results come in target order, then model order, then thread order;
     failures come back as results with ``error`` set. ``progress`` draws a live line on stderr
     (default: when stderr is a terminal)."""
-    models = [os.fspath(m) for m in models]
+    models = [os.fspath(models)] if isinstance(models, (str, os.PathLike)) else [os.fspath(m) for m in models]
     sweep = [int(t) for t in (threads if isinstance(threads, (list, tuple)) else [threads])]
     if not models:
         raise HarnessError("no models given")

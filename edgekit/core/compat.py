@@ -1,21 +1,20 @@
 """The one place that imports TensorFlow, Keras and tfmot.
 
-tfmot works only with Keras 2 (the ``tf_keras`` package) and picks its Keras when it is first
-imported, as TensorFlow's ``tf.keras`` does, so ``TF_USE_LEGACY_KERAS=1`` is set before either is
-imported. Every other module gets ``tf``, ``keras`` and :func:`tfmot` from here and never imports
-them itself. Users get the same Keras as ``from edgekit import keras``.
+edgekit works with tf_keras (Keras 2, the ``tf_keras`` package), which tfmot needs, and imports it
+directly: it never resolves ``tf.keras`` and sets no environment variable of its own. Every other
+module gets ``tf``, ``keras`` and :func:`tfmot` from here. Users get the same Keras as
+``from edgekit import keras``.
 
-A Keras 3 training script (``import keras`` first) is fine: tf_keras is a package of its own,
-and TensorFlow resolves ``tf.keras`` lazily. What cannot work is tfmot imported before edgekit
-without ``TF_USE_LEGACY_KERAS=1``: it is then bound to Keras 3, which it does not support, and
-:func:`tfmot` says so.
+One thing a user's process does see: tfmot (0.8) sets ``TF_USE_LEGACY_KERAS=1`` when it is first
+imported (its own compat module; edgekit imports it with the optimize verbs and when loading a
+quantization-aware file), so a ``tf.keras`` first resolved after that is tf_keras. A Keras 3
+training script (``import keras``) is unaffected: ``keras`` is its own package.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise on a CPU-only machine.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,7 +30,8 @@ def is_keras_model(obj) -> bool:
 
 
 def tfmot():
-    """The ``tensorflow_model_optimization`` module, checked to work on tf_keras."""
+    """The ``tensorflow_model_optimization`` module, checked to work on tf_keras (tfmot 0.8 binds
+    itself to tf_keras whatever ``tf.keras`` is; another version might not)."""
     import tensorflow_model_optimization as mod
     from tensorflow_model_optimization.python.core.keras.compat import keras as tfmot_keras
 
@@ -39,9 +39,8 @@ def tfmot():
         from edgekit.core.errors import EdgekitError
 
         raise EdgekitError(
-            "tensorflow_model_optimization was imported before edgekit without "
-            "TF_USE_LEGACY_KERAS=1, so it is bound to Keras 3, which it does not support: import "
-            "edgekit (or set TF_USE_LEGACY_KERAS=1) before tensorflow_model_optimization"
+            "tensorflow_model_optimization is bound to another Keras than tf_keras, which edgekit's models are: "
+            "set TF_USE_LEGACY_KERAS=1 before importing TensorFlow, or install tensorflow-model-optimization 0.8"
         )
     return mod
 

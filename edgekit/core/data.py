@@ -377,6 +377,21 @@ def _stream_batches(source, input_shape: Sequence[int], n: int):
             return
 
 
+def validation_pair(validation_data):
+    """(x, y) of a Keras-style ``validation_data``: a tuple (x, y), (x,) or x alone (no labels)."""
+    if validation_data is None:
+        return None, None
+    if isinstance(validation_data, (tuple, list)):
+        if len(validation_data) not in (1, 2):
+            raise InputError(
+                "{validation_data} must be (x, y), (x,) or x; received a sequence of {n}",
+                params="validation_data",
+                n=len(validation_data),
+            )
+        return validation_data[0], validation_data[1] if len(validation_data) == 2 else None
+    return validation_data, None
+
+
 def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` of ``total`` rows drawn without replacement with ``seed`` (all rows
     when ``total <= n``)."""

@@ -19,12 +19,14 @@ one of the keyword ``values``, substituted as they are. A message without
 from __future__ import annotations
 
 import string
+import warnings
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 from edgekit.device.board.errors import BoardError
 
 __all__ = [
     "BoardError",
+    "EdgekitDeprecationWarning",
     "EdgekitError",
     "HarnessError",
     "InputError",
@@ -33,6 +35,7 @@ __all__ = [
     "UnsafeModelError",
     "VerificationError",
     "python_name",
+    "renamed",
     "render",
 ]
 
@@ -145,3 +148,27 @@ class HarnessError(EdgekitError, BoardError):
     """A device error reported by edgekit's host side (runs here, over SSH, under QEMU): an
     unreachable board, a harness that failed. A :class:`BoardError` too, the error of the board
     side's own code (``edgekit.device.board``), which runs without the rest of edgekit."""
+
+
+class EdgekitDeprecationWarning(DeprecationWarning):
+    """A name edgekit still accepts for one release: the warning says its new name."""
+
+
+def renamed(kwargs: dict, old: Union[str, Tuple[str, ...]], new: str, value):
+    """The value of parameter ``new``, or of its older name(s) ``old`` popped from ``kwargs``
+    with a :class:`EdgekitDeprecationWarning` (several old names, as ``eval_x, eval_y`` for
+    ``validation_data``, give a tuple of their values). Both at once is an error."""
+    names = (old,) if isinstance(old, str) else tuple(old)
+    given = [n for n in names if n in kwargs]
+    if not given:
+        return value
+    legacy = tuple(kwargs.pop(n, None) for n in names)
+    if value is not None:
+        raise InputError("give {%s} or its older name {%s}, not both" % (new, given[0]), params=(new, given[0]))
+    warnings.warn(
+        f"{', '.join(f'`{n}`' for n in names)} {'is' if len(names) == 1 else 'are'} now `{new}`; the old "
+        f"name{'s' if len(names) > 1 else ''} will be removed in the next release",
+        EdgekitDeprecationWarning,
+        stacklevel=3,
+    )
+    return legacy[0] if len(names) == 1 else legacy

@@ -24,6 +24,7 @@ ALIASES = {
     ("overwrite", "True"): "--overwrite",
     ("safe_mode", "False"): "--unsafe-load",
     ("y_test", None): "the test labels of --data",
+    ("validation_data", None): "the test split of --data",
     ("y", None): "the labels of --data",
 }
 

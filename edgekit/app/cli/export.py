@@ -16,6 +16,7 @@ from edgekit.app.cli._common import (
 from edgekit.app.cli.argtypes import number
 
 HELP = "convert a Keras model to a verified .tflite file"
+MIN_COSINE = 0.9  # the default sanity gate (edgekit.converters.export.MIN_COSINE: checked equal in the tests)
 
 
 def add_parser(sub):
@@ -34,7 +35,8 @@ def add_parser(sub):
     g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
     add_output_flags(g, "the export report as JSON", aliases=("--report",))
     add_unsafe_load(g)
-    p.alias("calib", "--data")
+    p.alias("calibration", "--data")
+    p.alias("validation_data", "the test split of --data")
     p.set_defaults(run=run, quiet_native=True)
     return p
 
@@ -97,10 +99,11 @@ def _verification_flags(g):
     )
     g.add_argument(
         "--min-cosine",
-        type=number(-1.0, 1.0),
-        metavar="C",
-        help="fail (exit 1) when the outputs' mean cosine to Keras is below C (integer modes; default "
-        "0.9, far below what int8 rounding gives: see docs)",
+        type=_cosine,
+        default=MIN_COSINE,
+        metavar="C|off",
+        help=f"fail (exit 1) when the outputs' mean cosine to Keras is below C (integer modes; default "
+        f"{MIN_COSINE}, far below what int8 rounding gives: see docs); off: no such check",
     )
     g.add_argument(
         "--no-layer-errors",
@@ -172,9 +175,8 @@ def run(args) -> int:
     report = export(
         model,
         None,
-        calib=data,
-        eval_x=data.x_test if data else None,
-        eval_y=data.y_test if data else None,
+        calibration=data,
+        validation_data=(data.x_test, data.y_test) if data else None,
         progress=f"export {os.path.basename(args.model)}",
         options=options,
     )
@@ -185,6 +187,11 @@ def run(args) -> int:
         os.unlink(args.output)  # all or nothing
         raise
     return EXIT_OK
+
+
+def _cosine(text):
+    """--min-cosine: a number in [-1, 1], or 'off'."""
+    return None if text == "off" else number(-1.0, 1.0, name="--min-cosine")(text)
 
 
 def _board(args):

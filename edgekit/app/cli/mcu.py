@@ -69,7 +69,7 @@ def add_parser(sub):
         "MicroMutableOpResolver with exactly its ops) into DIR (new or empty; --overwrite for edgekit's own)",
     )
     add_output_flags(g, "the report")
-    p.alias("x", "--data")
+    p.alias("validation_data", "the test split of --data")
     p.alias("quant", "edgekit export --quant int8", value="'int8'")
     p.set_defaults(run=run)
     return p
@@ -93,8 +93,7 @@ def run(args) -> int:
         board=args.board,
         ram_kb=args.ram_kb,
         flash_kb=args.flash_kb,
-        x=x,
-        y=y,
+        validation_data=(x, y),
         samples=args.samples,
         emit=args.emit,
         overwrite=args.overwrite,

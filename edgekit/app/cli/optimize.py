@@ -299,8 +299,7 @@ def run(args) -> int:
         recipe,
         x_train,
         ds.y_train,
-        x_test=x_test,
-        y_test=ds.y_test,
+        validation_data=(x_test, ds.y_test),
         seed=args.seed,
         log=say,
         teacher=teacher,
@@ -314,9 +313,8 @@ def run(args) -> int:
         report = export(
             result.model,
             None,
-            calib=x_train,
-            eval_x=x_test,
-            eval_y=ds.y_test,
+            calibration=x_train,
+            validation_data=(x_test, ds.y_test),
             progress=f"export {os.path.basename(out)}",
             seed=args.seed,
         )

@@ -126,7 +126,7 @@ def run(args) -> int:
     result = search(
         model,
         args.data,
-        args.output,
+        directory=args.output,
         trials=args.trials,
         space=space,
         limits=limits,

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import time
+import warnings
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -37,7 +38,7 @@ from edgekit.app.search.study import (
     open_study,
     worker_id,
 )
-from edgekit.core.errors import EdgekitError, InputError
+from edgekit.core.errors import EdgekitDeprecationWarning, EdgekitError, InputError, renamed
 
 # what a search directory holds (a directory holding anything else is not resumed into)
 STUDY_FILES = frozenset(
@@ -158,7 +159,7 @@ def _baseline(model, ds, directory: str, target: Target, inputs: str, seed: int)
     from edgekit.converters import export
 
     path = os.path.join(directory, "trials", "float32.tflite")
-    export(model, None, "float32", eval_x=ds.x_test, eval_y=ds.y_test, seed=seed, layer_report=False).save(
+    export(model, None, "float32", validation_data=(ds.x_test, ds.y_test), seed=seed, layer_report=False).save(
         path, overwrite=True
     )
     return _measure(path, target, inputs)
@@ -182,9 +183,8 @@ def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm)
         candidate,
         None,
         params["quant"],
-        calib=ds.x_train,
-        eval_x=ds.x_test,
-        eval_y=ds.y_test,
+        calibration=ds.x_train,
+        validation_data=(ds.x_test, ds.y_test),
         seed=seed,
         layer_report=False,
         target="mcu" if target.board else "litert",
@@ -257,42 +257,50 @@ class _Objective:
         return m["accuracy"], m["p50_ms"], m["size_bytes"]
 
 
-def search(
-    model,
-    data,
-    directory: str,
-    *,
-    trials: int = 24,
-    space: Optional[dict] = None,
-    limits: Limits = Limits(),
-    target: Optional[Target] = None,
-    storage: Optional[str] = None,
-    study: str = "edgekit-search",
-    sampler: str = "tpe",
-    seed: int = 0,
-    heartbeat: float = 30.0,
-    log: Optional[Callable[[str], None]] = print,
-    progress: Optional[bool] = None,
-) -> SearchResult:
-    """Search recipes for ``model`` (a Keras model or its file) on ``data`` (a
-    :class:`edgekit.core.data.Dataset` or a ``--data`` spec) until ``trials`` trials of the study are
-    complete, then write ``directory/search.json``, ``pareto.png`` and ``front/`` (see the module
-    doc). Running it again continues the study. ``space``: dimensions replacing those of
-    :data:`edgekit.app.search.space.DEFAULT_SPACE` (see :func:`edgekit.app.search.space.load_space`)."""
-    from edgekit.core.data import load_data
-    from edgekit.core.progress import Progress
-    from edgekit.core.saving import as_tf_keras, load_keras_model
+def _dataset(model, x, y, validation_data):
+    """The train and test splits the search uses: ``x`` itself when it holds both (a Dataset or a
+    ``--data`` spec), else ``(x, y)`` and ``validation_data``."""
+    from edgekit.core.data import Dataset, load_data, validation_pair
 
-    log = log or (lambda _msg: None)
-    target = target or Target()
-    space = searchspace.load_space(overrides=space)  # checked, whoever built it
-    check_search_dir(directory)
-    if int(trials) < 1:
-        raise InputError("{trials} must be >= 1; received {value}", params="trials", value=trials)
-    model = load_keras_model(model) if isinstance(model, (str, os.PathLike)) else as_tf_keras(model)
-    ds = load_data(data, input_shape=tuple(model.inputs[0].shape[1:])) if isinstance(data, str) else data
-    if not ds.has_labels:
-        raise InputError("the search data has no labels (y); accuracy needs them")
+    if isinstance(x, (str, os.PathLike, Dataset)):
+        if y is not None or validation_data is not None:
+            raise InputError(
+                "{x} holds both splits here: give {y} and {validation_data} only with arrays",
+                params=("x", "y", "validation_data"),
+            )
+        spec = os.fspath(x) if not isinstance(x, Dataset) else None
+        return load_data(spec, input_shape=tuple(model.inputs[0].shape[1:])) if spec else x
+    x_test, y_test = validation_pair(validation_data)
+    if y is None or x_test is None or y_test is None:
+        raise InputError(
+            "search needs labelled training data {x}, {y} and {validation_data} (x, y) to measure trials on",
+            params=("x", "y", "validation_data"),
+        )
+    return Dataset("arrays", np.asarray(x), np.asarray(y), np.asarray(x_test), np.asarray(y_test))
+
+
+def _legacy_form(x, y, directory, legacy: dict):
+    """(x, y, directory) of a call in the older forms ``search(model, data, directory)`` and
+    ``data=``, with a warning; anything else left in ``legacy`` is an unknown keyword."""
+    x = renamed(legacy, "data", "x", x)
+    if isinstance(y, (str, os.PathLike)) and directory is None:  # search(model, data, directory)
+        warnings.warn(
+            "search(model, data, directory) is now search(model, x, directory=...); the old form will be removed "
+            "in the next release",
+            EdgekitDeprecationWarning,
+            stacklevel=3,  # the caller of search()
+        )
+        y, directory = None, os.fspath(y)
+    if legacy:
+        raise TypeError(f"search() got an unexpected keyword argument '{next(iter(legacy))}'")
+    if directory is None:
+        raise InputError("search needs {directory}, the study's directory", params="directory")
+    return x, y, directory
+
+
+def _open(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log):
+    """The study (created, or continued and checked to be the same search), its float32 baseline
+    (measured once per study) and the harness's test inputs in ``directory``."""
     created = not os.path.lexists(directory)
     os.makedirs(os.path.join(directory, "trials"), exist_ok=True)
     try:
@@ -320,6 +328,54 @@ def search(
         if created:  # nothing of a search that never started is left behind
             shutil.rmtree(directory, ignore_errors=True)
         raise
+    return st, baseline, inputs
+
+
+def search(
+    model,
+    x=None,
+    y=None,
+    *,
+    directory: Optional[str] = None,
+    validation_data=None,
+    trials: int = 24,
+    space: Optional[dict] = None,
+    limits: Limits = Limits(),
+    target: Optional[Target] = None,
+    storage: Optional[str] = None,
+    study: str = "edgekit-search",
+    sampler: str = "tpe",
+    seed: int = 0,
+    heartbeat: float = 30.0,
+    log: Optional[Callable[[str], None]] = print,
+    progress: Optional[bool] = None,
+    **legacy,
+) -> SearchResult:
+    """Search recipes for ``model`` (a Keras model or its file) until ``trials`` trials of the study
+    are complete, then write ``directory/search.json``, ``pareto.png`` and ``front/`` (see the
+    module doc); running it again continues the study. Each trial is fine-tuned on ``(x, y)`` and
+    measured on ``validation_data`` ``(x, y)``; ``x`` may instead hold both splits (a
+    :class:`edgekit.Dataset` or a ``--data`` spec, as Keras takes a dataset), with ``y`` and
+    ``validation_data`` left out. ``space``: dimensions replacing those of
+    :data:`edgekit.app.search.space.DEFAULT_SPACE` (see :func:`edgekit.app.search.space.load_space`).
+    The older form ``search(model, data, directory)`` still works, with a warning."""
+    from edgekit.core.progress import Progress
+    from edgekit.core.saving import as_tf_keras, load_keras_model
+
+    x, y, directory = _legacy_form(x, y, directory, legacy)
+    log = log or (lambda _msg: None)
+    target = target or Target()
+    space = searchspace.load_space(overrides=space)  # checked, whoever built it
+    check_search_dir(directory)
+    if int(trials) < 1:
+        raise InputError("{trials} must be >= 1; received {value}", params="trials", value=trials)
+    model = load_keras_model(model) if isinstance(model, (str, os.PathLike)) else as_tf_keras(model)
+    ds = _dataset(model, x, y, validation_data)
+    if not ds.has_labels:
+        raise InputError("the search data has no labels (y); accuracy needs them")
+    st, baseline, inputs = _open(
+        model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log
+    )
     bar = Progress("search", enabled=progress, delay=0.0)
 
     objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log)
