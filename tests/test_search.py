@@ -283,3 +283,36 @@ def test_shared_study_two_workers_one_killed_mid_trial(tmp_path, tiny_keras_path
     workers = [t.user_attrs.get("worker") for t in trials if t.state == TrialState.COMPLETE]
     assert len(workers) == 4 and all(workers)  # each complete trial run by exactly one worker
     assert "Pareto front" in out
+
+
+def test_workers_opening_a_fresh_shared_study_at_the_same_moment():
+    """Two workers open one study on a fresh database at the same instant (a barrier; Optuna
+    creates its tables without a lock: measured 6 races in 6 without edgekit's lock), five times:
+    one creates the study, the other loads it, no error."""
+    _postgres_or_skip()
+    import threading
+
+    from postgres import LocalPostgres
+
+    from edgekit.app.search.study import open_study, opening
+
+    outcomes = []
+    with LocalPostgres() as pg:
+        for rep in range(5):
+            url, barrier = pg.fresh_database(f"fresh{rep}"), threading.Barrier(2)
+
+            def worker(url=url, barrier=barrier):
+                barrier.wait()
+                try:
+                    with opening(url):
+                        study = open_study("unused", url, "edgekit-search", "random", 0, None, 30.0, 4)
+                    outcomes.append(study.study_name)
+                except Exception as exc:  # the race, if it happened
+                    outcomes.append(f"{type(exc).__name__}: {exc}")
+
+            threads = [threading.Thread(target=worker) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+    assert outcomes == ["edgekit-search"] * 10, outcomes

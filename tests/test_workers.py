@@ -54,7 +54,7 @@ def test_a_failing_job_raises_here_and_stops_the_others():
     t0 = time.perf_counter()
     with pytest.raises(InputError, match="job failed: bad input"):
         with Workers(2, jobs=2, log=lambda _line: None) as pool:
-            processes = list(pool.pool._processes.values())
+            processes = pool.processes()
             pool.run([(fail_or_sleep, ("sleep",)), (fail_or_sleep, ("fail",))])
     assert time.perf_counter() - t0 < 60
     assert processes and not any(p.is_alive() for p in processes)

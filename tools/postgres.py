@@ -79,6 +79,11 @@ class LocalPostgres:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
         return self
 
+    def fresh_database(self, name: str) -> str:
+        """A new, empty database ``name`` on this server; its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
     def __exit__(self, *exc):
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
         time.sleep(0.1)

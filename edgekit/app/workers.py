@@ -161,11 +161,16 @@ class Workers:
     def __enter__(self) -> "Workers":
         return self
 
+    def processes(self) -> list:
+        """The worker processes. ProcessPoolExecutor has no public way to reach (or stop) them
+        before Python 3.14's ``terminate_workers``: its ``_processes`` is read here, only here."""
+        return list(getattr(self.pool, "_processes", {}).values())
+
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.pool.shutdown(wait=True)
             return
-        processes = list(getattr(self.pool, "_processes", {}).values())  # no public way to stop them (3.14 adds one)
+        processes = self.processes()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             p.terminate()

@@ -36,6 +36,7 @@ from edgekit.app.search.study import (
     model_fingerprint,
     next_slot,
     open_study,
+    opening,
     worker_id,
 )
 from edgekit.core.errors import EdgekitDeprecationWarning, EdgekitError, InputError, renamed
@@ -304,30 +305,37 @@ def _open(model, ds, directory, space, limits, target, storage, study, sampler, 
     created = not os.path.lexists(directory)
     os.makedirs(os.path.join(directory, "trials"), exist_ok=True)
     try:
-        # the sampler's constraints read the baseline the study stores (measured below when new)
-        st = open_study(
-            directory,
-            storage,
-            study,
-            sampler,
-            seed,
-            constraints_of(limits, lambda: st.user_attrs.get("baseline")),
-            heartbeat,
-            trials,
-        )
-        check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
-        inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
-        if not os.path.isfile(inputs):
-            ds.save_test_npz(inputs)
-        baseline = st.user_attrs.get("baseline")
-        if not baseline:
-            log(f"measuring the input model as float32 on {target.label()} ...")
-            baseline = _baseline(model, ds, directory, target, inputs, seed)
-            st.set_user_attr("baseline", baseline)
+        with opening(storage):  # workers starting together: one creates the study, the others then load it
+            return _open_locked(
+                model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log
+            )
     except BaseException:
         if created:  # nothing of a search that never started is left behind
             shutil.rmtree(directory, ignore_errors=True)
         raise
+
+
+def _open_locked(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log):
+    # the sampler's constraints read the baseline the study stores (measured below when new)
+    st = open_study(
+        directory,
+        storage,
+        study,
+        sampler,
+        seed,
+        constraints_of(limits, lambda: st.user_attrs.get("baseline")),
+        heartbeat,
+        trials,
+    )
+    check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
+    inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
+    if not os.path.isfile(inputs):
+        ds.save_test_npz(inputs)
+    baseline = st.user_attrs.get("baseline")
+    if not baseline:  # the first worker measures it, under the lock: the others find it
+        log(f"measuring the input model as float32 on {target.label()} ...")
+        baseline = _baseline(model, ds, directory, target, inputs, seed)
+        st.set_user_attr("baseline", baseline)
     return st, baseline, inputs
 
 
@@ -381,7 +389,7 @@ def search(
     objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log)
 
     try:
-        while next_slot(st, trials, poll=max(1.0, heartbeat / 4)):
+        while next_slot(st, trials, poll=max(1.0, heartbeat / 4), shared=storage is not None):
             done = len(st.get_trials(deepcopy=False, states=(_complete(),)))
             bar.show(f"search: trial {done + 1} of {trials}" + _best(st, limits, baseline))
             st.optimize(objective, n_trials=1, catch=(EdgekitError,))

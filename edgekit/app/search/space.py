@@ -205,21 +205,10 @@ def describe(params: Dict[str, Any]) -> str:
 def to_toml(doc: Optional[dict], header: str) -> str:
     """A recipe document as TOML (its values are numbers, strings and booleans), after ``header``
     comment lines."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    if doc is None:
-        return "\n".join(lines) + "\n"
+    import tomli_w
 
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        return repr(v)
-
-    lines += ["", "[fine_tune]"] + [f"{k} = {value(v)}" for k, v in doc["fine_tune"].items()]
-    for step in doc["steps"]:
-        lines += ["", "[[steps]]"] + [f"{k} = {value(v)}" for k, v in step.items()]
-    return "\n".join(lines) + "\n"
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments if doc is None else comments + "\n" + tomli_w.dumps(doc)
 
 
 def fingerprint(space: Dict[str, Any]) -> str:

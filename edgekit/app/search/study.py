@@ -4,6 +4,7 @@ exactly ``trials`` however many workers share it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -91,6 +92,37 @@ def open_study(
     )
 
 
+# The PostgreSQL advisory lock edgekit's workers take while one of them opens (and maybe creates)
+# a shared study: Optuna creates its tables on first use without a lock, and two workers starting at
+# the same moment on a fresh database race (one dies with 'duplicate key value violates unique
+# constraint "pg_type_typname_nsp_index"').
+STUDY_LOCK = 0x6564_6765  # "edge"
+
+
+@contextlib.contextmanager
+def opening(storage: Optional[str]):
+    """While the block opens the study: the workers of one PostgreSQL database one at a time
+    (an advisory lock, held until the block ends or its connection closes); nothing for a file."""
+    if storage is None or not storage.startswith(("postgresql://", "postgresql+psycopg2://")):
+        yield
+        return
+    import sqlalchemy
+
+    url = "postgresql+psycopg2://" + storage.split("://", 1)[1]
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10}, poolclass=sqlalchemy.pool.NullPool)
+        conn = engine.connect()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise InputError(f"cannot open the study database {public_url(url)}: {reason}") from None
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": STUDY_LOCK})
+        yield
+    finally:
+        conn.close()  # the lock is the session's: closing releases it
+        engine.dispose()
+
+
 def public_url(url: str) -> str:
     """A storage URL without its user and password: host, port and database."""
     return url.split("@")[-1]
@@ -156,21 +188,20 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def fail_dead(study) -> None:
-    """Running trials whose worker is gone: stale heartbeats (a database) or, in the journal
-    file, a worker process on this machine that no longer exists."""
+def fail_dead(study, shared: bool) -> None:
+    """Running trials whose worker is gone: stale heartbeats in a ``shared`` database, or, in the
+    journal file, a worker process on this machine that no longer exists."""
     import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
     from optuna.trial import TrialState
 
-    if isinstance(study._storage, BaseHeartbeat):
+    if shared:
         optuna.storages.fail_stale_trials(study)
         return
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(t.user_attrs.get("worker", ""))
         if who.rpartition(":")[0] == host and not _alive(int(who.rpartition(":")[2] or 0)):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _alive(pid: int) -> bool:
@@ -185,12 +216,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def next_slot(study, trials: int, poll: float) -> bool:
+def next_slot(study, trials: int, poll: float, shared: bool) -> bool:
     """Wait while the last trials run elsewhere; False once ``trials`` are complete."""
     from optuna.trial import TrialState
 
     while True:
-        fail_dead(study)
+        fail_dead(study, shared)
         states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
         done = states.count(TrialState.COMPLETE)
         if done >= trials:
