@@ -36,7 +36,13 @@ pytestmark = [
 def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.1:PORT accepting one test key for the current user."""
     with LoopbackSSHD(str(tmp_path_factory.mktemp("sshd"))) as server:
-        yield {"port": server.port, "config": server.client_config, "user": server.user, "host": server.host}
+        yield {
+            "port": server.port,
+            "config": server.client_config,
+            "user": server.user,
+            "host": server.host,
+            "server": server,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def test_setup_venv_has_only_numpy_and_litert_and_the_harness_runs_there(
     (loc,) = json.loads(local.stdout)["results"]
     assert set(remote) == set(loc)
     assert set(remote["latency_ms"]) == set(loc["latency_ms"]) and set(remote["memory_mb"]) == set(loc["memory_mb"])
-    assert _edgekit_dirs() == before
+    assert not _edgekit_dirs() - before  # this run's directory is gone (another test's may be going meanwhile)
 
 
 def test_default_remote_python_and_a_fleet_in_parallel(board_venv, sshd, exported):
@@ -176,6 +182,16 @@ def test_setup_on_an_unreachable_board_is_a_clean_error(sshd):
     assert_clean_error(proc, contains="cannot reach")
 
 
+def _harness_running(sshd, model_name: str = "m0.tflite", timeout: float = 60.0) -> bool:
+    """Wait until the board side runs the harness on the model (a process of this test's sshd)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any("harness.py" in cmd and model_name in cmd for _, cmd in sshd["server"].descendants()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _start_long_remote_run(sshd, board_venv, model):
     before = _edgekit_dirs()
     proc = subprocess.Popen(
@@ -215,7 +231,7 @@ def _gone(path, seconds=10.0):
 
 def test_ctrl_c_stops_the_run_and_the_board_temp_dir_is_removed(board_venv, sshd, exported):
     proc, remote_dir = _start_long_remote_run(sshd, board_venv, exported["int8"].path)
-    time.sleep(1.0)
+    assert _harness_running(sshd), "the board never started the harness"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
@@ -224,12 +240,13 @@ def test_ctrl_c_stops_the_run_and_the_board_temp_dir_is_removed(board_venv, sshd
 
 def test_ssh_dropping_mid_run_is_reported_and_cleaned_up(board_venv, sshd, exported):
     proc, remote_dir = _start_long_remote_run(sshd, board_venv, exported["int8"].path)
-    time.sleep(1.0)
-    # Kill the server side of this connection (sshd's per-session processes), as a network drop would.
-    sessions = subprocess.run(["pgrep", "-f", "sshd: .*@notty"], capture_output=True, text=True).stdout.split()
+    assert _harness_running(sshd), "the board never started the harness"
+    # Kill the server side of this connection (this test's sshd's session processes, nothing else on
+    # the machine), as a network drop would.
+    sessions = [pid for pid, cmd in sshd["server"].descendants() if cmd.startswith("sshd:") and "@notty" in cmd]
     assert sessions
     for pid in sessions:
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "Traceback" not in err
     assert "dropped during the run" in err, err

@@ -83,6 +83,31 @@ class LoopbackSSHD:
         with open(os.path.join(d, "sshd.log")) as f:
             raise RuntimeError("sshd did not start: " + " ".join(f.read().split())[-300:])
 
+    def descendants(self) -> list:
+        """(pid, command line) of every process this server started, and theirs: its sessions and
+        what they run (read from /proc; nothing else on the machine is listed)."""
+        parent = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        parent[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # gone meanwhile
+        mine, grew = {self.proc.pid}, True
+        while grew:
+            new = {pid for pid, ppid in parent.items() if ppid in mine and pid not in mine}
+            mine |= new
+            grew = bool(new)
+        found = []
+        for pid in sorted(mine - {self.proc.pid}):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append((pid, f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
+            except OSError:
+                continue
+        return found
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
