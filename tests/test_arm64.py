@@ -3,26 +3,159 @@ aarch64 Python, numpy and LiteRT wheels: the same int8 outputs, bit for bit, on 
 the same as this machine's up to one quantization step of the int8 softmax.
 
 The first run prepares QEMU and the arm64 sysroot in the cache (about 300 MB, ~15 s);
-``make arm-check`` runs the same comparison on the demo's models."""
+``make arm-check`` runs the same comparison on the demo's models. The preparation's own tests
+(preparers at once, new versions, the earlier layout) run it on a small stand-in tree instead of
+the download."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import run_cli
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (shutil.which("apt-get") and shutil.which("dpkg-deb")) and not os.environ.get("EDGEKIT_REQUIRE_QEMU"),
-        reason="the ARM64 check fetches QEMU and an arm64 sysroot with apt-get (Debian/Ubuntu only)",
-    ),
-    pytest.mark.xdist_group("arm64"),
-]  # one xdist worker runs them all: the QEMU sysroot is prepared once, not raced
+needs_apt = pytest.mark.skipif(
+    not (shutil.which("apt-get") and shutil.which("dpkg-deb")) and not os.environ.get("EDGEKIT_REQUIRE_QEMU"),
+    reason="the ARM64 check fetches QEMU and an arm64 sysroot with apt-get (Debian/Ubuntu only)",
+)
+pytestmark = pytest.mark.xdist_group("arm64")  # one xdist worker runs them all: the suite's cache is prepared once
 
 
+# -- the cache: prepared once, whoever asks at the same time; a tree in place is never replaced --
+
+
+def _stand_in(p):
+    """What a download leaves in the tree ``p`` (a few of its files); returns the inode of the
+    stdlib file a starting Python reads first."""
+    os.makedirs(os.path.dirname(p["qemu"]))
+    open(p["qemu"], "w").close()
+    encodings = os.path.join(p["sysroot"], "usr", "lib", "python3.11", "encodings")
+    os.makedirs(encodings)
+    os.symlink("python3.11", os.path.join(p["sysroot"], "usr", "lib", "python3"))
+    with open(os.path.join(encodings, "__init__.py"), "w") as f:
+        f.write("# stand-in\n")
+    os.makedirs(os.path.join(p["site"], "numpy"))
+    open(os.path.join(p["site"], "numpy", "__init__.py"), "w").close()
+    return os.stat(os.path.join(encodings, "__init__.py")).st_ino
+
+
+def _encodings(p):
+    return os.path.join(p["sysroot"], "usr", "lib", "python3.11", "encodings", "__init__.py")
+
+
+def test_preparers_at_once_prepare_one_tree_and_never_replace_it(tmp_path, monkeypatch):
+    """Four threads ask for a fresh cache at once: one downloads while the three others wait for
+    it (each has said so before the download ends), then all get that tree, untouched. Before,
+    each saw no stamp, downloaded, and replaced the sysroot another one's QEMU run was reading."""
+    from edgekit.device.host import qemu
+
+    n, root = 4, str(tmp_path / "cache")
+    waiting, downloads = threading.Semaphore(0), []
+
+    def download(work, p, versions, log):
+        for _ in range(n - 1):  # every other preparer is blocked on the lock meanwhile
+            assert waiting.acquire(timeout=20), "another preparer did not wait"
+        downloads.append(_stand_in(p))
+
+    def log(msg):
+        if msg.startswith("arm64: waiting for another preparation"):
+            waiting.release()
+
+    monkeypatch.setattr(qemu, "_download", download)
+    with ThreadPoolExecutor(n) as pool:
+        trees = list(pool.map(lambda _: qemu.ensure(root, log=log), range(n)))
+    assert len(downloads) == 1 and all(t == trees[0] for t in trees)
+    assert os.stat(_encodings(trees[0])).st_ino == downloads[0]
+    assert sorted(os.listdir(root)) == [".lock", os.path.basename(trees[0]["dir"])]  # no .prep-* left
+    assert qemu.ensure(root) == trees[0]
+
+
+_PREPARER = """
+import os, sys, time
+from edgekit.device.host import qemu
+root, me, other = sys.argv[1:]
+def download(work, p, versions, log):
+    with open(os.path.join(root, "downloads"), "a") as f:
+        f.write(me + "\\n")
+    deadline = time.time() + 20
+    while not os.path.exists(os.path.join(root, "waiting-" + other)) and time.time() < deadline:
+        time.sleep(0.01)
+    os.makedirs(os.path.dirname(p["qemu"]))
+    open(p["qemu"], "w").close()
+def log(msg):
+    if msg.startswith("arm64: waiting"):
+        open(os.path.join(root, "waiting-" + me), "w").close()
+qemu._download = download
+print(qemu.ensure(root, log=log)["dir"])
+"""
+
+
+def test_two_processes_preparing_at_once_download_once(tmp_path):
+    """The same across processes (two ``edgekit bench --qemu`` on a fresh cache): the lock is a
+    file's, one process downloads, the other waits and uses its tree."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PREPARER, str(root), me, other], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert outs[0][0] == outs[1][0] and os.path.isdir(outs[0][0].decode().strip())
+    assert len((root / "downloads").read_text().split()) == 1
+    assert len(list(root.glob("waiting-*"))) == 1  # the other one waited
+
+
+def test_a_new_version_is_prepared_beside_the_tree_in_use(tmp_path, monkeypatch):
+    """Another numpy (another venv on the same cache): its own tree; the first one stays as it was
+    (before, the stamp did not match, and the sysroot in use was removed and replaced)."""
+    from edgekit.device.host import qemu
+
+    root, inodes = str(tmp_path / "cache"), []
+    monkeypatch.setattr(qemu, "_download", lambda work, p, versions, log: inodes.append(_stand_in(p)))
+    first = qemu.ensure(root, log=lambda _: None)
+    real = qemu._version
+    monkeypatch.setattr(qemu, "_version", lambda dist: "0.0.1" if dist == "numpy" else real(dist))
+    second = qemu.ensure(root, log=lambda _: None)
+    assert first["dir"] != second["dir"] and len(inodes) == 2
+    assert os.stat(_encodings(first)).st_ino == inodes[0]
+    assert os.stat(_encodings(second)).st_ino == inodes[1]
+
+
+def test_a_dead_preparers_leftovers_go_and_the_earlier_layout_is_adopted(tmp_path, monkeypatch):
+    """A ``.prep-*`` of a preparer that died is removed by the next one; the earlier layout's tree
+    (``sysroot/`` beside ``ready.json``) of the same versions is hard-linked, not downloaded again."""
+    from edgekit.device.host import qemu
+
+    root = tmp_path / "cache"
+    (root / ".prep-dead" / "sysroot").mkdir(parents=True)
+    old = qemu._paths(str(root))
+    inode = _stand_in(old)
+    with open(old["stamp"], "w") as f:
+        json.dump({"litert": qemu._version("ai-edge-litert"), "numpy": qemu._version("numpy")}, f)
+
+    def download(*_):
+        raise AssertionError("downloaded again")
+
+    monkeypatch.setattr(qemu, "_download", download)
+    p = qemu.ensure(str(root), log=lambda _: None)
+    assert os.stat(_encodings(p)).st_ino == inode and os.path.isfile(p["qemu"])
+    assert os.readlink(os.path.join(p["sysroot"], "usr", "lib", "python3")) == "python3.11"
+    assert not list(root.glob(".prep-*")) and os.path.isfile(_encodings(old))
+
+
+# -- under QEMU ---------------------------------------------------------------------------------
+
+
+@needs_apt
 def test_outputs_on_both_pi_cpus_against_x86(exported, test_npz):
     from edgekit.device.host.qemu import check
 
@@ -39,6 +172,7 @@ def test_outputs_on_both_pi_cpus_against_x86(exported, test_npz):
         assert r["differing_samples"] <= 0.05 * r["samples"]
 
 
+@needs_apt
 def test_bench_on_qemu_marks_timings_emulated(exported, test_npz):
     proc = run_cli(
         "bench",
@@ -62,6 +196,7 @@ def test_bench_on_qemu_marks_timings_emulated(exported, test_npz):
     assert r["accuracy"] == pytest.approx(exported["int8"].accuracy, abs=1e-9)
 
 
+@needs_apt
 def test_search_checks_each_trial_on_arm64(tiny_keras_path, tmp_path):
     """edgekit search --qemu: each trial's file also runs on ARM64 and agrees with this machine."""
     space = tmp_path / "space.toml"

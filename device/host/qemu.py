@@ -3,7 +3,8 @@ XNNPACK's ARM kernels) on this x86 machine, as a Raspberry Pi 4 (``cortex-a72``)
 (``cortex-a76``).
 
 :func:`ensure` prepares, once, in a cache directory (``$EDGEKIT_ARM_CACHE``, default
-``~/.cache/edgekit/arm64``; about 300 MB), with no system install:
+``~/.cache/edgekit/arm64``; about 300 MB a version), with no system install, one tree per
+version of ai-edge-litert and numpy (``litert-2.3.0-numpy-2.4.6/``):
 
 - ``qemu-aarch64`` 10 from Debian trixie's ``qemu-user`` package (static). Bookworm's qemu 7.2
   segfaults inside LiteRT, and any QEMU with its default ``-cpu max`` gives wrong int8 results
@@ -12,6 +13,16 @@ XNNPACK's ARM kernels) on this x86 machine, as a Raspberry Pi 4 (``cortex-a72``)
   ``apt-get`` against a private apt root (the mirror comes from this machine's apt sources);
 - aarch64 wheels of numpy and ai-edge-litert, the same ai-edge-litert version as this machine's
   (``pip download`` needs the manylinux_2_27/2_28 tags, or it silently picks 1.4.0).
+
+A tree is prepared under a temporary name (``.prep-*``) by one process at a time (a file lock,
+``.lock``: every other preparer, process or thread, waits, then uses that tree) and renamed into
+place whole; once there it is never replaced or removed (runs only add Python's bytecode caches),
+so a run under QEMU never loses its files to another preparer. (Measured before: two ``edgekit
+bench --qemu`` preparing one fresh cache at once both replaced ``sysroot/`` and ``site/``, and
+the first one's harness failed with ``No module named 'json'``, ``no numpy`` or Python's
+"failed to get the Python codec of the filesystem encoding".) The single tree of the earlier
+layout (``sysroot/``, ``site/``, ``bin/`` beside ``ready.json``) is adopted by hard links when
+its versions match. Trees of older versions stay until removed by hand.
 
 :func:`python_argv` is the command prefix that runs the aarch64 python; ``edgekit bench --qemu
 cortex-a72`` uses it. :func:`check` (``make arm-check``, ``python -m edgekit.app.cli.arm_check``) runs
@@ -23,6 +34,9 @@ Emulated timings mean nothing for a real board; outputs and memory behaviour do.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -46,13 +60,22 @@ def cache_dir() -> str:
     return os.environ.get("EDGEKIT_ARM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgekit", "arm64")
 
 
-def _paths(root: str) -> Dict[str, str]:
+def _paths(tree: str) -> Dict[str, str]:
     return {
-        "qemu": os.path.join(root, "bin", "qemu-aarch64"),
-        "sysroot": os.path.join(root, "sysroot"),
-        "site": os.path.join(root, "site"),
-        "stamp": os.path.join(root, "ready.json"),
+        "dir": tree,
+        "qemu": os.path.join(tree, "bin", "qemu-aarch64"),
+        "sysroot": os.path.join(tree, "sysroot"),
+        "site": os.path.join(tree, "site"),
+        "stamp": os.path.join(tree, "ready.json"),
     }
+
+
+def _ready(p: Dict[str, str], versions: Dict[str, str]) -> bool:
+    try:
+        with open(p["stamp"]) as f:
+            return json.load(f) == versions
+    except (OSError, ValueError):
+        return False
 
 
 def _mirror() -> str:
@@ -125,82 +148,132 @@ def _version(dist: str) -> str:
 
 
 def ensure(root: Optional[str] = None, log=None) -> Dict[str, str]:
-    """Prepare QEMU, the arm64 sysroot and the aarch64 wheels once; return their paths."""
+    """Prepare QEMU, the arm64 sysroot and the aarch64 wheels once; return their paths.
+
+    Safe to call from several processes and threads at once: one prepares (under ``root``'s
+    lock), the others wait for it; the tree returned is never replaced or removed afterwards."""
     root = root or cache_dir()
-    p = _paths(root)
-    litert, numpy = _version("ai-edge-litert"), _version("numpy")
-    if os.path.isfile(p["stamp"]):
-        with open(p["stamp"]) as f:
-            if json.load(f) == {"litert": litert, "numpy": numpy}:
-                return p
+    versions = {"litert": _version("ai-edge-litert"), "numpy": _version("numpy")}
+    p = _paths(os.path.join(root, f"litert-{versions['litert']}-numpy-{versions['numpy']}"))
+    if _ready(p, versions):
+        return p
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    os.makedirs(root, exist_ok=True)
+    with _locked(os.path.join(root, ".lock"), lambda: log(f"arm64: waiting for another preparation in {root} ...")):
+        if _ready(p, versions):  # prepared by the one this call waited for
+            return p
+        for stale in glob.glob(os.path.join(root, ".prep-*")):  # of a preparer that died (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        if os.path.lexists(p["dir"]):  # not ready (no stamp): never renamed into place by ensure
+            aside = tempfile.mkdtemp(prefix=".prep-stale-", dir=root)
+            os.rename(p["dir"], os.path.join(aside, "tree"))
+            shutil.rmtree(aside, ignore_errors=True)
+        work = tempfile.mkdtemp(prefix=".prep-", dir=root)
+        try:
+            if not _adopt(root, _paths(work), versions):
+                _download(work, _paths(work), versions, log)
+            with open(_paths(work)["stamp"], "w") as f:
+                json.dump(versions, f)
+            os.chmod(work, 0o755)  # mkdtemp's 0700 otherwise
+            os.rename(work, p["dir"])  # whole and at once: a tree in place is complete
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"arm64: ready in {p['dir']}")
+    return p
+
+
+@contextlib.contextmanager
+def _locked(path: str, on_wait):
+    """An exclusive ``flock`` on ``path``: it excludes other processes and, opened once per call,
+    other threads of this one (a POSIX ``lockf`` lock would not); released if the holder dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _adopt(root: str, new: Dict[str, str], versions: Dict[str, str]) -> bool:
+    """The earlier layout's single tree (``root``'s ``sysroot/``, ``site/``, ``bin/`` and
+    ``ready.json``), when it has these versions: hard-linked into ``new`` (no copy, no download;
+    the old tree stays for the earlier code, which replaces it in place)."""
+    old = _paths(root)
+    if not _ready(old, versions) or not all(os.path.exists(old[k]) for k in ("qemu", "sysroot", "site")):
+        return False
+    try:
+        os.makedirs(os.path.dirname(new["qemu"]))
+        os.link(old["qemu"], new["qemu"])
+        for name in ("sysroot", "site"):
+            shutil.copytree(old[name], new[name], symlinks=True, copy_function=os.link)
+    except OSError:  # no hard links here, or the old tree changed meanwhile: download instead
+        for name in ("bin", "sysroot", "site"):
+            shutil.rmtree(os.path.join(new["dir"], name), ignore_errors=True)
+        return False
+    return _ready(old, versions)
+
+
+def _download(work: str, p: Dict[str, str], versions: Dict[str, str], log) -> None:
+    """Fetch and unpack everything into the tree ``p`` (inside ``work``)."""
+    litert, numpy = versions["litert"], versions["numpy"]
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise HarnessError("the ARM64 check needs apt-get and dpkg-deb (a Debian or Ubuntu machine)")
     mirror = _mirror()
-    os.makedirs(root, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="prep-", dir=root)
-    try:
-        log("arm64: fetching qemu-user 10 from Debian trixie ...")
-        _apt(
-            os.path.join(work, "host"),
-            f"deb [signed-by={KEYRING}] {mirror} trixie main",
-            None,
-            ["download", "qemu-user"],
-        )
-        (deb,) = glob.glob(os.path.join(work, "host", "qemu-user_*.deb"))
-        _extract(deb, os.path.join(work, "qemu"))
-        os.makedirs(os.path.dirname(p["qemu"]), exist_ok=True)
-        shutil.move(os.path.join(work, "qemu", "usr/bin/qemu-aarch64"), p["qemu"] + ".new")
-        os.replace(p["qemu"] + ".new", p["qemu"])
+    log("arm64: fetching qemu-user 10 from Debian trixie ...")
+    _apt(
+        os.path.join(work, "host"),
+        f"deb [signed-by={KEYRING}] {mirror} trixie main",
+        None,
+        ["download", "qemu-user"],
+    )
+    (deb,) = glob.glob(os.path.join(work, "host", "qemu-user_*.deb"))
+    _extract(deb, os.path.join(work, "qemu"))
+    os.makedirs(os.path.dirname(p["qemu"]), exist_ok=True)
+    shutil.move(os.path.join(work, "qemu", "usr/bin/qemu-aarch64"), p["qemu"])
 
-        log("arm64: fetching Debian bookworm's arm64 python3.11 sysroot ...")
-        arm = os.path.join(work, "arm")
-        _apt(
-            arm,
-            f"deb [arch=arm64 signed-by={KEYRING}] {mirror} bookworm main",
-            "arm64",
-            ["install", "-y", "--download-only", PYTHON, "libstdc++6"],
-        )
-        sysroot = os.path.join(work, "sysroot")
-        for deb in sorted(glob.glob(os.path.join(arm, "var/cache/apt/archives/*.deb"))):
-            _extract(deb, sysroot)
+    log("arm64: fetching Debian bookworm's arm64 python3.11 sysroot ...")
+    arm = os.path.join(work, "arm")
+    _apt(
+        arm,
+        f"deb [arch=arm64 signed-by={KEYRING}] {mirror} bookworm main",
+        "arm64",
+        ["install", "-y", "--download-only", PYTHON, "libstdc++6"],
+    )
+    for deb in sorted(glob.glob(os.path.join(arm, "var/cache/apt/archives/*.deb"))):
+        _extract(deb, p["sysroot"])
 
-        log(f"arm64: fetching aarch64 wheels of numpy {numpy} and ai-edge-litert {litert} ...")
-        wheels = os.path.join(work, "wheels")
-        plat = [
-            x
-            for t in (
-                "manylinux_2_28_aarch64",
-                "manylinux_2_27_aarch64",
-                "manylinux2014_aarch64",
-                "manylinux_2_17_aarch64",
-            )
-            for x in ("--platform", t)
-        ]
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        target = ["--only-binary=:all:", "--no-deps", "--python-version", "3.11", "--implementation", "cp", *plat]
-        _run(
-            pip + ["download", *target, "-d", wheels, f"numpy=={numpy}", f"ai-edge-litert=={litert}"],
-            "pip download (aarch64 wheels)",
+    log(f"arm64: fetching aarch64 wheels of numpy {numpy} and ai-edge-litert {litert} ...")
+    wheels = os.path.join(work, "wheels")
+    plat = [
+        x
+        for t in (
+            "manylinux_2_28_aarch64",
+            "manylinux_2_27_aarch64",
+            "manylinux2014_aarch64",
+            "manylinux_2_17_aarch64",
         )
-        site = os.path.join(work, "site")
-        _run(
-            pip
-            + ["install", *target, "--no-index", "--target", site]
-            + sorted(glob.glob(os.path.join(wheels, "*.whl"))),
-            "pip install --target (aarch64 wheels)",
-        )
-
-        for name in ("sysroot", "site"):
-            shutil.rmtree(p[name], ignore_errors=True)
-            os.replace(os.path.join(work, name), p[name])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    with open(p["stamp"] + ".tmp", "w") as f:
-        json.dump({"litert": litert, "numpy": numpy}, f)
-    os.replace(p["stamp"] + ".tmp", p["stamp"])
-    log(f"arm64: ready in {root}")
-    return p
+        for x in ("--platform", t)
+    ]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    target = ["--only-binary=:all:", "--no-deps", "--python-version", "3.11", "--implementation", "cp", *plat]
+    _run(
+        pip + ["download", *target, "-d", wheels, f"numpy=={numpy}", f"ai-edge-litert=={litert}"],
+        "pip download (aarch64 wheels)",
+    )
+    _run(
+        pip
+        + ["install", *target, "--no-index", "--target", p["site"]]
+        + sorted(glob.glob(os.path.join(wheels, "*.whl"))),
+        "pip install --target (aarch64 wheels)",
+    )
+    for scratch in ("host", "qemu", "arm", "wheels"):  # only the tree is kept
+        shutil.rmtree(os.path.join(work, scratch), ignore_errors=True)
 
 
 def python_argv(cpu: str, root: Optional[str] = None) -> List[str]:

@@ -68,17 +68,22 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=No
             )
         except OSError as exc:
             raise HarnessError(f"cannot start {python_argv[0]}: {exc.strerror}") from None
+        # stderr by one thread (progress lines, the tail of anything else), stdout by another: each
+        # pipe has one reader, so no line of either goes astray
         reader = threading.Thread(
             target=read_stderr,
             daemon=True,
             args=(proc.stderr, lambda text, n=name: progress.update(host_label or "", f"{n} {text}"), tail),
         )
+        chunks: List[bytes] = []
+        out_reader = threading.Thread(target=lambda p=proc, c=chunks: c.append(p.stdout.read()), daemon=True)
         reader.start()
+        out_reader.start()
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             results.append(
                 BenchmarkResult(str(model), error=f"timed out after {timeout:.0f} s", host=host_label, threads=threads)
             )
@@ -90,6 +95,8 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=No
         finally:
             live.done(proc)
         reader.join(timeout=5)
+        out_reader.join(timeout=5)
+        out = b"".join(chunks)
         results.append(
             parse_result(str(model), proc.returncode, out.decode("utf-8", "replace"), tail, host_label, threads)
         )

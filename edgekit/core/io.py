@@ -8,7 +8,9 @@ demo folders):
 - everything is written under a temporary name beside the output and renamed into place at the
   end, so a failed or interrupted step leaves nothing half-written; without ``overwrite`` the final
   rename never replaces a file that appeared meanwhile (another run writing the same name fails
-  with "exists" instead of one result silently replacing the other).
+  with "exists" instead of one result silently replacing the other);
+- once a stop was requested (:func:`request_stop`: the CLI's handler of SIGINT, SIGTERM and
+  SIGHUP) no final rename happens, even when the handler's exception was swallowed on its way.
 """
 
 from __future__ import annotations
@@ -19,9 +21,60 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from edgekit.core.errors import InputError
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was asked to stop by signal ``signum``: unwinds like Ctrl-C, so every temporary
+    file and child process is cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_stop: List[int] = []  # the signal that asked this process to stop, once one did
+
+
+def request_stop(signum: int) -> Stopped:
+    """Record that this process must stop (the first signal wins) and return the exception for
+    the signal handler to raise. The record outlives the exception, which may never arrive:
+    Python runs a handler between any two bytecodes of the main thread, also inside a ``__del__``
+    or a weakref callback (TensorFlow runs many while it saves a model), where an exception is
+    printed as "Exception ignored in ..." and dropped, and the save goes on; library code with a
+    bare ``except`` drops or replaces it too. Every commit point (:func:`check_stop`) raises it
+    again instead of committing."""
+    if not _stop:
+        _stop.append(signum)
+    return Stopped(signum)
+
+
+def stop_requested() -> Optional[int]:
+    """The signal that asked this process to stop, or None."""
+    return _stop[0] if _stop else None
+
+
+def clear_stop() -> None:
+    """Forget a stop request (a new run in the same process)."""
+    _stop.clear()
+
+
+def check_stop() -> None:
+    """Raise :class:`Stopped` if a stop was requested, unless that stop is what is unwinding now
+    (a clean-up in an ``except`` or ``finally`` may still write what it means to keep: the
+    search's study)."""
+    if not _stop:
+        return
+    exc, seen = sys.exc_info()[1], set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    raise Stopped(_stop[0])
+
 
 # What a SavedModel directory holds: such a directory may be replaced with ``overwrite``.
 SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables", "assets"})
@@ -111,7 +164,8 @@ def _exists_meanwhile(path: str) -> InputError:
 
 def commit_file(tmp: str, path: str, overwrite: bool) -> None:
     """Rename the finished ``tmp`` to ``path``; without ``overwrite`` never replace a file that
-    exists by now (a hard link claims the name atomically)."""
+    exists by now (a hard link claims the name atomically). Not after a stop request."""
+    check_stop()
     if overwrite:
         os.replace(tmp, path)
         return
@@ -132,7 +186,9 @@ def commit_file(tmp: str, path: str, overwrite: bool) -> None:
 
 def commit_dir(tmp: str, path: str, overwrite: bool) -> None:
     """Rename the finished directory ``tmp`` to ``path``. With ``overwrite`` an existing directory
-    (checked replaceable by :func:`check_output`) is moved aside first and removed after."""
+    (checked replaceable by :func:`check_output`) is moved aside first and removed after. Not
+    after a stop request."""
+    check_stop()
     parent, base = os.path.split(os.path.abspath(path))
     if overwrite and os.path.lexists(path):
         if os.path.isdir(path) and not os.path.islink(path):
