@@ -44,6 +44,7 @@ _LAZY = {
     "run_demo": "edgekit.app.demo",
     "profile": "edgekit.models",
     "EdgekitError": "edgekit.core.errors",
+    "CollapseError": "edgekit.core.errors",
     "InputError": "edgekit.core.errors",
     "VerificationError": "edgekit.core.errors",
     "UnsafeModelError": "edgekit.core.errors",

@@ -34,7 +34,7 @@ from edgekit.optimize.common import copy_model
 from edgekit.optimize.configs import DistillConfig, FineTune
 from edgekit.optimize.distill import Distiller, distill
 from edgekit.optimize.factorize import FactorizeConfig, FactorizedLayer, FactorizeResult, factorize, factorize_report
-from edgekit.optimize.finetune import accuracy, callbacks, fine_tune
+from edgekit.optimize.finetune import accuracy, callbacks, chance_level, collapse_bound, collapsed, fine_tune
 from edgekit.optimize.fold import fold_batchnorm
 from edgekit.optimize.prune import PruneConfig, prune
 from edgekit.optimize.qat import QATConfig, qat
@@ -65,9 +65,12 @@ __all__ = [
     "WeightReport",
     "accuracy",
     "callbacks",
+    "chance_level",
     "channel_prune",
     "channel_prune_report",
     "cluster",
+    "collapse_bound",
+    "collapsed",
     "copy_model",
     "custom_objects",
     "distill",

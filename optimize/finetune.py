@@ -217,6 +217,28 @@ def batches(x, y, batch_size: int, seed: int):
     return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).with_options(options)
 
 
+def chance_level(y) -> Optional[float]:
+    """The accuracy of always answering the most frequent class of labels ``y`` (None without labels)."""
+    if y is None or not np.asarray(y).size:
+        return None
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def collapse_bound(start: float, chance: float) -> float:
+    """How far below its ``start`` a fine-tune's accuracy may end before it counts as collapsed:
+    the larger of 10 points and half the distance from ``start`` to ``chance``, so that a model
+    ending nearer chance than where it began has collapsed, and noise of a few points never does."""
+    return max(0.10, (start - chance) / 2)
+
+
+def collapsed(start: Optional[float], end: Optional[float], chance: Optional[float]) -> bool:
+    """Whether accuracy went from ``start`` to ``end`` by more than :func:`collapse_bound`."""
+    if start is None or end is None or chance is None:
+        return False
+    return start - end > collapse_bound(start, chance) + 1e-9
+
+
 def accuracy(model, x, y, batch_size: int = 256) -> float:
     """Top-1 accuracy of a classifier (per position for a sequence model's (N, T, classes) output
     with (N, T) labels)."""

@@ -39,14 +39,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgekit.core.data import validation_pair
-from edgekit.core.errors import InputError, Message, python_name, renamed, render
+from edgekit.core.errors import CollapseError, InputError, Message, python_name, renamed, render
 from edgekit.core.io import read_toml
 from edgekit.core.results import Result, fmt, table
 from edgekit.core.saving import as_tf_keras
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
-from edgekit.optimize.finetune import accuracy, check_labels
+from edgekit.optimize.finetune import accuracy, chance_level, check_labels, collapse_bound, collapsed
 from edgekit.optimize.weights import WeightReport, weight_report
 
 _FT_KEYS = {f.name for f in fields(FineTune)}
@@ -160,10 +160,12 @@ class OptimizeResult(Result):
     baseline_accuracy: Optional[float]
     steps: List[StepResult] = field(default_factory=list)
     warnings: List[Any] = field(default_factory=list)  # text, or Messages naming parameters
+    chance: Optional[float] = None  # accuracy of always answering the validation labels' most frequent class
 
     def to_dict(self) -> dict:
         return {
             "baseline_accuracy": self.baseline_accuracy,
+            "chance": self.chance,
             "warnings": [str(w) for w in self.warnings],
             "steps": [
                 {
@@ -187,6 +189,8 @@ class OptimizeResult(Result):
         """The steps with accuracy, zeros, distinct values and params; the last model's layers;
         what each technique reported; the warnings."""
         rows = [["(input)", "", fmt(self.baseline_accuracy, ".4f"), "", "", ""]]
+        if self.chance is not None:
+            rows.append(["(chance: the most frequent class)", "", fmt(self.chance, ".4f"), "", "", ""])
         for s in self.steps:
             w = s.weights
             rows.append(
@@ -243,6 +247,27 @@ def _far_below(step: Step, acc: float, baseline: float, samples: int) -> Message
     )
 
 
+def _collapse(step: Step, start: float, acc: float, chance: float, accepted: bool) -> Message:
+    what = (
+        "kept, as {allow_drop} asks"
+        if accepted
+        else "nothing was written. Change the step (a milder setting, a longer or slower fine-tune, "
+        "{distill}), or accept the drop with {allow_drop}"
+    )
+    return Message(
+        "{step}: the fine-tune collapsed the model: test accuracy {start:.4f} → {acc:.4f} ({drop:.1f} points; "
+        "chance is {chance:.4f}, and a step may lose at most {bound:.1f} points, the larger of 10 and half the "
+        "distance to chance): " + what,
+        params=("allow_drop",) if accepted else ("distill", "allow_drop"),
+        step=step.describe(),
+        start=start,
+        acc=acc,
+        drop=100 * (start - acc),
+        chance=chance,
+        bound=100 * collapse_bound(start, chance),
+    )
+
+
 def _config_dict(config) -> dict:
     d = asdict(config)
     d.pop("configs", None)
@@ -262,13 +287,18 @@ def optimize(
     seed: int = 0,
     teacher=None,
     measure: Optional[Callable[[Any], float]] = None,
+    allow_drop: bool = False,
     **legacy,
 ) -> OptimizeResult:
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
     ``(x, y)``; accuracy on ``validation_data`` ``(x, y)`` before and after each step (older names
     ``x_test``, ``y_test``). Distilling fine-tunes learn from ``teacher``, by default ``model`` as it
     came in. ``measure`` times a candidate model for latency budgets
-    (:func:`edgekit.app.measure.int8_latency`)."""
+    (:func:`edgekit.app.measure.int8_latency`).
+
+    A step whose test accuracy ends more than :func:`edgekit.optimize.collapse_bound` below where
+    it started (the larger of 10 points and half the distance to chance) has collapsed the model:
+    :class:`edgekit.CollapseError`, unless ``allow_drop`` (then a warning)."""
     validation_data = renamed(legacy, ("x_test", "y_test"), "validation_data", validation_data)
     if legacy:
         raise TypeError(f"optimize() got an unexpected keyword argument '{next(iter(legacy))}'")
@@ -279,7 +309,11 @@ def optimize(
     check_labels(model, y, "y")
     check_labels(model, y_test, "validation_data")
     has_test = x_test is not None and y_test is not None
-    result = OptimizeResult(model=None, baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None)
+    result = OptimizeResult(
+        model=None,
+        baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None,
+        chance=chance_level(y_test) if has_test else None,
+    )
     if recipe.steps[0].technique == "distill" and teacher is None:
         raise InputError(
             "a first distill step without a teacher would learn from the model itself: pass a {teacher}",
@@ -293,7 +327,12 @@ def optimize(
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
         result.warnings += ctx.notes
         acc = accuracy(current, x_test, y_test) if has_test else None
-        if acc is not None and result.baseline_accuracy is not None and acc < result.baseline_accuracy - 0.05:
+        start = result.steps[-1].accuracy if result.steps else result.baseline_accuracy
+        if collapsed(start, acc, result.chance):
+            if not allow_drop:
+                raise CollapseError(_collapse(step, start, acc, result.chance, accepted=False))
+            result.warnings.append(_collapse(step, start, acc, result.chance, accepted=True))
+        elif acc is not None and result.baseline_accuracy is not None and acc < result.baseline_accuracy - 0.05:
             result.warnings.append(_far_below(step, acc, result.baseline_accuracy, len(x)))
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))

@@ -127,3 +127,56 @@ def test_a_keras3_file_goes_through_the_commands(tmp_path, digits_ds):
     kernels = [w for w in pruned.get_weights() if w.ndim > 1]
     assert 0.45 <= np.mean([np.mean(k == 0) for k in kernels]) <= 0.55
     assert os.path.isfile(tmp_path / "m.tflite")
+
+
+def _keras3_branchy(classes=4):
+    """A Keras 3 functional model with the layers channel pruning must see through: Add (and Keras 3's
+    own op names beside it), BatchNormalization, hard-swish, depthwise, SeparableConv2D,
+    LayerNormalization, Concatenate, squeeze-excite."""
+    i = keras.Input((24, 24, 1))
+    x = L.Conv2D(16, 3, padding="same", use_bias=False)(i)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("hard_swish")(x)
+    y = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = L.BatchNormalization()(y)
+    y = L.ReLU(6.0)(y)
+    y = L.Conv2D(16, 1, use_bias=False)(y)
+    y = L.BatchNormalization()(y)
+    x = L.Add()([x, y])
+    s = L.GlobalAveragePooling2D()(x)
+    s = L.Dense(8, activation="relu")(s)
+    s = L.Dense(16, activation="sigmoid")(s)
+    x = L.Multiply()([x, L.Reshape((1, 1, 16))(s)])
+    a = L.SeparableConv2D(16, 3, padding="same", activation="relu")(x)
+    b = L.Conv2D(8, 1, activation="relu")(x)
+    x = L.Concatenate()([a, b])
+    x = L.Conv2D(24, 3, strides=2, padding="same")(x)
+    x = L.LayerNormalization()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(32, activation="relu")(x)
+    return keras.Model(i, L.Dense(classes)(x))
+
+
+def test_keras3_channel_pruning_of_a_branchy_model_writes_a_keras3_file(tmp_path):
+    """Keras 3 names recorded ops ``add``, ``add_1`` … from a counter a translated ``Add`` layer
+    called ``add`` does not advance: the translation back must not collide with them."""
+    rng = np.random.default_rng(0)
+    x = rng.random((192, 24, 24, 1), dtype=np.float32)
+    y = (x[:, :12].mean(axis=(1, 2, 3)) > x[:, 12:].mean(axis=(1, 2, 3))).astype(np.int64) + 2 * (
+        x[:, :, :12].mean(axis=(1, 2, 3)) > x[:, :, 12:].mean(axis=(1, 2, 3))
+    ).astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = _keras3_branchy()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    path, out = str(tmp_path / "k3.keras"), tmp_path / "cp.keras"
+    model.save(path)
+    np.savez(tmp_path / "d.npz", x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
+    argv = ["optimize", path, "--data", str(tmp_path / "d.npz"), "--channel-prune", "0.5", "--epochs", "1"]
+    proc = run_cli(*argv, "--allow-drop", "-o", out)  # one epoch on 128 samples: the accuracy is not the point
+    assert proc.returncode == 0, proc.stderr
+    assert "Keras 3, as the input" in proc.stdout
+    pruned = keras.saving.load_model(str(out))
+    assert len({l.name for l in pruned.layers}) == len(pruned.layers)
+    assert pruned.count_params() < 0.6 * model.count_params()
+    assert pruned.predict(x[:8], verbose=0).shape == (8, 4)

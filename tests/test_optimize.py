@@ -533,3 +533,58 @@ def test_qat_of_a_batchnorm_after_a_concat_and_an_average_pool_exports_int8(tmp_
     save_model(q, tmp_path / "q", overwrite=False)  # reloads with every custom object
     rep = export(load_keras_model(str(tmp_path / "q")), None, calibration=xs, validation_data=(xs, None))
     assert rep.fully_integer and rep.cosine > 0.99 and rep.op_counts.get("AVERAGE_POOL_2D") == 1
+
+
+@pytest.fixture(scope="module")
+def accurate(digits_ds, tmp_path_factory):
+    """A classifier at ~0.95 test accuracy (chance 0.10), saved too: room for a collapse to show."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((32, 32, 1))
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(i)
+    x = L.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = L.Dense(64, activation="relu")(L.Flatten()(x))
+    m = keras.Model(i, L.Dense(10, activation="softmax")(x))
+    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    m.fit(digits_ds.x_train, digits_ds.y_train, epochs=2, batch_size=32, verbose=0)
+    path = str(tmp_path_factory.mktemp("accurate") / "accurate.keras")
+    m.save(path)
+    return m, path
+
+
+def test_a_fine_tune_that_collapses_the_model_fails_unless_the_drop_is_allowed(accurate, digits_ds):
+    """A step ending further below its start than the larger of 10 points and half the distance
+    to chance is a CollapseError (exit 1 in the CLI); allow_drop keeps it, with a warning."""
+    from edgekit.core.errors import CollapseError
+    from edgekit.optimize import Step, accuracy, chance_level, collapse_bound
+
+    trained, ds = accurate[0], digits_ds
+    x, y, val = ds.x_train[:256], ds.y_train[:256], (ds.x_test, ds.y_test)
+    chance = float(np.bincount(ds.y_test).max() / len(ds.y_test))
+    assert chance_level(ds.y_test) == pytest.approx(chance, abs=1e-12)
+    start = accuracy(trained, ds.x_test, ds.y_test)
+    assert start > 0.8  # the fixture is a real classifier, so a collapse has room to show
+    # Adam at learning rate 0.5 after removing 90% of the weights: the model is wrecked
+    wreck = Recipe((Step("prune", PruneConfig(sparsity=0.9), FineTune(1, 32, 0.5)),))
+    with pytest.raises(CollapseError, match="collapsed the model") as err:
+        optimize(trained, wreck, x, y, validation_data=val)
+    assert err.value.exit_code == 1 and "allow_drop" in err.value.params
+    kept = optimize(trained, wreck, x, y, validation_data=val, allow_drop=True)
+    end = kept.steps[0].accuracy
+    assert start - end > collapse_bound(start, chance)
+    assert kept.chance == pytest.approx(chance) and any("collapsed" in str(w) for w in kept.warnings)
+    assert "(chance: the most frequent class)" in kept.summary()
+    # a step that costs a few points is a result, not a collapse
+    mild = optimize(
+        trained, Recipe((Step("prune", PruneConfig(sparsity=0.5), FineTune(1, 32, 1e-3)),)), x, y, validation_data=val
+    )
+    assert mild.steps[0].accuracy > start - collapse_bound(start, chance)
+
+
+def test_cli_optimize_stops_on_a_collapse_and_writes_nothing(accurate, tmp_path):
+    out = tmp_path / "wrecked.keras"
+    argv = ("optimize", accurate[1], "--data", "digits", "--prune", "0.9", "--epochs", "1", "--lr", "0.5")
+    assert_clean_error(run_cli(*argv, "-o", out), 1, "collapsed the model")
+    assert not out.exists()
+    proc = run_cli(*argv, "-o", out, "--allow-drop")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept, as --allow-drop asks" in proc.stdout + proc.stderr and out.exists()

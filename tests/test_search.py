@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from conftest import EDGEKIT, assert_clean_error, build_tiny, interactive, run_cli
 
@@ -316,3 +317,57 @@ def test_workers_opening_a_fresh_shared_study_at_the_same_moment():
             for t in threads:
                 t.join(timeout=120)
     assert outcomes == ["edgekit-search"] * 10, outcomes
+
+
+def test_hand_made_recipes_come_first_and_a_collapsed_trial_never_reaches_the_front(tmp_path, digits_ds):
+    """A new study's first trials are the demo's hand-made recipes that lie in its space; a trial
+    whose fine-tune collapses the model (90% pruned, Adam at 0.5) fails with that reason, is not
+    counted as complete and is kept off the front."""
+    from edgekit import keras
+    from edgekit.app.search import Target, search
+    from edgekit.app.search.space import hand_made, load_space
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    i = keras.Input((32, 32, 1))
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(i)
+    m = keras.Model(i, L.Dense(10, activation="softmax")(L.Dense(32, activation="relu")(L.Flatten()(x))))
+    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    m.fit(digits_ds.x_train, digits_ds.y_train, epochs=2, batch_size=32, verbose=0)
+    space = {
+        "channel_ratio": [0.0],
+        "sparsity": [0.0, 0.9],
+        "clusters": [0],
+        "qat": [False, True],
+        "distill": False,
+        "epochs": 1,
+        "learning_rate": 0.5,
+    }
+    assert list(hand_made(load_space(overrides=space))) == ["int8", "QAT int8"]
+    ds = digits_ds
+    result = search(
+        m,
+        ds.x_train[:512],
+        ds.y_train[:512],
+        validation_data=(ds.x_test, ds.y_test),
+        directory=str(tmp_path / "s"),
+        trials=4,
+        space=space,
+        sampler="random",
+        seed=3,
+        target=Target(runs=5, warmup=1),
+        log=None,
+    )
+    trials = list(result.trials)
+    assert [t["hand_made"] for t in trials[:2]] == ["int8", "QAT int8"]
+    assert trials[0]["name"] == "int8" and trials[1]["name"] == "QAT + int8"
+    collapsed = [t for t in trials if t["collapsed"]]
+    assert collapsed, [(t["name"], t["state"]) for t in trials]  # seed 3 draws a 90% prune
+    for t in trials:
+        pruned = t["params"]["sparsity"] == 0.9
+        assert t["collapsed"] == pruned and (t["state"] == "FAIL") == pruned
+        if pruned:
+            assert "collapsed the model" in t["error"] and t["number"] not in result.front
+    assert sum(t["state"] == "COMPLETE" for t in trials) == 4 and result.front
+    assert result.baseline["chance"] == pytest.approx(np.bincount(ds.y_test).max() / len(ds.y_test))
+    assert "chance" in result.summary() and "collapsed the model" in result.summary()

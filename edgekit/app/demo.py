@@ -220,6 +220,12 @@ def is_demo_file(name: str) -> bool:
     return name in DEMO_FILES or (name.startswith("model_") and name.endswith(".tflite"))
 
 
+def _chance(y):
+    from edgekit.optimize.finetune import chance_level
+
+    return chance_level(y)
+
+
 def _train_and_optimize(work, out, ds, s: DemoSettings, log) -> dict:
     """Train the model into ``work``, then run the exports and the variants as jobs in worker
     processes (:mod:`edgekit.app.workers`), started first so that they load TensorFlow while the
@@ -291,6 +297,7 @@ def _benchmark_and_report(work, out, ds, s: DemoSettings, trained: dict, log, t_
             "name": ds.name,
             "train": int(len(ds.x_train)),
             "test": int(len(ds.x_test)),
+            "chance": _chance(ds.y_test),
             "input_shape": list(ds.input_shape),
         },
         model=model,

@@ -31,7 +31,10 @@ class DemoReport(Result):
         return d
 
     def summary(self) -> str:
-        return format_variants(self.variants)
+        chance = self.dataset.get("chance")
+        return format_variants(self.variants) + (
+            f"\nchance (always the most frequent class): accuracy {chance:.4f}" if chance is not None else ""
+        )
 
 
 _HEADERS = (
@@ -85,7 +88,8 @@ def render_markdown(report) -> str:
     lines = [
         "# edgekit demo report",
         "",
-        f"- data: {d['name']}, {d['train']} train / {d['test']} test samples, input {tuple(d['input_shape'])}",
+        f"- data: {d['name']}, {d['train']} train / {d['test']} test samples, input {tuple(d['input_shape'])}"
+        + (f"; chance (always the most frequent class) {d['chance']:.4f}" if d.get("chance") is not None else ""),
         f"- model: {m['name']}, {m['params']:,} params, {m['epochs']} epochs ({m['train_seconds']} s), "
         f"Keras test accuracy {m['keras_accuracy']:.4f}",
         f"- benchmark: {b['warmup']} warm-up + {b['runs']} timed runs, {b['threads']} thread(s), "

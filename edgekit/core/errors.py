@@ -134,6 +134,11 @@ class VerificationError(EdgekitError):
     exit_code = 1
 
 
+class CollapseError(VerificationError):
+    """A fine-tune that ended far below where it started (:func:`edgekit.optimize.collapsed`):
+    a failure, not a result, unless the user accepts it (``allow_drop``). Exit code 1."""
+
+
 class UnsafeModelError(InputError):
     """A model file that would run Python code when loaded (a Lambda layer, an unknown module).
     Nothing of the file has run when this is raised."""

@@ -127,6 +127,20 @@ def _lists(value):
     return value
 
 
+def _reserve_names(k3, names) -> None:
+    """Keras 3 names an op it records (``ops.add`` in a functional graph) ``add``, ``add_1``, …
+    from a counter that a layer named explicitly (a translated ``Add`` layer called ``add``) does
+    not advance, so the two would collide ("The name "add" is used 2 times in the model"). Advance
+    the counters (public ``keras.backend.get_uid``) past every name the model's layers hold."""
+    taken = set(names)
+    for name in taken:
+        base, _, suffix = name.rpartition("_")
+        for prefix in {name, base} if suffix.isdigit() and base else {name}:
+            count = 0
+            while (prefix if count == 0 else f"{prefix}_{count}") in taken:
+                count = k3.backend.get_uid(prefix)
+
+
 def to_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     """The Keras 3 twin of a plain tf_keras functional or Sequential ``model`` (a result of
     prune, cluster, channel pruning, factorization or distillation, stripped), checked on ``x``
@@ -136,6 +150,7 @@ def to_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     _, keras = _tf()
     k3 = keras3()
     model = functional(model, "to_keras3")
+    _reserve_names(k3, [layer.name for layer in model.layers])
     new: Dict[int, object] = {}
     inputs = []
     for t in model.inputs:

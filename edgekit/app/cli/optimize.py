@@ -201,6 +201,12 @@ def add_parser(sub):
     g.add_argument("--batch-size", type=int_at_least("--batch-size", 1), default=32, help="default 32")
     g.add_argument("--lr", type=float, default=5e-4, help="fine-tune learning rate (default 5e-4)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--allow-drop",
+        action="store_true",
+        help="keep a step that collapsed the model (test accuracy down by more than the larger of 10 points and "
+        "half the distance to chance) instead of failing with exit 1",
+    )
     p.alias("learning_rate", "--lr")
     p.alias("teacher", "--distill-from TEACHER.keras")
     for _, flag in technique_flags():
@@ -304,6 +310,7 @@ def run(args) -> int:
         log=say,
         teacher=teacher,
         measure=int8_latency(x_train),
+        allow_drop=args.allow_drop,
     )
     say(result.summary(name=args.parser.name))
     doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}

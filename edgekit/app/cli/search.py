@@ -52,6 +52,12 @@ def _search_flags(g, samplers):
     )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
+        "--no-hand-made",
+        dest="hand_made",
+        action="store_false",
+        help="a new study does not begin with the demo's hand-made recipes (which it otherwise tries first)",
+    )
+    g.add_argument(
         "--storage",
         metavar="URL",
         help="share the study through a database: postgresql://user@host/db "
@@ -138,6 +144,7 @@ def run(args) -> int:
         sampler=args.sampler,
         seed=args.seed,
         heartbeat=args.heartbeat,
+        hand_made=args.hand_made,
         log=None if quiet else (lambda m: print(m, flush=True)),
     )
     emit(args, result)

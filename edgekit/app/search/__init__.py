@@ -8,6 +8,11 @@ worker killed mid-trial loses only that trial). Each trial is measured, never es
 of the ``.tflite`` on the test split by the device harness, p50 latency on the target (this
 machine, a board over SSH), the file's size, and with ``board`` TFLM's arena and flash.
 
+A new study first tries the demo's hand-made recipes that lie in its space
+(:data:`edgekit.app.search.space.HAND_MADE`; ``hand_made=False`` leaves them out), so its front is
+never worse than them. A trial whose fine-tune collapses the model (:class:`edgekit.CollapseError`)
+fails with that reason and never reaches the front.
+
 Exactly ``trials`` trials complete however many workers share the study: a worker starts a trial
 only while fewer than ``trials`` are complete or running, and a trial that loses that race to
 another worker is pruned before any work ("surplus"). Ctrl-C fails the running trial; the same
@@ -39,7 +44,7 @@ from edgekit.app.search.study import (
     opening,
     worker_id,
 )
-from edgekit.core.errors import EdgekitDeprecationWarning, EdgekitError, InputError, renamed
+from edgekit.core.errors import CollapseError, EdgekitDeprecationWarning, EdgekitError, InputError, renamed
 
 # what a search directory holds (a directory holding anything else is not resumed into)
 STUDY_FILES = frozenset(
@@ -156,18 +161,20 @@ def _measure(path: str, target: Target, inputs: str) -> dict:
 
 
 def _baseline(model, ds, directory: str, target: Target, inputs: str, seed: int) -> dict:
-    """The input model exported float32 and measured like every trial."""
+    """The input model exported float32 and measured like every trial, and the test labels' chance level."""
     from edgekit.converters import export
+    from edgekit.optimize import chance_level
 
     path = os.path.join(directory, "trials", "float32.tflite")
     export(model, None, "float32", validation_data=(ds.x_test, ds.y_test), seed=seed, layer_report=False).save(
         path, overwrite=True
     )
-    return _measure(path, target, inputs)
+    return dict(_measure(path, target, inputs), chance=chance_level(ds.y_test))
 
 
 def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm) -> dict:
-    """Optimize, export (verified), measure: the trial's measurements."""
+    """Optimize (a step that collapses the model fails the trial), export (verified), measure: the
+    trial's measurements."""
     from edgekit.converters import export
     from edgekit.optimize import Recipe, optimize
 
@@ -176,7 +183,12 @@ def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm)
     candidate, warnings = model, []
     if doc is not None:
         result = optimize(
-            model, Recipe.from_dict(doc, where=f"trial {trial.number}"), ds.x_train, ds.y_train, seed=seed
+            model,
+            Recipe.from_dict(doc, where=f"trial {trial.number}"),
+            ds.x_train,
+            ds.y_train,
+            validation_data=(ds.x_test, ds.y_test),
+            seed=seed,
         )
         candidate, warnings = result.model, result.warnings
     path = os.path.join(directory, "trials", f"trial_{trial.number:03d}.tflite")
@@ -207,14 +219,22 @@ class _Objective:
         self.directory, self.target, self.inputs, self.seed, self.log = directory, target, inputs, seed, log
         self.batchnorm = any(type(l).__name__ == "BatchNormalization" for l in model.layers)
         self.failures = []  # this worker's failed trials in a row
+        self.collapses = []  # and its collapsed ones
 
     def check_failures(self, most: int = 5) -> None:
-        """Stop after ``most`` failed trials in a row: the target or the model is at fault, not a recipe."""
+        """Stop after ``most`` failed trials in a row (the target or the model is at fault, not a
+        recipe), or as many collapsed trials in a row as the study has trials (the space is)."""
         if len(self.failures) >= most:
             raise EdgekitError(f"{most} trials in a row failed; the last: {self.failures[-1]}")
+        if len(self.collapses) >= max(most, self.trials):
+            raise InputError(
+                f"{len(self.collapses)} trials in a row collapsed the model; narrow the search space (lower "
+                f"channel_ratio, sparsity or learning_rate) or fine-tune longer. The last: {self.collapses[-1]}"
+            )
 
     def __call__(self, trial):
         from optuna.exceptions import TrialPruned
+        from optuna.trial import TrialState
 
         st, log = self.st, self.log
         if is_surplus(st, trial, self.trials):
@@ -236,19 +256,37 @@ class _Objective:
             trial.set_user_attr("duplicate_of", same.number)
             trial.set_user_attr("measured", same.user_attrs["measured"])
             log(f"trial {trial.number}: {name}: as trial {same.number}, not run again")
+            self.failures.clear()
+            self.collapses.clear()
             return tuple(same.values)
+        wrecked = next(
+            (
+                t
+                for t in st.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if t.params == trial.params and t.user_attrs.get("collapsed")
+            ),
+            None,
+        )
         t0 = time.perf_counter()
         try:
+            if wrecked is not None:  # nor is a recipe that collapsed the model
+                trial.set_user_attr("duplicate_of", wrecked.number)
+                raise CollapseError(f"as trial {wrecked.number}, not run again: {wrecked.user_attrs['error']}")
             m = _trial(
                 trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed, self.batchnorm
             )
         except EdgekitError as exc:
             reason = " ".join(str(exc).split())[:300]
             trial.set_user_attr("error", reason)
-            self.failures.append(reason)
+            if isinstance(exc, CollapseError):  # the recipe's fault, not the target's or the model's
+                trial.set_user_attr("collapsed", True)
+                self.collapses.append(reason)
+            else:
+                self.failures.append(reason)
             log(f"trial {trial.number} ({name}) failed: {exc}")
             raise
         self.failures.clear()
+        self.collapses.clear()
         m["seconds"] = round(time.perf_counter() - t0, 1)
         trial.set_user_attr("measured", m)
         log(
@@ -299,7 +337,7 @@ def _legacy_form(x, y, directory, legacy: dict):
     return x, y, directory
 
 
-def _open(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log):
+def _open(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand):
     """The study (created, or continued and checked to be the same search), its float32 baseline
     (measured once per study) and the harness's test inputs in ``directory``."""
     created = not os.path.lexists(directory)
@@ -307,7 +345,7 @@ def _open(model, ds, directory, space, limits, target, storage, study, sampler, 
     try:
         with opening(storage):  # workers starting together: one creates the study, the others then load it
             return _open_locked(
-                model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log
+                model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand
             )
     except BaseException:
         if created:  # nothing of a search that never started is left behind
@@ -315,7 +353,9 @@ def _open(model, ds, directory, space, limits, target, storage, study, sampler, 
         raise
 
 
-def _open_locked(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log):
+def _open_locked(
+    model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand
+):
     # the sampler's constraints read the baseline the study stores (measured below when new)
     st = open_study(
         directory,
@@ -336,6 +376,8 @@ def _open_locked(model, ds, directory, space, limits, target, storage, study, sa
         log(f"measuring the input model as float32 on {target.label()} ...")
         baseline = _baseline(model, ds, directory, target, inputs, seed)
         st.set_user_attr("baseline", baseline)
+        for name, params in (searchspace.hand_made(space) if hand else {}).items():  # tried first, in this order
+            st.enqueue_trial(params, user_attrs={"hand_made": name}, skip_if_exists=True)
     return st, baseline, inputs
 
 
@@ -357,6 +399,7 @@ def search(
     heartbeat: float = 30.0,
     log: Optional[Callable[[str], None]] = print,
     progress: Optional[bool] = None,
+    hand_made: bool = True,
     **legacy,
 ) -> SearchResult:
     """Search recipes for ``model`` (a Keras model or its file) until ``trials`` trials of the study
@@ -382,7 +425,7 @@ def search(
     if not ds.has_labels:
         raise InputError("the search data has no labels (y); accuracy needs them")
     st, baseline, inputs = _open(
-        model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log
+        model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand_made
     )
     bar = Progress("search", enabled=progress, delay=0.0)
 

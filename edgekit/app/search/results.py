@@ -54,6 +54,9 @@ class SearchResult(Result):
             ]
             + (["-"] if mcu else [])
         ]
+        if self.baseline.get("chance") is not None:
+            rows.append(["chance", "the most frequent class", fmt(self.baseline["chance"], ".4f"), "", "", "", ""])
+            rows[-1] += [""] if mcu else []
         for n in self.front:
             t = by_number[n]
             rows.append(
@@ -70,11 +73,14 @@ class SearchResult(Result):
             )
         done = [t for t in self.trials if t["state"] == "COMPLETE"]
         failed = [t for t in self.trials if t["state"] == "FAIL"]
+        collapsed = sum(1 for t in failed if t.get("collapsed"))
         headers = ("point", "recipe", "accuracy", "p50 ms", "size KiB", "faster", "smaller") + (
             ("TFLM arena KiB",) if mcu else ()
         )
         lines = [
-            f"Pareto front ({len(self.front)} of {len(done)} complete trials within the limits; {len(failed)} failed):",
+            f"Pareto front ({len(self.front)} of {len(done)} complete trials within the limits; {len(failed)} failed"
+            + (f", {collapsed} of them by a fine-tune that collapsed the model" if collapsed else "")
+            + "):",
             table(headers, rows, align="ll" + "r" * (len(headers) - 2)),
         ]
         b = self.best_within_1pt
@@ -170,6 +176,8 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
             "recipe": t.user_attrs.get("recipe"),
             "worker": t.user_attrs.get("worker"),
             "error": t.user_attrs.get("error"),
+            "collapsed": bool(t.user_attrs.get("collapsed")),
+            "hand_made": t.user_attrs.get("hand_made"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
             **m,
         }

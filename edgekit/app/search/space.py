@@ -42,6 +42,17 @@ DEFAULT_SPACE: Dict[str, Any] = {
     "learning_rate": {"low": 2e-4, "high": 3e-3, "log": True},
 }
 QUANTS = ("int8", "int16x8")
+# The demo's hand-made recipes (edgekit.app.demo.OPTIMIZED) as points of the space: a new study
+# tries them first, so its front is never worse than them. Dimensions a point leaves out are
+# irrelevant to its recipe and chosen by the sampler.
+HAND_MADE: Dict[str, Dict[str, Any]] = {
+    "int8": {},
+    "channels 0.5": {"channel_ratio": 0.5, "epochs": 8, "learning_rate": 2e-3},
+    "pruned 0.8 (distilled)": {"sparsity": 0.8, "epochs": 6, "learning_rate": 7e-4, "distill": True},
+    "clustered 16": {"clusters": 16},
+    "QAT int8": {"qat": True},
+}
+_NONE = {"channel_ratio": 0.0, "sparsity": 0.0, "clusters": 0, "qat": False, "quant": "int8", "distill": False}
 GENTLE = {"epochs": 2, "learning_rate": 1e-4}  # the fine-tune of clustering and QAT steps
 # what each dimension may hold: (check, how to say it)
 _VALUES = {
@@ -116,6 +127,26 @@ def _check_dimension(key: str, dim, where: str) -> None:
     for v in values:
         if not check(v):
             raise InputError(f"{at}: {v!r} is not {says}")
+
+
+def contains(dim, value) -> bool:
+    """Whether ``value`` is one of dimension ``dim``'s (a choice, a fixed value or a range's grid point)."""
+    if not isinstance(dim, dict):
+        return value in choices(dim)
+    if not (_number(value) and dim["low"] - 1e-12 <= value <= dim["high"] + 1e-12):
+        return False
+    step = dim.get("step")
+    return not step or abs((value - dim["low"]) / step - round((value - dim["low"]) / step)) < 1e-6
+
+
+def hand_made(space: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The :data:`HAND_MADE` points that lie in ``space`` (by name), as Optuna's enqueued params."""
+    points = {}
+    for name, point in HAND_MADE.items():
+        params = dict(_NONE, **point)
+        if all(contains(space[k], v) for k, v in params.items()):
+            points[name] = params
+    return points
 
 
 def choices(dim) -> list:
