@@ -437,6 +437,7 @@ def _variants_job(work, seed, names, fine_tune_epochs, log=None) -> dict:
             validation_data=(ds.x_test, ds.y_test),
             seed=seed,
             log=lambda msg, name=name: log(f"      {name}: {msg.lstrip()}"),
+            allow_drop=bool(fine_tune_epochs),  # fine-tunes shortened on purpose report what they give
         )
         t1 = time.perf_counter()
         slug = name.split(" +")[0].replace(" ", "_").replace(":", "of").replace(".", "").lower()
