@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -290,25 +290,40 @@ def rank(model, p: ChannelPlan, importance="l1") -> Ranking:
     return Ranking(slot_score, members, groups, protected_roots)
 
 
+def stage_ratios(model, ranking: Ranking, stages: Sequence[float]) -> Dict[tuple, float]:
+    """Each prunable group's ratio when ``stages`` gives one per stage: the groups in the order of
+    their first layer in the model, split into ``len(stages)`` runs of (as near as can be) equal
+    count, the first run taking ``stages[0]``."""
+    order = {l.name: i for i, l in enumerate(model.layers)}
+    keys = sorted(
+        (k for k, roots in ranking.groups.items() if any(r not in ranking.protected_roots for r in roots)),
+        key=lambda names: min(order[n] for n in names),
+    )
+    return {k: float(stages[i * len(stages) // len(keys)]) for i, k in enumerate(keys)}
+
+
 def select(
     model,
     p: ChannelPlan,
-    ratio: float,
+    ratio: Union[float, Sequence[float]],
     importance="l1",
     round_to: int = 1,
     blocks: int = 0,
     ranking: Optional[Ranking] = None,
 ) -> Selection:
-    """The least important ``ratio`` of each group's unprotected slots, and ``blocks`` residual
-    blocks with the least important branches. ``ranking``: :func:`rank`'s result, when known."""
+    """The least important ``ratio`` of each group's unprotected slots (a sequence: one ratio per
+    stage, :func:`stage_ratios`), and ``blocks`` residual blocks with the least important branches.
+    ``ranking``: :func:`rank`'s result, when known."""
     ranking = ranking or rank(model, p, importance)
     slot_score, members, protected_roots = ranking.slot_score, ranking.members, ranking.protected_roots
+    per_group = stage_ratios(model, ranking, ratio) if isinstance(ratio, (list, tuple)) else {}
     removed: set = set()
-    for roots in ranking.groups.values():
+    for key, roots in ranking.groups.items():
         free = [r for r in roots if r not in protected_roots]
-        if not free or ratio <= 0:
+        ratio_g = per_group.get(key, 0.0) if per_group else float(ratio)
+        if not free or ratio_g <= 0:
             continue
-        keep = len(roots) - int(np.floor(ratio * len(free)))
+        keep = len(roots) - int(np.floor(ratio_g * len(free)))
         if round_to > 1 and len(roots) > round_to:
             keep = max(round_to, int(np.ceil(keep / round_to)) * round_to)
         n_remove = min(len(free), len(roots) - max(keep, 1))

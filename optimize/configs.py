@@ -115,6 +115,8 @@ def _kind_ok(kind: str, value) -> bool:
         return isinstance(value, list) and all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in value
         )
+    if kind == "Tuple[float,...]":
+        return isinstance(value, list) and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value)
     if kind.startswith("Tuple["):
         return isinstance(value, (list, str)) and all(
             isinstance(v, str) for v in (value if isinstance(value, list) else [])
@@ -132,6 +134,7 @@ _KIND_NAMES = {
     "Union[str,Callable]": "a string",
     "DistillConfig": "true, false or a table of distill settings",
     "Tuple[Tuple[str,str],...]": "a list of [student layer, teacher layer] pairs",
+    "Tuple[float,...]": "a list of numbers",
 }
 
 

@@ -180,6 +180,24 @@ def test_budgets_and_blocks():
         channel_prune(model, ChannelPruneConfig(target_params=10))
 
 
+def test_stages_prune_each_run_of_layers_by_its_own_ratio():
+    keras.utils.set_random_seed(0)
+    model = _randomize(mlp())  # h1 (32 units), h2 (16), then the output (never pruned)
+    rep = channel_prune_report(model, ChannelPruneConfig(stages=(0.0, 0.5)))
+    assert rep.widths["h1"] == (32, 32) and rep.widths["h2"] == (16, 8)
+    assert rep.ratio == round(8 / 48, 4)  # measured: 8 of the 48 prunable units removed
+    rep = channel_prune_report(model, ChannelPruneConfig(stages=(0.75, 0.25)))
+    assert rep.widths["h1"] == (32, 8) and rep.widths["h2"] == (16, 12)
+    assert rep.model.predict(np.zeros((2, 20), np.float32), verbose=0).shape == (2, 3)
+    # one stage is the uniform ratio
+    one = channel_prune_report(model, ChannelPruneConfig(stages=(0.5,)))
+    assert one.widths == channel_prune_report(model, ChannelPruneConfig(ratio=0.5)).widths
+    with pytest.raises(InputError, match=r"stages must be ratios in \[0, 1\)"):
+        ChannelPruneConfig(stages=(0.5, 1.0))
+    with pytest.raises(InputError, match="stages or one budget"):
+        ChannelPruneConfig(stages=(0.5,), target_macs=10)
+
+
 def test_latency_budget_is_measured_with_the_harness():
     from edgekit.app.measure import int8_latency
 
@@ -259,13 +277,15 @@ def test_cli_channel_prunes_with_recovery_and_reports_widths(tiny_keras_path, tm
             tiny_keras_path,
             "--data",
             "digits",
-            "--channel-prune",
-            "0.5",
+            "--channel-stages",
+            "0.2,0.5",
             "--target-macs",
             "1000",
             "-o",
             tmp_path / "x.keras",
         ),
-        contains="a ratio or one budget",
+        contains="a ratio, stages or one budget",
     )
+    bad = run_cli("optimize", tiny_keras_path, "--data", "digits", "--channel-stages", "0.5,1.5", "-o", out)
+    assert_clean_error(bad, contains="must be in [0, 1), received 1.5")
     assert not (tmp_path / "x.keras").exists()

@@ -54,6 +54,7 @@ def test_a_trials_recipe_is_one_edgekit_optimize_reads():
 
     params = {
         "channel_ratio": 0.45,
+        "stages": 1,
         "sparsity": 0.5,
         "clusters": 16,
         "qat": True,
@@ -73,6 +74,28 @@ def test_a_trials_recipe_is_one_edgekit_optimize_reads():
     nothing = dict(params, channel_ratio=0.0, sparsity=0.0, clusters=0, qat=False)
     assert recipe_doc(nothing, True) is None and describe(nothing) == "int8"
     assert set(DEFAULT_SPACE) == set(params)
+    staged = dict(nothing, channel_ratio=[0.1, 0.3, 0.654321], stages=3)
+    step = Recipe.from_dict(recipe_doc(staged, True)).steps[0]
+    assert step.technique == "channel_prune" and step.config.stages == (0.1, 0.3, 0.6543)
+    assert describe(staged) == "channels 0.10/0.30/0.65 + distill + int8"
+
+
+def test_stages_draw_one_ratio_per_stage_and_the_hand_made_points_follow():
+    import optuna
+
+    from edgekit.app.search.space import hand_made, load_space, suggest
+
+    space = load_space(overrides={"stages": [3]})
+    trial = optuna.create_study().ask()
+    params = suggest(trial, space)
+    assert params["stages"] == 3 and len(params["channel_ratio"]) == 3
+    assert sorted(trial.params) == sorted(
+        ["stages", "channel_ratio_1", "channel_ratio_2", "channel_ratio_3"]
+        + [k for k in space if k not in ("stages", "channel_ratio")]
+    )
+    channels = hand_made(space)["channels 0.5"]
+    assert channels["stages"] == 3 and [channels[f"channel_ratio_{i}"] for i in (1, 2, 3)] == [0.5] * 3
+    assert hand_made(load_space())["channels 0.5"]["channel_ratio"] == 0.5  # [1, 3]: the single stage
 
 
 def test_a_recipe_written_as_toml_reads_back_the_same(tmp_path):
@@ -82,6 +105,7 @@ def test_a_recipe_written_as_toml_reads_back_the_same(tmp_path):
     doc = recipe_doc(
         {
             "channel_ratio": 0.45,
+            "stages": 1,
             "sparsity": 0.5,
             "clusters": 16,
             "qat": True,

@@ -47,3 +47,9 @@ def at_least(low: int, name: str = ""):
 fraction = number(0.0, 1.0)  # [0, 1]
 fraction_open = number(0.0, 1.0, open_low=True, open_high=True)  # (0, 1)
 positive = number(0.0, open_low=True)  # > 0
+
+
+def fractions(text):
+    """Comma-separated shares in [0, 1): ``0.3,0.5,0.8``."""
+    share = number(0.0, 1.0, open_high=True)
+    return tuple(share(part.strip()) for part in text.split(","))

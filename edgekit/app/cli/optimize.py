@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from edgekit.app.cli._common import EXIT_OK, add_output_flags, add_unsafe_load, check_outputs, int_at_least
-from edgekit.app.cli.argtypes import at_least, fraction_open, positive
+from edgekit.app.cli.argtypes import at_least, fraction_open, fractions, positive
 
 HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
 
@@ -43,6 +43,15 @@ TECHNIQUE_FLAGS: Dict[str, Tuple[Flag, ...]] = {
             fraction_open,
             "remove RATIO of the prunable channels/units (a smaller dense model; first step)",
             "RATIO",
+            group="budget",
+        ),
+        Flag(
+            "--channel-stages",
+            "stages",
+            fractions,
+            "remove R1 of the first stage's prunable channels, R2 of the second's, ... (the model's "
+            "layers in order, split into as many stages as ratios)",
+            "R1,R2,...",
             group="budget",
         ),
         Flag(
@@ -128,7 +137,7 @@ TECHNIQUE_FLAGS: Dict[str, Tuple[Flag, ...]] = {
     ),
 }
 # Why the flags of one group exclude each other, by technique.
-EXCLUSIVE_HINTS = {"channel_prune": "a ratio or one budget"}
+EXCLUSIVE_HINTS = {"channel_prune": "a ratio, stages or one budget"}
 
 
 def add_technique_flags(technique: str, *flags: Flag, exclusive_hint: str = "") -> None:

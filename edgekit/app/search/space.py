@@ -6,6 +6,7 @@ A space file is TOML; each key is one dimension. A list is a choice, a table ``{
 defaults (:data:`DEFAULT_SPACE`), so a file can narrow or widen one dimension only::
 
     channel_ratio = {low = 0.0, high = 0.75, step = 0.05}   # share of channels removed (0: none)
+    stages = [1, 3]                                         # 3: a channel_ratio per third of the model
     sparsity = [0.0, 0.5, 0.8]                              # magnitude pruning (0: none)
     clusters = [0, 16]                                      # weight clustering (0: none)
     qat = [false, true]                                     # quantization-aware training
@@ -19,6 +20,11 @@ has BatchNorm layers, else L1) and magnitude pruning are fine-tuned for ``epochs
 ``learning_rate`` with a cosine schedule; clustering and QAT, which only nudge weights, are
 fine-tuned gently (2 epochs at most, learning rate 1e-4, as the demo's variants). With nothing to
 apply, the trial exports the input model as it is.
+
+With ``stages`` N > 1 a trial draws one channel ratio per stage (the model's prunable layers in
+order, split in N runs), each from ``channel_ratio``'s range: early layers hold most of the
+latency, late ones most of the params, and the sampler learns from each trial's measured latency,
+size and accuracy how much each stage can give (NetAdapt and AMC do this per layer).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from edgekit.core.io import read_toml
 
 DEFAULT_SPACE: Dict[str, Any] = {
     "channel_ratio": {"low": 0.0, "high": 0.75, "step": 0.05},
+    "stages": [1, 3],
     "sparsity": [0.0, 0.5, 0.8],
     "clusters": [0, 16],
     "qat": [False, True],
@@ -52,11 +59,20 @@ HAND_MADE: Dict[str, Dict[str, Any]] = {
     "clustered 16": {"clusters": 16},
     "QAT int8": {"qat": True},
 }
-_NONE = {"channel_ratio": 0.0, "sparsity": 0.0, "clusters": 0, "qat": False, "quant": "int8", "distill": False}
+_NONE = {
+    "channel_ratio": 0.0,
+    "stages": 1,
+    "sparsity": 0.0,
+    "clusters": 0,
+    "qat": False,
+    "quant": "int8",
+    "distill": False,
+}
 GENTLE = {"epochs": 2, "learning_rate": 1e-4}  # the fine-tune of clustering and QAT steps
 # what each dimension may hold: (check, how to say it)
 _VALUES = {
     "channel_ratio": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
+    "stages": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8, "a count from 1 to 8"),
     "sparsity": (lambda v: _number(v) and 0 <= v < 1, "a share in [0, 1)"),
     "clusters": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 256),
@@ -108,7 +124,7 @@ def _check_dimension(key: str, dim, where: str) -> None:
             raise InputError(
                 f"{at}: a range is a table {{low = ..., high = ...}} with optional step or log; received {dim!r}"
             )
-        if key in ("qat", "quant", "distill"):
+        if key in ("qat", "quant", "distill", "stages"):
             raise InputError(f"{at} is a choice, not a range: give a list such as [false, true]")
         low, high = dim["low"], dim["high"]
         for v in (low, high):
@@ -140,13 +156,23 @@ def contains(dim, value) -> bool:
 
 
 def hand_made(space: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """The :data:`HAND_MADE` points that lie in ``space`` (by name), as Optuna's enqueued params."""
+    """The :data:`HAND_MADE` points that lie in ``space`` (by name), as Optuna's enqueued params
+    (a uniform channel ratio given to every stage where the space has no single-stage choice)."""
     points = {}
+    n = 1 if 1 in choices(space["stages"]) else choices(space["stages"])[0]
     for name, point in HAND_MADE.items():
-        params = dict(_NONE, **point)
-        if all(contains(space[k], v) for k, v in params.items()):
+        params = dict(_NONE, **point, stages=n)
+        if n > 1:
+            ratio = params.pop("channel_ratio")
+            params.update({f"channel_ratio_{i + 1}": ratio for i in range(n)})
+        if all(contains(space[_dimension(k)], v) for k, v in params.items()):
             points[name] = params
     return points
+
+
+def _dimension(param: str) -> str:
+    """The space's dimension of an Optuna param: ``channel_ratio_2`` is drawn from ``channel_ratio``."""
+    return "channel_ratio" if param.startswith("channel_ratio_") else param
 
 
 def choices(dim) -> list:
@@ -155,40 +181,47 @@ def choices(dim) -> list:
 
 
 def suggest(trial, space: Dict[str, Any]) -> Dict[str, Any]:
-    """A trial's values, asked of Optuna's ``trial`` (its sampler chooses)."""
-    params = {}
+    """A trial's values, asked of Optuna's ``trial`` (its sampler chooses); with ``stages`` N > 1,
+    ``channel_ratio`` is the list of the N stages' ratios (params ``channel_ratio_1`` ...)."""
+    params = {"stages": trial.suggest_categorical("stages", choices(space["stages"]))}
     for key, dim in space.items():
-        if isinstance(dim, dict):
-            integer = (
-                all(isinstance(dim[k], int) for k in ("low", "high"))
-                and isinstance(dim.get("step", 1), int)
-                and not dim.get("log")
-                and key in ("epochs", "clusters")
-            )
-            if integer:
-                params[key] = trial.suggest_int(key, dim["low"], dim["high"], step=dim.get("step", 1))
-            else:
-                params[key] = trial.suggest_float(
-                    key, float(dim["low"]), float(dim["high"]), step=dim.get("step"), log=bool(dim.get("log"))
-                )
+        if key == "stages":
+            continue
+        if key == "channel_ratio" and params["stages"] > 1:
+            params[key] = [_ask(trial, f"{key}_{i + 1}", key, dim) for i in range(params["stages"])]
         else:
-            params[key] = trial.suggest_categorical(key, choices(dim))
+            params[key] = _ask(trial, key, key, dim)
     if params["qat"] and params["quant"] != "int8":  # QAT writes int8 ranges: an int16x8 choice means no QAT
         params["qat"] = False
     return params
+
+
+def _ask(trial, name: str, key: str, dim):
+    """One value of dimension ``key`` (a range, a choice or a fixed value) as Optuna's param ``name``."""
+    if not isinstance(dim, dict):
+        return trial.suggest_categorical(name, choices(dim))
+    integer = (
+        all(isinstance(dim[k], int) for k in ("low", "high"))
+        and isinstance(dim.get("step", 1), int)
+        and not dim.get("log")
+        and key in ("epochs", "clusters")
+    )
+    if integer:
+        return trial.suggest_int(name, dim["low"], dim["high"], step=dim.get("step", 1))
+    return trial.suggest_float(
+        name, float(dim["low"]), float(dim["high"]), step=dim.get("step"), log=bool(dim.get("log"))
+    )
 
 
 def recipe_doc(params: Dict[str, Any], batchnorm: bool) -> Optional[dict]:
     """The recipe (a TOML document's tables, as :meth:`edgekit.optimize.Recipe.from_dict` reads
     them) of a trial's values; None when there is nothing to apply."""
     steps: List[dict] = []
-    ratio, sparsity, clusters = (
-        round(float(params["channel_ratio"]), 4),
-        float(params["sparsity"]),
-        int(params["clusters"]),
-    )
-    if ratio > 0:
-        steps.append({"technique": "channel_prune", "ratio": ratio, "importance": "bn" if batchnorm else "l1"})
+    ratios = _ratios(params)
+    sparsity, clusters = float(params["sparsity"]), int(params["clusters"])
+    if any(ratios):
+        share = {"ratio": ratios[0]} if len(ratios) == 1 else {"stages": ratios}
+        steps.append({"technique": "channel_prune", **share, "importance": "bn" if batchnorm else "l1"})
     if sparsity > 0:
         steps.append({"technique": "prune", "sparsity": sparsity})
     gentle = dict(GENTLE, epochs=min(GENTLE["epochs"], int(params["epochs"])))
@@ -220,8 +253,9 @@ def recipe_doc(params: Dict[str, Any], batchnorm: bool) -> Optional[dict]:
 def describe(params: Dict[str, Any]) -> str:
     """A short name of a trial's recipe: "channels 0.45 + prune 0.5 + QAT int8"."""
     parts = []
-    if params["channel_ratio"] > 0:
-        parts.append(f"channels {params['channel_ratio']:.2f}")
+    ratios = _ratios(params)
+    if any(ratios):
+        parts.append("channels " + "/".join(f"{r:.2f}" for r in ratios))
     if params["sparsity"] > 0:
         parts.append(f"prune {params['sparsity']:g}")
     if params["clusters"]:
@@ -231,6 +265,12 @@ def describe(params: Dict[str, Any]) -> str:
     if parts and params["distill"]:
         parts.append("distill")
     return " + ".join(parts + [params["quant"]])
+
+
+def _ratios(params: Dict[str, Any]) -> List[float]:
+    """A trial's channel ratio, one per stage."""
+    ratio = params["channel_ratio"]
+    return [round(float(r), 4) for r in (ratio if isinstance(ratio, (list, tuple)) else [ratio])]
 
 
 def to_toml(doc: Optional[dict], header: str) -> str:
