@@ -34,6 +34,7 @@ class TensorInfo:
     bytes: int  # bytes of constant data in the file (0 for activations)
     quant_params_bytes: int  # bytes of scales and zero points in the file
     constant: bool
+    scales: Tuple[float, ...] = field(default=(), repr=False)  # quantization scales (one per channel or one)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,9 @@ class ModelInfo(Result):
                 }
                 for op in self.ops
             ],
-            "tensors": [asdict(t) | {"shape": list(t.shape)} for t in self.tensors],
+            "tensors": [
+                {k: v for k, v in asdict(t).items() if k != "scales"} | {"shape": list(t.shape)} for t in self.tensors
+            ],
         }
 
     def summary(self, tensors: bool = False) -> str:
@@ -358,6 +361,7 @@ def _tensor(ten, index: int, buffer_sizes, seen_buffers: set, type_names) -> Ten
         bytes=data_bytes,
         quant_params_bytes=qbytes,
         constant=data_bytes > 0,
+        scales=tuple(float(v) for v in q.ScaleAsNumpy()) if q is not None and q.ScaleLength() else (),
     )
 
 

@@ -19,8 +19,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.converters.convert import Quant, _convert, _converter, layer_of_tensor
-from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
+from edgekit.converters.convert import Quant, _convert, _converter, layer_of_tensor, quantize
+from edgekit.converters.inspection import inspect_tflite
+from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, dead_output, verify
 from edgekit.core.errors import InputError, VerificationError
 
 DEFAULT_DEBUG_SAMPLES = 32
@@ -65,7 +66,12 @@ def _layer_errors(
         warnings.simplefilter("ignore")
         converter = _converter(model, Quant.INT8, calib, "int8", False, progress)
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
-        debugger.run()
+        try:
+            debugger.run()
+        except RuntimeError as exc:  # the debugger's int8 model does not prepare under XNNPACK
+            int8 = inspect_tflite(quantize(debugger.calibrated_model, "int8", (), False, True))
+            why = dead_output(int8, model) or " ".join(str(exc).split())
+            raise VerificationError(f"the int8 model does not run: {why}") from None
     buf = _io.StringIO()
     debugger.layer_statistics_dump(buf)
     buf.seek(0)

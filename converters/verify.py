@@ -97,6 +97,34 @@ _PREPARE_FIXES = {
 }
 
 
+# XNNPACK refuses an int8 conv or fully connected op whose requantization scale (input scale ×
+# weight scale / output scale) is 256 or more: its output range is (almost) nothing.
+_XNNPACK_MAX_REQUANT = 256.0
+_WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def dead_output(info, model=None) -> Optional[str]:
+    """Why an integer model does not prepare under XNNPACK when one of its weighted ops has an
+    output range of (almost) nothing — its outputs were all zero on the calibration data, dead units
+    a ReLU never lets through — or None when no op has."""
+    for op in info.ops:
+        if op.op not in _WEIGHTED or len(op.inputs) < 2 or not op.outputs:
+            continue
+        x, w, out = (info.tensors[i].scales for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if not (x and w and out) or out[0] <= 0:
+            continue
+        requant = x[0] * max(w) / out[0]
+        if requant >= _XNNPACK_MAX_REQUANT:
+            return (
+                f"layer {op_layer(info, op, model)} ({op.op}, op #{op.index}) gives int8 outputs of scale "
+                f"{out[0]:.2g}: its outputs were (almost) all zero on the calibration data (dead units: a ReLU "
+                f"that never fires), and XNNPACK, the board's default interpreter, refuses its requantization "
+                f"scale ({requant:,.0f} >= 256). Calibrate on data that exercises the layer, train or fine-tune "
+                f"the model longer, or remove the dead units (channel pruning)"
+            )
+    return None
+
+
 def verify(
     model,
     tflite: bytes,
@@ -129,6 +157,9 @@ def verify(
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
     except BoardError as exc:
+        dead = None if sparse else dead_output(info, model)
+        if dead:
+            raise VerificationError(dead) from None
         reason = str(exc).replace("model bytes", "the converted model")
         raise VerificationError(f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}") from None
 

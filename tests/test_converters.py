@@ -122,3 +122,21 @@ def test_inspect_corrupt_files(tmp_path, exported, content):
     path.write_bytes(content)
     with pytest.raises(InputError, match="tflite"):
         inspect_tflite(str(path))
+
+
+@pytest.mark.parametrize("layer_report", [True, False])
+def test_a_layer_with_dead_outputs_is_named_not_an_xnnpack_crash(layer_report, tmp_path):
+    """A ReLU layer whose outputs are (almost) all zero on the calibration data gets an int8 output
+    scale XNNPACK refuses to prepare: the export names the layer and the fix, and writes nothing."""
+    from edgekit import keras
+
+    L = keras.layers
+    inp = keras.Input((8,))
+    model = keras.Model(inp, L.Dense(3, activation="softmax")(L.Dense(6, activation="relu", name="dead")(inp)))
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    k, _ = model.get_layer("dead").get_weights()
+    model.get_layer("dead").set_weights([k, -(x @ k).max(axis=0) + 1e-6])  # fires by at most 1e-6
+    out = tmp_path / "m.tflite"
+    with pytest.raises(VerificationError, match=r"layer dead \(FULLY_CONNECTED.* all zero on the calibration data"):
+        export(model, str(out), "int8", calibration=x, validation_data=(x, None), layer_report=layer_report)
+    assert not out.exists()
