@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from edgekit.converters.recurrent import for_conversion
 from edgekit.converters.share import share_weights as _share_weights
 from edgekit.core.data import calibration_samples, fit_to_input
 from edgekit.core.errors import InputError, renamed
@@ -114,9 +115,10 @@ def _converter(
     progress_label: Optional[str] = None,
     per_channel: bool = True,
 ):
-    """A TFLiteConverter set up for ``quant`` (builtin ops only)."""
+    """A TFLiteConverter set up for ``quant`` (builtin ops only); recurrent layers in the form the
+    builtins hold (:func:`edgekit.converters.recurrent.for_conversion`)."""
     tf, _ = _keras()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(for_conversion(model, fuse_lstm=quant is not Quant.INT16X8))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quant is not Quant.FLOAT32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -202,7 +202,11 @@ def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
         raise BoardError(f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}")
     results = []
     q = quantize(x, inp)
+    # A fused LSTM keeps its state in variable tensors from one invoke to the next: each sample starts
+    # from the zero state, as the model computed it in Keras.
+    reset = getattr(interp, "reset_all_variables", lambda: None)
     for i in range(len(q)):
+        reset()
         interp.set_tensor(inp["index"], q[i : i + 1])
         interp.invoke()
         results.append(interp.get_tensor(out["index"])[0].copy())

@@ -280,6 +280,7 @@ def _run_inputs(interp, inputs: str, outputs: str) -> int:
         )
     out = []
     for i in range(len(x)):
+        interp.reset()  # variable tensors (a fused LSTM's state) back to zero: each sample starts afresh
         interp.set_input(x[i : i + 1], 0)
         interp.invoke()
         out.append(np.asarray(interp.get_output(0))[0].copy())

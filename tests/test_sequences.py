@@ -1,0 +1,102 @@
+"""Sequence models: recurrent layers and 1-D convnets through export, in tf_keras and Keras 3."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit import keras
+from edgekit.converters import export, inspect_tflite
+from edgekit.core.errors import InputError
+from edgekit.core.synthetic import motion
+
+L = keras.layers
+STEPS = 16
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return motion(train=192, test=64, steps=STEPS, seed=0)
+
+
+def _model(kind: str, flavour=keras, steps=STEPS, **rnn):
+    layers = flavour.layers
+    inp = flavour.Input((steps, 3))
+    if kind == "lstm":
+        h = layers.LSTM(8, **rnn)(inp)
+    elif kind == "gru":
+        h = layers.GRU(8, **rnn)(inp)
+    elif kind == "simple_rnn":
+        h = layers.SimpleRNN(8, **rnn)(inp)
+    elif kind == "bidirectional":
+        h = layers.Bidirectional(layers.LSTM(4))(inp)
+    elif kind == "stack":
+        h = layers.GRU(8)(layers.LSTM(8, return_sequences=True)(inp))
+    else:  # conv1d
+        h = layers.GlobalAveragePooling1D()(layers.Conv1D(8, 3, activation="relu")(layers.MaxPooling1D()(inp)))
+    model = flavour.Model(inp, layers.Dense(4, activation="softmax")(h), name=kind)
+    model.compile(flavour.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return model
+
+
+def _trained(kind, windows, flavour=keras):
+    flavour.utils.set_random_seed(0)
+    model = _model(kind, flavour)
+    model.fit(windows.x_train, windows.y_train, epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "bidirectional", "stack", "conv1d"])
+def test_sequence_models_export_fully_integer_and_verified(kind, windows):
+    model = _trained(kind, windows)
+    common = dict(calibration=windows.x_train, validation_data=(windows.x_test, windows.y_test), layer_report=False)
+    exact = export(model, None, "float32", **common)
+    # every window starts from the zero state: a fused LSTM's state tensors are reset between samples
+    assert exact.agreement == 1.0 and exact.cosine > 0.99999, (exact.agreement, exact.cosine)
+    rep = export(model, None, "int8", **common)
+    ops = {op.op for op in inspect_tflite(rep.tflite).ops}
+    assert rep.fully_integer and rep.agreement >= 0.9, (rep.agreement, rep.cosine)
+    # fused where the converter calibrates it right: not two LSTMs on one input (a Bidirectional: unrolled)
+    assert ("UNIDIRECTIONAL_SEQUENCE_LSTM" in ops) == (kind in ("lstm", "stack")), ops
+    assert not any(op.startswith(("FLEX", "CUSTOM")) for op in ops)
+
+
+def test_a_keras3_lstm_exports_as_the_fused_int8_op(windows):
+    import keras as k3
+
+    model = _trained("lstm", windows, flavour=k3)
+    rep = export(model, None, "int8", calibration=windows.x_train, validation_data=(windows.x_test, windows.y_test))
+    assert rep.fully_integer and rep.agreement >= 0.9
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in {op.op for op in inspect_tflite(rep.tflite).ops}
+
+
+def test_int16x8_writes_the_lstm_out_step_by_step(windows):
+    model = _trained("lstm", windows)
+    rep = export(model, None, "int16x8", calibration=windows.x_train, validation_data=(windows.x_test, None))
+    ops = {op.op for op in inspect_tflite(rep.tflite).ops}
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and "FULLY_CONNECTED" in ops
+    assert rep.fully_integer and rep.agreement >= 0.95
+
+
+def test_recurrent_layers_tflite_cannot_hold_are_named(windows):
+    x = windows.x_train[:8]
+    stateful = keras.Sequential([keras.Input((STEPS, 3), batch_size=1), L.LSTM(4, stateful=True, name="s"), L.Dense(2)])
+    with pytest.raises(InputError, match=r"layer 's' \(LSTM\) is stateful.*stateful=False"):
+        export(stateful, None, "int8", calibration=x)
+    ragged = _model("gru", steps=None)
+    with pytest.raises(InputError, match=r"\(GRU\) reads sequences of any length.*keras.Input\(\(STEPS, FEATURES\)\)"):
+        export(ragged, None, "int8", calibration=x)
+
+
+def test_lstm_int8_runs_under_tflm_like_litert(windows):
+    model = _trained("lstm", windows)
+    rep = export(
+        model,
+        None,
+        "int8",
+        calibration=windows.x_train,
+        validation_data=(windows.x_test, windows.y_test),
+        target="mcu",
+        layer_report=False,
+    )
+    assert rep.mcu.fully_integer and rep.mcu.arena_bytes > 0 and rep.mcu.ops.get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1
+    assert rep.mcu.agreement >= 0.99, rep.mcu.brief()
