@@ -115,7 +115,11 @@ def for_conversion(model, fuse_lstm: bool = True):
         keras.Input(batch_shape=batch + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
         for t in model.inputs
     ]
-    twin = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    from edgekit.core.compat import in_process_lambdas
+    from edgekit.core.wrappers import custom_objects
+
+    with custom_objects(), in_process_lambdas():  # a QAT model's wrappers and tfmot's own lambdas
+        twin = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     twin.set_weights(model.get_weights())
     _same_outputs(model, twin)
     return twin

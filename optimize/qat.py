@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from edgekit.core.compat import keras, tfmot
+from edgekit.core.compat import in_process_lambdas, keras, tfmot
 from edgekit.core.errors import InputError, renamed
 from edgekit.core.graph import calls, copy_layer, ops_as_layers, rewrite
 from edgekit.core.layers import CUSTOM_OBJECTS
@@ -22,6 +22,10 @@ from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
 
 PRESERVE = ("auto", "none", "sparsity", "clusters", "both")
+# Recurrent layers: tfmot has no QAT for them (TF#61329, tfmot#1114). QAT leaves them in float and
+# the int8 export calibrates them as post-training quantization does (the fused LSTM's gates and
+# cell state are ranges of their own, which only the converter's calibration sets).
+CALIBRATED = (keras.layers.RNN, keras.layers.Bidirectional)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ def qat(model, config: QATConfig = QATConfig(), calibration=None, **overrides):
         preserve = "both" if sparse and clustered else "sparsity" if sparse else "clusters" if clustered else "none"
     scheme = quantize_scheme(preserve)
     quant = tfmot().quantization.keras
+    floats = []  # layers nobody has a QuantizeConfig for that the int8 export calibrates instead
 
     def annotate(layer):
         if (
@@ -160,10 +165,19 @@ def qat(model, config: QATConfig = QATConfig(), calibration=None, **overrides):
         ):
             return layer
         own = config.configs.get(layer.name)
+        if own is None and isinstance(layer, CALIBRATED):
+            floats.append(f"{layer.name} ({type(layer).__name__})")
+            return layer
         if own is None and (
             not _tfmot_supports(layer)
             or isinstance(
-                layer, (keras.layers.Activation, keras.layers.BatchNormalization, keras.layers.AveragePooling2D)
+                layer,
+                (
+                    keras.layers.Activation,
+                    keras.layers.BatchNormalization,
+                    keras.layers.AveragePooling2D,
+                    keras.layers.AveragePooling1D,
+                ),
             )
         ):
             own = edgekit_config(layer)  # None: tfmot decides (BatchNormalization folds into its conv)
@@ -172,12 +186,13 @@ def qat(model, config: QATConfig = QATConfig(), calibration=None, **overrides):
     with custom_objects():
         annotated = keras.models.clone_model(base, clone_function=annotate)
         scope = dict(CUSTOM_OBJECTS, **{type(c).__name__: type(c) for c in config.configs.values()})
-        with quant.quantize_scope(scope), inputs_in_order():
+        with quant.quantize_scope(scope), inputs_in_order(), in_process_lambdas():
             try:
                 quantized = quant.quantize_apply(annotated, scheme)
             except (RuntimeError, ValueError) as exc:
                 raise _unsupported(exc, base) from None
     quantized._edgekit_preserve = preserve
+    quantized._edgekit_float_layers = floats
     if calib is not None:
         init_ranges(quantized, base, calib)
     return quantized
@@ -271,6 +286,11 @@ def _weight_range(var, kernel) -> int:
 
 def _apply(model, config, step):
     wrapped = qat(model, config, calibration=step.x)
+    if wrapped._edgekit_float_layers:
+        step.notes.append(
+            f"qat left {', '.join(wrapped._edgekit_float_layers)} in float (no quantization-aware training for "
+            f"recurrent layers): the int8 export calibrates it on the calibration data"
+        )
     step.fine_tune(wrapped)
     return wrapped, None
 

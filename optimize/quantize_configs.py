@@ -53,14 +53,15 @@ def edgekit_config(layer):
 
     A BatchNormalization tfmot does not fold (DenseNet's and NASNet's, after a concatenation or an
     activation) keeps its float parameters and gets an output quantizer: the int8 converter turns
-    it into an integer multiply and add. An AveragePooling2D gets no quantizer of its own: TFLite's
+    it into an integer multiply and add. An AveragePooling1D/2D gets no quantizer of its own: TFLite's
     int8 average pooling needs its output on its input's scale (tfmot's own config gives it a
-    second quantizer, which the converter rejects: "same scale constraint")."""
+    second quantizer, which the converter rejects: "same scale constraint"); nor does a MaxPooling1D
+    (tfmot's registry knows MaxPooling2D only, without a quantizer, for the same reason)."""
     if isinstance(layer, _OUTPUT_QUANTIZED):
         return OutputQuantizeConfig()
     if isinstance(layer, keras.layers.BatchNormalization) and not _folded_by_tfmot(layer):
         return OutputQuantizeConfig()
-    if type(layer) is keras.layers.AveragePooling2D:
+    if type(layer) in (keras.layers.AveragePooling2D, keras.layers.AveragePooling1D, keras.layers.MaxPooling1D):
         from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
             default_8bit_quantize_configs as c8,
         )

@@ -104,24 +104,43 @@ def layer_kernel(layer):
     return None, None
 
 
+def _recurrent_kernels(layer):
+    """(label, kind, kernel) of each input and recurrent kernel of a recurrent layer (both
+    directions of a Bidirectional), wrapped or not; nothing for other layers."""
+    inner = layer
+    while hasattr(inner, "layer") and inner.layer is not inner and type(inner).__name__ != "Bidirectional":
+        inner = inner.layer
+    if not hasattr(inner, "cell") and type(inner).__name__ != "Bidirectional":
+        return []
+    out = []
+    for w in layer.weights:
+        parts = w.name.split(":")[0].split("/")
+        if parts[-1] in ("kernel", "recurrent_kernel") and hasattr(w, "numpy"):
+            direction = [p for p in parts if p.startswith(("forward_", "backward_"))]
+            label = "/".join([layer.name] + direction[:1] + ([parts[-1]] if parts[-1] != "kernel" else []))
+            out.append((label, type(inner).__name__, w.numpy()))
+    return out
+
+
 def weight_report(model) -> WeightReport:
-    """Measure every layer that has a kernel (Dense, Conv2D, DepthwiseConv2D, …), wrapped or not."""
+    """Measure every layer that has a kernel (Dense, Conv2D, DepthwiseConv2D, …), wrapped or not;
+    a recurrent layer's input and recurrent kernels (of both directions) each on a row."""
     rows = []
     for layer in model.layers:
         kind, k = layer_kernel(layer)
-        if k is None:
-            continue
-        rows.append(
-            LayerWeights(
-                layer.name,
-                kind,
-                tuple(int(d) for d in k.shape),
-                int(k.size),
-                float(np.mean(k == 0)),
-                int(len(np.unique(k))),
-                None if kind.startswith("Depthwise") else m_by_n_compliant(k),
+        kernels = _recurrent_kernels(layer) or ([(layer.name, kind, k)] if k is not None else [])
+        for name, kind, k in kernels:
+            rows.append(
+                LayerWeights(
+                    name,
+                    kind,
+                    tuple(int(d) for d in k.shape),
+                    int(k.size),
+                    float(np.mean(k == 0)),
+                    int(len(np.unique(k))),
+                    None if kind.startswith("Depthwise") else m_by_n_compliant(k),
+                )
             )
-        )
     return WeightReport(rows, model_params(model))
 
 

@@ -22,17 +22,19 @@ def _model(kind: str, flavour=keras, steps=STEPS, **rnn):
     layers = flavour.layers
     inp = flavour.Input((steps, 3))
     if kind == "lstm":
-        h = layers.LSTM(8, **rnn)(inp)
+        h = layers.LSTM(8, name="rnn", **rnn)(inp)
     elif kind == "gru":
-        h = layers.GRU(8, **rnn)(inp)
+        h = layers.GRU(8, name="rnn", **rnn)(inp)
     elif kind == "simple_rnn":
-        h = layers.SimpleRNN(8, **rnn)(inp)
+        h = layers.SimpleRNN(8, name="rnn", **rnn)(inp)
     elif kind == "bidirectional":
         h = layers.Bidirectional(layers.LSTM(4))(inp)
     elif kind == "stack":
         h = layers.GRU(8)(layers.LSTM(8, return_sequences=True)(inp))
-    else:  # conv1d
-        h = layers.GlobalAveragePooling1D()(layers.Conv1D(8, 3, activation="relu")(layers.MaxPooling1D()(inp)))
+    else:  # conv1d: every 1-D layer QAT has a config for
+        x = layers.MaxPooling1D()(layers.Conv1D(8, 3, activation="relu")(inp))
+        x = layers.AveragePooling1D()(layers.SeparableConv1D(8, 3, activation="relu")(x))
+        h = layers.Concatenate()([layers.GlobalMaxPooling1D()(x), layers.GlobalAveragePooling1D()(x)])
     model = flavour.Model(inp, layers.Dense(4, activation="softmax")(h), name=kind)
     model.compile(flavour.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     return model
@@ -100,3 +102,45 @@ def test_lstm_int8_runs_under_tflm_like_litert(windows):
     )
     assert rep.mcu.fully_integer and rep.mcu.arena_bytes > 0 and rep.mcu.ops.get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1
     assert rep.mcu.agreement >= 0.99, rep.mcu.brief()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bidirectional", "conv1d"])
+def test_qat_of_sequence_models_exports_fully_integer(kind, windows):
+    from edgekit.optimize import FineTune, QATConfig, Recipe, optimize
+
+    model = _trained(kind, windows)
+    result = optimize(
+        model,
+        Recipe.of([QATConfig()], FineTune(1, 32, 1e-4)),
+        windows.x_train,
+        windows.y_train,
+        validation_data=(windows.x_test, windows.y_test),
+    )
+    rep = export(
+        result.model,
+        None,
+        "int8",
+        calibration=windows.x_train,
+        validation_data=(windows.x_test, windows.y_test),
+        layer_report=False,
+    )
+    assert rep.fully_integer and rep.agreement >= 0.9, (rep.agreement, rep.cosine)
+    left = [str(w) for w in result.warnings if "in float" in str(w)]
+    if kind == "conv1d":
+        assert not left and not any(type(l).__name__ == "MaxPooling1D" for l in result.model.layers)
+    else:  # the recurrent layer is named as left in float, calibrated by the export
+        assert len(left) == 1 and f"{result.model.layers[1].name} (" in left[0] and "calibrates" in left[0], left
+
+
+def test_pruning_and_clustering_reach_recurrent_kernels(windows):
+    from edgekit.optimize import ChannelPruneConfig, ClusterConfig, FineTune, PruneConfig, Recipe, optimize
+
+    model = _trained("gru", windows)
+    ft = FineTune(1, 32, 1e-4)
+    pruned = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], ft), windows.x_train, windows.y_train)
+    rows = {l.layer: l for l in pruned.steps[0].weights.layers}
+    assert abs(rows["rnn/recurrent_kernel"].zeros - 0.5) <= 0.02 and abs(rows["rnn"].zeros - 0.5) <= 0.02
+    clustered = optimize(model, Recipe.of([ClusterConfig(clusters=8)], ft), windows.x_train, windows.y_train)
+    assert {l.layer: l.unique for l in clustered.steps[0].weights.layers}["rnn/recurrent_kernel"] <= 8
+    channels = optimize(model, Recipe.of([ChannelPruneConfig(ratio=0.5)], ft), windows.x_train, windows.y_train)
+    assert channels.steps[0].details.barriers == ["rnn (GRU)"]  # its units are left alone, and said so

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-__all__ = ["tf", "keras", "keras3", "tfmot", "is_keras_model"]
+__all__ = ["tf", "keras", "keras3", "tfmot", "is_keras_model", "in_process_lambdas"]
 
 
 def is_keras_model(obj) -> bool:
@@ -54,3 +54,14 @@ def keras3():
 
         raise EdgekitError(f"the keras package here is {module.__version__}, not Keras 3")
     return module
+
+
+def in_process_lambdas():
+    """A context in which tf_keras clones ``Lambda`` layers that already live in this process:
+    tfmot's own transforms write them (a SeparableConv1D becomes expand, depthwise, pointwise,
+    squeeze) and clone them through ``from_config``, which tf_keras's safe mode refuses. Nothing is
+    read from a file here (files keep edgekit's own safe-mode check). tf_keras has no public scope
+    for this: its ``SafeModeScope`` is the one way."""
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(False)
