@@ -1,6 +1,7 @@
 """Channel pruning against magnitude pruning on the demo model, measured side by side in one run.
 
     .venv/bin/python benchmarks/channel_prune.py [--model runs/demo/model.keras] [--runs N]
+    .venv/bin/python benchmarks/channel_prune.py --smoke      (every row at tiny sizes, in seconds)
 
 Trains the demo's MobileNetV2-style model on digits (or loads ``--model``), then:
 - channel pruning: 50% of the prunable channels removed (importance: |gamma| of the BatchNorm
@@ -11,7 +12,8 @@ and benchmarks the three int8 files in one harness call (fresh process each, XNN
 
 Targets: channel-pruned int8 p50 <= 0.6x the unpruned int8 p50; its accuracy within 1.5 points of
 the unpruned float model; params <= 0.4x. The magnitude-pruned model's latency ratio is printed
-beside it. Exits 1 if a target is missed.
+beside it. Exits 1 if a target is missed. ``--smoke``: the same rows on the demo's model at smoke
+size (:func:`smoke.demo_model`, one epoch on 256 digits), one-epoch fine-tunes, 10 timed runs.
 """
 
 from __future__ import annotations
@@ -20,46 +22,71 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
 
-from edgekit.app.demo import train_digits_model
+from edgekit.app.demo import DEFAULT_EPOCHS, DEFAULT_MODEL, train_digits_model
 from edgekit.converters import export, load_keras_model
 from edgekit.core.data import digits
 from edgekit.core.results import table
 from edgekit.device import bench
 from edgekit.optimize import ChannelPruneConfig, FineTune, PruneConfig, Recipe, Step, optimize
 
-EPOCHS, LR = 15, 2e-3
+LR = 2e-3
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How large the run is: :data:`FULL` (``make bench-channels``) or :data:`SMOKE`."""
+
+    samples: Optional[int] = None  # per split of digits (None: all)
+    model: str = DEFAULT_MODEL  # the registered model trained when --model is not given
+    train_epochs: int = DEFAULT_EPOCHS
+    epochs: int = 15  # each fine-tune's
+    runs: int = 300
+    warmup: int = 30
+    allow_drop: bool = False  # a one-epoch fine-tune may collapse the model: kept, as the demo keeps it
+
+
+FULL = Sizes()
+SMOKE = Sizes(samples=256, model=smoke.DEMO_MODEL, train_epochs=1, epochs=1, runs=10, warmup=2, allow_drop=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
+    ap.add_argument("--model", help=f"a trained demo model (.keras); default: train one ({DEFAULT_EPOCHS} epochs)")
     ap.add_argument("--ratio", type=float, default=0.5)
-    ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"fine-tune epochs (default {EPOCHS})")
+    ap.add_argument("--epochs", type=int, help=f"fine-tune epochs (default {FULL.epochs})")
     ap.add_argument("--importance", choices=("l1", "l2", "bn"), default="bn", help="channel importance (default bn)")
-    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--runs", type=int, help=f"timed runs (default {FULL.runs})")
+    smoke.add_flag(ap)
     args = ap.parse_args(argv)
+    sz = SMOKE if smoke.start(ap, args) else FULL
+    if args.smoke:
+        smoke.demo_model()
 
-    ds = digits()
-    model = load_keras_model(args.model) if args.model else train_digits_model(ds)
+    ds = digits() if sz.samples is None else smoke.subset(digits(), sz.samples, sz.samples // 4)
+    model = load_keras_model(args.model) if args.model else train_digits_model(ds, sz.model, epochs=sz.train_epochs)
     float_acc = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
     # retrained after surgery with a cosine schedule, as the demo does; the same for magnitude pruning
-    ft = FineTune(args.epochs, 32, LR, "cosine")
-    channel = optimize(
-        model,
-        Recipe((Step("channel_prune", ChannelPruneConfig(ratio=args.ratio, importance=args.importance), ft),)),
-        ds.x_train,
-        ds.y_train,
-        validation_data=(ds.x_test, ds.y_test),
-    )
-    magnitude = optimize(
-        model,
-        Recipe((Step("prune", PruneConfig(sparsity=args.ratio), ft),)),
-        ds.x_train,
-        ds.y_train,
-        validation_data=(ds.x_test, ds.y_test),
+    ft = FineTune(args.epochs or sz.epochs, 32, LR, "cosine")
+    steps = {
+        "channel": Step("channel_prune", ChannelPruneConfig(ratio=args.ratio, importance=args.importance), ft),
+        "magnitude": Step("prune", PruneConfig(sparsity=args.ratio), ft),
+    }
+    channel, magnitude = (
+        optimize(
+            model,
+            Recipe((step,)),
+            ds.x_train,
+            ds.y_train,
+            validation_data=(ds.x_test, ds.y_test),
+            allow_drop=sz.allow_drop,
+        )
+        for step in steps.values()
     )
     with tempfile.TemporaryDirectory() as tmp:
         reps = {
@@ -74,14 +101,21 @@ def main(argv=None) -> int:
             for name, m in (("unpruned", model), ("channels", channel.model), ("magnitude", magnitude.model))
         }
         npz = ds.save_test_npz(os.path.join(tmp, "test.npz"))
-        results = dict(zip(reps, bench([r.path for r in reps.values()], runs=args.runs, warmup=30, inputs=npz)))
-    p50 = {k: r.latency_ms["p50"] for k, r in results.items()}
+        timed = bench([r.path for r in reps.values()], runs=args.runs or sz.runs, warmup=sz.warmup, inputs=npz)
+        results = dict(zip(reps, timed))
+    rows = _rows(args.ratio, reps, {k: r.latency_ms["p50"] for k, r in results.items()}, channel, float_acc)
+    print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))
+    return smoke.exit_code(all(ok for _, _, ok in rows), args.smoke)
+
+
+def _rows(ratio: float, reps: dict, p50: dict, channel, float_acc: float) -> list:
+    """(target, measured, ok) of the three int8 exports ``reps``, their ``p50`` and the channel step."""
     d = channel.steps[0].details
     params_ratio = d.params[1] / d.params[0]
     ch_acc = reps["channels"].accuracy
-    rows = [
+    return [
         [
-            f"channel-pruned {args.ratio:g} int8 p50 <= 0.6x unpruned int8",
+            f"channel-pruned {ratio:g} int8 p50 <= 0.6x unpruned int8",
             f"{p50['channels']:.3f} / {p50['unpruned']:.3f} ms = {p50['channels'] / p50['unpruned']:.2f}x",
             p50["channels"] <= 0.6 * p50["unpruned"],
         ],
@@ -98,13 +132,11 @@ def main(argv=None) -> int:
         ],
         [
             "channel-pruned params <= 0.4x",
-            f"{d['params'][1]:,} / {d['params'][0]:,} = {params_ratio:.3f}x; MACs {d['macs'][1] / d['macs'][0]:.3f}x",
+            f"{d.params[1]:,} / {d.params[0]:,} = {params_ratio:.3f}x; MACs {d.macs[1] / d.macs[0]:.3f}x",
             params_ratio <= 0.4,
         ],
         ["int8 file sizes", ", ".join(f"{k} {r.size_bytes:,} B" for k, r in reps.items()), True],
     ]
-    print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))
-    return 0 if all(ok for _, _, ok in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Check the converter targets, everything measured in one run.
 
     .venv/bin/python benchmarks/converter_targets.py [--demo-report runs/demo/report.json]
+    .venv/bin/python benchmarks/converter_targets.py --smoke [--demo-report R.json]   (every row, tiny)
 
 - MobileNetV2 1.0/224 (3,538,984 params, random weights, calibrated on random images): int8
   file <= 0.29x the float32 file; the inspection's measured parts (weights, quantization
@@ -15,7 +16,9 @@
   the wall time of TensorFlow's plain converter on the same model and the same 256 calibration
   samples, each timed in a fresh process, alternating, best of two.
 - With --demo-report: the demo's int8 accuracy within 1 point of Keras, top-1 agreement >= 98%.
-Exits 1 if a target is missed.
+Exits 1 if a target is missed. ``--smoke`` (:data:`SMOKE`): the demo's MobileNetV2 at smoke size on
+16 images, a small convnet instead of the keras.applications models (each still timed in a fresh
+process, one round), a 784-64-64-10 MLP and a 2,000 x 16 LM.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
+import techniques
 from techniques import tied_lm_sizes
 
 from edgekit import keras
@@ -37,10 +44,41 @@ from edgekit.core.results import table
 from edgekit.models import create
 
 
-def mobilenet_v2_rows(tmp: str) -> list:
-    model = create("mobilenet_v2")
+@dataclass(frozen=True)
+class Sizes:
+    """How large every row runs: :data:`FULL` (``make bench-converter``) or :data:`SMOKE`."""
+
+    mobilenet_v2: Dict[str, Any] = field(default_factory=dict)  # create("mobilenet_v2", **this)
+    images: int = 100  # random images: MobileNetV2's calibration and verification
+    applications: Tuple[str, ...] = ("MobileNetV3Small", "EfficientNetB0")  # "smoke": a small convnet
+    size: int = 96  # their input's height and width
+    calibration: int = 256
+    verify: int = 100
+    rounds: int = 2  # each timed in a fresh process, alternating, best of the rounds
+    hidden: int = 1000  # the sparse MLP's width
+    vocab: int = 30000  # the tied LM's
+    dim: int = 500
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    dict(preset="digits", **smoke.DEMO_CONFIG),
+    images=16,
+    applications=("smoke",),
+    size=32,
+    calibration=16,
+    verify=8,
+    rounds=1,
+    hidden=64,
+    vocab=techniques.SMOKE.vocab,
+    dim=techniques.SMOKE.dim,
+)
+
+
+def mobilenet_v2_rows(tmp: str, sz: Sizes = FULL) -> list:
+    model = create("mobilenet_v2", **sz.mobilenet_v2)
     rng = np.random.default_rng(0)
-    x = rng.random((100, 224, 224, 3), dtype=np.float32)
+    x = rng.random((sz.images,) + tuple(model.input_shape[1:]), dtype=np.float32)
     f32 = export(model, os.path.join(tmp, "mbv2_f32.tflite"), "float32", validation_data=(x[:10], None))
     t0 = time.perf_counter()
     i8 = export(
@@ -48,9 +86,9 @@ def mobilenet_v2_rows(tmp: str) -> list:
         os.path.join(tmp, "mbv2_int8.tflite"),
         "int8",
         calibration=x,
-        calib_samples=100,
+        calib_samples=sz.images,
         validation_data=(x, None),
-        verify_samples=100,
+        verify_samples=sz.images,
     )
     seconds = time.perf_counter() - t0
     info = inspect_tflite(i8.path)
@@ -83,41 +121,47 @@ _TIMED = """
 import sys, time, numpy as np
 from edgekit import keras
 from edgekit.core.compat import tf
-name, how = sys.argv[1], sys.argv[2]
-model = getattr(keras.applications, name)(input_shape=(96, 96, 3), weights=None, classes=10)
-x = np.random.default_rng(0).random((356, 96, 96, 3), dtype=np.float32)
+name, how, size, n, verify = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+if name == "smoke":
+    L = keras.layers
+    model = keras.Sequential([keras.Input((size, size, 3)), L.Conv2D(16, 3, strides=2), L.BatchNormalization(),
+                              L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax")])
+else:
+    model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
+x = np.random.default_rng(0).random((n + verify, size, size, 3), dtype=np.float32)
 t0 = time.perf_counter()
 if how == "plain":
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
-    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(256))
+    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(n))
     conv.convert()
 else:
     from edgekit.converters import export
-    export(model, None, "int8", calibration=x[:256], calib_samples=256, validation_data=x[256:])
+    export(model, None, "int8", calibration=x[:n], calib_samples=n, validation_data=x[n:])
 print(time.perf_counter() - t0)
 """
 
 
-def export_time_rows() -> list:
+def export_time_rows(sz: Sizes = FULL) -> list:
     """edgekit's export against TensorFlow's plain converter, each in a fresh process."""
     import subprocess
 
     rows = []
-    for name in ("MobileNetV3Small", "EfficientNetB0"):
+    for name in sz.applications:
         times = {"plain": [], "edgekit": []}
-        for _ in range(2):
+        for _ in range(sz.rounds):
             for how in times:
+                argv = [name, how, str(sz.size), str(sz.calibration), str(sz.verify)]
                 out = subprocess.run(
-                    [sys.executable, "-c", _TIMED, name, how], capture_output=True, text=True, check=True
+                    [sys.executable, "-c", _TIMED, *argv], capture_output=True, text=True, check=True
                 ).stdout
                 times[how].append(float(out.strip().splitlines()[-1]))
         plain, ours = min(times["plain"]), min(times["edgekit"])
         rows.append(
             (
-                f"{name} 96x96 int8: export + verify + layer report + gate <= 1.5x the plain converter",
+                f"{name} {sz.size}x{sz.size} int8: export + verify + layer report + gate <= 1.5x the plain converter",
                 f"{ours:.1f} s vs {plain:.1f} s = {ours / plain:.2f}x",
                 ours <= 1.5 * plain,
             )
@@ -125,13 +169,13 @@ def export_time_rows() -> list:
     return rows
 
 
-def sparse_rows(tmp: str) -> list:
+def sparse_rows(tmp: str, sz: Sizes = FULL) -> list:
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
             keras.Input((784,)),
-            keras.layers.Dense(1000, activation="relu"),
-            keras.layers.Dense(1000, activation="relu"),
+            keras.layers.Dense(sz.hidden, activation="relu"),
+            keras.layers.Dense(sz.hidden, activation="relu"),
             keras.layers.Dense(10),
         ]
     )
@@ -166,14 +210,14 @@ def sparse_rows(tmp: str) -> list:
     ]
 
 
-def tied_rows() -> list:
+def tied_rows(sz: Sizes = FULL) -> list:
     """Tied-embedding LM, vocab 30,000, dim 500: the int8 file holds the matrix once."""
-    s = tied_lm_sizes()
+    s = tied_lm_sizes(sz.vocab, sz.dim)
     (tp, t32), (up, u32) = (s[True, "params"], s[True, "float32"]), (s[False, "params"], s[False, "float32"])
     t8, u8 = s[True, "int8"], s[False, "int8"]
     return [
         (
-            "tied LM 30000x500: params, float32 file tied vs untied",
+            f"tied LM {sz.vocab}x{sz.dim}: params, float32 file tied vs untied",
             f"{tp:,} vs {up:,}; {t32:,} / {u32:,} = {t32 / u32:.3f}x",
             t32 <= 0.55 * u32,
         ),
@@ -202,13 +246,17 @@ def demo_rows(path: str) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo-report", help="a demo report.json to check the accuracy targets on")
+    smoke.add_flag(ap)
     args = ap.parse_args(argv)
+    sz = SMOKE if smoke.start(ap, args) else FULL
     with tempfile.TemporaryDirectory() as tmp:
-        rows = mobilenet_v2_rows(tmp) + export_time_rows() + sparse_rows(tmp) + tied_rows()
+        rows = mobilenet_v2_rows(tmp, sz) + export_time_rows(sz) + sparse_rows(tmp, sz) + tied_rows(sz)
     if args.demo_report:
         rows += demo_rows(args.demo_report)
+    elif args.smoke:
+        print("smoke: no --demo-report, so no demo rows (demo_targets.py --smoke --out DIR writes DIR/report.json)")
     print(table(("target", "measured", "ok"), [[t, m, "yes" if ok else "NO"] for t, m, ok in rows], align="lll"))
-    return 0 if all(ok for _, _, ok in rows) else 1
+    return smoke.exit_code(all(ok for _, _, ok in rows), args.smoke)
 
 
 if __name__ == "__main__":

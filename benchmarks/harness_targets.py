@@ -1,6 +1,7 @@
 """Check the device harness's targets, everything measured side by side in one run.
 
     .venv/bin/python benchmarks/harness_targets.py [--runs 300] [--rounds 3] [--demo-dir runs/demo]
+    .venv/bin/python benchmarks/harness_targets.py --smoke [--demo-dir DIR]      (every row, tiny models)
 
 - fidelity: the harness's median latency (fresh process per model, as `edgekit bench` runs it)
   within ±10% of `litert-benchmark`'s median on the same model, threads, warm-up and run count,
@@ -29,8 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from typing import Any, Dict
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
 
 from edgekit.core.results import table
 from edgekit.device import bench, load_interpreter
@@ -39,23 +43,59 @@ from edgekit.device.board.harness import HARNESS_PATH, _timed_runs
 LITERT_BENCHMARK = os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
 
 
-def models(demo_dir: str, tmp: str) -> dict:
-    """The demo's .tflite files (run `make demo` first) and MobileNetV2 1.0/224 float32/int8."""
+@dataclass(frozen=True)
+class Sizes:
+    """The defaults of the run: :data:`FULL` (``make bench-harness``) or :data:`SMOKE`."""
+
+    mobilenet_v2: Dict[str, Any] = field(default_factory=dict)  # create("mobilenet_v2", **this)
+    demo: Dict[str, Any] = field(default_factory=dict)  # the smoke demo model's overrides (no --demo-dir)
+    images: int = 32  # its calibration
+    runs: int = 300
+    warmup: int = 30
+    rounds: int = 3
+
+
+FULL = Sizes()
+# 96x96 inputs: shallow models, still slow enough for litert-benchmark's two decimals of a millisecond
+SMOKE = Sizes(
+    dict(preset="digits", input_shape=(96, 96, 3), **smoke.DEMO_CONFIG),
+    demo=dict(input_shape=(96, 96, 1)),
+    images=8,
+    runs=20,
+    warmup=2,
+    rounds=1,
+)
+
+
+def _export_both(model, name: str, tmp: str, images: int) -> dict:
+    """``model`` exported float32 and int8 (random calibration images) into ``tmp``."""
     from edgekit.converters import export
+
+    x = np.random.default_rng(0).random((images,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    out = {}
+    for q in ("float32", "int8"):
+        path = os.path.join(tmp, f"{name}_{q}.tflite")
+        export(model, path, q, calibration=x, calib_samples=images, validation_data=(x[:4], None), layer_report=False)
+        out[q] = path
+    return out
+
+
+def models(demo_dir, tmp: str, sz: Sizes = FULL) -> dict:
+    """The demo's .tflite files (run `make demo` first; None: the smoke demo model's, exported here)
+    and MobileNetV2 1.0/224 float32/int8."""
     from edgekit.models import create
 
     out = {}
+    if demo_dir is None:
+        demo = _export_both(create(smoke.demo_model(), preset="digits", **sz.demo), "demo", tmp, sz.images)
+        out.update({f"demo {q}": path for q, path in demo.items()})
     for q in ("float32", "int8"):
-        path = os.path.join(demo_dir, f"model_{q}.tflite")
+        path = out.get(f"demo {q}") or os.path.join(demo_dir, f"model_{q}.tflite")
         if not os.path.isfile(path):
             sys.exit(f"{path} not found: run 'make demo' first (or pass --demo-dir)")
         out[f"demo {q}"] = path
-    mbv2 = create("mobilenet_v2")
-    x = np.random.default_rng(0).random((32, 224, 224, 3), dtype=np.float32)
-    for q in ("float32", "int8"):
-        path = os.path.join(tmp, f"mbv2_{q}.tflite")
-        export(mbv2, path, q, calibration=x, calib_samples=32, validation_data=(x[:4], None), layer_report=False)
-        out[f"MobileNetV2 {q}"] = path
+    mbv2 = _export_both(create("mobilenet_v2", **sz.mobilenet_v2), "mbv2", tmp, sz.images)
+    out.update({f"MobileNetV2 {q}": path for q, path in mbv2.items()})
     return out
 
 
@@ -210,15 +250,19 @@ def remote_rows(path: str, runs: int, warmup: int, rounds: int, tmp: str) -> lis
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--demo-dir", default="runs/demo")
+    parser.add_argument("--runs", type=int, help=f"timed runs (default {FULL.runs})")
+    parser.add_argument("--warmup", type=int, help=f"warm-up runs (default {FULL.warmup})")
+    parser.add_argument("--rounds", type=int, help=f"rounds of each comparison (default {FULL.rounds})")
+    parser.add_argument("--demo-dir", help="the demo's output directory (default runs/demo)")
+    smoke.add_flag(parser)
     args = parser.parse_args(argv)
+    sz = SMOKE if smoke.start(parser, args) else FULL
+    for name in ("runs", "warmup", "rounds"):  # the flags given, else the run's defaults
+        setattr(args, name, getattr(sz, name) if getattr(args, name) is None else getattr(args, name))
     if not shutil.which(LITERT_BENCHMARK):
         sys.exit(f"{LITERT_BENCHMARK} not found (it ships with ai-edge-litert)")
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-        paths = models(args.demo_dir, tmp)
+        paths = models(args.demo_dir or (None if args.smoke else "runs/demo"), tmp, sz)
         rows = fidelity_rows(paths, args.runs, args.warmup, args.rounds, tmp)
         rows += overhead_rows(paths["demo int8"], args.runs, args.rounds)
         rows += overhead_rows(paths["MobileNetV2 int8"], max(20, args.runs // 10), args.rounds)
@@ -227,7 +271,7 @@ def main(argv=None) -> int:
     print(table(("target", "measured", "ok"), [(t, m, "yes" if ok else "NO") for t, m, ok in rows]))
     missed = [t for t, _, ok in rows if not ok]
     print(f"{len(rows) - len(missed)}/{len(rows)} targets met")
-    return 1 if missed else 0
+    return smoke.exit_code(not missed, args.smoke)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ properties of the architecture, and they check the estimate on models it was not
 
     .venv/bin/python benchmarks/mcu_targets.py [--epochs N] [--docs docs/mcu.md] [--readme README.md]
                                                [--json OUT.json]                (make bench-mcu)
+    .venv/bin/python benchmarks/mcu_targets.py --smoke [--models M,...] [--json OUT.json]   (tiny, seconds)
 
 Targets: agreement >= 0.99; at most 1 step before the softmax; the arena minimal; the estimate
-within 25% of the measured arena. Exit 1 when one is missed.
+within 25% of the measured arena. Exit 1 when one is missed. ``--smoke`` (:data:`SMOKE`): both
+presets of DS-CNN and the autoencoder, each with one block, one epoch on 256 digits (32 random
+samples for the reference sizes), no per-layer error report; ResNet-8 and MobileNetV1 only when
+``--models`` names them (:data:`SMOKE_LEFT_OUT`); the tables go into copies of docs/mcu.md and README.md.
 """
 
 from __future__ import annotations
@@ -24,15 +28,38 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 
 PRESETS = ("ds_cnn", "resnet8", "mobilenet_v1", "fc_autoencoder")
+# --smoke runs DS-CNN (a classifier: the logits twin) and the autoencoder under both presets; these two
+# take the classifier's path too and have no depth to shrink: 18 s and 27 s for their rows (--models)
+SMOKE_LEFT_OUT = ("resnet8", "mobilenet_v1")
 # MLPerf Tiny's visual wake words model is MobileNetV1 0.25 at 96x96x3, two classes (the
 # registry's reference preset is the ImageNet MobileNetV1 1.0/224)
 MLPERF_TINY = {"mobilenet_v1": dict(alpha=0.25, input_shape=(96, 96, 3), classes=2)}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How large the run is: :data:`FULL` (``make bench-mcu``) or :data:`SMOKE`."""
+
+    epochs: int = 10  # on digits
+    samples: Optional[int] = None  # of digits, per split (None: all)
+    random: int = 256  # random samples of the reference sizes (a quarter of them the test split)
+    overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # per model, of both presets
+    layer_report: bool = True  # the export's per-layer error report (not read here; half a smoke row's time)
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    1, samples=256, random=32, overrides={"ds_cnn": dict(blocks=1), "fc_autoencoder": dict(depth=1)}, layer_report=False
+)
 
 
 def _train(model, x, y, epochs: int, autoencoder: bool):
@@ -71,33 +98,37 @@ def _minimal(path: str, arena: int, granularity: int) -> bool:
     return outcome(arena) == RAN and outcome(arena - granularity) != RAN
 
 
-def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
+def _data(model, preset: str, sz: Sizes):
+    """(x_train, y_train, x_test, y_test): digits shaped for ``model``, or random data for the
+    published sizes (y_test None)."""
+    from edgekit.core.data import digits
+
+    shape = tuple(model.input_shape[1:])
+    if preset == "digits":
+        d = digits() if sz.samples is None else smoke.subset(digits(), sz.samples, sz.samples // 4)
+        return d.x_train.reshape((-1,) + shape), d.y_train, d.x_test.reshape((-1,) + shape), d.y_test
+    rng = np.random.default_rng(0)
+    x_train = rng.random((sz.random,) + shape, dtype=np.float32)
+    return x_train, rng.integers(0, model.output_shape[-1], sz.random), x_train[: sz.random // 4], None
+
+
+def measure(name: str, preset: str, epochs: int, tmp: str, sz: Sizes = FULL) -> dict:
     from edgekit.converters import export
     from edgekit.converters.mcu import mcu
-    from edgekit.core.data import digits
     from edgekit.models import registry
 
     t0 = time.perf_counter()
-    model = registry.create(name, preset=preset, **(MLPERF_TINY.get(name, {}) if preset == "reference" else {}))
-    shape = tuple(model.input_shape[1:])
+    config = dict(MLPERF_TINY.get(name, {}) if preset == "reference" else {}, **sz.overrides.get(name, {}))
+    model = registry.create(name, preset=preset, **config)
     autoencoder = name == "fc_autoencoder"
-    if preset == "digits":
-        d = digits()
-        x_train, x_test = (d.x_train.reshape((-1,) + shape), d.x_test.reshape((-1,) + shape))
-        y_train, y_test = d.y_train, d.y_test
-    else:  # the published sizes: random data, one epoch (architecture figures only)
-        rng = np.random.default_rng(0)
-        x_train = rng.random((256,) + shape, dtype=np.float32)
-        x_test, y_test = x_train[:64], None
-        y_train = rng.integers(0, model.output_shape[-1], 256)
+    x_train, y_train, x_test, y_test = _data(model, preset, sz)
+    if preset != "digits":  # the published sizes: random data, one epoch (architecture figures only)
         epochs = 1
     _train(model, x_train, y_train, epochs, autoencoder)
     path = os.path.join(tmp, f"{name}_{preset}.tflite")
     # random-data weights: the int8 model's agreement with them means nothing, so no sanity gate
-    gate = {} if preset == "digits" else {"min_cosine": None}
-    rep = export(
-        model, path, calibration=x_train, validation_data=(x_test, y_test), target="mcu", overwrite=True, **gate
-    )
+    options = dict({} if preset == "digits" else {"min_cosine": None}, overwrite=True, layer_report=sz.layer_report)
+    rep = export(model, path, calibration=x_train, validation_data=(x_test, y_test), target="mcu", **options)
     m = rep.mcu.to_dict()
     row = {
         "model": name,
@@ -124,7 +155,7 @@ def measure(name: str, preset: str, epochs: int, tmp: str) -> dict:
         twin = _logits_twin(model)
         if twin is not None:
             tpath = os.path.join(tmp, f"{name}_logits.tflite")
-            export(twin, tpath, calibration=x_train, validation_data=(x_test, None), overwrite=True)
+            export(twin, tpath, calibration=x_train, validation_data=(x_test, None), **options)
             row["max_step_diff_logits"] = mcu(tpath, validation_data=(x_test, None), samples=len(x_test)).max_step_diff
         else:
             row["max_step_diff_logits"] = m["max_step_diff"]
@@ -244,18 +275,24 @@ def missed(rows) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/mcu_targets.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=10, help="training epochs on digits (default 10)")
+    ap.add_argument("--epochs", type=int, help=f"training epochs on digits (default {FULL.epochs})")
     ap.add_argument("--presets", default="digits,reference")
-    ap.add_argument("--models", default=",".join(PRESETS))
+    ap.add_argument("--models", help=f"comma-separated (default {','.join(PRESETS)})")
     ap.add_argument("--docs", help="write the tables between the mcu markers of this Markdown file")
     ap.add_argument("--readme", help="write the short table between the mcu markers of this file")
     ap.add_argument("--json", help="write every row as JSON")
+    smoke.add_flag(ap)
     args = ap.parse_args(argv)
+    sz = SMOKE if smoke.start(ap, args, "docs", "readme") else FULL
+    names = args.models.split(",") if args.models else list(PRESETS)
+    if args.smoke:  # the tables written into copies
+        args.docs, args.readme = smoke.copy("docs/mcu.md"), smoke.copy("README.md")
+        names = names if args.models else smoke.leave_out(names, SMOKE_LEFT_OUT, "the classifier's path, full depth")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets.split(","):
-            for name in args.models.split(","):
-                rows.append(measure(name, preset, args.epochs, tmp))
+            for name in names:
+                rows.append(measure(name, preset, args.epochs or sz.epochs, tmp, sz))
                 r = rows[-1]
                 print(
                     f"{name:15} {preset:9} flash {r['flash_bytes']:>9,} B  arena {r['arena_bytes']:>8,} B  "
@@ -283,7 +320,7 @@ def main(argv=None) -> int:
     problems = missed(rows)
     for p in problems:
         print(f"MISSED: {p}")
-    return 1 if problems else 0
+    return smoke.exit_code(not problems, args.smoke)
 
 
 if __name__ == "__main__":

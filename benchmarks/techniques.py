@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/techniques.py [--model runs/demo/model.keras] [--docs docs/techniques.md]
                                               [--json OUT.json] [--overwrite]       (make bench-techniques)
+    .venv/bin/python benchmarks/techniques.py --smoke [--rows tying,vgg,demo] [--json OUT.json]
+                                              (every row at tiny sizes, into a copy of the docs page)
 
 Each row runs the technique against its baseline on this machine: weight tying on a 30,000 × 500
 language model (and a small one trained on the Python standard library's source, perplexity),
@@ -10,7 +12,9 @@ model (accuracy), distillation of the demo model into a student with under a qua
 params (against the same student trained without a teacher, three seeds each), low-rank
 factorization, int8 quantization, and efficient architectures against their standard twins.
 Targets are checked; the command exits 1 if one is missed. ``--docs`` writes the Markdown table
-between the page's ``<!-- techniques:begin -->`` / ``<!-- techniques:end -->`` markers.
+between the page's ``<!-- techniques:begin -->`` / ``<!-- techniques:end -->`` markers. ``--rows``
+runs some groups of rows only (without ``--docs``). ``--smoke``: every row at tiny sizes (:data:`SMOKE`)
+in about half a minute; ``--rows tying,vgg`` and ``--rows demo`` take about 20 s each.
 """
 
 from __future__ import annotations
@@ -21,14 +25,60 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 
 MB = 1e6
+# the groups of rows (--rows): weight tying, VGG-16 pruning, and the rows on the demo model
+GROUPS = ("tying", "vgg", "demo")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How large every row runs: :data:`FULL` (``make bench-techniques``) or :data:`SMOKE`."""
+
+    preset: str = "reference"  # of VGG-16, MobileNetV1/V2 and ResNet-50
+    vocab: int = 30000  # the tied LM's
+    dim: int = 500
+    lm: Dict[str, Any] = field(default_factory=dict)  # overrides of the small tied LM's digits preset
+    samples: Optional[int] = None  # per split, of digits and of the stdlib's source (None: all)
+    model: Optional[str] = None  # the registered model trained as the demo's (None: the demo's own)
+    train_epochs: Optional[int] = None  # its training (None: train_digits_model's default)
+    max_epochs: Optional[int] = None  # caps every fine-tune
+    seeds: Tuple[int, ...] = (0, 1, 2)  # of the distillation row
+    mobilenet_v2: Dict[str, Any] = field(default_factory=dict)  # overrides of the student and of MobileNetV2
+    runs: int = 300
+    warmup: int = 30
+
+    def epochs(self, n: int) -> int:
+        return n if self.max_epochs is None else min(n, self.max_epochs)
+
+    def data(self, ds):
+        return ds if self.samples is None else smoke.subset(ds, self.samples, self.samples // 4)
+
+
+FULL = Sizes()
+# --smoke: the same rows and code, tiny: digits presets, shallow MobileNetV2s (the demo's model and the
+# student: smoke.DEMO_CONFIG), a 2,000 x 16 LM and a one-block small one, 256 samples, one epoch, one seed
+SMOKE = Sizes(
+    "digits",
+    vocab=2000,
+    dim=16,
+    lm=dict(dim=16, layers=1),
+    samples=256,
+    model=smoke.DEMO_MODEL,
+    train_epochs=1,
+    max_epochs=1,
+    seeds=(0,),
+    mobilenet_v2=smoke.DEMO_CONFIG,
+    runs=10,
+    warmup=2,
+)
 
 
 @dataclass
@@ -60,27 +110,28 @@ def tied_lm_sizes(vocab: int = 30000, dim: int = 500) -> dict:
     return out
 
 
-def _tying(log) -> List[Row]:
+def _tying(log, sz: Sizes = FULL) -> List[Row]:
     from edgekit.core.compat import keras
     from edgekit.core.data import python_source
     from edgekit.models import create
     from edgekit.models.language import perplexity
     from edgekit.optimize import FineTune, fine_tune
 
-    s = tied_lm_sizes()
-    log("  tied LM 30000x500 converted")
-    ds = python_source()
+    s = tied_lm_sizes(sz.vocab, sz.dim)
+    log(f"  tied LM {sz.vocab}x{sz.dim} converted")
+    ds = sz.data(python_source())
     ppl = {}
     for tied in (True, False):
         keras.utils.set_random_seed(0)
-        model = create("tied_lm", preset="digits", tied=tied)
-        fine_tune(model, ds.x_train, ds.y_train, FineTune(4, 64, 2e-3), metrics=())
+        model = create("tied_lm", preset="digits", tied=tied, **sz.lm)
+        fine_tune(model, ds.x_train, ds.y_train, FineTune(sz.epochs(4), 64, 2e-3), metrics=())
         ppl[tied] = (model.count_params(), perplexity(model, ds.x_test, ds.y_test))
+    embedding = model.get_layer("embedding")
     ratio = s[True, "int8"] / s[False, "int8"]
     return [
         Row(
             "parameter sharing (weight tying)",
-            "LM, vocab 30,000, dim 500",
+            f"LM, vocab {sz.vocab:,}, dim {sz.dim}",
             f"params {s[False, 'params'] / MB:.2f}M → {s[True, 'params'] / MB:.2f}M; float32 "
             f"{s[False, 'float32'] / MB:.1f} → {s[True, 'float32'] / MB:.1f} MB; int8 {s[False, 'int8'] / MB:.1f} → "
             f"{s[True, 'int8'] / MB:.1f} MB ({ratio:.3f}×)",
@@ -89,26 +140,28 @@ def _tying(log) -> List[Row]:
         ),
         Row(
             "parameter sharing (weight tying)",
-            "LM, vocab 512, dim 64, 4 epochs on the Python stdlib's source",
+            f"LM, vocab {embedding.input_dim}, dim {embedding.output_dim}, {sz.epochs(4)} epochs on the Python "
+            "stdlib's source",
             f"params {ppl[False][0]:,} → {ppl[True][0]:,}; test perplexity {ppl[False][1]:.1f} → {ppl[True][1]:.1f}",
         ),
     ]
 
 
-def _vgg_pruning(tmp: str, log) -> List[Row]:
+def _vgg_pruning(tmp: str, log, sz: Sizes = FULL) -> List[Row]:
     from edgekit.converters import convert, export, inspect_tflite
     from edgekit.core.compat import keras
     from edgekit.models import create
-    from edgekit.optimize import PruneConfig, prune, strip, weight_report
+    from edgekit.optimize import PruneConfig, callbacks, prune, strip, weight_report
 
-    model = create("vgg16")
-    x = np.random.default_rng(0).random((4, 224, 224, 3), dtype=np.float32)
+    model = create("vgg16", preset=sz.preset)
+    x = np.random.default_rng(0).random((4,) + tuple(model.input_shape[1:]), dtype=np.float32)
     dense = export(model, os.path.join(tmp, "vgg16.tflite"), "float32", validation_data=(x[:1], None))
     log("  VGG-16 float32 converted")
     pruned = prune(model, PruneConfig(sparsity=0.9, steps=2, ramp_fraction=0.5))
     del model
     pruned.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")  # masks only, weights kept
-    pruned.fit(x, np.zeros(4, np.int64), batch_size=2, epochs=1, verbose=0)
+    # callbacks: tfmot's UpdatePruningStep and the schedule's length (fit is Keras's own)
+    pruned.fit(x, np.zeros(4, np.int64), batch_size=2, epochs=1, verbose=0, callbacks=callbacks(pruned))
     pruned = strip(pruned)
     zeros = weight_report(pruned).zeros
     path = os.path.join(tmp, "vgg16_sparse_int8.tflite")
@@ -137,7 +190,7 @@ def _vgg_pruning(tmp: str, log) -> List[Row]:
     ]
 
 
-def _pruning_row(model, ds, tmp, base, common, log) -> Row:
+def _pruning_row(model, ds, tmp, base, common, log, sz: Sizes = FULL) -> Row:
     """90% zeros, fine-tuned against the unpruned model, then sparsity-preserving QAT, int8."""
     from edgekit.converters import export, kernel_zeros
     from edgekit.optimize import DistillConfig, FineTune, PruneConfig, QATConfig, Recipe, Step, optimize
@@ -147,8 +200,8 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
         model,
         Recipe(
             (
-                Step("prune", PruneConfig(sparsity=0.9), FineTune(15, 32, 2e-3, "cosine", kd)),
-                Step("qat", QATConfig(preserve="sparsity"), FineTune(3, 32, 2e-4, "cosine", kd)),
+                Step("prune", PruneConfig(sparsity=0.9), FineTune(sz.epochs(15), 32, 2e-3, "cosine", kd)),
+                Step("qat", QATConfig(preserve="sparsity"), FineTune(sz.epochs(3), 32, 2e-4, "cosine", kd)),
             )
         ),
         ds.x_train,
@@ -160,7 +213,8 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
     return Row(
         "pruning (accuracy)",
         f"demo model ({model.count_params():,} params), 90% sparse + int8: prune "
-        "with distillation from the unpruned model (15 epochs), then sparsity-preserving QAT (3 epochs)",
+        f"with distillation from the unpruned model ({sz.epochs(15)} epochs), then sparsity-preserving QAT "
+        f"({sz.epochs(3)} epochs)",
         f"accuracy {base:.4f} float → {p_acc:.4f} int8 (Δ {100 * (p_acc - base):+.2f} points); "
         f"{zeros:.1%} of the .tflite's conv/FC weights are zeros",
         "drop < 1 point",
@@ -168,7 +222,7 @@ def _pruning_row(model, ds, tmp, base, common, log) -> Row:
     )
 
 
-def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
+def _distillation_row(model, ds, tmp, base, teacher_tflite, log, sz: Sizes = FULL) -> Row:
     """A student with under 1/4 of the params, with and without the teacher, three seeds."""
     from edgekit.converters import convert
     from edgekit.core.compat import keras
@@ -176,11 +230,12 @@ def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
     from edgekit.models import create
     from edgekit.optimize import DistillConfig, FineTune, accuracy, distill, fine_tune
 
-    ft = FineTune(15, 32, 2e-3, "cosine")
+    ft = FineTune(sz.epochs(15), 32, 2e-3, "cosine")
     kd, scratch, kd_models = [], [], []
-    for seed in (0, 1, 2):
+    for seed in sz.seeds:
         keras.utils.set_random_seed(seed)
-        s0 = create("mobilenet_v2", preset="digits", alpha=0.5, head_filters=256, name="student")
+        student = dict(dict(alpha=0.5, head_filters=256), **sz.mobilenet_v2)
+        s0 = create("mobilenet_v2", preset="digits", name="student", **student)
         d = distill(s0, model, ds.x_train, ds.y_train, DistillConfig(temperature=8.0, alpha=0.1), ft, seed=seed)
         kd.append(accuracy(d, ds.x_test, ds.y_test))
         kd_models.append(d)
@@ -192,21 +247,22 @@ def _distillation_row(model, ds, tmp, base, teacher_tflite, log) -> Row:
     with open(s_path, "wb") as f:
         f.write(convert(kd_models[0], "int8", ds.x_train))
     npz = ds.save_test_npz(os.path.join(tmp, "test.npz"))
-    r_teacher, r_student = bench([teacher_tflite, s_path], runs=300, warmup=30, inputs=npz)
+    r_teacher, r_student = bench([teacher_tflite, s_path], runs=sz.runs, warmup=sz.warmup, inputs=npz)
     lat = r_student.latency_ms["p50"] / r_teacher.latency_ms["p50"]
     share = float(np.mean(kd)) / base
     return Row(
         "distillation",
         f"demo model → student with {s_params / model.count_params():.2f}× the params "
-        f"({s_params:,}), 15 epochs, 3 seeds",
+        f"({s_params:,}), {ft.epochs} epochs, {len(sz.seeds)} seed{'s' if len(sz.seeds) > 1 else ''}",
         f"student {np.mean(kd):.4f} = {share:.1%} of the teacher's {base:.4f}; without teacher "
         f"{np.mean(scratch):.4f}; int8 p50 {lat:.2f}× the teacher's",
         "≥ 97% of teacher, beats no-teacher, latency ≤ 0.6×",
-        share >= 0.97 and np.mean(kd) > np.mean(scratch) and lat <= 0.6 and s_params <= model.count_params() / 4,
+        # bool: numpy's comparison gives numpy.bool_, which --json cannot write
+        bool(share >= 0.97 and np.mean(kd) > np.mean(scratch) and lat <= 0.6 and s_params <= model.count_params() / 4),
     )
 
 
-def _low_rank_row(model, ds, base, log) -> Row:
+def _low_rank_row(model, ds, base, log, sz: Sizes = FULL) -> Row:
     from edgekit.core.compat import keras
     from edgekit.optimize import FactorizeConfig, FineTune, Recipe, Step, factorize_report, optimize
 
@@ -217,7 +273,9 @@ def _low_rank_row(model, ds, base, log) -> Row:
     budget = model.count_params() // 2
     fz = optimize(
         model,
-        Recipe((Step("factorize", FactorizeConfig(target_params=budget), FineTune(10, 32, 2e-3, "cosine")),)),
+        Recipe(
+            (Step("factorize", FactorizeConfig(target_params=budget), FineTune(sz.epochs(10), 32, 2e-3, "cosine")),)
+        ),
         ds.x_train,
         ds.y_train,
         validation_data=(ds.x_test, ds.y_test),
@@ -226,27 +284,31 @@ def _low_rank_row(model, ds, base, log) -> Row:
     return Row(
         "low-rank factorization",
         "Dense 1000×1000, rank 100; demo model to ½ its params",
-        f"{1000 * 1000:,} → {weights:,} weights; demo {model.count_params():,} → "
-        f"{fz.model.count_params():,} params, accuracy {base:.4f} → {fz.steps[0].accuracy:.4f} after 10 epochs",
+        f"{1000 * 1000:,} → {weights:,} weights; demo {model.count_params():,} → {fz.model.count_params():,} "
+        f"params, accuracy {base:.4f} → {fz.steps[0].accuracy:.4f} after {sz.epochs(10)} epochs",
         "200,000 weights",
         weights == 200_000,
     )
 
 
-def _architecture_rows(base, q_acc) -> List[Row]:
+def _architecture_rows(base, q_acc, sz: Sizes = FULL) -> List[Row]:
     """Quantization's size on MobileNetV2 1.0/224 (accuracy on the demo model), efficient designs."""
     from edgekit.converters import convert
     from edgekit.models import create, profile
 
-    mb = create("mobilenet_v2")
-    xm = np.random.default_rng(0).random((16, 224, 224, 3), dtype=np.float32)
+    preset = sz.preset
+    mb = create("mobilenet_v2", preset=preset, **sz.mobilenet_v2)
+    xm = np.random.default_rng(0).random((16,) + tuple(mb.input_shape[1:]), dtype=np.float32)
     f32, i8 = len(convert(mb, "float32")), len(convert(mb, "int8", xm, calib_samples=16))
-    v1, v1c = profile(create("mobilenet_v1")), profile(create("mobilenet_v1", separable=False))
-    v2, r50 = profile(create("mobilenet_v2")), profile(create("resnet50"))
+    v1, v1c = (
+        profile(create("mobilenet_v1", preset=preset)),
+        profile(create("mobilenet_v1", preset=preset, separable=False)),
+    )
+    v2, r50 = profile(create("mobilenet_v2", preset=preset)), profile(create("resnet50", preset=preset))
     return [
         Row(
             "quantization",
-            "MobileNetV2 1.0/224; demo model",
+            f"MobileNetV2 {'1.0/224' if preset == 'reference' else 'at smoke size'}; demo model",
             f"float32 {f32 / MB:.1f} MB → int8 {i8 / MB:.1f} MB ({i8 / f32:.3f}×); demo accuracy "
             f"{base:.4f} → {q_acc:.4f} (Δ {100 * (q_acc - base):+.2f} points)",
             "drop < 1 point",
@@ -263,7 +325,7 @@ def _architecture_rows(base, q_acc) -> List[Row]:
     ]
 
 
-def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
+def _demo_rows(model, ds, tmp: str, log, sz: Sizes = FULL) -> List[Row]:
     from edgekit.converters import export
     from edgekit.optimize import accuracy
 
@@ -272,10 +334,10 @@ def _demo_rows(model, ds, tmp: str, log) -> List[Row]:
     q = export(model, os.path.join(tmp, "teacher_int8.tflite"), "int8", **common)
     log("  demo int8 exported")
     return [
-        _pruning_row(model, ds, tmp, base, common, log),
-        _distillation_row(model, ds, tmp, base, q.path, log),
-        _low_rank_row(model, ds, base, log),
-    ] + _architecture_rows(base, q.accuracy)
+        _pruning_row(model, ds, tmp, base, common, log, sz),
+        _distillation_row(model, ds, tmp, base, q.path, log, sz),
+        _low_rank_row(model, ds, base, log, sz),
+    ] + _architecture_rows(base, q.accuracy, sz)
 
 
 def markdown(rows: List[Row], seconds: float) -> str:
@@ -290,36 +352,54 @@ def markdown(rows: List[Row], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(model_path: Optional[str] = None, log: Callable[[str], None] = print) -> List[Row]:
+def _train(ds, sz: Sizes = FULL):
+    """The demo's model trained on ``ds`` (:data:`SMOKE`: the one of :func:`smoke.demo_model`)."""
     from edgekit.app.demo import train_digits_model
+
+    if sz.model is None:
+        return train_digits_model(ds)
+    if sz.model == smoke.DEMO_MODEL:
+        smoke.demo_model()  # registered in this process
+    return train_digits_model(ds, sz.model, epochs=sz.train_epochs)
+
+
+def run(
+    model_path: Optional[str] = None, log: Callable[[str], None] = print, sz: Sizes = FULL, groups=GROUPS
+) -> List[Row]:
+    """The rows of ``groups`` (of :data:`GROUPS`), in the table's order."""
     from edgekit.converters import load_keras_model
     from edgekit.core.data import digits
 
-    ds = digits()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        log("weight tying ...")
-        rows = _tying(log)
-        log("pruning VGG-16 ...")
-        rows += _vgg_pruning(tmp, log)
-        log("demo model: quantization, pruning, distillation, low-rank ...")
-        model = load_keras_model(model_path) if model_path else train_digits_model(ds)
-        rows += _demo_rows(model, ds, tmp, log)
+        if "tying" in groups:
+            log("weight tying ...")
+            rows += _tying(log, sz)
+        if "vgg" in groups:
+            log("pruning VGG-16 ...")
+            rows += _vgg_pruning(tmp, log, sz)
+        if "demo" in groups:
+            log("demo model: quantization, pruning, distillation, low-rank ...")
+            ds = sz.data(digits())
+            model = load_keras_model(model_path) if model_path else _train(ds, sz)
+            rows += _demo_rows(model, ds, tmp, log, sz)
     return rows
 
 
-def main(argv=None) -> int:
-    from edgekit.core.results import table
-
-    ap = argparse.ArgumentParser(prog="benchmarks/techniques.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
-    ap.add_argument("--docs", metavar="FILE.md", help="write the table between its techniques markers")
-    ap.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
-    args = ap.parse_args(argv)
-    # every argument is checked now, not after the 16-minute run
+def _check_args(ap, args) -> None:
+    """Every argument checked now, not after the 16-minute run; in smoke mode the table is written
+    into a copy of docs/techniques.md."""
     from edgekit.core.errors import InputError
     from edgekit.core.io import check_output
 
+    args.rows = args.rows.split(",")
+    unknown = sorted(set(args.rows) - set(GROUPS))
+    if unknown:
+        ap.error(f"--rows: unknown group {unknown[0]!r}; the groups are {','.join(GROUPS)}")
+    if args.docs and set(args.rows) != set(GROUPS):
+        ap.error("--docs writes the whole table: run every group of --rows")
+    if smoke.start(ap, args, "docs"):
+        args.docs = smoke.copy("docs/techniques.md")
     if args.model:
         from edgekit.core.modelfile import scan
 
@@ -333,8 +413,24 @@ def main(argv=None) -> int:
             raise InputError(f"--docs {args.docs} not found (the page whose techniques table to update)")
         with open(args.docs, encoding="utf-8") as f:
             _span(f.read(), "techniques")
+
+
+def main(argv=None) -> int:
+    from edgekit.core.results import table
+
+    ap = argparse.ArgumentParser(prog="benchmarks/techniques.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="a trained demo model (.keras); default: train one (20 epochs)")
+    ap.add_argument("--docs", metavar="FILE.md", help="write the table between its techniques markers")
+    ap.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
+    ap.add_argument(
+        "--rows", default=",".join(GROUPS), help=f"the groups of rows to run (default all: {','.join(GROUPS)})"
+    )
+    smoke.add_flag(ap)
+    args = ap.parse_args(argv)
+    _check_args(ap, args)
     t0 = time.perf_counter()
-    rows = run(args.model, log=lambda m: print(m, flush=True))
+    rows = run(args.model, lambda m: print(m, flush=True), SMOKE if args.smoke else FULL, args.rows)
     seconds = time.perf_counter() - t0
     print(
         table(
@@ -363,7 +459,7 @@ def main(argv=None) -> int:
             text = f.read()
         write_atomic(args.docs, replace(text, "techniques", markdown(rows, seconds)), overwrite=True)
         print(f"updated the techniques table in {args.docs}")
-    return 0 if all(r.ok is not False for r in rows) else 1
+    return smoke.exit_code(all(r.ok is not False for r in rows), args.smoke)
 
 
 def cli(argv=None) -> int:

@@ -7,6 +7,7 @@ the layer and the fix; an internal error is a failure of edgekit.
                                        [--docs docs/models.md] [--json OUT.json]      (make bench-zoo)
     .venv/bin/python benchmarks/zoo.py --models DenseNet121 --verbs qat --update benchmarks/zoo.json \
                                        --docs docs/models.md       (re-measure some cells, keep the rest)
+    .venv/bin/python benchmarks/zoo.py --smoke [--json OUT.json]       (a few cells, every verb and flavour)
 
 Verbs and what "works" means:
 - export: int8 export, verified, fully integer;
@@ -16,6 +17,9 @@ Verbs and what "works" means:
 - qat: quantization-aware training exports fully int8;
 - channels: channel pruning at ratio 0 rebuilds the model with outputs within 1e-5, at ratio 0.5
   gives a valid model with fewer MACs.
+
+``--smoke``: the cells of :data:`SMOKE_CELLS` (unless --models/--flavours/--verbs pick others), merged
+into a copy of benchmarks/zoo.json (as ``--update`` does) and written into a copy of docs/models.md.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 import traceback
 
 import numpy as np
+import smoke  # benchmarks/smoke.py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 
@@ -46,6 +51,13 @@ APPLICATIONS = (
 MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier")
 VERBS = ("export", "prune", "cluster", "qat", "channels")
 FLAVOURS = ("tf_keras", "keras3")
+# --smoke: every verb on the small models, one flavour each, and one keras.applications cell (its
+# cheapest: 4 s; an application's five verbs take a minute)
+SMOKE_CELLS = (
+    [("SequentialConvnet", "tf_keras", v) for v in VERBS]
+    + [("TextClassifier", "keras3", v) for v in VERBS]
+    + [("MobileNet", "tf_keras", "channels")]
+)
 
 
 def build(name: str, flavour: str, size: int = 32):
@@ -124,7 +136,9 @@ def _qat(model, x, y):
     from edgekit.optimize import FineTune, QATConfig, Recipe, optimize
 
     result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
-    rep = export(result.model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None))
+    rep = export(
+        result.model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
+    )
     return rep.fully_integer, (
         f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
     )
@@ -191,11 +205,26 @@ def markdown(rows) -> str:
     )
 
 
+def _cells(ap, args) -> list:
+    """The (model, flavour, verb) cells to measure; in smoke mode :data:`SMOKE_CELLS` (unless picked)
+    and the copies of zoo.json and docs/models.md to write."""
+    picked = any(getattr(args, k) is not None for k in ("models", "flavours", "verbs"))
+    if smoke.start(ap, args, "docs", "update"):
+        args.update, args.docs = smoke.copy("benchmarks/zoo.json"), smoke.copy("docs/models.md")
+        if not picked:
+            return list(SMOKE_CELLS)
+    models, flavours, verbs = (
+        (getattr(args, k) or ",".join(d)).split(",")
+        for k, d in (("models", MODELS), ("flavours", FLAVOURS), ("verbs", VERBS))
+    )
+    return [(m, f, v) for m in models for f in flavours for v in verbs]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/zoo.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--flavours", default=",".join(FLAVOURS))
-    ap.add_argument("--verbs", default=",".join(VERBS))
+    ap.add_argument("--models", help="comma-separated (default: all of MODELS)")
+    ap.add_argument("--flavours", help=f"comma-separated (default {','.join(FLAVOURS)})")
+    ap.add_argument("--verbs", help=f"comma-separated (default {','.join(VERBS)})")
     ap.add_argument("--size", type=int, default=32, help="input height and width of the applications (default 32)")
     ap.add_argument("--docs", help="write the table between the zoo markers of this Markdown file")
     ap.add_argument("--json", help="write every cell as JSON")
@@ -205,19 +234,19 @@ def main(argv=None) -> int:
         help="start from the cells of an earlier run's JSON, re-measure "
         "the selected ones and write the merged cells back to it",
     )
+    smoke.add_flag(ap)
     args = ap.parse_args(argv)
+    cells = _cells(ap, args)
     earlier = []
     if args.update:
         with open(args.update) as f:
             earlier = json.load(f)
         args.json = args.json or args.update
     rows = []
-    for name in args.models.split(","):
-        for flavour in args.flavours.split(","):
-            for verb in args.verbs.split(","):
-                rows.append(run_one(name, flavour, verb, args.size))
-                r = rows[-1]
-                print(f"{name:18} {flavour:8} {verb:8} {r['status']:8} {r['seconds']:6.1f}s  {r['detail']}", flush=True)
+    for name, flavour, verb in cells:
+        rows.append(run_one(name, flavour, verb, args.size))
+        r = rows[-1]
+        print(f"{name:18} {flavour:8} {verb:8} {r['status']:8} {r['seconds']:6.1f}s  {r['detail']}", flush=True)
     fresh = {(r["model"], r["flavour"], r["verb"]) for r in rows}
     rows = [r for r in earlier if (r["model"], r["flavour"], r["verb"]) not in fresh] + rows
     order = {(m, f, v): i for i, (m, f, v) in enumerate((m, f, v) for m in MODELS for f in FLAVOURS for v in VERBS)}

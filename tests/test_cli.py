@@ -157,9 +157,10 @@ def test_inspect_corrupt_file(tmp_path):
 
 
 def test_models_and_profile(tiny_keras_path):
-    proc = run_cli("models", "--preset", "reference", "--json")
+    proc = run_cli("models", "mobilenet_v2", "ds_cnn", "--preset", "reference", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
+    assert sorted(rows) == ["ds_cnn", "mobilenet_v2"]  # the names given, each built and profiled
     assert rows["mobilenet_v2"]["params"] == 3_538_984
     assert abs(rows["mobilenet_v2"]["macs"] - 300e6) / 300e6 < 0.03
     prof = json.loads(run_cli("profile", "resnet8", "--json").stdout)
@@ -168,3 +169,4 @@ def test_models_and_profile(tiny_keras_path):
     text = run_cli("profile", tiny_keras_path, "--int8").stdout
     assert "1-byte activations" in text and "DepthwiseConv2D" in text
     assert_clean_error(run_cli("profile", "mobilenet_v9"), contains="neither a registered model")
+    assert_clean_error(run_cli("models", "mobilenet_v9"), contains="unknown model 'mobilenet_v9'; available:")

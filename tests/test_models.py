@@ -82,7 +82,9 @@ def test_vgg16_reference_size():
     assert create("vgg16").count_params() == 138_357_544
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE) + ["vgg16"])
+# ResNet-50's digits preset (175 layers, 35 s here) takes the path of ResNet-8 and MobileNetV2;
+# `make bench-estimate` converts it with every other model
+@pytest.mark.parametrize("name", sorted(set(REFERENCE) - {"resnet50"}) + ["vgg16"])
 def test_every_digits_preset_trains_converts_to_int8_and_runs(name, tmp_path):
     from edgekit import keras
 

@@ -28,9 +28,6 @@ L = keras.layers
         ("SequentialConvnet", "keras3", "prune"),
         ("SequentialConvnet", "keras3", "cluster"),
         ("SequentialConvnet", "keras3", "qat"),
-        ("SequentialConvnet", "tf_keras", "channels"),
-        ("TextClassifier", "keras3", "qat"),
-        ("MobileNetV3Small", "tf_keras", "qat"),
         ("MobileNetV3Small", "keras3", "channels"),
     ],
 )

@@ -176,3 +176,6 @@ class Workers:
             p.terminate()
         for p in processes:
             p.join(5)
+            if p.is_alive():  # still starting up under load after 5 s: no second chance
+                p.kill()
+                p.join()

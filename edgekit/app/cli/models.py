@@ -14,6 +14,7 @@ def add_parser(sub):
         description="List the registered model builders with the parameters, MACs, peak int8 activation memory, "
         "estimated int8 .tflite size and TFLM tensor arena of each preset (profiled from the built model).",
     )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these models (default: every registered one)")
     p.add_argument("--preset", choices=("reference", "digits"), default=None, help="only this preset (default both)")
     g = p.add_argument_group("output")
     g.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -47,11 +48,16 @@ def models_table(preset=None, markdown: bool = False, rows=None) -> str:
     )
 
 
-def model_rows(preset=None) -> list:
+def model_rows(preset=None, names=()) -> list:
+    """A row per registered model (or per one of ``names``) and preset, profiled from the built model."""
+    from edgekit.core.errors import InputError
     from edgekit.models import available, create, profile
 
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        raise InputError(f"unknown model '{unknown[0]}'; available: {', '.join(available())}")
     rows = []
-    for name in available():
+    for name in names or available():
         for p_name in [preset] if preset else ["reference", "digits"]:
             model = create(name, preset=p_name)
             p = profile(model, dtype_bytes=1)  # params and MACs do not depend on the dtype
@@ -74,6 +80,6 @@ def run(args) -> int:
     from edgekit.app.cli._common import emit
 
     check_outputs(args, [(args.json, "--json", False)])
-    rows = model_rows(args.preset)
+    rows = model_rows(args.preset, args.names)
     emit(args, None, models_table(rows=rows, markdown=args.markdown), {"models": rows})
     return EXIT_OK
