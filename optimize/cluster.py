@@ -72,7 +72,7 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
     wrappers (BatchNorm folded into the preceding layers by default); ``strip`` (or export)
     leaves plain layers whose kernels hold at most ``clusters`` distinct values — export with
     ``per_channel=False`` to keep them so in the file. Kernels with no more weights than clusters
-    are left alone."""
+    (no more non-zero weights, when the zeros are kept) are left alone."""
     from edgekit.optimize.fold import fold_batchnorm
 
     config = with_overrides(config, overrides)
@@ -90,12 +90,10 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
 
     def wrap(layer):
         kernel = layer_kernel(layer)[1]
-        if (
-            not selected(layer, config.layers, config.skip)
-            or not _clusterable(layer)
-            or kernel is None
-            or kernel.size <= config.clusters
-        ):
+        # the weights tfmot's k-means places centroids among: the non-zeros when it keeps the zeros
+        # (fewer than the clusters: "Expected num_to_sample <= points.rows()" from TensorFlow)
+        points = 0 if kernel is None else int(np.count_nonzero(kernel)) if preserve else kernel.size
+        if not selected(layer, config.layers, config.skip) or not _clusterable(layer) or points <= config.clusters:
             return layer
         return tfmot().clustering.keras.cluster_weights(layer, **kwargs)
 
@@ -103,7 +101,9 @@ def cluster(model, config: ClusterConfig = ClusterConfig(), **overrides):
         clustered = keras.models.clone_model(base, clone_function=wrap)
     if not is_clustered(clustered):
         raise InputError(
-            "cluster: no layer was selected for clustering (check {layers}/{skip})", params=("layers", "skip")
+            "cluster: no layer was selected for clustering (check {layers}/{skip}; a kernel with no more weights "
+            "than clusters, or no more non-zero weights when the zeros are kept, is left alone)",
+            params=("layers", "skip"),
         )
     return clustered
 

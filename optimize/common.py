@@ -96,7 +96,7 @@ def left_alone(wrapped, wrapper: str, verb: str) -> List[Message]:
     return [
         Message(
             "{verb}: {n} {kind} kernel(s), {share:.1%} of the kernel params, left as they were: "
-            + _WHY.get(kind, "not selected ({layers}/{skip}) or not supported for {verb} by tfmot"),
+            + _WHY.get(kind, "not selected ({layers}/{skip}), not supported for {verb} by tfmot, or too small for it"),
             params=("layers", "skip", "channel_prune"),
             verb=verb,
             n=n,

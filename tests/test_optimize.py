@@ -589,3 +589,20 @@ def test_cli_optimize_stops_on_a_collapse_and_writes_nothing(accurate, tmp_path)
     proc = run_cli(*argv, "-o", out, "--allow-drop")
     assert proc.returncode == 0, proc.stderr
     assert "kept, as --allow-drop asks" in proc.stdout + proc.stderr and out.exists()
+
+
+def test_clustering_after_pruning_leaves_kernels_with_fewer_non_zeros_than_clusters_alone():
+    """80% pruning leaves an 8x8 kernel 13 non-zero weights: tfmot's k-means of 16 centroids among
+    them failed inside TensorFlow (num_to_sample <= points.rows()); the layer is left alone and said."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), L.Dense(8, activation="relu", name="small"), L.Dense(64, activation="relu"), L.Dense(10)]
+    )
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 64)
+    ft = FineTune(1, 32, 1e-3)
+    result = optimize(model, Recipe.of([PruneConfig(sparsity=0.8), ClusterConfig(clusters=16)], ft), x, y)
+    layers = {l.layer: l for l in result.steps[-1].weights.layers}
+    assert layers["small"].unique > 16  # not clustered
+    assert all(l.unique <= 16 + 1 for name, l in layers.items() if name != "small")  # 16 centroids and the zeros
+    assert any("1 Dense kernel(s)" in str(w) and "too small" in str(w) for w in result.warnings), result.warnings
