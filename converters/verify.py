@@ -125,6 +125,41 @@ def dead_output(info, model=None) -> Optional[str]:
     return None
 
 
+# Modes whose files LiteRT's interpreter has been seen to abort the whole process on (SIGABRT in
+# invoke(): an int16x8 transformer encoder with token inputs, TF 2.21 / ai-edge-litert 2.3): their
+# verification runs the samples in a child process, the board harness's (numpy + LiteRT, ~0.5 s).
+ISOLATED = frozenset({Quant.INT16X8})
+
+
+def _outputs_in_child(tflite: bytes, xs: np.ndarray, interp, quant, threads: int) -> np.ndarray:
+    """The dequantized outputs of ``tflite`` on ``xs``, computed by the harness in a child process;
+    a crash there is a :class:`VerificationError` saying so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from edgekit.device.board import harness
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as tmp:
+        model, inputs, out = (os.path.join(tmp, n) for n in ("model.tflite", "x.npz", "out.npz"))
+        with open(model, "wb") as f:
+            f.write(tflite)
+        np.savez(inputs, x=xs)
+        argv = [sys.executable, harness.__file__, model, "--inputs", inputs, "--outputs", out]
+        proc = subprocess.run(argv + ["--threads", str(threads)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            with np.load(out) as f:
+                return harness.dequantize(f["outputs"], interp.get_output_details()[0])
+    what = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
+    raise VerificationError(
+        f"LiteRT's interpreter crashed ({what}) running the {quant.value} model on the verification data: a board "
+        f"would crash the same way; export it as int8 (keep the worst layers in float with {{keep_float}}) or float16",
+        params="keep_float",
+    )
+
+
 def verify(
     model,
     tflite: bytes,
@@ -168,7 +203,7 @@ def verify(
         xs = fit(model, x, "verification data")
         idx = sample_indices(len(xs), verify_samples, seed)
         xs = xs[idx]
-        lite = predict(interp, xs)
+        lite = _outputs_in_child(tflite, xs, interp, quant, threads) if quant in ISOLATED else predict(interp, xs)
         ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
         # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
         lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgekit import keras
@@ -144,3 +145,55 @@ def test_pruning_and_clustering_reach_recurrent_kernels(windows):
     assert {l.layer: l.unique for l in clustered.steps[0].weights.layers}["rnn/recurrent_kernel"] <= 8
     channels = optimize(model, Recipe.of([ChannelPruneConfig(ratio=0.5)], ft), windows.x_train, windows.y_train)
     assert channels.steps[0].details.barriers == ["rnn (GRU)"]  # its units are left alone, and said so
+
+
+def _tokens(n: int, seed: int):
+    """Sequences of 16 token ids (0-99); the class: how many ids below 20 (0-1, 2-3, 4-5, 6+)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 100, (n, 16)).astype(np.int32)
+    return x, np.minimum((x < 20).sum(1) // 2, 3)
+
+
+def _encoder(flavour):
+    """Token and position embeddings, one transformer block (attention, LayerNorm, GELU feed-forward)."""
+    layers = flavour.layers
+    tokens = flavour.Input((16,), dtype="int32")
+    x = layers.Embedding(100, 16)(tokens)
+    if flavour is keras:
+        x = x + layers.Embedding(16, 16)(np.arange(16))
+    else:
+        x = x + layers.Embedding(16, 16)(flavour.ops.arange(16))
+    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(2, 8)(x, x))
+    x = layers.LayerNormalization()(x + layers.Dense(16)(layers.Dense(32, activation="gelu")(x)))
+    model = flavour.Model(tokens, layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling1D()(x)))
+    model.compile(flavour.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("flavour", ["tf_keras", "keras3"])
+def test_a_transformer_encoder_exports_fully_integer(flavour):
+    import keras as k3
+
+    f = keras if flavour == "tf_keras" else k3
+    x, y = _tokens(256, 0)
+    x_test, y_test = _tokens(128, 1)
+    f.utils.set_random_seed(0)
+    model = _encoder(f)
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    rep = export(model, None, "int8", calibration=x, validation_data=(x_test, y_test), layer_report=False)
+    ops = {op.op for op in inspect_tflite(rep.tflite).ops}
+    assert rep.fully_integer and rep.agreement >= 0.95, (rep.agreement, rep.cosine)
+    assert {"BATCH_MATMUL", "SOFTMAX", "GELU"} <= ops and not any(op.startswith(("FLEX", "CUSTOM")) for op in ops)
+
+
+def test_an_interpreter_crash_on_an_int16x8_transformer_is_an_error_not_the_end(tmp_path):
+    """LiteRT aborts the process running this model in int16x8 (SIGABRT in invoke()): the
+    verification runs it in a child, and the export fails with what happened, writing nothing."""
+    from edgekit.core.errors import VerificationError
+
+    x, _ = _tokens(32, 0)
+    keras.utils.set_random_seed(0)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(VerificationError, match=r"LiteRT's interpreter crashed \(SIGABRT\) running the int16x8 model"):
+        export(_encoder(keras), str(out), "int16x8", calibration=x, validation_data=(x, None), io="float32")
+    assert not out.exists()

@@ -155,7 +155,8 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Raw outputs ``y`` of the output tensor ``detail`` as float32 values."""
     scale, zero_point = detail["quantization"]
     if np.issubdtype(y.dtype, np.integer) and scale:
         return (y.astype(np.float32) - zero_point) * scale
@@ -215,7 +216,7 @@ def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
 
 def predict(interp, x: np.ndarray) -> np.ndarray:
     """:func:`raw_outputs` dequantized to float32."""
-    return _dequantize(raw_outputs(interp, x), interp.get_output_details()[0])
+    return dequantize(raw_outputs(interp, x), interp.get_output_details()[0])
 
 
 def summarize_latency(samples_ms) -> dict:

@@ -55,6 +55,9 @@ _BASE_KWARGS = {
 }
 # Arguments one flavour names otherwise: Keras 3 name → tf_keras name, per layer class.
 _RENAMES = {"LeakyReLU": {"negative_slope": "alpha"}}
+# What a layer's config records of its first call (its build): no constructor argument, but tf_keras's
+# from_config needs them (None: it builds the layer when the graph calls it).
+_BUILD_ONLY = {"MultiHeadAttention": ("query_shape", "key_shape", "value_shape")}
 
 
 class TranslationError(InputError):
@@ -239,10 +242,11 @@ def translate_layer(layer):
         after = _activation_fn(act) if act else None
         if after is not None:
             config["activation"] = "linear"
+    build = {key: config.pop(key, None) for key in _BUILD_ONLY.get(type(layer).__name__, ())}
     for k3_name, tfk_name in _RENAMES.get(type(layer).__name__, {}).items():
         if k3_name in config:
             config[tfk_name] = config.pop(k3_name)
-    config = _fit_config(config, cls, layer, "tf_keras")
+    config = dict(_fit_config(config, cls, layer, "tf_keras"), **build)  # tf_keras's from_config builds from them
     try:
         return cls.from_config(config), after
     except Exception as exc:
@@ -260,10 +264,14 @@ def _is_tensor_ref(v) -> bool:
 
 
 def _resolve(structure, produced):
-    """A node's serialized arguments with every tensor reference replaced by the translated tensor."""
+    """A node's serialized arguments with every tensor reference replaced by the translated tensor
+    (and a constant a functional model recorded, ``x + keras.ops.arange(n)``'s, by its array)."""
     if _is_tensor_ref(structure):
         name, node, index = structure["config"]["keras_history"]
         return produced[(name, node)][index]
+    if isinstance(structure, dict) and structure.get("class_name") == "__tensor__":
+        cfg = structure["config"]
+        return np.asarray(cfg["value"], dtype=cfg.get("dtype") or None)
     if isinstance(structure, (list, tuple)):
         return type(structure)(_resolve(v, produced) for v in structure)
     if isinstance(structure, dict):
