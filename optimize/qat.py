@@ -22,10 +22,11 @@ from edgekit.optimize.registry import Technique, register
 from edgekit.optimize.weights import layer_kernel
 
 PRESERVE = ("auto", "none", "sparsity", "clusters", "both")
-# Recurrent layers: tfmot has no QAT for them (TF#61329, tfmot#1114). QAT leaves them in float and
-# the int8 export calibrates them as post-training quantization does (the fused LSTM's gates and
-# cell state are ranges of their own, which only the converter's calibration sets).
-CALIBRATED = (keras.layers.RNN, keras.layers.Bidirectional)
+# Recurrent layers and attention: tfmot has no QAT for them (TF#61329, tfmot#1114, tfmot#718), and
+# its wrapper cannot hold a layer of several inputs (attention's query and value). QAT leaves them
+# in float and the int8 export calibrates them as post-training quantization does (the fused LSTM's
+# gates and cell state, attention's scores are ranges of their own, which only calibration sets).
+CALIBRATED = (keras.layers.RNN, keras.layers.Bidirectional, keras.layers.MultiHeadAttention)
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def _apply(model, config, step):
     if wrapped._edgekit_float_layers:
         step.notes.append(
             f"qat left {', '.join(wrapped._edgekit_float_layers)} in float (no quantization-aware training for "
-            f"recurrent layers): the int8 export calibrates it on the calibration data"
+            f"recurrent layers and attention): the int8 export calibrates it on the calibration data"
         )
     step.fine_tune(wrapped)
     return wrapped, None

@@ -17,7 +17,7 @@ import threading
 
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.graph import calls, consumers
-from edgekit.core.layers import DepthwiseQuantizeConfig, EmbeddingQuantizeConfig, OutputQuantizeConfig
+from edgekit.core.layers import ConstantAdd, DepthwiseQuantizeConfig, EmbeddingQuantizeConfig, OutputQuantizeConfig
 
 # Activations tfmot's Default8BitActivationQuantizeConfig accepts.
 TFMOT_ACTIVATIONS = {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"}
@@ -32,6 +32,8 @@ _OUTPUT_QUANTIZED = (
     keras.layers.Average,
     keras.layers.Rescaling,
     keras.layers.Normalization,
+    ConstantAdd,
+    keras.layers.LayerNormalization,  # no tfmot config (tfmot#942): gamma and beta stay float, as in TFLite
 )
 
 

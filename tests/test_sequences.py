@@ -197,3 +197,27 @@ def test_an_interpreter_crash_on_an_int16x8_transformer_is_an_error_not_the_end(
     with pytest.raises(VerificationError, match=r"LiteRT's interpreter crashed \(SIGABRT\) running the int16x8 model"):
         export(_encoder(keras), str(out), "int16x8", calibration=x, validation_data=(x, None), io="float32")
     assert not out.exists()
+
+
+def test_qat_and_pruning_of_a_transformer_encoder():
+    """QAT quantizes the embeddings, dense layers, LayerNorms and the position table's addition
+    (x + a constant, rebuilt as a layer), leaves attention in float for the export to calibrate (and
+    says so), and the file is fully integer; pruning reaches attention's kernels."""
+    from edgekit.optimize import FineTune, PruneConfig, QATConfig, Recipe, optimize
+
+    x, y = _tokens(256, 0)
+    keras.utils.set_random_seed(0)
+    model = _encoder(keras)
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    ft = FineTune(1, 32, 1e-4)
+    result = optimize(model, Recipe.of([QATConfig()], ft), x, y)
+    kinds = {
+        type(getattr(l, "layer", l)).__name__ for l in result.model.layers if type(l).__name__ == "QuantizeWrapperV2"
+    }
+    assert {"LayerNormalization", "ConstantAdd", "Dense"} <= kinds, kinds
+    assert any("multi_head_attention (MultiHeadAttention) in float" in str(w) for w in result.warnings)
+    rep = export(result.model, None, "int8", calibration=x, validation_data=(x, None), layer_report=False)
+    assert rep.fully_integer and rep.agreement >= 0.95, (rep.agreement, rep.cosine)
+    pruned = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], ft), x, y)
+    rows = {l.kind: l.zeros for l in pruned.steps[0].weights.layers}
+    assert abs(rows["MultiHeadAttention"] - 0.5) <= 0.02, rows

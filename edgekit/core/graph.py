@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
+import numpy as np
+
 from edgekit.core.compat import keras, tf
 from edgekit.core.errors import InputError
 
@@ -158,6 +160,8 @@ def _op_as_layer(layer, args, kwargs):
         merge = {"add": keras.layers.Add, "sub": keras.layers.Subtract, "mul": keras.layers.Multiply}.get(kind)
         return merge(name=name)([a, b]) if merge else None
     c = _number(b if tensors[0] else a)
+    if c is None and kind in ("add", "sub"):
+        return _constant_add(a, b, tensors, kind, name)
     if c is None or (kind == "div" and (not tensors[0] or c == 0.0)):
         return None
     x = a if tensors[0] else b
@@ -168,6 +172,28 @@ def _op_as_layer(layer, args, kwargs):
         "sub": (1.0, -c) if tensors[0] else (-1.0, c),
     }[kind]
     return keras.layers.Rescaling(scale, offset, name=name)(x)
+
+
+def _constant_add(a, b, tensors, kind: str, name: str):
+    """``x + c``, ``x - c`` or ``c - x`` of a constant array ``c`` (not a number) as a
+    :class:`edgekit.core.layers.ConstantAdd`, or None when ``c`` is not a constant of the tensor's
+    dtype that broadcasts to it."""
+    from edgekit.core.layers import ConstantAdd
+
+    x, c = (a, b) if tensors[0] else (b, a)
+    try:
+        c = np.asarray(c.numpy() if hasattr(c, "numpy") else c, dtype=np.float32)
+        np.broadcast_shapes(c.shape, tuple(d or 1 for d in x.shape))
+    except (TypeError, ValueError):
+        return None
+    if x.dtype != tf.float32:
+        return None
+    if kind == "sub" and tensors[0]:
+        c = -c
+    layer = ConstantAdd(c.shape, sign=-1.0 if kind == "sub" and not tensors[0] else 1.0, name=name)
+    out = layer(x)
+    layer.set_weights([c])
+    return out
 
 
 def ops_as_layers(model):

@@ -1,6 +1,6 @@
 """The custom Keras objects edgekit's models and files may hold, in the base layer so that loading
-a file needs nothing above it: the tied embedding of ``tied_lm``, the pruning schedule of
-``prune`` and the QuantizeConfigs of ``qat`` (outputs, embeddings, depthwise kernels). Each is
+a file needs nothing above it: the tied embedding of ``tied_lm``, a recorded constant's addition,
+the pruning schedule of ``prune`` and the QuantizeConfigs of ``qat`` (outputs, embeddings, depthwise kernels). Each is
 registered with Keras under the ``edgekit>`` package; :data:`CUSTOM_OBJECTS` names them for loading
 scopes."""
 
@@ -44,6 +44,30 @@ class TiedEmbedding(keras.layers.Embedding):
         if attend:
             return tuple(input_shape[:-1]) + (self.input_dim,)
         return super().compute_output_shape(input_shape)
+
+
+@keras.utils.register_keras_serializable(package="edgekit")
+class ConstantAdd(keras.layers.Layer):
+    """``x + c`` for a constant tensor ``c`` a functional model recorded (a position table looked up
+    once, ``x + embedding(arange(n))``): ``c`` kept as a non-trainable weight, so the layer clones,
+    saves and quantizes like any other (as an op layer the constant became a list in its config).
+    ``sign=-1``: ``c - x``."""
+
+    def __init__(self, shape=(), sign: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.constant_shape, self.sign = tuple(int(d) for d in shape), float(sign)
+
+    def build(self, input_shape=None):
+        self.constant = self.add_weight(
+            name="constant", shape=self.constant_shape, initializer="zeros", trainable=False
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return self.constant + inputs if self.sign > 0 else self.constant - inputs
+
+    def get_config(self):
+        return dict(super().get_config(), shape=list(self.constant_shape), sign=self.sign)
 
 
 @keras.utils.register_keras_serializable(package="edgekit")
@@ -214,6 +238,7 @@ class DepthwiseQuantizeConfig(QuantizeConfig):
 
 CUSTOM_OBJECTS = {
     "TiedEmbedding": TiedEmbedding,
+    "ConstantAdd": ConstantAdd,
     "FitLengthSchedule": FitLengthSchedule,
     "OutputQuantizeConfig": OutputQuantizeConfig,
     "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig,
