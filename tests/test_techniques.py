@@ -221,6 +221,16 @@ def test_tie_shares_one_matrix_and_equals_the_untied_model_when_weights_agree():
         tie(untied, embedding="block0_conv", output="logits")
     with pytest.raises(InputError, match="has no layer"):
         tie(untied, embedding="embedding", output="nope")
+    # a Keras 3 model is translated first, as every verb does
+    import keras as k3
+
+    tokens = k3.Input((6,), dtype="int32")
+    h = k3.layers.Embedding(50, 16, name="embedding")(tokens)
+    k3_model = k3.Model(tokens, k3.layers.Dense(50, use_bias=False, name="logits")(h))
+    k3_model.get_layer("logits").set_weights([k3_model.get_layer("embedding").get_weights()[0].T.copy()])
+    tied3 = tie(k3_model, embedding="embedding", output="logits")
+    assert isinstance(tied3.get_layer("embedding"), TiedEmbedding)
+    np.testing.assert_allclose(tied3.predict(x, verbose=0), k3_model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_python_source_corpus_is_next_token_windows():

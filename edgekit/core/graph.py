@@ -55,7 +55,12 @@ def fresh_inputs(model):
 
 
 def functional(model, verb: str):
-    """``model`` as a functional model (a Sequential one is wrapped), or a clear error."""
+    """``model`` as a functional tf_keras model (a Keras 3 one translated, a Sequential one
+    wrapped), or a clear error."""
+    from edgekit.core.bridge import from_keras3, is_keras3_model
+
+    if is_keras3_model(model):
+        model = from_keras3(model)
     if isinstance(model, keras.Sequential):
         return keras.Model(model.inputs, model.outputs, name=model.name)
     if not getattr(model, "_is_graph_network", False):
