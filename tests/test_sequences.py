@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -215,7 +217,9 @@ def test_qat_and_pruning_of_a_transformer_encoder():
         type(getattr(l, "layer", l)).__name__ for l in result.model.layers if type(l).__name__ == "QuantizeWrapperV2"
     }
     assert {"LayerNormalization", "ConstantAdd", "Dense"} <= kinds, kinds
-    assert any("multi_head_attention (MultiHeadAttention) in float" in str(w) for w in result.warnings)
+    # the layer's name carries a suffix when another test in the same worker built one first
+    in_float = re.compile(r"multi_head_attention(_\d+)? \(MultiHeadAttention\) in float")
+    assert any(in_float.search(str(w)) for w in result.warnings), result.warnings
     rep = export(result.model, None, "int8", calibration=x, validation_data=(x, None), layer_report=False)
     assert rep.fully_integer and rep.agreement >= 0.95, (rep.agreement, rep.cosine)
     pruned = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], ft), x, y)
