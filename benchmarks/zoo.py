@@ -48,7 +48,8 @@ APPLICATIONS = (
     "NASNetMobile",
     "ConvNeXtTiny",
 )
-MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier")
+SEQUENCES = ("LSTM", "GRU", "BidirectionalLSTM", "Conv1DNet", "TransformerClassifier", "TiedTransformerLM")
+MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier") + SEQUENCES
 VERBS = ("export", "prune", "cluster", "qat", "channels")
 FLAVOURS = ("tf_keras", "keras3")
 # --smoke: every verb on the small models, one flavour each, and one keras.applications cell (its
@@ -88,7 +89,41 @@ def build(name: str, flavour: str, size: int = 32):
         x = L.GlobalMaxPooling1D()(x)
         x = L.Dense(32, activation="relu")(x)
         return keras.Model(tokens, L.Dense(4, activation="softmax")(x), name="text_classifier")
+    if name in SEQUENCES:
+        return _sequence_model(name, keras)
     return getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
+
+
+def _sequence_model(name: str, keras):
+    """A watch's or a phone assistant's model: recurrent and 1-D conv nets on 64 x 3 sensor windows,
+    a transformer classifier on 32 token ids, a transformer language model whose output projection
+    is its token embedding (tied) over a 2,000-token vocabulary."""
+    L = keras.layers
+    if name in ("TransformerClassifier", "TiedTransformerLM"):
+        tokens = keras.Input((32,), dtype="int32")
+        embed = L.Embedding(2000, 32, name="tokens")
+        x = embed(tokens)
+        x = L.LayerNormalization()(x + L.MultiHeadAttention(4, 8)(x, x))
+        x = L.LayerNormalization()(x + L.Dense(32)(L.Dense(64, activation="gelu")(x)))
+        if name == "TransformerClassifier":
+            return keras.Model(tokens, L.Dense(10, activation="softmax")(L.GlobalAveragePooling1D()(x)), name=name)
+        from edgekit.models import tie  # the output projection becomes the token embedding's matrix
+
+        lm = keras.Model(tokens, L.Dense(2000, activation="softmax", use_bias=False, name="logits")(x), name=name)
+        return tie(lm, "tokens", "logits")
+    window = keras.Input((64, 3))
+    if name == "LSTM":
+        h = L.LSTM(32)(window)
+    elif name == "GRU":
+        h = L.GRU(32)(window)
+    elif name == "BidirectionalLSTM":
+        h = L.Bidirectional(L.LSTM(16))(window)
+    else:  # Conv1DNet
+        h = L.Conv1D(16, 5, activation="relu")(window)
+        h = L.MaxPooling1D()(h)
+        h = L.Conv1D(32, 5, activation="relu")(h)
+        h = L.GlobalAveragePooling1D()(h)
+    return keras.Model(window, L.Dense(10, activation="softmax")(L.Dense(32, activation="relu")(h)), name=name)
 
 
 def sample(model, n: int, seed: int = 0):
@@ -97,7 +132,8 @@ def sample(model, n: int, seed: int = 0):
     x = sample_inputs(model, n, seed)
     if np.issubdtype(x.dtype, np.integer):
         x = x % 2000
-    y = np.random.default_rng(seed).integers(0, int(model.outputs[0].shape[-1]), n)
+    out = model.outputs[0].shape  # a label per sample, or per position of a language model
+    y = np.random.default_rng(seed).integers(0, int(out[-1]), (n,) + tuple(int(d) for d in out[1:-1]))
     return x, y
 
 

@@ -252,10 +252,15 @@ def test_search_targets(tmp_path):
         "hand-made channels 0.5 + int8",
         "a front point dominates or equals it",
         "best within 1 point of float32: ≥ 8× faster, ≥ 25× smaller (side by side)",
-        "hypervolume TPE / random ≥ 1.1× (same space, budget, seed)",
-        "wall time TPE / random",
+        "hypervolume TPE / random ≥ 1.1× (log axes)",
+        "hypervolume TPE / random ≥ 1.1× (linear ratios, saturated above 10×: not a target)",
+        "wall time TPE / random (same space, budget, seed)",
     ]
-    assert set(result["hypervolume"]) == {"tpe", "random"} and finite(*result["hypervolume"].values())
+    assert [r[2] for r in result["rows"]][-2:] == [None, None]  # printed, not targets
+    hv = result["hypervolume"]
+    assert set(hv) == {"log", "linear"} and all(
+        set(v) == {"tpe", "random"} and finite(*v.values()) for v in hv.values()
+    )
     assert set(result["seconds"]) == {"tpe", "random"} and finite(*result["seconds"].values())
     assert result["side_by_side"] and all(
         finite(m["p50_ms"], m["accuracy"]) and m["size_bytes"] > 0 for m in result["side_by_side"]
