@@ -22,6 +22,7 @@ from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import check_output, write_atomic
 from edgekit.core.results import Result
 from edgekit.core.saving import as_tf_keras
+from edgekit.core.task import Task, anomaly_labels, resolve
 from edgekit.core.wrappers import is_clustered, is_pruned, is_qat, strip
 
 # The sanity gate of integer exports: the outputs' mean cosine similarity to the Keras model's.
@@ -43,7 +44,9 @@ class ExportOptions:
     ``keep_float``: int8 layers left in float (names, or ``"auto"`` with ``min_agreement``);
     ``layer_report``: measure each int8 layer's quantization error; ``share_weights``: store a
     weight several ops read once; ``min_cosine``: the sanity gate of integer exports (see
-    :data:`MIN_COSINE`, the default; None: no gate); ``target='mcu'``: also check the model under TFLM
+    :data:`MIN_COSINE`, the default; None: no gate); ``task``: what the model is for
+    (:mod:`edgekit.core.task`; None: from its loss, output or data), which decides how it is
+    verified; ``target='mcu'``: also check the model under TFLM
     (ops, arena, flash, agreement with LiteRT) and, with ``board``, that it fits."""
 
     quant: Union[Quant, str] = "int8"
@@ -60,8 +63,11 @@ class ExportOptions:
     min_cosine: Optional[float] = MIN_COSINE  # integer modes; None: no gate
     target: str = "litert"  # "mcu": also run the microcontroller checks (edgekit.converters.mcu)
     board: object = None  # target="mcu": a board name or a tflm.Board (None: every known board)
+    task: Optional[str] = None  # classification | regression | reconstruction (None: resolved from the model)
 
     def __post_init__(self):
+        if self.task is not None:
+            object.__setattr__(self, "task", Task.parse(self.task).value)
         if self.target not in ("litert", "mcu"):
             raise InputError(
                 "{target} must be 'litert' or 'mcu'; received {value!r}", params="target", value=self.target
@@ -105,7 +111,13 @@ class ExportOptions:
 if TYPE_CHECKING:
     from edgekit.converters.mcu import MCUReport
 
-_NOT_JSON = ("tflite", "mcu")  # the bytes; the MCU report, written as its own dict
+_NOT_JSON = ("tflite", "mcu")
+_FIGURE = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "error": "reconstruction error",
+    "auc": "anomaly AUC",
+}  # the bytes; the MCU report, written as its own dict
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,9 @@ class ExportReport(Result):
     kept_float: list = field(default_factory=list)  # Keras layers left in float
     shared_weights: list = field(default_factory=list)  # weights stored once for several ops
     mcu: Optional["MCUReport"] = None  # target="mcu": what TFLM measured
+    task: str = "classification"  # how the model was verified (edgekit.core.task)
+    task_reason: str = ""  # why that task
+    metrics: Optional[dict] = None  # regression/reconstruction: the task's figures, {"keras": …, "tflite": …}
     tflite: bytes = field(default=b"", repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -163,12 +178,19 @@ class ExportReport(Result):
         if self.calib:
             c = self.calib
             lines.append(f"calibrated on {c['samples']} samples of {c['source']} ({c['selection']}, seed {c['seed']})")
+        snr = "identical" if self.snr_db is None else f"{self.snr_db:.1f} dB"
         if self.agreement is not None:
             line = f"verified on {self.verify_samples} samples: top-1 agreement with Keras {self.agreement:.4f}"
             if self.accuracy is not None:
                 line += f", accuracy keras {self.keras_accuracy:.4f} / tflite {self.accuracy:.4f}"
-            snr = "identical" if self.snr_db is None else f"{self.snr_db:.1f} dB"
             lines.append(line + f", output SNR {snr}, cosine {self.cosine:.4f}")
+        elif self.metrics is not None:
+            k, t = self.metrics["keras"], self.metrics["tflite"]
+            figures = "".join(f", {_FIGURE[n]} keras {k[n]:.4g} / tflite {t[n]:.4g}" for n in k)
+            lines.append(
+                f"verified as {self.task} ({self.task_reason}) on {self.verify_samples} samples{figures}, "
+                f"output SNR {snr}, cosine {self.cosine:.4f}"
+            )
         if self.worst_layers:
             worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
@@ -187,9 +209,9 @@ def _eval_data(calib, calib_x, eval_x, eval_y):
     return eval_x, eval_y
 
 
-def _notes(agreement, shared, kept_layers) -> list:
+def _notes(verified: bool, shared, kept_layers) -> list:
     notes = []
-    if agreement is None:
+    if not verified:
         notes.append("no verification data: agreement with the Keras model was not measured")
     if shared:
         notes.append(
@@ -200,7 +222,7 @@ def _notes(agreement, shared, kept_layers) -> list:
     return notes
 
 
-def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progress):
+def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progress, task):
     """(tflite bytes, Verification, layer errors, kept errors, shared weights, convert s, verify s)."""
     t0 = time.perf_counter()
     errors, calibrated = [], None
@@ -227,7 +249,7 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
     )
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
-    common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed)
+    common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed, task=task)
     if o.keep_float == "auto":
         checked = verify(model, tflite, o.quant, eval_x, eval_y, **common)
         if checked.agreement is None:
@@ -264,7 +286,8 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
         errors, _ = _layer_errors(model, calib_x, fit(model, eval_x, "verification data"))
     worst = ", ".join(f"{e.layer} {e.rmse_over_scale:.1f}" for e in errors[:3])
     snr = "" if checked.snr_db is None else f", SNR {checked.snr_db:.1f} dB"
-    detail = f"cosine {checked.cosine:.3f}{snr}, top-1 agreement {checked.agreement:.3f}"
+    agreement = "" if checked.agreement is None else f", top-1 agreement {checked.agreement:.3f}"
+    detail = f"cosine {checked.cosine:.3f}{snr}{agreement}"
     layers = f"; the layers that lose the most (error in quantization steps): {worst}" if worst else ""
     raise VerificationError(
         "the {mode} model's outputs are far from the Keras model's: {detail}, where rounding alone keeps the cosine "
@@ -291,6 +314,31 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
             f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written"
         )
     return dataclasses.replace(rep, model=name)
+
+
+def _prepare(model, o: ExportOptions, eval_y):
+    """The tf_keras model to convert (translated, wrappers stripped) and its task, or a clear error
+    for options that do not apply to it."""
+    compiled = getattr(model, "loss", None)  # the translation below does not keep a Keras 3 model's
+    model = as_tf_keras(model)
+    resolved = resolve(model, o.task, eval_y, loss=compiled)
+    if o.min_agreement is not None and resolved.task is not Task.CLASSIFICATION:
+        raise InputError(
+            "{min_agreement} is top-1 agreement, for classifiers; this model's task is {kind} ({reason}): its "
+            "outputs are checked by {min_cosine}, or give {task='classification'} if it is a classifier",
+            params=("min_agreement", "min_cosine", "task"),
+            kind=resolved.task.value,
+            reason=resolved.reason,
+        )
+    if is_pruned(model) or is_clustered(model):
+        model = strip(model)  # the wrappers' masks and indices are training state, not the model
+    if is_qat(model) and o.keep_float:
+        raise InputError(
+            "{keep_float} does not apply to a quantization-aware model: leave the layer out of QAT "
+            "instead (QATConfig(skip=...))",
+            params="keep_float",
+        )
+    return model, resolved
 
 
 def export(
@@ -322,24 +370,19 @@ def export(
             "give {options} or its fields ({fields}), not both", params=("options", *given), fields=", ".join(given)
         )
     o = options or ExportOptions(quant="int8" if quant is None else quant, **fields)
-    model = as_tf_keras(model)
-    if is_pruned(model) or is_clustered(model):
-        model = strip(model)  # the wrappers' masks and indices are training state, not the model
-    if is_qat(model) and o.keep_float:
-        raise InputError(
-            "{keep_float} does not apply to a quantization-aware model: leave the layer out of QAT "
-            "instead (QATConfig(skip=...))",
-            params="keep_float",
-        )
+    model, resolved = _prepare(model, o, eval_y)
     if path is not None:
         path = check_output(path, overwrite=overwrite)
     calib_x, calib_info = calibration_data(model, o.quant, calib, o.calib_samples, o.seed)
     eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
     tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
-        model, o, calib_x, eval_x, eval_y, progress
+        model, o, calib_x, eval_x, eval_y, progress, resolved.task
     )
     info = checked.info
     kept_layers = list(dict.fromkeys(e.layer for e in kept))
+    notes = _notes(checked.verify_samples > 0, shared, kept_layers)
+    if resolved.task is Task.RECONSTRUCTION and eval_y is not None and not anomaly_labels(eval_y, len(eval_y)):
+        notes.append("the labels do not mark anomalies (0/1, both present): the anomaly ranking (AUC) was not measured")
     report = ExportReport(
         mode=o.quant.value,
         path=None,
@@ -359,7 +402,7 @@ def export(
         seed=o.seed,
         convert_seconds=round(t_convert, 3),
         verify_seconds=round(t_verify, 3),
-        warnings=_notes(checked.agreement, shared, kept_layers),
+        warnings=notes,
         io=o.io,
         sparse=o.sparse,
         per_channel=o.per_channel,
@@ -368,6 +411,11 @@ def export(
         kept_float=kept_layers,
         shared_weights=shared,
         tflite=tflite,
-        mcu=_mcu_check(model, tflite, o, eval_x, eval_y, path) if o.target == "mcu" else None,
+        task=resolved.task.value,
+        task_reason=resolved.reason,
+        metrics=checked.metrics,
+        mcu=_mcu_check(model, tflite, o, eval_x, eval_y if resolved.task is Task.CLASSIFICATION else None, path)
+        if o.target == "mcu"
+        else None,
     )
     return report.save(path, overwrite=overwrite) if path is not None else report

@@ -5,8 +5,11 @@
    naming the op and the Keras layer it came from;
 2. the model allocates and runs under the interpreter configuration a board uses (XNNPACK); a
    failure names the reason and the fix;
-3. agreement with the Keras model on held-out data: top-1 agreement, output SNR and cosine, and
-   the accuracy of both when labels exist; ``min_agreement`` turns a low agreement into an error.
+3. agreement with the Keras model on held-out data, by the model's task
+   (:mod:`edgekit.core.task`): output SNR and cosine always; for a classifier top-1 agreement and
+   the accuracy of both when labels exist (``min_agreement`` turns a low agreement into an error);
+   for regression the MAE and RMSE of both against the targets; for reconstruction the error of
+   both, and the anomaly ranking's AUC where labels mark anomalies.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from edgekit.converters.convert import Quant, fit, op_layer
 from edgekit.converters.inspection import ModelInfo, inspect_tflite
 from edgekit.core.data import sample_indices
 from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.task import Task, check_targets, predicted_classes, quality
 
 DEFAULT_VERIFY_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
 class Verification:
-    """What :func:`verify` measured: the file (``info``), top-1 ``agreement`` with the Keras
-    model, with labels the ``.tflite``'s ``accuracy`` and the Keras model's (``keras_accuracy``),
-    output ``snr_db`` and ``cosine``."""
+    """What :func:`verify` measured: the file (``info``), output ``snr_db`` and ``cosine``; for a
+    classifier top-1 ``agreement`` with the Keras model and with labels the ``.tflite``'s
+    ``accuracy`` and the Keras model's (``keras_accuracy``); ``metrics``: the task's figures
+    (:func:`edgekit.core.task.quality`) of the ``keras`` model and the ``tflite`` file."""
 
     info: ModelInfo
     agreement: Optional[float] = None
@@ -37,6 +42,8 @@ class Verification:
     snr_db: Optional[float] = None
     cosine: Optional[float] = None
     verify_samples: int = 0
+    task: str = "classification"
+    metrics: Optional[dict] = None
 
 
 def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
@@ -84,6 +91,8 @@ def _output_similarity(ref: np.ndarray, lite: np.ndarray) -> dict:
     noise = float(np.mean(err**2))
     signal = float(np.mean(ref**2))
     snr = float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+    if ref.shape[1] == 1:  # one value per sample (a regression output): the cosine of the whole column
+        ref, lite = ref.T, lite.reshape(ref.shape).T
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(lite, axis=1)
     cos = np.where(norms > 0, np.sum(ref * lite, axis=1) / np.where(norms > 0, norms, 1), 1.0)
     return {"snr_db": round(float(snr), 2) if np.isfinite(snr) else None, "cosine": float(np.mean(cos))}
@@ -160,6 +169,24 @@ def _outputs_in_child(tflite: bytes, xs: np.ndarray, interp, quant, threads: int
     )
 
 
+def _top1(ref, lite, ys, given_shape) -> dict:
+    """A classifier's top-1 figures: agreement of the ``.tflite``'s outputs ``lite`` with Keras's
+    ``ref`` (over the last axis: per sample for (N, classes), per position for sequences
+    (N, T, vocab)), and with labels ``ys`` the accuracy of both."""
+    lite_top, ref_top = predicted_classes(lite), predicted_classes(ref)
+    figures = {"agreement": float(np.mean(lite_top == ref_top))}
+    if ys is not None:
+        if ys.size != ref_top.size:
+            want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
+            raise InputError(
+                f"labels have shape {given_shape}; the model's output "
+                f"{tuple(ref.shape[1:])} needs one label per class axis: {want}"
+            )
+        ys = ys.reshape(ref_top.shape)
+        figures.update(accuracy=float(np.mean(lite_top == ys)), keras_accuracy=float(np.mean(ref_top == ys)))
+    return figures
+
+
 def verify(
     model,
     tflite: bytes,
@@ -174,20 +201,29 @@ def verify(
     verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     seed: int = 0,
     threads: int = 1,
+    task=Task.CLASSIFICATION,
 ):
     """Audit ``tflite`` (:func:`audit`), prepare and run it under XNNPACK, compare it with
-    ``model`` on ``x``; returns a :class:`Verification`.
+    ``model`` on ``x`` as its ``task`` asks; returns a :class:`Verification`.
 
     Raises :class:`VerificationError` when the audit fails, the model does not prepare under
-    XNNPACK, or top-1 agreement is below ``min_agreement``."""
+    XNNPACK, or a classifier's top-1 agreement is below ``min_agreement``."""
     from edgekit.device.board.harness import BoardError, load_interpreter, predict
 
     quant = Quant.parse(quant)
+    task = Task.parse(task)
     info = inspect_tflite(tflite)
     audit(info, quant, io, model, allow_float=allow_float)
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise InputError(
             "{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement
+        )
+    if min_agreement is not None and task is not Task.CLASSIFICATION:
+        raise InputError(
+            "{min_agreement} is top-1 agreement, for classifiers; this model's task is {task}: its outputs are "
+            "checked by {min_cosine}",
+            params=("min_agreement", "min_cosine"),
+            task=task.value,
         )
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
@@ -205,24 +241,20 @@ def verify(
         xs = xs[idx]
         lite = _outputs_in_child(tflite, xs, interp, quant, threads) if quant in ISOLATED else predict(interp, xs)
         ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
-        # Top-1 over the last axis: per sample for (N, classes), per position for sequences (N, T, vocab).
-        lite_top, ref_top = lite.argmax(-1), ref.argmax(-1)
-        agreement = float(np.mean(lite_top == ref_top))
         measured.update(
-            agreement=agreement,
-            verify_samples=int(len(xs)),
-            **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1)),
+            verify_samples=int(len(xs)), **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1))
         )
-        if y is not None:
-            ys = np.asarray(y)[idx]
-            if ys.size != ref_top.size:
-                want = "(N,)" if ref_top.ndim == 1 else f"(N, {', '.join(map(str, ref_top.shape[1:]))})"
-                raise InputError(
-                    f"labels have shape {np.shape(y)}; the model's output "
-                    f"{tuple(ref.shape[1:])} needs one label per class axis: {want}"
-                )
-            ys = ys.reshape(ref_top.shape)
-            measured.update(accuracy=float(np.mean(lite_top == ys)), keras_accuracy=float(np.mean(ref_top == ys)))
+        if task is not Task.CLASSIFICATION:
+            ys = None if y is None else np.asarray(y)[idx]
+            check_targets(task, model, ys, "validation_data")
+            return Verification(
+                info,
+                task=task.value,
+                metrics={"keras": quality(task, ref, ys, xs), "tflite": quality(task, lite, ys, xs)},
+                **measured,
+            )
+        measured.update(_top1(ref, lite, None if y is None else np.asarray(y)[idx], np.shape(y)))
+        agreement = measured["agreement"]
         if min_agreement is not None and agreement < min_agreement:
             raise VerificationError(
                 "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples, below the "

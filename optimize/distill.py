@@ -16,6 +16,8 @@ model ending in softmax is read as probabilities: ``log p`` are its logits up to
 softmax ignores, so the same loss holds. With ``features`` the student's intermediate outputs are
 also pulled towards the teacher's (FitNets, Romero et al. 2015) through a learned linear map of
 the channel axis when their widths differ; the map is training state, not part of the student.
+For a regression or reconstruction model (``task``) the soft part matches the teacher's outputs
+(mean squared difference) and the hard part is the mean squared error to the targets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import replace
 from edgekit.core.compat import keras, tf
 from edgekit.core.errors import InputError
 from edgekit.core.graph import emits_probabilities
+from edgekit.core.task import Task
 from edgekit.optimize.common import copy_model
 from edgekit.optimize.configs import DistillConfig, FineTune
 from edgekit.optimize.registry import Technique, register
@@ -47,8 +50,9 @@ class Distiller(keras.Model):
     soft part alone. A pruned student needs its callbacks in ``fit`` as always
     (``callbacks=edgekit.optimize.callbacks(student)``; ``fine_tune`` passes them)."""
 
-    def __init__(self, student, teacher, config: DistillConfig = DistillConfig(), **kwargs):
+    def __init__(self, student, teacher, config: DistillConfig = DistillConfig(), task=Task.CLASSIFICATION, **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
+        self.task = Task.parse(task)
         for role, m in (("student", student), ("teacher", teacher)):
             if not isinstance(m, keras.Model) or not getattr(m, "outputs", None):
                 raise InputError(
@@ -94,6 +98,8 @@ class Distiller(keras.Model):
 
     def _hard(self, y, out):
         y = tf.convert_to_tensor(y)
+        if self.task is not Task.CLASSIFICATION:
+            return tf.reduce_mean(tf.square(out - tf.reshape(tf.cast(y, out.dtype), tf.shape(out))))
         if y.shape.rank == out.shape.rank and y.shape[-1] == out.shape[-1]:
             loss = keras.losses.categorical_crossentropy(y, out, from_logits=not self._student_probs)
         else:
@@ -101,7 +107,10 @@ class Distiller(keras.Model):
         return tf.reduce_mean(loss)
 
     def soft_loss(self, teacher_out, student_out):
-        """T² · KL(teacher_T ‖ student_T), averaged over samples (and positions)."""
+        """T² · KL(teacher_T ‖ student_T), averaged over samples (and positions); for regression and
+        reconstruction the mean squared difference of the outputs."""
+        if self.task is not Task.CLASSIFICATION:
+            return tf.reduce_mean(tf.square(student_out - tf.stop_gradient(teacher_out)))
         t = float(self.config.temperature)
         p_t = tf.nn.softmax(self._logits(teacher_out, self._teacher_probs) / t, axis=-1)
         log_q = tf.nn.log_softmax(self._logits(student_out, self._student_probs) / t, axis=-1)

@@ -16,8 +16,8 @@ import numpy as np
 
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
-from edgekit.core.graph import emits_probabilities
 from edgekit.core.layers import FitLengthSchedule
+from edgekit.core.task import Task, fit_loss
 from edgekit.core.wrappers import is_pruned
 from edgekit.optimize.configs import FineTune
 
@@ -161,22 +161,28 @@ def fine_tune(
     y,
     settings: FineTune = FineTune(),
     *,
-    loss="sparse_categorical_crossentropy",
-    metrics=("accuracy",),
+    loss=None,
+    metrics=None,
     verbose=0,
     seed: int = 0,
     teacher=None,
     progress: Optional[str] = None,
     plain: Optional[Callable[[str], None]] = None,
+    task=Task.CLASSIFICATION,
 ):
     """Compile ``model`` with Adam at ``settings.learning_rate`` (constant, or cosine-decayed to 0
     with ``schedule="cosine"``) and fit it with the :func:`callbacks` it needs. With
     ``settings.distill`` the fit runs through a :class:`~edgekit.optimize.distill.Distiller` against
-    ``teacher`` (``loss`` is then the distillation loss; the default cross-entropy reads logits
-    unless the model ends in softmax). ``progress`` labels a live line (:class:`TrainingProgress`;
-    ``plain`` gets a line per epoch when stderr is not a terminal). Returns the Keras History."""
+    ``teacher`` (``loss`` is then the distillation loss). ``loss`` and ``metrics`` default to the
+    ``task``'s (:func:`edgekit.core.task.fit_loss`: cross-entropy, on logits unless the model ends
+    in softmax, and accuracy; the mean squared error for regression and reconstruction, whose
+    ``y`` are the targets). ``progress`` labels a live line (:class:`TrainingProgress`; ``plain``
+    gets a line per epoch when stderr is not a terminal). Returns the Keras History."""
     keras.utils.set_random_seed(seed)
-    if loss == "sparse_categorical_crossentropy":
+    task = Task.parse(task)
+    if metrics is None:
+        metrics = ("accuracy",) if task is Task.CLASSIFICATION else ()
+    if task is Task.CLASSIFICATION and loss in (None, "sparse_categorical_crossentropy"):
         check_labels(model, y, "y")
     lr = settings.learning_rate
     if settings.schedule == "cosine":
@@ -188,11 +194,11 @@ def fine_tune(
 
         if teacher is None:
             raise InputError("a distilling fine-tune needs a teacher model ({teacher})", params="teacher")
-        trained = Distiller(model, teacher, settings.distill)
+        trained = Distiller(model, teacher, settings.distill, task=task)
         trained.compile(keras.optimizers.Adam(lr), metrics=list(metrics))
     else:
-        if loss == "sparse_categorical_crossentropy":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not emits_probabilities(model))
+        if loss in (None, "sparse_categorical_crossentropy"):
+            loss = fit_loss(task, model, keras)
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     create_fit_variables(trained, x, y)
     shown = [TrainingProgress(progress, plain)] if progress else []
@@ -225,18 +231,26 @@ def chance_level(y) -> Optional[float]:
     return float(counts.max() / counts.sum())
 
 
-def collapse_bound(start: float, chance: float) -> float:
-    """How far below its ``start`` a fine-tune's accuracy may end before it counts as collapsed:
-    the larger of 10 points and half the distance from ``start`` to ``chance``, so that a model
-    ending nearer chance than where it began has collapsed, and noise of a few points never does."""
-    return max(0.10, (start - chance) / 2)
+def collapse_bound(start: float, chance: float, higher_is_better: bool = True) -> float:
+    """How far a fine-tune's figure may move the wrong way from its ``start`` before the model
+    counts as collapsed. Accuracy: the larger of 10 points and half the distance from ``start`` to
+    ``chance``, so that a model ending nearer chance than where it began has collapsed, and noise
+    of a few points never does. An error (MAE, reconstruction error; ``higher_is_better=False``,
+    ``chance`` the error of a model that learned nothing, :func:`edgekit.core.task.baseline`): the
+    larger of 10% of ``start`` and half the distance to ``chance``."""
+    if higher_is_better:
+        return max(0.10, (start - chance) / 2)
+    return max(0.10 * start, (chance - start) / 2)
 
 
-def collapsed(start: Optional[float], end: Optional[float], chance: Optional[float]) -> bool:
-    """Whether accuracy went from ``start`` to ``end`` by more than :func:`collapse_bound`."""
+def collapsed(
+    start: Optional[float], end: Optional[float], chance: Optional[float], higher_is_better: bool = True
+) -> bool:
+    """Whether the figure went from ``start`` to ``end`` the wrong way by more than :func:`collapse_bound`."""
     if start is None or end is None or chance is None:
         return False
-    return start - end > collapse_bound(start, chance) + 1e-9
+    worse = start - end if higher_is_better else end - start
+    return worse > collapse_bound(start, chance, higher_is_better) + 1e-9
 
 
 def accuracy(model, x, y, batch_size: int = 256) -> float:

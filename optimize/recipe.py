@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgekit.core.data import validation_pair
@@ -43,10 +44,11 @@ from edgekit.core.errors import CollapseError, InputError, Message, python_name,
 from edgekit.core.io import read_toml
 from edgekit.core.results import Result, fmt, table
 from edgekit.core.saving import as_tf_keras
+from edgekit.core.task import Task, baseline, check_targets, quality, resolve, score, targets
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
-from edgekit.optimize.finetune import accuracy, chance_level, check_labels, collapse_bound, collapsed
+from edgekit.optimize.finetune import check_labels, collapse_bound, collapsed
 from edgekit.optimize.weights import WeightReport, weight_report
 
 _FT_KEYS = {f.name for f in fields(FineTune)}
@@ -144,11 +146,17 @@ class StepResult:
     technique: str
     config: dict
     weights: WeightReport
-    accuracy: Optional[float]
+    score: Optional[float]  # the task's figure on the validation data after the step (accuracy, MAE …)
     seconds: float
     # What the technique reports (channel pruning: widths …; factorize: ranks): a result with
     # to_dict() and summary(label), or None.
     details: Optional[Result] = None
+    task: str = "classification"
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """The score of a classifier (None for other tasks)."""
+        return self.score if self.task == "classification" else None
 
 
 @dataclass
@@ -157,13 +165,30 @@ class OptimizeResult(Result):
     it achieved."""
 
     model: object
-    baseline_accuracy: Optional[float]
+    baseline_score: Optional[float]  # the task's figure of the input model on the validation data
     steps: List[StepResult] = field(default_factory=list)
     warnings: List[Any] = field(default_factory=list)  # text, or Messages naming parameters
-    chance: Optional[float] = None  # accuracy of always answering the validation labels' most frequent class
+    # the figure of a model that learned nothing (edgekit.core.task.baseline): the most frequent
+    # class's accuracy, the error of always answering the mean target / sample
+    chance: Optional[float] = None
+    task: str = "classification"
+    task_reason: str = ""
+
+    @property
+    def metric(self) -> str:
+        return Task(self.task).metric
+
+    @property
+    def baseline_accuracy(self) -> Optional[float]:
+        """The input model's accuracy, for a classifier (None for other tasks)."""
+        return self.baseline_score if self.task == "classification" else None
 
     def to_dict(self) -> dict:
         return {
+            "task": self.task,
+            "task_reason": self.task_reason,
+            "metric": self.metric,
+            "baseline_score": self.baseline_score,
             "baseline_accuracy": self.baseline_accuracy,
             "chance": self.chance,
             "warnings": [str(w) for w in self.warnings],
@@ -172,6 +197,7 @@ class OptimizeResult(Result):
                     "step": s.step,
                     "technique": s.technique,
                     "config": s.config,
+                    "score": s.score,
                     "accuracy": s.accuracy,
                     "seconds": s.seconds,
                     "weights": s.weights.to_dict(),
@@ -188,23 +214,30 @@ class OptimizeResult(Result):
     def summary(self, name=python_name) -> str:
         """The steps with accuracy, zeros, distinct values and params; the last model's layers;
         what each technique reported; the warnings."""
-        rows = [["(input)", "", fmt(self.baseline_accuracy, ".4f"), "", "", ""]]
+        rows = [["(input)", "", fmt(self.baseline_score, ".4f"), "", "", ""]]
         if self.chance is not None:
-            rows.append(["(chance: the most frequent class)", "", fmt(self.chance, ".4f"), "", "", ""])
+            nothing = (
+                "the most frequent class"
+                if self.task == "classification"
+                else "always the mean target"
+                if self.task == "regression"
+                else "always the mean sample"
+            )
+            rows.append([f"(chance: {nothing})", "", fmt(self.chance, ".4f"), "", "", ""])
         for s in self.steps:
             w = s.weights
             rows.append(
                 [
                     s.step,
                     f"{s.seconds:.1f}",
-                    fmt(s.accuracy, ".4f"),
+                    fmt(s.score, ".4g"),
                     f"{w.zeros:.3f}",
                     f"{max(l.unique for l in w.layers):,}" if w.layers else "-",
                     f"{w.params:,}",
                 ]
             )
         lines = [
-            table(("step", "seconds", "test accuracy", "zeros (kernels)", "max distinct/kernel", "params"), rows),
+            table(("step", "seconds", f"test {self.metric}", "zeros (kernels)", "max distinct/kernel", "params"), rows),
             self.steps[-1].weights.summary(),
         ]
         for s in self.steps:
@@ -229,42 +262,58 @@ def _lost(before: WeightReport, after: WeightReport) -> List[str]:
     return notes
 
 
-def _far_below(step: Step, acc: float, baseline: float, samples: int) -> Message:
+def _worse(task: Task, start: float, end: float) -> str:
+    """How much worse ``end`` is than ``start``, in the task's words."""
+    if task.higher_is_better:
+        return f"{100 * (start - end):.1f} points"
+    return f"{100 * (end - start) / start:+.0f}%" if start > 0 else f"+{end - start:.4g}"
+
+
+def _far_below(step: Step, task: Task, value: float, baseline: float, samples: int) -> Message:
     ft = step.fine_tune
     steps = ft.epochs * -(-samples // ft.batch_size)
     return Message(
-        "{step}: test accuracy {acc:.4f} after its fine-tune, {drop:.1f} points below the input model's "
-        "{baseline:.4f}: the fine-tune ({steps} steps at learning rate {lr:g}) is too short or too fast to "
+        "{step}: test {metric} {value:.4g} after its fine-tune, {worse} worse than the input model's "
+        "{baseline:.4g}: the fine-tune ({steps} steps at learning rate {lr:g}) is too short or too fast to "
         "recover; fine-tune longer ({epochs}), at a lower {learning_rate}, or distill from the input model "
         "({distill})",
         params=("epochs", "learning_rate", "distill"),
         step=step.describe(),
-        acc=acc,
-        drop=100 * (baseline - acc),
+        metric=task.metric,
+        value=value,
+        worse=_worse(task, baseline, value),
         baseline=baseline,
         steps=steps,
         lr=ft.learning_rate,
     )
 
 
-def _collapse(step: Step, start: float, acc: float, chance: float, accepted: bool) -> Message:
+def _collapse(step: Step, task: Task, start: float, value: float, chance: float, accepted: bool) -> Message:
     what = (
         "kept, as {allow_drop} asks"
         if accepted
         else "nothing was written. Change the step (a milder setting, a longer or slower fine-tune, "
         "{distill}), or accept the drop with {allow_drop}"
     )
+    bound = collapse_bound(start, chance, task.higher_is_better)
+    limit = (
+        f"a step may lose at most {100 * bound:.1f} points, the larger of 10 and half the distance to chance"
+        if task.higher_is_better
+        else f"a step may raise it by at most {bound:.4g}, the larger of 10% and half the distance to that"
+    )
+    nothing = "chance" if task.higher_is_better else "a model that learned nothing"
     return Message(
-        "{step}: the fine-tune collapsed the model: test accuracy {start:.4f} → {acc:.4f} ({drop:.1f} points; "
-        "chance is {chance:.4f}, and a step may lose at most {bound:.1f} points, the larger of 10 and half the "
-        "distance to chance): " + what,
+        "{step}: the fine-tune collapsed the model: test {metric} {start:.4g} → {value:.4g} ({worse}; "
+        "{nothing} scores {chance:.4g}, and {limit}): " + what,
         params=("allow_drop",) if accepted else ("distill", "allow_drop"),
         step=step.describe(),
+        metric=task.metric,
         start=start,
-        acc=acc,
-        drop=100 * (start - acc),
+        value=value,
+        worse=_worse(task, start, value),
+        nothing=nothing,
         chance=chance,
-        bound=100 * collapse_bound(start, chance),
+        limit=limit,
     )
 
 
@@ -274,6 +323,39 @@ def _config_dict(config) -> dict:
     if callable(d.get("importance")):
         d["importance"] = getattr(d["importance"], "__name__", "function")
     return {k: (list(map(str, v)) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _checked(model, task, y, y_test, recipe: Recipe, teacher):
+    """The model as the steps take it (a Keras 3 model translated) and its task, the labels or
+    targets checked against both, and a teacher for a first distill step."""
+    if recipe.steps[0].technique == "distill" and teacher is None:
+        raise InputError(
+            "a first distill step without a teacher would learn from the model itself: pass a {teacher}",
+            params="teacher",
+        )
+    compiled = getattr(model, "loss", None)  # the translation below does not keep a Keras 3 model's
+    model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
+    resolved = resolve(model, task, y, loss=compiled)
+    check = check_labels if resolved.task is Task.CLASSIFICATION else partial(check_targets, resolved.task)
+    check(model, y, "y")
+    check(model, y_test, "validation_data")
+    return model, resolved
+
+
+def _judge(step: Step, task: Task, value, result: "OptimizeResult", allow_drop: bool, samples: int) -> None:
+    """A step's figure against where it started (a collapse: :class:`CollapseError`, or a warning
+    with ``allow_drop``) and against the input model's (far worse: a warning)."""
+    start = result.steps[-1].score if result.steps else result.baseline_score
+    base = result.baseline_score
+    if collapsed(start, value, result.chance, task.higher_is_better):
+        if not allow_drop:
+            raise CollapseError(_collapse(step, task, start, value, result.chance, accepted=False))
+        result.warnings.append(_collapse(step, task, start, value, result.chance, accepted=True))
+        return
+    if value is None or base is None:
+        return
+    if value < base - 0.05 if task.higher_is_better else value > base * 1.05:
+        result.warnings.append(_far_below(step, task, value, base, samples))
 
 
 def optimize(
@@ -288,52 +370,54 @@ def optimize(
     teacher=None,
     measure: Optional[Callable[[Any], float]] = None,
     allow_drop: bool = False,
+    task=None,
     **legacy,
 ) -> OptimizeResult:
     """Apply the recipe's steps in order to a copy of ``model``, fine-tuning after each on
-    ``(x, y)``; accuracy on ``validation_data`` ``(x, y)`` before and after each step (older names
-    ``x_test``, ``y_test``). Distilling fine-tunes learn from ``teacher``, by default ``model`` as it
-    came in. ``measure`` times a candidate model for latency budgets
-    (:func:`edgekit.app.measure.int8_latency`).
-
-    A step whose test accuracy ends more than :func:`edgekit.optimize.collapse_bound` below where
-    it started (the larger of 10 points and half the distance to chance) has collapsed the model:
-    :class:`edgekit.CollapseError`, unless ``allow_drop`` (then a warning)."""
+    ``(x, y)``, measured on ``validation_data`` ``(x, y)`` before and after each step (older names
+    ``x_test``, ``y_test``) by the ``task``'s figure (:mod:`edgekit.core.task`; None: from the
+    model's loss, output or ``y``): accuracy, MAE (``y`` the targets), reconstruction error (no
+    ``y``). Distilling fine-tunes learn from ``teacher`` (default: ``model`` as it came in);
+    ``measure`` times a model for latency budgets (:func:`edgekit.app.measure.int8_latency`).
+    A step whose figure ends more than :func:`edgekit.optimize.collapse_bound` worse than its start
+    raises :class:`edgekit.CollapseError` (a warning with ``allow_drop``)."""
     validation_data = renamed(legacy, ("x_test", "y_test"), "validation_data", validation_data)
     if legacy:
         raise TypeError(f"optimize() got an unexpected keyword argument '{next(iter(legacy))}'")
     x_test, y_test = validation_pair(validation_data)
     log = log or (lambda msg: None)
-    model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
+    model, resolved = _checked(model, task, y, y_test, recipe, teacher)
+    task = resolved.task
     teacher = as_tf_keras(teacher) if teacher is not None else None
-    check_labels(model, y, "y")
-    check_labels(model, y_test, "validation_data")
-    has_test = x_test is not None and y_test is not None
+    # a reconstruction model's validation labels (optional) mark anomalies; its figure needs none
+    has_test = x_test is not None and (y_test is not None or task is Task.RECONSTRUCTION)
+
+    def measured(m) -> Optional[float]:
+        if not has_test:
+            return None
+        return score(task, quality(task, m.predict(x_test, batch_size=256, verbose=0), y_test, x_test))
+
     result = OptimizeResult(
         model=None,
-        baseline_accuracy=accuracy(model, x_test, y_test) if has_test else None,
-        chance=chance_level(y_test) if has_test else None,
+        baseline_score=measured(model),
+        chance=baseline(task, x_test, y_test) if has_test else None,
+        task=task.value,
+        task_reason=resolved.reason,
     )
-    if recipe.steps[0].technique == "distill" and teacher is None:
-        raise InputError(
-            "a first distill step without a teacher would learn from the model itself: pass a {teacher}",
-            params="teacher",
-        )
+    fit_y = targets(task, x, y, model)
+    if fit_y is None and task is not Task.CLASSIFICATION:
+        raise InputError("a {kind} model's fine-tune needs its targets: pass {y}", params="y", kind=task.value)
     current = model
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
-        ctx = registry.StepContext(x, y, step.fine_tune, seed, teacher if teacher is not None else model, log, measure)
+        ctx = registry.StepContext(
+            x, fit_y, step.fine_tune, seed, teacher if teacher is not None else model, log, measure, task=task.value
+        )
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
         result.warnings += ctx.notes
-        acc = accuracy(current, x_test, y_test) if has_test else None
-        start = result.steps[-1].accuracy if result.steps else result.baseline_accuracy
-        if collapsed(start, acc, result.chance):
-            if not allow_drop:
-                raise CollapseError(_collapse(step, start, acc, result.chance, accepted=False))
-            result.warnings.append(_collapse(step, start, acc, result.chance, accepted=True))
-        elif acc is not None and result.baseline_accuracy is not None and acc < result.baseline_accuracy - 0.05:
-            result.warnings.append(_far_below(step, acc, result.baseline_accuracy, len(x)))
+        value = measured(current)
+        _judge(step, task, value, result, allow_drop, len(x))
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))
         result.steps.append(
@@ -342,9 +426,10 @@ def optimize(
                 step.technique,
                 _config_dict(step.config),
                 weight_report(current),
-                acc,
+                value,
                 time.perf_counter() - t0,
                 details,
+                task=task.value,
             )
         )
     result.model = current

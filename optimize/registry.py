@@ -48,6 +48,7 @@ class StepContext:
     log: Callable[[str], None] = lambda msg: None
     measure: Optional[Callable[[Any], float]] = None
     notes: List[str] = field(default_factory=list)  # what the step left alone and why, for the report
+    task: str = "classification"  # edgekit.core.task.Task: the fine-tune's loss and metric; y holds its targets
 
     def fine_tune(self, model, settings=None):
         from edgekit.optimize.finetune import fine_tune
@@ -61,6 +62,7 @@ class StepContext:
             teacher=self.teacher,
             progress="fine-tune",
             plain=self.log,
+            task=self.task,
         )
 
 

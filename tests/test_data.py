@@ -41,6 +41,15 @@ def test_npz_with_splits_and_one_hot_labels(npz):
     np.testing.assert_array_equal(ds.y_test, [2, 1])
 
 
+def test_npz_labels_are_class_ids_or_targets(npz):
+    """Integers (and integral floats, one-hot rows) are class ids; other real values are regression
+    targets, kept as float32 in whatever shape they have per sample."""
+    assert load_npz(npz(x=np.ones((2, 2)), y=np.array([0.5, 1.0]))).y_test.dtype == np.float32
+    assert load_npz(npz(x=np.ones((2, 2)), y=np.array([[0.5, 1.5], [2.0, 3.0]]))).y_test.shape == (2, 2)
+    np.testing.assert_array_equal(load_npz(npz(x=np.ones((2, 2)), y=np.array([1.0, 0.0]))).y_test, [1, 0])
+    np.testing.assert_array_equal(load_npz(npz(x=np.ones((2, 2)), y=np.eye(3)[[2, 0]])).y_test, [2, 0])
+
+
 def test_npz_without_labels(npz):
     ds = load_npz(npz(x=np.ones((4, 2, 2))))
     assert not ds.has_labels
@@ -50,10 +59,10 @@ def test_npz_without_labels(npz):
     "arrays, message",
     [
         (dict(images=np.ones((2, 2))), "expected 'x'"),
-        (dict(x=np.ones((3, 2)), y=np.arange(4)), "one label per sample"),
+        (dict(x=np.ones((3, 2)), y=np.arange(4)), "one label or target per sample"),
         (dict(x=np.ones((0, 2))), "non-empty"),
         (dict(x=np.array([["a"], ["b"]])), "numeric"),
-        (dict(x=np.ones((2, 2)), y=np.array([0.5, 1.0])), "integer class ids"),
+        (dict(x=np.ones((2, 2)), y=np.array([0.5, np.nan])), "NaN or infinite"),
     ],
 )
 def test_bad_npz_is_a_clear_error(npz, arrays, message):

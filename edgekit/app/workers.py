@@ -118,6 +118,10 @@ class Workers:
             # start every worker now: they import TensorFlow while the caller does other work
             for _ in range(self.count):
                 self.pool.submit(_ready)
+        # every worker this pool started, kept here: stopping reads this list as well as the pool's
+        # own, from which its manager thread may already have dropped a worker (seen once: a
+        # sleeping worker left running after a failed job stopped the pool)
+        self.started = self.processes()
 
     def run(self, jobs: Sequence[Tuple[Callable, tuple]]) -> List:
         """Run each ``(fn, args)`` (``fn(*args, log=...)``) in the workers, in this order as workers
@@ -170,7 +174,7 @@ class Workers:
         if exc_type is None:
             self.pool.shutdown(wait=True)
             return
-        processes = self.processes()
+        processes = list({p.pid: p for p in self.started + self.processes()}.values())
         self.pool.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             p.terminate()

@@ -31,7 +31,8 @@ DIGITS_SPLIT_SEED = 0
 
 @dataclass(frozen=True)
 class Dataset:
-    """Arrays of one data set. ``y_*`` are integer class ids, or None when there are no labels."""
+    """Arrays of one data set. ``y_*`` are integer class ids, real-valued targets (float32), or None
+    when there are no labels."""
 
     name: str
     x_train: np.ndarray
@@ -138,22 +139,26 @@ def python_source(vocab: int = 512, context: int = 32, max_tokens: int = 300_000
 
 
 def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np.ndarray]:
+    """Labels as the verbs take them: class ids (int64; rows of one-hot or probabilities become
+    their top class), or real-valued targets (float32) for regression; one row per sample."""
     if y is None:
         return None
     y = np.asarray(y)
-    if y.ndim == 2 and not np.issubdtype(y.dtype, np.integer):  # one-hot or probabilities
-        y = y.argmax(axis=1)
-    # integer labels of rank 2 are one class id per position (e.g. the next tokens)
-    if y.ndim not in (1, 2) or len(y) != n:
+    if y.ndim == 0 or len(y) != n:
         raise InputError(
-            f"{path}: '{key}' must hold one label per sample ({n}), or per position as integers, "
-            f"received shape {tuple(np.shape(y))}"
+            f"{path}: '{key}' must hold one label or target per sample ({n}), received shape {tuple(np.shape(y))}"
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise InputError(f"{path}: '{key}' must hold integer class ids, received {y.dtype}")
-        y = y.astype(np.int64)
-    return y
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+        raise InputError(f"{path}: '{key}' must be numeric (class ids or targets), received dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        return y.astype(np.int64)
+    if not np.all(np.isfinite(y)):
+        raise InputError(f"{path}: '{key}' holds NaN or infinite values")
+    if y.ndim == 2 and y.shape[1] > 1 and np.all((y >= 0) & (y <= 1)) and np.allclose(y.sum(axis=1), 1, atol=1e-3):
+        return y.argmax(axis=1)  # one-hot or probabilities
+    if np.all(np.equal(np.mod(y, 1), 0)):
+        return y.astype(np.int64)
+    return y.astype(np.float32)  # real-valued targets (regression)
 
 
 def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:

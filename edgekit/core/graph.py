@@ -262,13 +262,19 @@ def _output_layer(model):
     return producer(model.outputs[0])
 
 
-def emits_probabilities(model) -> bool:
-    """True when ``model``'s output comes out of a softmax (a Softmax layer, an Activation or a
-    layer with ``activation="softmax"``, also inside a pruning/QAT wrapper)."""
+def output_activation(model) -> str:
+    """The name of the activation ``model``'s (first) output comes out of: ``"softmax"`` for a
+    Softmax layer, else the activation of the output layer (``"linear"`` when it has none), also
+    inside a pruning/QAT wrapper."""
     layer = _output_layer(model)
     layer = getattr(layer, "layer", layer)  # tfmot wrappers keep the wrapped layer in .layer
     if isinstance(layer, keras.layers.Softmax):
-        return True
+        return "softmax"
     act = getattr(layer, "activation", None)
     act = getattr(act, "activation", act)  # tfmot's QuantizeAwareActivation keeps the original in .activation
-    return getattr(act, "__name__", "") == "softmax"
+    return getattr(act, "__name__", None) or "linear"
+
+
+def emits_probabilities(model) -> bool:
+    """True when ``model``'s output comes out of a softmax (:func:`output_activation`)."""
+    return output_activation(model) == "softmax"

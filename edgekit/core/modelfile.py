@@ -67,6 +67,7 @@ class ModelFile:
     keras_version: Optional[str] = None
     configs: List[dict] = field(default_factory=list)
     has_keras_metadata: bool = True
+    loss: object = None  # the loss the model was compiled with, as saved (a name or a serialized config)
 
     @property
     def keras3(self) -> bool:
@@ -187,7 +188,9 @@ def _zip(path: str) -> ModelFile:
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise InputError(f"cannot read {path}: {name}: {exc}") from None
     version = meta.get("keras_version") if isinstance(meta, dict) else None
-    return ModelFile(path, "keras", str(version) if version else None, [config])
+    compiled = config.get("compile_config") if isinstance(config, dict) else None
+    loss = compiled.get("loss") if isinstance(compiled, dict) else None
+    return ModelFile(path, "keras", str(version) if version else None, [config], loss=loss)
 
 
 def _h5py():
@@ -222,6 +225,7 @@ def _h5(path: str) -> ModelFile:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
             version = f.attrs.get("keras_version")
+            training = f.attrs.get("training_config")
     except Exception as exc:
         raise InputError(f"cannot read {path} as HDF5: {' '.join(str(exc).split())[:200]}") from None
     if raw is None:
@@ -233,7 +237,12 @@ def _h5(path: str) -> ModelFile:
         raw = raw.decode("utf-8", "replace")
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
-    return ModelFile(path, "h5", str(version) if version is not None else None, [_json(raw, f"{path}: model_config")])
+    loss = None
+    if training is not None:
+        training = _json(training.decode("utf-8", "replace") if isinstance(training, bytes) else training, path)
+        loss = training.get("loss") if isinstance(training, dict) else None
+    config = _json(raw, f"{path}: model_config")
+    return ModelFile(path, "h5", str(version) if version is not None else None, [config], loss=loss)
 
 
 def _varint(buf: bytes, i: int) -> Tuple[int, int]:

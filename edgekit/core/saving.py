@@ -67,7 +67,7 @@ def load_keras_model(path, safe_mode: bool = True):
             f"or Keras 3's model.export): give the .keras file the model was saved to instead"
         )
     if found.keras3:
-        return _load_keras3(path, safe_mode)
+        return _compiled_with(_load_keras3(path, safe_mode), found.loss)
     try:
         with warnings.catch_warnings(), custom_objects():
             warnings.simplefilter("ignore")
@@ -84,6 +84,17 @@ def load_keras_model(path, safe_mode: bool = True):
             f"expected a .keras or .h5 file or a SavedModel directory saved by tf_keras or Keras 3"
         ) from None
     check_model(model)
+    return _compiled_with(model, found.loss)
+
+
+def _compiled_with(model, loss):
+    """``model`` (loaded without compiling: nothing of the file runs) with ``loss`` the file's
+    compile configuration named, as ``model.loss``, which tells the verbs the model's task
+    (:func:`edgekit.core.task.resolve`); the model is not compiled."""
+    from edgekit.core.task import loss_name
+
+    if loss is not None and getattr(model, "loss", None) is None and loss_name(loss):
+        model.loss = loss_name(loss)
     return model
 
 

@@ -146,6 +146,15 @@ def add_output_flags(g, json_help="the result as JSON", aliases=()):
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def add_task(g):
+    g.add_argument(
+        "--task",
+        choices=("classification", "regression", "reconstruction"),
+        help="what the model is for, which decides how it is fine-tuned and verified (default: from the loss it "
+        "was compiled with, its output, or real-valued targets in DATA; see docs/tasks.md)",
+    )
+
+
 def add_unsafe_load(g):
     g.add_argument(
         "--unsafe-load",

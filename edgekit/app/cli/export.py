@@ -7,6 +7,7 @@ import os
 from edgekit.app.cli._common import (
     EXIT_OK,
     add_output_flags,
+    add_task,
     add_unsafe_load,
     check_outputs,
     emit,
@@ -90,8 +91,9 @@ def _verification_flags(g):
         "--min-agreement",
         type=fraction,
         metavar="F",
-        help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F",
+        help="fail (exit 1, nothing written) if top-1 agreement with Keras is below F (classifiers)",
     )
+    add_task(g)
     g.add_argument(
         "--keep-float",
         metavar="auto|LAYER[,LAYER]",
@@ -160,6 +162,7 @@ def run(args) -> int:
         min_cosine=args.min_cosine,
         target=args.target,
         board=_board(args),
+        task=args.task,
     )
     check_outputs(args, [(args.output, "-o", False), (args.json, "--json", False)], [args.model, args.data])
     if options.quant.integer and not args.data:

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from edgekit.app.cli._common import EXIT_OK, add_output_flags, add_unsafe_load, check_outputs, int_at_least
+from edgekit.app.cli._common import EXIT_OK, add_output_flags, add_task, add_unsafe_load, check_outputs, int_at_least
 from edgekit.app.cli.argtypes import at_least, fraction_open, fractions, positive
 
 HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
@@ -178,6 +178,7 @@ def add_parser(sub):
         "(a quantization-aware model is written as a SavedModel directory)",
     )
     add_output_flags(g, "the per-step, per-layer report as JSON", aliases=("--report",))
+    add_task(g)
     add_unsafe_load(g)
     g = p.add_argument_group("recipe")
     g.add_argument(
@@ -214,7 +215,8 @@ def add_parser(sub):
         "--allow-drop",
         action="store_true",
         help="keep a step that collapsed the model (test accuracy down by more than the larger of 10 points and "
-        "half the distance to chance) instead of failing with exit 1",
+        "half the distance to chance; an error up by more than the larger of 10%% and half the distance to a "
+        "model that learned nothing) instead of failing with exit 1",
     )
     p.alias("learning_rate", "--lr")
     p.alias("teacher", "--distill-from TEACHER.keras")
@@ -303,8 +305,13 @@ def run(args) -> int:
     teacher = load_keras_model(args.distill_from, safe_mode=not args.unsafe_load) if args.distill_from else None
     shape = tuple(model.inputs[0].shape[1:])
     ds = load_data(args.data, input_shape=shape)
-    if not ds.has_labels:
-        raise InputError(f"{args.data} has no labels (y); fine-tuning needs them")
+    from edgekit.core.task import Task, resolve
+
+    if not ds.has_labels and resolve(model, args.task).task is not Task.RECONSTRUCTION:
+        raise InputError(
+            f"{args.data} has no labels (y); fine-tuning needs them (an autoencoder learns its input: --task "
+            f"reconstruction)"
+        )
     dtype = model.inputs[0].dtype.name
     x_train, x_test = fit_to_input(ds.x_train, shape, "--data", dtype), fit_to_input(ds.x_test, shape, "--data", dtype)
     say = _say(args)
@@ -320,6 +327,7 @@ def run(args) -> int:
         teacher=teacher,
         measure=int8_latency(x_train),
         allow_drop=args.allow_drop,
+        task=args.task,
     )
     say(result.summary(name=args.parser.name))
     doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}
@@ -333,6 +341,7 @@ def run(args) -> int:
             validation_data=(x_test, ds.y_test),
             progress=f"export {os.path.basename(out)}",
             seed=args.seed,
+            task=result.task,
         )
         report = report.save(out, overwrite=args.overwrite)
         say(report.summary())
