@@ -1,7 +1,10 @@
 """The models people actually have, through every verb: keras.applications models (tf_keras and
 Keras 3, weights=None, small inputs), a keras.io-style Sequential convnet and an LSTM-free text
-classifier. Each verb either works — checked from the artifact — or ends in a one-line error naming
-the layer and the fix; an internal error is a failure of edgekit.
+classifier, sequence models, and models of other tasks (:data:`TASKS`: a regression CNN, a dense
+anomaly-detection autoencoder, a classifier as a SavedModel without Keras metadata, written by
+``tf.saved_model.save`` (tf_keras) or ``model.export()`` (Keras 3)). Each verb either works —
+checked from the artifact — or ends in a one-line error naming the layer and the fix; an internal
+error is a failure of edgekit.
 
     .venv/bin/python benchmarks/zoo.py [--models NAME,...] [--flavours tf_keras,keras3] [--verbs ...]
                                        [--docs docs/models.md] [--json OUT.json]      (make bench-zoo)
@@ -49,7 +52,8 @@ APPLICATIONS = (
     "ConvNeXtTiny",
 )
 SEQUENCES = ("LSTM", "GRU", "BidirectionalLSTM", "Conv1DNet", "TransformerClassifier", "TiedTransformerLM")
-MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier") + SEQUENCES
+TASKS = ("RegressionCNN", "Autoencoder", "SavedModelClassifier")
+MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier") + SEQUENCES + TASKS
 VERBS = ("export", "prune", "cluster", "qat", "channels")
 FLAVOURS = ("tf_keras", "keras3")
 # --smoke: every verb on the small models, one flavour each, and one keras.applications cell (its
@@ -58,6 +62,7 @@ SMOKE_CELLS = (
     [("SequentialConvnet", "tf_keras", v) for v in VERBS]
     + [("TextClassifier", "keras3", v) for v in VERBS]
     + [("MobileNet", "tf_keras", "channels")]
+    + [("SavedModelClassifier", "keras3", "export"), ("Autoencoder", "tf_keras", "prune")]
 )
 
 
@@ -91,6 +96,8 @@ def build(name: str, flavour: str, size: int = 32):
         return keras.Model(tokens, L.Dense(4, activation="softmax")(x), name="text_classifier")
     if name in SEQUENCES:
         return _sequence_model(name, keras)
+    if name in TASKS:
+        return _task_model(name, keras, flavour)
     return getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
 
 
@@ -126,12 +133,58 @@ def _sequence_model(name: str, keras):
     return keras.Model(window, L.Dense(10, activation="softmax")(L.Dense(32, activation="relu")(h)), name=name)
 
 
+def _task_model(name: str, keras, flavour: str):
+    """A watch's heart-rate estimate (Conv1D regression on 64 x 3 windows, compiled with MSE), a
+    machine monitor's autoencoder (64 → 16 → 4 → 16 → 64, MSE), a classifier shipped as a SavedModel
+    (loaded as edgekit's export takes it: :class:`edgekit.core.savedmodel.SavedModelGraph`)."""
+    import tempfile
+
+    L = keras.layers
+    if name == "RegressionCNN":
+        window = keras.Input((64, 3))
+        h = L.GlobalAveragePooling1D()(L.Conv1D(32, 5, activation="relu")(L.Conv1D(16, 5, activation="relu")(window)))
+        model = keras.Model(window, L.Dense(1)(L.Dense(16, activation="relu")(h)), name=name)
+    elif name == "Autoencoder":
+        inp = keras.Input((64,))
+        h = L.Dense(4)(L.Dense(16, activation="relu")(inp))
+        model = keras.Model(inp, L.Dense(64)(L.Dense(16, activation="relu")(h)), name=name)
+    else:
+        model = _sequence_model("Conv1DNet", keras)
+        import atexit
+        import shutil
+
+        root = tempfile.mkdtemp(prefix="edgekit-zoo-")
+        atexit.register(shutil.rmtree, root, True)  # the converter reads the directory when it runs
+        path = os.path.join(root, "saved")
+        if flavour == "keras3":
+            model.export(path, verbose=False)
+        else:
+            from edgekit.core.compat import tf
+
+            tf.saved_model.save(model, path)
+        from edgekit.core.saving import load_model
+
+        return load_model(path)
+    model.compile("adam", "mse")
+    return model
+
+
 def sample(model, n: int, seed: int = 0):
     from edgekit.core.bridge import sample_inputs
+    from edgekit.core.savedmodel import is_savedmodel_graph
+    from edgekit.core.task import Task, resolve
 
-    x = sample_inputs(model, n, seed)
+    if is_savedmodel_graph(model):
+        x = np.random.default_rng(seed).random((n,) + tuple(model.input_shape[1:]), np.float32)
+    else:
+        x = sample_inputs(model, n, seed)
     if np.issubdtype(x.dtype, np.integer):
         x = x % 2000
+    task = resolve(model).task
+    if task is Task.RECONSTRUCTION:
+        return x, None
+    if task is Task.REGRESSION:
+        return x, np.random.default_rng(seed).normal(size=(n, 1)).astype(np.float32)
     out = model.outputs[0].shape  # a label per sample, or per position of a language model
     y = np.random.default_rng(seed).integers(0, int(out[-1]), (n,) + tuple(int(d) for d in out[1:-1]))
     return x, y
@@ -143,10 +196,8 @@ def _export(model, x, y):
     rep = export(
         model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
     )
-    return (
-        rep.fully_integer,
-        f"fully int8, {rep.size_bytes:,} B, agreement {rep.agreement:.2f}, cosine {rep.cosine:.4f}",
-    )
+    figure = f"agreement {rep.agreement:.2f}" if rep.agreement is not None else f"verified as {rep.task}"
+    return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, {figure}, cosine {rep.cosine:.4f}"
 
 
 def _prune(model, x, y):
@@ -175,9 +226,8 @@ def _qat(model, x, y):
     rep = export(
         result.model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
     )
-    return rep.fully_integer, (
-        f"QAT export fully int8, agreement with the QAT model {rep.agreement:.2f}, cosine {rep.cosine:.4f}"
-    )
+    figure = f"agreement with the QAT model {rep.agreement:.2f}" if rep.agreement is not None else rep.task
+    return rep.fully_integer, f"QAT export fully int8, {figure}, cosine {rep.cosine:.4f}"
 
 
 def _channels(model, x, y):

@@ -19,6 +19,7 @@ from edgekit.converters.recurrent import for_conversion
 from edgekit.converters.share import share_weights as _share_weights
 from edgekit.core.data import calibration_samples, fit_to_input
 from edgekit.core.errors import InputError, renamed
+from edgekit.core.savedmodel import is_savedmodel_graph
 from edgekit.core.saving import as_tf_keras
 
 DEFAULT_CALIB_SAMPLES = 256
@@ -118,7 +119,11 @@ def _converter(
     """A TFLiteConverter set up for ``quant`` (builtin ops only); recurrent layers in the form the
     builtins hold (:func:`edgekit.converters.recurrent.for_conversion`)."""
     tf, _ = _keras()
-    converter = tf.lite.TFLiteConverter.from_keras_model(for_conversion(model, fuse_lstm=quant is not Quant.INT16X8))
+    if is_savedmodel_graph(model):
+        converter = model.converter()
+    else:
+        rewritten = for_conversion(model, fuse_lstm=quant is not Quant.INT16X8)
+        converter = tf.lite.TFLiteConverter.from_keras_model(rewritten)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quant is not Quant.FLOAT32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -183,7 +188,7 @@ def convert(
     if legacy:
         raise TypeError(f"convert() got an unexpected keyword argument '{next(iter(legacy))}'")
     quant = Quant.parse(quant)
-    model = as_tf_keras(model)
+    model = model if is_savedmodel_graph(model) else as_tf_keras(model)
     io = quant.check_io(io)
     check_options(quant, keep_float=keep_float, per_channel=per_channel)
     data = calibration_data(model, quant, calib, calib_samples, seed)[0]
@@ -312,7 +317,7 @@ def layer_of_tensor(name: str, model=None) -> str:
         if layer is not None and layer not in found:
             found.append(layer)
     kernels = [n for n in found if layers and any(hasattr(layers[n], a) for a in ("kernel", "depthwise_kernel"))]
-    if not found and model is not None and name.startswith("StatefulPartitionedCall"):
+    if not found and model is not None and model.layers and name.startswith("StatefulPartitionedCall"):
         found = [model.layers[-1].name]  # the graph output (e.g. a softmax) keeps the call's name
     return (kernels or found or [name])[0]
 

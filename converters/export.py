@@ -21,6 +21,7 @@ from edgekit.core.data import validation_pair
 from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import check_output, write_atomic
 from edgekit.core.results import Result
+from edgekit.core.savedmodel import is_savedmodel_graph
 from edgekit.core.saving import as_tf_keras
 from edgekit.core.task import Task, anomaly_labels, resolve
 from edgekit.core.wrappers import is_clustered, is_pruned, is_qat, strip
@@ -307,7 +308,8 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
     from edgekit.converters.mcu import mcu
 
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
-    rep = mcu(tflite, board=o.board, validation_data=(eval_x, eval_y), keras_model=model, name=name)
+    keras_model = None if is_savedmodel_graph(model) else model  # the estimate profiles Keras layers
+    rep = mcu(tflite, board=o.board, validation_data=(eval_x, eval_y), keras_model=keras_model, name=name)
     if rep.fits is False:
         raise VerificationError(
             f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
@@ -320,7 +322,8 @@ def _prepare(model, o: ExportOptions, eval_y):
     """The tf_keras model to convert (translated, wrappers stripped) and its task, or a clear error
     for options that do not apply to it."""
     compiled = getattr(model, "loss", None)  # the translation below does not keep a Keras 3 model's
-    model = as_tf_keras(model)
+    if not is_savedmodel_graph(model):  # a SavedModel is converted and verified as the SavedModel it is
+        model = as_tf_keras(model)
     resolved = resolve(model, o.task, eval_y, loss=compiled)
     if o.min_agreement is not None and resolved.task is not Task.CLASSIFICATION:
         raise InputError(

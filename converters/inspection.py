@@ -7,6 +7,7 @@ so it works on any file, including one that will not prepare under a delegate.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 
 from edgekit.converters import flatbuffer as fb
+from edgekit.core import limits
 from edgekit.core.errors import InputError
 from edgekit.core.results import Result, table
 
@@ -338,6 +340,13 @@ def _tensor(ten, index: int, buffer_sizes, seen_buffers: set, type_names) -> Ten
     buf = ten.Buffer()
     if any(d < 0 for d in shape) or not 0 <= buf < max(len(buffer_sizes), 1):
         raise _Corrupt(f"tensor {index} has shape {shape} and buffer {buf} (of {len(buffer_sizes)})")
+    claimed = math.prod(shape) * max(_ITEM_BITS.get(ten.Type(), 8), 8) // 8 if shape else 0
+    limit = limits.current().max_unpacked_bytes
+    if claimed > limit:  # a tensor no interpreter could allocate: an input claiming 2^31 rows
+        raise _Corrupt(
+            f"tensor {index} ({(ten.Name() or b'').decode('utf-8', 'replace')}) claims shape {shape}, "
+            f"{claimed:,} bytes, beyond the {limit >> 20:,} MiB one array may hold (EDGEKIT_MAX_UNPACKED_MB)"
+        )
     if (
         buffer_sizes
         and buffer_sizes[buf]

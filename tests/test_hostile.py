@@ -756,6 +756,16 @@ def test_inspect_an_operator_naming_a_missing_tensor(hostile, tmp_path):
     refused(edgekit("inspect", _patched_tflite(hostile, tmp_path, patch)), "corrupt", "outside")
 
 
+def test_inspect_an_input_claiming_absurd_rows(hostile, tmp_path):
+    """A graph input claiming 2^31 rows is refused before anything allocates it."""
+
+    def patch(model):
+        sub = model.subgraphs[0]
+        sub.tensors[sub.inputs[0]].shape[0] = 2**31 - 1
+
+    refused(edgekit("inspect", _patched_tflite(hostile, tmp_path, patch)), "corrupt", "claims shape (2147483647")
+
+
 def test_inspect_a_truncated_file(hostile, tmp_path):
     data = open(hostile["good.tflite"], "rb").read()
     (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])

@@ -68,6 +68,7 @@ class ModelFile:
     configs: List[dict] = field(default_factory=list)
     has_keras_metadata: bool = True
     loss: object = None  # the loss the model was compiled with, as saved (a name or a serialized config)
+    graph_ops: List[Tuple[str, str]] = field(default_factory=list)  # a SavedModel without Keras metadata
 
     @property
     def keras3(self) -> bool:
@@ -95,6 +96,15 @@ def scan(path, safe_mode: bool = True) -> ModelFile:
                 f".keras or .h5 file or a SavedModel directory"
             )
     if safe_mode:
+        reason = unsafe_graph_op(found.graph_ops)
+        if reason:
+            raise UnsafeModelError(
+                "{path}: {reason}; edgekit runs no such graph from a model file: export the model without it, "
+                "or, if you trust this file, load it with {safe_mode=False}",
+                params="safe_mode",
+                path=path,
+                reason=reason,
+            )
         for config in found.configs:
             reason = unsafe_reason(config)
             if reason:
@@ -280,6 +290,54 @@ def protobuf_fields(buf: bytes) -> Iterator[Tuple[int, int, object]]:
         yield number, wire, value
 
 
+# Graph ops of a SavedModel that touch files or run Python when its functions run. Checkpoint I/O
+# (SaveV2, RestoreV2, MergeV2Checkpoints) is allowed only in the functions tf.saved_model.save
+# writes for it (``…_traced_save_…``, ``…_traced_restore_…``): loading restores the variables.
+UNSAFE_GRAPH_OPS = frozenset(
+    """
+ReadFile WriteFile MatchingFiles PyFunc PyFuncStateless EagerPyFunc DebugIdentity DebugIdentityV2
+DebugIdentityV3 TFRecordDataset TFRecordDatasetV2 TextLineDataset FixedLengthRecordDataset
+FixedLengthRecordDatasetV2 WholeFileReader WholeFileReaderV2 TFRecordReader TFRecordReaderV2
+TextLineReader TextLineReaderV2 FixedLengthRecordReader FixedLengthRecordReaderV2 ImmutableConst
+LoadDataset SaveDataset SaveDatasetV2 WriteSummary WriteScalarSummary WriteHistogramSummary
+WriteImageSummary WriteAudioSummary WriteGraphSummary WriteRawProtoSummary CreateSummaryFileWriter
+CreateSummaryDbWriter
+""".split()
+)
+CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "Restore", "RestoreSlice"})
+
+
+def graph_ops(data: bytes) -> List[Tuple[str, str]]:
+    """(function name, op) of every node in a serialized SavedModel's graphs and their function
+    libraries ("" for the top-level graph). SavedModel: meta_graphs = 2; MetaGraphDef: graph_def = 2;
+    GraphDef: node = 1, library = 2; FunctionDefLibrary: function = 1; FunctionDef: signature = 1
+    (OpDef: name = 1), node_def = 3; NodeDef: op = 2."""
+
+    def field(msg, number: int) -> list:
+        return [v for n, w, v in protobuf_fields(msg) if n == number and w == 2]
+
+    def text(msg, number: int) -> str:
+        return next((bytes(v).decode("utf-8", "replace") for v in field(msg, number)), "")
+
+    found = []
+    for graph in (g for meta in field(data, 2) for g in field(meta, 2)):
+        found += [("", text(node, 2)) for node in field(graph, 1)]
+        for fn in (f for library in field(graph, 2) for f in field(library, 1)):
+            name = next((text(sig, 1) for sig in field(fn, 1)), "")
+            found += [(name, text(node, 2)) for node in field(fn, 3)]
+    return found
+
+
+def unsafe_graph_op(ops) -> Optional[str]:
+    """Why a SavedModel's graph would touch files or run Python, or None."""
+    for fn, op in ops:
+        checkpoint = op in CHECKPOINT_OPS and ("_traced_save_" in fn or "_traced_restore_" in fn)
+        if op in UNSAFE_GRAPH_OPS or (op in CHECKPOINT_OPS and not checkpoint):
+            where = f"function {fn}" if fn else "the top-level graph"
+            return f"its graph runs the TensorFlow op {op} (in {where}), which touches files or runs Python"
+    return None
+
+
 def _savedmodel(path: str) -> ModelFile:
     pb = os.path.join(path, "saved_model.pb")
     if not os.path.isfile(pb):
@@ -289,7 +347,14 @@ def _savedmodel(path: str) -> ModelFile:
         )
     meta = os.path.join(path, "keras_metadata.pb")
     if not os.path.isfile(meta):
-        return ModelFile(path, "savedmodel", None, [], has_keras_metadata=False)
+        limits.check_unpacked(f"{pb}", os.path.getsize(pb), os.path.getsize(pb))
+        with open(pb, "rb") as f:
+            data = f.read()
+        try:
+            ops = graph_ops(data)
+        except ValueError as exc:
+            raise InputError(f"{pb} is corrupt ({exc}): not a SavedModel") from None
+        return ModelFile(path, "savedmodel", None, [], has_keras_metadata=False, graph_ops=ops)
     with open(meta, "rb") as f:
         data = f.read()
     configs, version = [], None

@@ -44,7 +44,28 @@ def check_model(model) -> None:
             f"received a Keras 3 model ({kind}) where a tf_keras model is needed: translate it "
             f"first with edgekit.core.bridge.from_keras3(model) (the verbs and export do it themselves)"
         )
+    from edgekit.core.savedmodel import is_savedmodel_graph
+
+    if is_savedmodel_graph(model):
+        raise InputError(
+            f"{model.path} is a SavedModel without Keras metadata: edgekit exports and verifies it, but "
+            f"rewriting it (pruning, clustering, QAT, channel pruning …) needs the Keras model: give its .keras file"
+        )
     raise InputError(f"expected a Keras model, received {kind}")
+
+
+def load_model(path, safe_mode: bool = True):
+    """What ``edgekit export`` takes: a Keras model (:func:`load_keras_model`), or a SavedModel
+    without Keras metadata as its serving signature
+    (:class:`edgekit.core.savedmodel.SavedModelGraph`), loaded once the scan found nothing in its
+    graphs that touches files or runs Python."""
+    from edgekit.core.modelfile import scan
+    from edgekit.core.savedmodel import SavedModelGraph
+
+    found = scan(path, safe_mode=safe_mode)
+    if found.format == "savedmodel" and not found.has_keras_metadata:
+        return SavedModelGraph(path)
+    return load_keras_model(path, safe_mode=safe_mode)
 
 
 def load_keras_model(path, safe_mode: bool = True):
@@ -63,8 +84,9 @@ def load_keras_model(path, safe_mode: bool = True):
     found = scan(path, safe_mode=safe_mode)
     if found.format == "savedmodel" and not found.has_keras_metadata:
         raise InputError(
-            f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save "
-            f"or Keras 3's model.export): give the .keras file the model was saved to instead"
+            f"{path} is a SavedModel without Keras metadata (e.g. written by tf.saved_model.save or Keras 3's "
+            f"model.export): 'edgekit export' converts and verifies it; the other verbs rewrite a Keras model: "
+            f"give the .keras file the model was saved to"
         )
     if found.keras3:
         return _compiled_with(_load_keras3(path, safe_mode), found.loss)

@@ -24,8 +24,8 @@ def add_parser(sub):
     p = sub.add_parser(
         "export",
         help=HELP,
-        description="Convert a tf_keras model (.keras, .h5 or SavedModel) to "
-        ".tflite, verify it (dtype audit, XNNPACK run, agreement with Keras) and write it.",
+        description="Convert a Keras model (.keras, .h5) or a SavedModel to .tflite, verify it (dtype audit, "
+        "XNNPACK run, agreement with Keras or with TensorFlow running the SavedModel) and write it.",
     )
     p.add_argument("model", metavar="MODEL.keras")
     _conversion_flags(p.add_argument_group("conversion"))
@@ -145,7 +145,7 @@ def run(args) -> int:
     from edgekit.core.data import check_data_spec, load_data
     from edgekit.core.errors import InputError
     from edgekit.core.modelfile import scan
-    from edgekit.core.saving import load_keras_model
+    from edgekit.core.saving import load_model
 
     if (args.ram_kb is not None or args.flash_kb is not None) and args.board is not None:
         raise InputError("give either --board or --ram and --flash, not both")
@@ -173,7 +173,7 @@ def run(args) -> int:
     scan(args.model, safe_mode=not args.unsafe_load)  # before any long work: format, limits, code
     if args.data:
         check_data_spec(args.data)
-    model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
+    model = load_model(args.model, safe_mode=not args.unsafe_load)
     data = load_data(args.data, tuple(model.input_shape[1:])) if args.data else None
     report = export(
         model,
