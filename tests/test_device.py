@@ -75,6 +75,17 @@ def test_npz_inputs_are_quantized_for_int8_models(exported, npz):
     assert r["samples"] == 3 and r["accuracy"] == pytest.approx(float(np.mean(top == [0, 1, 2])), abs=1e-12)
 
 
+def test_real_valued_targets_give_the_mae_on_the_target(exported, npz):
+    """Regression targets (real values, several per sample here) are compared with the outputs, not
+    argmax-ed as if they were one-hot rows."""
+    from edgekit.device.board.harness import load_interpreter, predict
+
+    y = np.linspace(0.05, 0.95, 30, dtype=np.float32).reshape(3, 10)
+    r = measure(exported["int8"].path, runs=3, warmup=0, inputs=npz(x=np.zeros((3, 32, 32, 1), np.float32), y=y))
+    out = predict(load_interpreter(exported["int8"].path), np.zeros((3, 32, 32, 1), np.float32))
+    assert r["accuracy"] is None and r["mae"] == pytest.approx(float(np.mean(np.abs(out - y))), abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

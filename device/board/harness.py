@@ -265,9 +265,25 @@ def _load_npz(path: str):
         raise
     except Exception as exc:
         raise BoardError(f"cannot read {path} as a .npz file: {_one_line(exc)}") from None
-    if y is not None and y.ndim == 2:
+    if y is not None and _one_hot(y):
         y = y.argmax(axis=1)
     return x, y
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    """Rows of one-hot labels or class probabilities (not several regression targets per sample);
+    edgekit.core.data reads .npz labels by the same rule."""
+    return (
+        y.ndim == 2
+        and y.shape[1] > 1
+        and bool(np.all((y >= 0) & (y <= 1)))
+        and bool(np.allclose(y.sum(axis=1), 1, atol=1e-3))
+    )
+
+
+def _real_valued(y: np.ndarray) -> bool:
+    """Regression targets: floats that are not all whole numbers (whole numbers are class ids)."""
+    return np.issubdtype(y.dtype, np.floating) and not bool(np.all(np.equal(np.mod(y, 1), 0)))
 
 
 def _read(root: str, path: str):
@@ -393,11 +409,14 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     samples = _timed_runs(interp.invoke, int(runs), duration, report)
     latency = summarize_latency(samples)
     board_after = board_facts()
-    accuracy = None
+    accuracy = mae = None
     if x is not None and y is not None:
         report("accuracy", 0, len(x))
-        outputs = predict(interp, x)
-        accuracy = float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
+        outputs = predict(interp, x).reshape(len(x), -1)
+        if _real_valued(y):  # a regression model's targets: the mean absolute error
+            mae = float(np.mean(np.abs(outputs - y.reshape(len(y), -1))))
+        else:
+            accuracy = float(np.mean(outputs.argmax(axis=1) == y))
     peak = _memory_mb()["peak"]
     verdict = thermal_verdict(board_before, board_after)
     return {
@@ -421,6 +440,7 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         },
         "peak_rss_mb": peak,
         "accuracy": accuracy,
+        "mae": mae,
         "samples": int(len(x)) if x is not None else None,
         "runtime": runtime_info(),
         "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},

@@ -47,6 +47,11 @@ class BenchmarkResult:
         return self.data.get("accuracy")
 
     @property
+    def mae(self) -> Optional[float]:
+        """The mean absolute error on regression targets (``y`` real-valued), run on the target."""
+        return self.data.get("mae")
+
+    @property
     def emulated(self) -> bool:
         return bool(self.host and self.host.startswith("qemu:"))
 
@@ -71,7 +76,9 @@ class BenchmarkResult:
         lat = self.latency_ms
         return (
             f"{self.model}{where}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, peak RSS "
-            f"{self.peak_rss_mb:.1f} MiB" + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
+            f"{self.peak_rss_mb:.1f} MiB"
+            + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
+            + (f", MAE {self.mae:.4g}" if self.mae is not None else "")
         )
 
 

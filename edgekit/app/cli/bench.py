@@ -140,7 +140,7 @@ def format_bench(results) -> str:
         (["target"] if many_targets else [])
         + ["model"]
         + (["threads"] if many_threads else [])
-        + ["p50 ms", "p90 ms", "p99 ms", "start-up ms", "peak RSS MiB", "footprint MiB", "accuracy"]
+        + ["p50 ms", "p90 ms", "p99 ms", "start-up ms", "peak RSS MiB", "footprint MiB", "accuracy / MAE"]
     )
     rows, notes = [], []
     for r, q in zip(results, ratios(results)):
@@ -155,7 +155,7 @@ def format_bench(results) -> str:
                 fmt(startup, ".1f"),
                 with_ratio(r.peak_rss_mb, q, "peak_rss", ".1f"),
                 with_ratio(r.footprint_mb, q, "footprint", ".1f"),
-                fmt(r.accuracy, ".4f"),
+                fmt(r.accuracy, ".4f") if r.mae is None else f"MAE {r.mae:.4g}",
             ]
             notes += [
                 f"warning: {r.model}: {w}; its latency reflects the board's state"
