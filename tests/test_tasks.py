@@ -74,6 +74,18 @@ def test_pruning_a_regression_model_keeps_its_mae(regression):
         optimize(m, Recipe.of([PruneConfig(sparsity=0.5)], FineTune(1, 32, 5e-4)), x, y, validation_data=(xt, yt))
 
 
+def test_search_says_it_measures_classifiers(regression, tmp_path):
+    """The search's objective is top-1 accuracy: a regression model is refused in one line, before
+    any study is created."""
+    from edgekit.app.search import search
+
+    m, x, y, xt, yt = regression
+    why = r"edgekit search measures top-1 accuracy.*task is regression \(the model's loss, mse\)"
+    with pytest.raises(InputError, match=why):
+        search(m, x, y, validation_data=(xt, yt), directory=str(tmp_path / "s"), trials=1, log=None)
+    assert not (tmp_path / "s").exists()
+
+
 def test_autoencoder_keeps_its_anomaly_ranking():
     """A dense autoencoder (tf_keras, not compiled: its output shaped like its input says
     reconstruction) scores samples by reconstruction error; with labels marking planted anomalies

@@ -420,10 +420,12 @@ def search(
     check_search_dir(directory)
     if int(trials) < 1:
         raise InputError("{trials} must be >= 1; received {value}", params="trials", value=trials)
+    compiled = getattr(model, "loss", None)  # a Keras 3 model's, which the translation does not keep
     model = load_keras_model(model) if isinstance(model, (str, os.PathLike)) else as_tf_keras(model)
     ds = _dataset(model, x, y, validation_data)
     if not ds.has_labels:
         raise InputError("the search data has no labels (y); accuracy needs them")
+    _check_task(model, ds, compiled)
     st, baseline, inputs = _open(
         model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand_made
     )
@@ -444,6 +446,19 @@ def search(
             save_results(result, directory, log)
     check_limits(result, limits)
     return result
+
+
+def _check_task(model, ds, compiled) -> None:
+    """The search's quality objective is top-1 accuracy: a model of another task
+    (:mod:`edgekit.core.task`) is a clear error, not a search on meaningless figures."""
+    from edgekit.core.task import Task, resolve
+
+    found = resolve(model, y=ds.y_train, loss=compiled)
+    if found.task is not Task.CLASSIFICATION:
+        raise InputError(
+            f"edgekit search measures top-1 accuracy, for classifiers; this model's task is {found}: optimize "
+            f"and export it with 'edgekit optimize' and 'edgekit export', which measure it by its own figure"
+        )
 
 
 def _complete():
