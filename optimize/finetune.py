@@ -197,8 +197,10 @@ def fine_tune(
         trained = Distiller(model, teacher, settings.distill, task=task)
         trained.compile(keras.optimizers.Adam(lr), metrics=list(metrics))
     else:
-        if loss in (None, "sparse_categorical_crossentropy"):
+        if loss is None or (task is Task.CLASSIFICATION and loss == "sparse_categorical_crossentropy"):
             loss = fit_loss(task, model, keras)
+        elif task is not Task.CLASSIFICATION and isinstance(loss, str):
+            loss = fit_loss(task, model, keras, loss)  # the compiled regression loss, by name
         model.compile(keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     create_fit_variables(trained, x, y)
     shown = [TrainingProgress(progress, plain)] if progress else []

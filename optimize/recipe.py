@@ -412,7 +412,15 @@ def optimize(
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
         ctx = registry.StepContext(
-            x, fit_y, step.fine_tune, seed, teacher if teacher is not None else model, log, measure, task=task.value
+            x,
+            fit_y,
+            step.fine_tune,
+            seed,
+            teacher if teacher is not None else model,
+            log,
+            measure,
+            task=task.value,
+            loss=resolved.loss,
         )
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
         result.warnings += ctx.notes

@@ -49,6 +49,7 @@ class StepContext:
     measure: Optional[Callable[[Any], float]] = None
     notes: List[str] = field(default_factory=list)  # what the step left alone and why, for the report
     task: str = "classification"  # edgekit.core.task.Task: the fine-tune's loss and metric; y holds its targets
+    loss: Optional[str] = None  # a regression model's compiled loss, which its fine-tunes minimise
 
     def fine_tune(self, model, settings=None):
         from edgekit.optimize.finetune import fine_tune
@@ -63,6 +64,7 @@ class StepContext:
             progress="fine-tune",
             plain=self.log,
             task=self.task,
+            **({"loss": self.loss} if self.loss else {}),
         )
 
 

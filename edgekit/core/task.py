@@ -138,10 +138,12 @@ def _real_valued(y) -> bool:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A task and why it was chosen (``reason``: shown in reports)."""
+    """A task and why it was chosen (``reason``: shown in reports); ``loss``: the regression loss
+    the model was compiled with (its fine-tunes minimise the same), when known."""
 
     task: Task
     reason: str
+    loss: Optional[str] = None
 
     def __str__(self) -> str:
         return f"{self.task.value} ({self.reason})"
@@ -158,7 +160,8 @@ def resolve(model, task=None, y=None, loss=None) -> Resolved:
     compiled = loss if loss is not None else getattr(model, "loss", None)
     found = from_loss(compiled, model)
     if found is not None:
-        return Resolved(found, f"the model's loss, {loss_name(compiled)}")
+        name = loss_name(compiled)
+        return Resolved(found, f"the model's loss, {name}", name if name in _REGRESSION_LOSSES else None)
     try:
         activation = output_activation(model)
     except (AttributeError, IndexError):
@@ -275,10 +278,14 @@ def baseline(task: Task, x, y) -> Optional[float]:
     return float(np.mean(np.abs(y - y.mean(axis=0))))
 
 
-def fit_loss(task: Task, model, keras):
+def fit_loss(task: Task, model, keras, compiled: Optional[str] = None):
     """The loss a fine-tune of a ``task`` model minimises: sparse cross-entropy (on logits unless
-    the model ends in softmax), or the mean squared error."""
+    the model ends in softmax); for regression and reconstruction the regression loss the model
+    was compiled with (``compiled``: MAE, Huber …), else the mean squared error."""
     from edgekit.core.graph import output_activation
+
+    if task is not Task.CLASSIFICATION and compiled in _REGRESSION_LOSSES:
+        return keras.losses.get(compiled)
 
     if task is Task.CLASSIFICATION:
         act = output_activation(model)
