@@ -136,6 +136,12 @@ def test_the_task_is_determined_in_order():
     assert resolve(mirror, loss="mse").task is Task.RECONSTRUCTION
     with pytest.raises(InputError, match="must be one of classification, regression, reconstruction"):
         resolve(logits, task="ranking")
+    # a regression model's fine-tunes minimise the loss it was compiled with
+    from edgekit.core.task import fit_loss
+
+    found = resolve(logits, loss="mae")
+    assert found.loss == "mae" and fit_loss(found.task, logits, keras, found.loss) is keras.losses.get("mae")
+    assert resolve(logits, loss="categorical_crossentropy").loss is None
     # a single sigmoid unit is a binary classifier: its class is whether it is above 0.5
     assert quality(Task.CLASSIFICATION, np.array([[0.2], [0.9]]), np.array([0, 1])) == {"accuracy": 1.0}
 
