@@ -342,6 +342,13 @@ def _checked(model, task, y, y_test, recipe: Recipe, teacher):
     return model, resolved
 
 
+def _measured(task: Task, x_test, y_test, model) -> Optional[float]:
+    """The task's figure of ``model`` on the validation data (None without it)."""
+    if x_test is None:
+        return None
+    return score(task, quality(task, model.predict(x_test, batch_size=256, verbose=0), y_test, x_test))
+
+
 def _judge(step: Step, task: Task, value, result: "OptimizeResult", allow_drop: bool, samples: int) -> None:
     """A step's figure against where it started (a collapse: :class:`CollapseError`, or a warning
     with ``allow_drop``) and against the input model's (far worse: a warning)."""
@@ -391,12 +398,7 @@ def optimize(
     teacher = as_tf_keras(teacher) if teacher is not None else None
     # a reconstruction model's validation labels (optional) mark anomalies; its figure needs none
     has_test = x_test is not None and (y_test is not None or task is Task.RECONSTRUCTION)
-
-    def measured(m) -> Optional[float]:
-        if not has_test:
-            return None
-        return score(task, quality(task, m.predict(x_test, batch_size=256, verbose=0), y_test, x_test))
-
+    measured = partial(_measured, task, x_test if has_test else None, y_test)
     result = OptimizeResult(
         model=None,
         baseline_score=measured(model),
@@ -407,21 +409,12 @@ def optimize(
     fit_y = targets(task, x, y, model)
     if fit_y is None and task is not Task.CLASSIFICATION:
         raise InputError("a {kind} model's fine-tune needs its targets: pass {y}", params="y", kind=task.value)
-    current = model
+    current, teach = model, teacher if teacher is not None else model
+    per_task = dict(task=task.value, loss=resolved.loss)
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
-        ctx = registry.StepContext(
-            x,
-            fit_y,
-            step.fine_tune,
-            seed,
-            teacher if teacher is not None else model,
-            log,
-            measure,
-            task=task.value,
-            loss=resolved.loss,
-        )
+        ctx = registry.StepContext(x, fit_y, step.fine_tune, seed, teach, log, measure, **per_task)
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
         result.warnings += ctx.notes
         value = measured(current)
