@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, calibration_data, check_options, fit
 from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
-from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, verify
+from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, check_min_agreement, verify
 from edgekit.core.data import validation_pair
 from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import check_output, write_atomic
@@ -337,14 +337,7 @@ def _prepare(model, o: ExportOptions, eval_y):
     if not is_savedmodel_graph(model):  # a SavedModel is converted and verified as the SavedModel it is
         model = as_tf_keras(model)
     resolved = resolve(model, o.task, eval_y, loss=compiled)
-    if o.min_agreement is not None and resolved.task is not Task.CLASSIFICATION:
-        raise InputError(
-            "{min_agreement} is top-1 agreement, for classifiers; this model's task is {kind} ({reason}): its "
-            "outputs are checked by {min_cosine}, or give {task='classification'} if it is a classifier",
-            params=("min_agreement", "min_cosine", "task"),
-            kind=resolved.task.value,
-            reason=resolved.reason,
-        )
+    check_min_agreement(o.min_agreement, resolved.task, resolved.reason)  # before any conversion
     if is_pruned(model) or is_clustered(model):
         model = strip(model)  # the wrappers' masks and indices are training state, not the model
     if is_qat(model) and o.keep_float:

@@ -169,6 +169,20 @@ def _outputs_in_child(tflite: bytes, xs: np.ndarray, interp, quant, threads: int
     )
 
 
+def check_min_agreement(min_agreement: Optional[float], task: Task, reason: str = "") -> None:
+    """``min_agreement`` is top-1 agreement: an error for a model of another task (``reason``: why
+    it has that task, :class:`edgekit.core.task.Resolved`)."""
+    if min_agreement is None or task is Task.CLASSIFICATION:
+        return
+    raise InputError(
+        "{min_agreement} is top-1 agreement, for classifiers; this model's task is {kind}{why}: its outputs are "
+        "checked by {min_cosine}, or give {task='classification'} if it is a classifier",
+        params=("min_agreement", "min_cosine", "task"),
+        kind=task.value,
+        why=f" ({reason})" if reason else "",
+    )
+
+
 def _top1(ref, lite, ys, given_shape) -> dict:
     """A classifier's top-1 figures: agreement of the ``.tflite``'s outputs ``lite`` with Keras's
     ``ref`` (over the last axis: per sample for (N, classes), per position for sequences
@@ -218,13 +232,7 @@ def verify(
         raise InputError(
             "{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement
         )
-    if min_agreement is not None and task is not Task.CLASSIFICATION:
-        raise InputError(
-            "{min_agreement} is top-1 agreement, for classifiers; this model's task is {task}: its outputs are "
-            "checked by {min_cosine}",
-            params=("min_agreement", "min_cosine"),
-            task=task.value,
-        )
+    check_min_agreement(min_agreement, task)
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
     except BoardError as exc:

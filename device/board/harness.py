@@ -265,14 +265,14 @@ def _load_npz(path: str):
         raise
     except Exception as exc:
         raise BoardError(f"cannot read {path} as a .npz file: {_one_line(exc)}") from None
-    if y is not None and _one_hot(y):
+    if y is not None and one_hot_rows(y):
         y = y.argmax(axis=1)
     return x, y
 
 
-def _one_hot(y: np.ndarray) -> bool:
-    """Rows of one-hot labels or class probabilities (not several regression targets per sample);
-    edgekit.core.data reads .npz labels by the same rule."""
+def one_hot_rows(y: np.ndarray) -> bool:
+    """Rows of one-hot labels or class probabilities (not several regression targets per sample):
+    the rule edgekit reads every .npz's labels by (here, and edgekit.core.data on the host)."""
     return (
         y.ndim == 2
         and y.shape[1] > 1
@@ -281,9 +281,10 @@ def _one_hot(y: np.ndarray) -> bool:
     )
 
 
-def _real_valued(y: np.ndarray) -> bool:
+def real_valued(y) -> bool:
     """Regression targets: floats that are not all whole numbers (whole numbers are class ids)."""
-    return np.issubdtype(y.dtype, np.floating) and not bool(np.all(np.equal(np.mod(y, 1), 0)))
+    y = np.asarray(y)
+    return np.issubdtype(y.dtype, np.floating) and bool(y.size) and not bool(np.all(np.equal(np.mod(y, 1), 0)))
 
 
 def _read(root: str, path: str):
@@ -413,7 +414,7 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     if x is not None and y is not None:
         report("accuracy", 0, len(x))
         outputs = predict(interp, x).reshape(len(x), -1)
-        if _real_valued(y):  # a regression model's targets: the mean absolute error
+        if real_valued(y):  # a regression model's targets: the mean absolute error
             mae = float(np.mean(np.abs(outputs - y.reshape(len(y), -1))))
         else:
             accuracy = float(np.mean(outputs.argmax(axis=1) == y))

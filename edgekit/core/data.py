@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekit.core.errors import InputError
 from edgekit.core.io import write_atomic
+from edgekit.device.board.harness import one_hot_rows, real_valued
 
 DIGITS_SIZE = 32
 DIGITS_TEST_FRACTION = 0.2
@@ -154,11 +155,9 @@ def _labels(y: Optional[np.ndarray], n: int, key: str, path: str) -> Optional[np
         return y.astype(np.int64)
     if not np.all(np.isfinite(y)):
         raise InputError(f"{path}: '{key}' holds NaN or infinite values")
-    if y.ndim == 2 and y.shape[1] > 1 and np.all((y >= 0) & (y <= 1)) and np.allclose(y.sum(axis=1), 1, atol=1e-3):
-        return y.argmax(axis=1)  # one-hot or probabilities
-    if np.all(np.equal(np.mod(y, 1), 0)):
-        return y.astype(np.int64)
-    return y.astype(np.float32)  # real-valued targets (regression)
+    if one_hot_rows(y):
+        return y.argmax(axis=1)
+    return y.astype(np.float32) if real_valued(y) else y.astype(np.int64)
 
 
 def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from edgekit.core.errors import InputError
+from edgekit.device.board.harness import real_valued
 
 
 class Task(str, Enum):
@@ -131,11 +132,6 @@ def _mirrors_input(model) -> bool:
     return a == b and "int" not in str(getattr(ins[0], "dtype", "float"))
 
 
-def _real_valued(y) -> bool:
-    y = np.asarray(y)
-    return np.issubdtype(y.dtype, np.floating) and bool(y.size) and not np.all(np.equal(np.mod(y, 1), 0))
-
-
 @dataclass(frozen=True)
 class Resolved:
     """A task and why it was chosen (``reason``: shown in reports); ``loss``: the regression loss
@@ -168,7 +164,7 @@ def resolve(model, task=None, y=None, loss=None) -> Resolved:
         activation = "linear"
     if activation in ("softmax", "sigmoid"):
         return Resolved(Task.CLASSIFICATION, f"its {activation} output")
-    if y is not None and _real_valued(y):
+    if y is not None and real_valued(y):
         return Resolved(Task.REGRESSION, "real-valued targets")
     if _mirrors_input(model):
         return Resolved(Task.RECONSTRUCTION, "an output shaped like its input")
