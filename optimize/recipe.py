@@ -214,7 +214,8 @@ class OptimizeResult(Result):
     def summary(self, name=python_name) -> str:
         """The steps with accuracy, zeros, distinct values and params; the last model's layers;
         what each technique reported; the warnings."""
-        rows = [["(input)", "", fmt(self.baseline_score, ".4f"), "", "", ""]]
+        spec = ".4f" if self.task == "classification" else ".4g"  # accuracy to 4 places, errors to 4 digits
+        rows = [["(input)", "", fmt(self.baseline_score, spec), "", "", ""]]
         if self.chance is not None:
             nothing = (
                 "the most frequent class"
@@ -223,14 +224,14 @@ class OptimizeResult(Result):
                 if self.task == "regression"
                 else "always the mean sample"
             )
-            rows.append([f"(chance: {nothing})", "", fmt(self.chance, ".4f"), "", "", ""])
+            rows.append([f"(chance: {nothing})", "", fmt(self.chance, spec), "", "", ""])
         for s in self.steps:
             w = s.weights
             rows.append(
                 [
                     s.step,
                     f"{s.seconds:.1f}",
-                    fmt(s.score, ".4g"),
+                    fmt(s.score, spec),
                     f"{w.zeros:.3f}",
                     f"{max(l.unique for l in w.layers):,}" if w.layers else "-",
                     f"{w.params:,}",
