@@ -2,7 +2,8 @@
 Keras 3, weights=None, small inputs), a keras.io-style Sequential convnet and an LSTM-free text
 classifier, sequence models, and models of other tasks (:data:`TASKS`: a regression CNN, a dense
 anomaly-detection autoencoder, a classifier as a SavedModel without Keras metadata, written by
-``tf.saved_model.save`` (tf_keras) or ``model.export()`` (Keras 3)). Each verb either works —
+``tf.saved_model.save`` (tf_keras) or ``model.export()`` (Keras 3), a two-input classifier and a
+two-output model (class + regression)). Each verb either works —
 checked from the artifact — or ends in a one-line error naming the layer and the fix; an internal
 error is a failure of edgekit.
 
@@ -37,6 +38,8 @@ import traceback
 import numpy as np
 import smoke  # benchmarks/smoke.py
 
+from edgekit.core.samples import rows, take
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tools"))
 
 APPLICATIONS = (
@@ -52,7 +55,7 @@ APPLICATIONS = (
     "ConvNeXtTiny",
 )
 SEQUENCES = ("LSTM", "GRU", "BidirectionalLSTM", "Conv1DNet", "TransformerClassifier", "TiedTransformerLM")
-TASKS = ("RegressionCNN", "Autoencoder", "SavedModelClassifier")
+TASKS = ("RegressionCNN", "Autoencoder", "SavedModelClassifier", "TwoInputs", "TwoOutputs")
 MODELS = APPLICATIONS + ("SequentialConvnet", "TextClassifier") + SEQUENCES + TASKS
 VERBS = ("export", "prune", "cluster", "qat", "channels")
 FLAVOURS = ("tf_keras", "keras3")
@@ -148,6 +151,21 @@ def _task_model(name: str, keras, flavour: str):
         inp = keras.Input((64,))
         h = L.Dense(4)(L.Dense(16, activation="relu")(inp))
         model = keras.Model(inp, L.Dense(64)(L.Dense(16, activation="relu")(h)), name=name)
+    elif name == "TwoInputs":  # an accelerometer window and metadata features, one class head
+        accel, meta = keras.Input((32, 3), name="accel"), keras.Input((4,), name="meta")
+        h = L.GlobalAveragePooling1D()(L.Conv1D(16, 5, activation="relu")(accel))
+        h = L.Dense(16, activation="relu")(L.Concatenate()([h, meta]))
+        model = keras.Model([accel, meta], L.Dense(10, activation="softmax")(h), name=name)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        return model
+    elif name == "TwoOutputs":  # a class head and a regression head on one window
+        window = keras.Input((64, 3), name="window")
+        h = L.GlobalAveragePooling1D()(L.Conv1D(16, 5, activation="relu")(window))
+        h = L.Dense(16, activation="relu")(h)
+        heads = [L.Dense(10, activation="softmax", name="activity")(h), L.Dense(1, name="rate")(h)]
+        model = keras.Model(window, heads, name=name)
+        model.compile("adam", {"activity": "sparse_categorical_crossentropy", "rate": "mse"})
+        return model
     else:
         model = _sequence_model("Conv1DNet", keras)
         import atexit
@@ -170,31 +188,36 @@ def _task_model(name: str, keras, flavour: str):
 
 
 def sample(model, n: int, seed: int = 0):
+    """Random inputs for ``model`` (a dict for several) and labels or targets for each output's task
+    (a dict for several outputs)."""
     from edgekit.core.bridge import sample_inputs
+    from edgekit.core.samples import output_names
     from edgekit.core.savedmodel import is_savedmodel_graph
-    from edgekit.core.task import Task, resolve
+    from edgekit.core.task import Task, resolve_each
 
+    rng = np.random.default_rng(seed)
     if is_savedmodel_graph(model):
-        x = np.random.default_rng(seed).random((n,) + tuple(model.input_shape[1:]), np.float32)
+        x = rng.random((n,) + tuple(model.input_shape[1:]), np.float32)
     else:
         x = sample_inputs(model, n, seed)
-    if np.issubdtype(x.dtype, np.integer):
+    if not isinstance(x, dict) and np.issubdtype(x.dtype, np.integer):
         x = x % 2000
-    task = resolve(model).task
-    if task is Task.RECONSTRUCTION:
-        return x, None
-    if task is Task.REGRESSION:
-        return x, np.random.default_rng(seed).normal(size=(n, 1)).astype(np.float32)
-    out = model.outputs[0].shape  # a label per sample, or per position of a language model
-    y = np.random.default_rng(seed).integers(0, int(out[-1]), (n,) + tuple(int(d) for d in out[1:-1]))
-    return x, y
+    ys = {}
+    for name, out, r in zip(output_names(model), model.outputs, resolve_each(model)):
+        if r.task is Task.REGRESSION:
+            ys[name] = rng.normal(size=(n, 1)).astype(np.float32)
+        elif r.task is Task.CLASSIFICATION:  # a label per sample, or per position of a language model
+            ys[name] = rng.integers(0, int(out.shape[-1]), (n,) + tuple(int(d) for d in out.shape[1:-1]))
+    if len(model.outputs) > 1:
+        return x, ys
+    return x, next(iter(ys.values()), None)
 
 
 def _export(model, x, y):
     from edgekit.converters import export
 
     rep = export(
-        model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
+        model, None, "int8", calibration=x, calib_samples=rows(x), validation_data=(x, None), layer_report=False
     )
     figure = f"agreement {rep.agreement:.2f}" if rep.agreement is not None else f"verified as {rep.task}"
     return rep.fully_integer, f"fully int8, {rep.size_bytes:,} B, {figure}, cosine {rep.cosine:.4f}"
@@ -224,7 +247,7 @@ def _qat(model, x, y):
 
     result = optimize(model, Recipe.of([QATConfig()], FineTune(1, 32, 1e-5)), x, y)
     rep = export(
-        result.model, None, "int8", calibration=x, calib_samples=len(x), validation_data=(x, None), layer_report=False
+        result.model, None, "int8", calibration=x, calib_samples=rows(x), validation_data=(x, None), layer_report=False
     )
     figure = f"agreement with the QAT model {rep.agreement:.2f}" if rep.agreement is not None else rep.task
     return rep.fully_integer, f"QAT export fully int8, {figure}, cosine {rep.cosine:.4f}"
@@ -236,7 +259,10 @@ def _channels(model, x, y):
 
     tfk = as_tf_keras(model)
     same = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.0))
-    delta = float(np.max(np.abs(same.model.predict(x[:4], verbose=0) - tfk.predict(x[:4], verbose=0))))
+    four = take(x, slice(0, 4))
+    outs = [m.predict(four, verbose=0) for m in (same.model, tfk)]
+    outs = [o if isinstance(o, list) else [o] for o in outs]  # several outputs: each compared
+    delta = max(float(np.max(np.abs(a - b))) for a, b in zip(*outs))
     half = channel_prune_report(tfk, ChannelPruneConfig(ratio=0.5))
     ok = delta <= 1e-5 and half.macs[1] < half.macs[0]
     return ok, f"ratio 0: max |Δ| {delta:.1e}; ratio 0.5: MACs {half.macs[1] / half.macs[0]:.2f}×"

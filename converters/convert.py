@@ -17,8 +17,8 @@ import numpy as np
 
 from edgekit.converters.recurrent import for_conversion
 from edgekit.converters.share import share_weights as _share_weights
-from edgekit.core.data import calibration_samples, fit_to_input
 from edgekit.core.errors import InputError, renamed
+from edgekit.core.samples import calibration_samples, fit_inputs, input_specs, rows
 from edgekit.core.savedmodel import is_savedmodel_graph
 from edgekit.core.saving import as_tf_keras
 
@@ -79,28 +79,23 @@ class Quant(str, enum.Enum):
         return io
 
 
-def input_shape(model) -> tuple:
-    return tuple(model.inputs[0].shape[1:])
+def fit(model, x, what: str):
+    """Samples ``x`` checked against ``model``'s inputs (:func:`edgekit.core.samples.fit_inputs`)."""
+    return fit_inputs(x, input_specs(model), what)
 
 
-def input_dtype(model) -> str:
-    """The model input's dtype: float32, or an integer type for token ids."""
-    return np.dtype(model.inputs[0].dtype.as_numpy_dtype).name
-
-
-def fit(model, x, what: str) -> np.ndarray:
-    return fit_to_input(x, input_shape(model), what, input_dtype(model))
-
-
-def _representative(data: np.ndarray, progress_label: Optional[str]):
+def _representative(data, progress_label: Optional[str]):
+    """The converter's representative dataset: one sample at a time, a dict by input name (the
+    signature's names) for a model with several inputs."""
     from edgekit.core.progress import Progress
 
     def gen():
+        n = rows(data)
         bar = Progress(progress_label or "calibrating", enabled=None if progress_label else False)
         try:
-            for i in range(len(data)):
-                bar.update("calibration samples", i + 1, len(data))
-                yield [data[i : i + 1]]
+            for i in range(n):
+                bar.update("calibration samples", i + 1, n)
+                yield {k: v[i : i + 1] for k, v in data.items()} if isinstance(data, dict) else [data[i : i + 1]]
         finally:
             bar.close()
 
@@ -175,7 +170,7 @@ def convert(
     """Convert a tf_keras model to ``.tflite`` bytes (TFLite builtin ops only).
 
     ``int8`` and ``int16x8`` need ``calibration`` (older name ``calib``): any source
-    :func:`edgekit.core.data.calibration_samples` takes (an array, 'digits', a .npz path, an image
+    :func:`edgekit.core.samples.calibration_samples` takes (an array, 'digits', a .npz path, an image
     directory, a tf.data dataset, a generator),
     of which ``calib_samples`` (drawn with ``seed``) calibrate the activation ranges. ``io`` sets
     the input/output dtype of integer models, ``sparse`` encodes zero weights sparsely,
@@ -221,7 +216,7 @@ def check_options(quant: Quant, *, keep_float=(), per_channel: bool = True) -> N
 
 def calibration_data(model, quant: Quant, calib, samples: int, seed: int):
     """(calibration samples, what they are) for an integer mode (None, None otherwise): ``samples`` of
-    ``calib`` (any source :func:`edgekit.core.data.calibration_samples` takes) drawn with ``seed``."""
+    ``calib`` (any source :func:`edgekit.core.samples.calibration_samples` takes) drawn with ``seed``."""
     if not quant.integer:
         return None, None
     if calib is None:
@@ -230,7 +225,7 @@ def calibration_data(model, quant: Quant, calib, samples: int, seed: int):
             params=("quant", "calib"),
             quant=quant.value,
         )
-    return calibration_samples(calib, input_shape(model), samples, seed, input_dtype(model))
+    return calibration_samples(calib, input_specs(model), samples, seed)
 
 
 def _convert(

@@ -17,13 +17,13 @@ import numpy as np
 from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, calibration_data, check_options, fit
 from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, check_min_agreement, verify
-from edgekit.core.data import validation_pair
 from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import check_output, write_atomic
 from edgekit.core.results import Result
+from edgekit.core.samples import validation_pair
 from edgekit.core.savedmodel import is_savedmodel_graph
 from edgekit.core.saving import as_tf_keras
-from edgekit.core.task import Task, anomaly_labels, resolve
+from edgekit.core.task import Task, anomaly_labels, parse_tasks, resolve_each
 from edgekit.core.wrappers import is_clustered, is_pruned, is_qat, strip
 
 # The sanity gate of integer exports: the outputs' mean cosine similarity to the Keras model's.
@@ -64,11 +64,21 @@ class ExportOptions:
     min_cosine: Optional[float] = MIN_COSINE  # integer modes; None: no gate
     target: str = "litert"  # "mcu": also run the microcontroller checks (edgekit.converters.mcu)
     board: object = None  # target="mcu": a board name or a tflm.Board (None: every known board)
-    task: Optional[str] = None  # classification | regression | reconstruction (None: resolved from the model)
+    # classification | regression | reconstruction, or per output {name: task} or a list in their order
+    # (None: resolved from the model)
+    task: Union[None, str, dict, list] = None
 
     def __post_init__(self):
-        if self.task is not None:
-            object.__setattr__(self, "task", Task.parse(self.task).value)
+        task = parse_tasks(self.task)
+        if task is not None:
+            value = (
+                {k: t.value for k, t in task.items()}
+                if isinstance(task, dict)
+                else [t.value for t in task]
+                if isinstance(task, list)
+                else task.value
+            )
+            object.__setattr__(self, "task", value)
         if self.target not in ("litert", "mcu"):
             raise InputError(
                 "{target} must be 'litert' or 'mcu'; received {value!r}", params="target", value=self.target
@@ -156,6 +166,9 @@ class ExportReport(Result):
     task: str = "classification"  # how the model was verified (edgekit.core.task)
     task_reason: str = ""  # why that task
     metrics: Optional[dict] = None  # regression/reconstruction: the task's figures, {"keras": …, "tflite": …}
+    inputs: list = field(default_factory=list)  # every input tensor (``input`` is the first)
+    outputs: list = field(default_factory=list)  # every output tensor (``output`` is the first)
+    per_output: Optional[list] = None  # several outputs: each one's name, task and verified figures
     tflite: bytes = field(default=b"", repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -174,7 +187,7 @@ class ExportReport(Result):
             f"{'wrote ' + self.path if self.path else 'converted'}: {self.mode}{' sparse' if self.sparse else ''}, "
             f"{self.size_bytes:,} bytes (gzip {self.gzip_bytes:,}), "
             f"fully integer: {'yes' if self.fully_integer else 'no'}",
-            f"input {self.input['dtype']} {self.input['shape']}, output {self.output['dtype']} {self.output['shape']}",
+            _io_line(self),
         ]
         if self.calib:
             c = self.calib
@@ -192,6 +205,8 @@ class ExportReport(Result):
                 f"verified as {self.task} ({self.task_reason}) on {self.verify_samples} samples{figures}, "
                 f"output SNR {snr}, cosine {self.cosine:.4f}"
             )
+        for o in self.per_output or []:
+            lines.append(_output_line(o))
         if self.worst_layers:
             worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
@@ -201,11 +216,39 @@ class ExportReport(Result):
         return "\n".join(lines)
 
 
+def _io_line(r: ExportReport) -> str:
+    if len(r.inputs) <= 1 and len(r.outputs) <= 1:
+        return f"input {r.input['dtype']} {r.input['shape']}, output {r.output['dtype']} {r.output['shape']}"
+    listed = lambda ts: ", ".join(f"{t.get('key', t['name'])} {t['dtype']} {t['shape']}" for t in ts)  # noqa: E731
+    return f"inputs {listed(r.inputs)}; outputs {listed(r.outputs)}"
+
+
+def _output_line(o: dict) -> str:
+    """One output's verified figures (a model with several outputs)."""
+    snr = "identical" if o["snr_db"] is None else f"{o['snr_db']:.1f} dB"
+    if o["task"] == Task.CLASSIFICATION.value:
+        figures = f"top-1 agreement {o['agreement']:.4f}"
+        if o.get("accuracy") is not None:
+            figures += f", accuracy keras {o['keras_accuracy']:.4f} / tflite {o['accuracy']:.4f}"
+    else:
+        k, t = o["metrics"]["keras"], o["metrics"]["tflite"]
+        figures = ", ".join(f"{_FIGURE[n]} keras {k[n]:.4g} / tflite {t[n]:.4g}" for n in k) or "no targets"
+    return f"  output {o['name']} ({o['task']}): {figures}, SNR {snr}, cosine {o['cosine']:.4f}"
+
+
+def _named_io(tflite: bytes, info) -> tuple:
+    """The file's input and output tensors, each with ``key``: its name in the model's signature."""
+    from edgekit.device.board.harness import io_names, load_interpreter
+
+    ins, outs = io_names(load_interpreter(model_content=tflite, xnnpack=False, allocate=False))
+    return [dict(t, key=k) for t, k in zip(info.inputs, ins)], [dict(t, key=k) for t, k in zip(info.outputs, outs)]
+
+
 def _eval_data(calib, calib_x, eval_x, eval_y):
     """Verification data: the held-out data given, else the calibration samples (no labels)."""
     if eval_x is None and calib_x is not None:
         return calib_x, None
-    if eval_x is None and isinstance(calib, np.ndarray):
+    if eval_x is None and isinstance(calib, (np.ndarray, dict)):
         return calib, None
     return eval_x, eval_y
 
@@ -222,9 +265,9 @@ def _regression_note(quant: Quant, metrics: Optional[dict]) -> list:
     ]
 
 
-def _notes(verified: bool, shared, kept_layers) -> list:
+def _notes(checked, shared, kept_layers, quant: Quant, tasks: list, eval_y) -> list:
     notes = []
-    if not verified:
+    if not checked.verify_samples:
         notes.append("no verification data: agreement with the Keras model was not measured")
     if shared:
         notes.append(
@@ -232,7 +275,9 @@ def _notes(verified: bool, shared, kept_layers) -> list:
         )
     if kept_layers:
         notes.append(f"kept in float: {', '.join(kept_layers)} (the model is not fully integer)")
-    return notes
+    if tasks == [Task.RECONSTRUCTION] and eval_y is not None and not anomaly_labels(eval_y, len(eval_y)):
+        notes.append("the labels do not mark anomalies (0/1, both present): the anomaly ranking (AUC) was not measured")
+    return notes + _regression_note(quant, checked.metrics)
 
 
 def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progress, task):
@@ -331,13 +376,14 @@ def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> 
 
 
 def _prepare(model, o: ExportOptions, eval_y):
-    """The tf_keras model to convert (translated, wrappers stripped) and its task, or a clear error
-    for options that do not apply to it."""
+    """The tf_keras model to convert (translated, wrappers stripped) and its outputs' tasks
+    (:func:`edgekit.core.task.resolve_each`), or a clear error for options that do not apply to it."""
     compiled = getattr(model, "loss", None)  # the translation below does not keep a Keras 3 model's
     if not is_savedmodel_graph(model):  # a SavedModel is converted and verified as the SavedModel it is
         model = as_tf_keras(model)
-    resolved = resolve(model, o.task, eval_y, loss=compiled)
-    check_min_agreement(o.min_agreement, resolved.task, resolved.reason)  # before any conversion
+    resolved = resolve_each(model, o.task, eval_y, loss=compiled)
+    if not any(r.task is Task.CLASSIFICATION for r in resolved):  # before any conversion
+        check_min_agreement(o.min_agreement, resolved[0].task, resolved[0].reason)
     if is_pruned(model) or is_clustered(model):
         model = strip(model)  # the wrappers' masks and indices are training state, not the model
     if is_qat(model) and o.keep_float:
@@ -363,7 +409,7 @@ def export(
 ) -> ExportReport:
     """Convert, verify, then (with ``path``) write atomically; nothing is written if a step fails.
 
-    ``calibration`` is any calibration source (see :func:`edgekit.core.data.calibration_samples`);
+    ``calibration`` is any calibration source (see :func:`edgekit.core.samples.calibration_samples`);
     ``validation_data`` is held-out data for the checks, ``(x, y)`` or ``x`` (default: the
     calibration samples, without labels). ``quant`` and the other keywords are
     :class:`ExportOptions` fields, or pass ``options`` (not both). Pruning and clustering wrappers
@@ -383,15 +429,12 @@ def export(
         path = check_output(path, overwrite=overwrite)
     calib_x, calib_info = calibration_data(model, o.quant, calib, o.calib_samples, o.seed)
     eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
+    tasks = [r.task for r in resolved]
     tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
-        model, o, calib_x, eval_x, eval_y, progress, resolved.task
+        model, o, calib_x, eval_x, eval_y, progress, tasks if len(tasks) > 1 else tasks[0]
     )
-    info = checked.info
-    kept_layers = list(dict.fromkeys(e.layer for e in kept))
-    notes = _notes(checked.verify_samples > 0, shared, kept_layers)
-    if resolved.task is Task.RECONSTRUCTION and eval_y is not None and not anomaly_labels(eval_y, len(eval_y)):
-        notes.append("the labels do not mark anomalies (0/1, both present): the anomaly ranking (AUC) was not measured")
-    notes += _regression_note(o.quant, checked.metrics)
+    info, kept_layers = checked.info, list(dict.fromkeys(e.layer for e in kept))
+    inputs, outputs = _named_io(tflite, info)
     report = ExportReport(
         mode=o.quant.value,
         path=None,
@@ -399,8 +442,8 @@ def export(
         gzip_bytes=info.gzip_bytes,
         fully_integer=info.fully_integer,
         op_counts=info.op_counts,
-        input=dict(info.inputs[0]),
-        output=dict(info.outputs[0]),
+        input=dict(inputs[0]),
+        output=dict(outputs[0]),
         accuracy=checked.accuracy,
         keras_accuracy=checked.keras_accuracy,
         agreement=checked.agreement,
@@ -411,7 +454,7 @@ def export(
         seed=o.seed,
         convert_seconds=round(t_convert, 3),
         verify_seconds=round(t_verify, 3),
-        warnings=notes,
+        warnings=_notes(checked, shared, kept_layers, o.quant, tasks, eval_y),
         io=o.io,
         sparse=o.sparse,
         per_channel=o.per_channel,
@@ -420,10 +463,13 @@ def export(
         kept_float=kept_layers,
         shared_weights=shared,
         tflite=tflite,
-        task=resolved.task.value,
-        task_reason=resolved.reason,
+        task=tasks[0].value if len(tasks) == 1 else "several",
+        task_reason=resolved[0].reason if len(tasks) == 1 else "per output",
         metrics=checked.metrics,
-        mcu=_mcu_check(model, tflite, o, eval_x, eval_y if resolved.task is Task.CLASSIFICATION else None, path)
+        inputs=inputs,
+        outputs=outputs,
+        per_output=[dict(p, reason=r.reason) for p, r in zip(checked.outputs, resolved)] if checked.outputs else None,
+        mcu=_mcu_check(model, tflite, o, eval_x, eval_y if tasks == [Task.CLASSIFICATION] else None, path)
         if o.target == "mcu"
         else None,
     )

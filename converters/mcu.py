@@ -40,10 +40,10 @@ from edgekit.converters.tflm import (
 from edgekit.converters.tflm import (
     board as find_board,
 )
-from edgekit.core.data import validation_pair
 from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import _umask, check_output, commit_dir, staging_dir
 from edgekit.core.results import Result, table
+from edgekit.core.samples import rows, take, validation_pair
 
 DEFAULT_MAX_ARENA_KB = 8192  # the bisection's upper bound: more than any board of the table has
 DEFAULT_SAMPLES = 360  # samples run under TFLM for the agreement check (reference kernels are slow)
@@ -267,20 +267,26 @@ def _agreement(path: str, info, x, y, max_arena: int) -> tuple:
     """(TFLM child result, comparison with LiteRT) on ``x`` quantized once for both interpreters.
     LiteRT runs its builtin kernels: its default XNNPACK delegate requantizes in float and differs
     from TFLM's integer kernels by several steps (measured up to 34 on an int8 MobileNetV1)."""
-    from edgekit.device.board.harness import load_interpreter, quantize, raw_outputs
+    from edgekit.device.board.harness import io_names, load_interpreter, quantize, run_all
     from edgekit.device.board.micro import run
 
     interp = load_interpreter(path, xnnpack=False)
-    detail = interp.get_input_details()[0]
-    x = np.asarray(x)
-    want = tuple(int(s) for s in detail["shape"][1:])
-    if tuple(x.shape[1:]) != want:
-        if int(np.prod(x.shape[1:])) != int(np.prod(want)):
-            raise InputError(f"data samples have shape {tuple(x.shape[1:])}; the model takes {want}")
-        x = x.reshape((len(x),) + want)
-    xq = quantize(x, detail)
-    lite = raw_outputs(interp, xq)
-    result = run(path, max_arena=max_arena, n_inputs=len(info.inputs), n_outputs=len(info.outputs), x=xq)
+    names = io_names(interp)[0]
+    given = x if isinstance(x, dict) else {names[0]: x}
+    if set(names) - set(given):
+        raise InputError(f"no data for input(s) {', '.join(sorted(set(names) - set(given)))} of the model")
+    xq = {}
+    for detail, name in zip(interp.get_input_details(), names):
+        part, want = np.asarray(given[name]), tuple(int(s) for s in detail["shape"][1:])
+        if tuple(part.shape[1:]) != want:
+            if int(np.prod(part.shape[1:])) != int(np.prod(want)):
+                raise InputError(f"data samples have shape {tuple(part.shape[1:])}; the model takes {want}")
+            part = part.reshape((len(part),) + want)
+        xq[name] = quantize(part, detail)
+    lite = run_all(interp, xq)[0]
+    arrays = list(xq.values())
+    n_in, n_out = len(info.inputs), len(info.outputs)
+    result = run(path, max_arena=max_arena, n_inputs=n_in, n_outputs=n_out, x=arrays if n_in > 1 else arrays[0])
     return result, _compare(result.pop("output_values"), lite, y, _is_classifier(info, y))
 
 
@@ -443,10 +449,9 @@ def _run_tflm(tflite: bytes, info, x, y, samples: int, max_arena: int):
             f.write(tflite)
         compared = {}
         if x is not None:
-            n = min(int(samples), len(x))
-            result, compared = _agreement(
-                path, info, np.asarray(x)[:n], None if y is None else np.asarray(y)[:n], max_arena
-            )
+            n = min(int(samples), rows(x))
+            y = None if y is None or isinstance(y, dict) else np.asarray(y)[:n]  # the first output is compared
+            result, compared = _agreement(path, info, take(x, slice(0, n)), y, max_arena)
         else:
             from edgekit.device.board.micro import run
 

@@ -23,6 +23,7 @@ from edgekit.converters.convert import Quant, _convert, _converter, layer_of_ten
 from edgekit.converters.inspection import inspect_tflite
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, dead_output, verify
 from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.samples import rows, take
 
 DEFAULT_DEBUG_SAMPLES = 32
 
@@ -56,16 +57,25 @@ def _layer_errors(
     rather than calibrating a second time)."""
     from edgekit.core.compat import tf
 
-    xs = debug_x[: max(1, samples)]
+    xs = take(debug_x, slice(0, max(1, samples)))
+
+    order = list(xs) if isinstance(xs, dict) else []  # the debugger sets a list, in the file's input order
 
     def debug_data():
-        for i in range(len(xs)):
-            yield [xs[i : i + 1]]
+        for i in range(rows(xs)):
+            yield [xs[n][i : i + 1] for n in order] if isinstance(xs, dict) else [xs[i : i + 1]]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converter = _converter(model, Quant.INT8, calib, "int8", False, progress)
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+        if order:  # a SavedModel's file orders its inputs its own way: by signature name
+            from edgekit.device.board.harness import io_names, load_interpreter
+
+            names = io_names(load_interpreter(model_content=debugger.calibrated_model, xnnpack=False, allocate=False))[
+                0
+            ]
+            order[:] = names if sorted(names) == sorted(order) else order
         try:
             debugger.run()
         except RuntimeError as exc:  # the debugger's int8 model does not prepare under XNNPACK
@@ -75,10 +85,10 @@ def _layer_errors(
     buf = _io.StringIO()
     debugger.layer_statistics_dump(buf)
     buf.seek(0)
-    rows = []
+    found = []
     for r in csv.DictReader(buf):
         scale, mse = float(r["scale"]), float(r["mean_squared_error"])
-        rows.append(
+        found.append(
             LayerError(
                 op=r["op_name"],
                 layer=layer_of_tensor(r["tensor_name"], model),
@@ -89,7 +99,7 @@ def _layer_errors(
                 scale=scale,
             )
         )
-    return sorted(rows, key=lambda e: -e.rmse_over_scale), debugger.calibrated_model
+    return sorted(found, key=lambda e: -e.rmse_over_scale), debugger.calibrated_model
 
 
 def tensors_of_layers(errors: Sequence[LayerError], layers: Sequence[str]) -> List[str]:

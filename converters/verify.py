@@ -21,8 +21,8 @@ import numpy as np
 
 from edgekit.converters.convert import Quant, fit, op_layer
 from edgekit.converters.inspection import ModelInfo, inspect_tflite
-from edgekit.core.data import sample_indices
 from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.samples import output_names, rows, sample_indices, take
 from edgekit.core.task import Task, check_targets, predicted_classes, quality
 
 DEFAULT_VERIFY_SAMPLES = 1000
@@ -44,6 +44,7 @@ class Verification:
     verify_samples: int = 0
     task: str = "classification"
     metrics: Optional[dict] = None
+    outputs: Optional[list] = None  # several outputs: each one's name, task and figures
 
 
 def audit(info, quant, io: Optional[str] = None, model=None, allow_float: bool = False) -> list:
@@ -140,9 +141,9 @@ def dead_output(info, model=None) -> Optional[str]:
 ISOLATED = frozenset({Quant.INT16X8})
 
 
-def _outputs_in_child(tflite: bytes, xs: np.ndarray, interp, quant, threads: int) -> np.ndarray:
-    """The dequantized outputs of ``tflite`` on ``xs``, computed by the harness in a child process;
-    a crash there is a :class:`VerificationError` saying so."""
+def _outputs_in_child(tflite: bytes, xs, interp, quant, threads: int) -> dict:
+    """The dequantized outputs of ``tflite`` on ``xs`` by output name (:func:`predict_all`), computed
+    by the harness in a child process; a crash there is a :class:`VerificationError` saying so."""
     import os
     import signal
     import subprocess
@@ -155,12 +156,13 @@ def _outputs_in_child(tflite: bytes, xs: np.ndarray, interp, quant, threads: int
         model, inputs, out = (os.path.join(tmp, n) for n in ("model.tflite", "x.npz", "out.npz"))
         with open(model, "wb") as f:
             f.write(tflite)
-        np.savez(inputs, x=xs)
+        np.savez(inputs, **(xs if isinstance(xs, dict) else {"x": xs}))
         argv = [sys.executable, harness.__file__, model, "--inputs", inputs, "--outputs", out]
         proc = subprocess.run(argv + ["--threads", str(threads)], capture_output=True, text=True)
         if proc.returncode == 0:
+            names = harness.io_names(interp)[1]
             with np.load(out) as f:
-                return harness.dequantize(f["outputs"], interp.get_output_details()[0])
+                return {n: harness.dequantize(f[f"output/{n}"], d) for n, d in zip(names, interp.get_output_details())}
     what = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
     raise VerificationError(
         f"LiteRT's interpreter crashed ({what}) running the {quant.value} model on the verification data: a board "
@@ -222,17 +224,18 @@ def verify(
 
     Raises :class:`VerificationError` when the audit fails, the model does not prepare under
     XNNPACK, or a classifier's top-1 agreement is below ``min_agreement``."""
-    from edgekit.device.board.harness import BoardError, load_interpreter, predict
+    from edgekit.device.board.harness import BoardError, load_interpreter, predict_all
 
     quant = Quant.parse(quant)
-    task = Task.parse(task)
+    task = [Task.parse(t) for t in task] if isinstance(task, (list, tuple)) else Task.parse(task)
     info = inspect_tflite(tflite)
     audit(info, quant, io, model, allow_float=allow_float)
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise InputError(
             "{min_agreement} must be in [0, 1]; received {value}", params="min_agreement", value=min_agreement
         )
-    check_min_agreement(min_agreement, task)
+    kinds = task if isinstance(task, list) else [task]  # min_agreement holds each classifier output to it
+    check_min_agreement(min_agreement, Task.CLASSIFICATION if Task.CLASSIFICATION in kinds else kinds[0])
     try:
         interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
     except BoardError as exc:
@@ -242,36 +245,71 @@ def verify(
         reason = str(exc).replace("model bytes", "the converted model")
         raise VerificationError(f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}") from None
 
-    measured = {"accuracy": None, "agreement": None, "snr_db": None, "cosine": None, "verify_samples": 0}
-    if x is not None:
-        xs = fit(model, x, "verification data")
-        idx = sample_indices(len(xs), verify_samples, seed)
-        xs = xs[idx]
-        lite = _outputs_in_child(tflite, xs, interp, quant, threads) if quant in ISOLATED else predict(interp, xs)
-        ref = np.asarray(model.predict(xs, batch_size=64, verbose=0))
-        measured.update(
-            verify_samples=int(len(xs)), **_output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1))
+    if x is None:
+        return Verification(info)
+    xs = fit(model, x, "verification data")
+    idx = sample_indices(rows(xs), verify_samples, seed)
+    xs = take(xs, idx)
+    lite = _outputs_in_child(tflite, xs, interp, quant, threads) if quant in ISOLATED else predict_all(interp, xs)
+    refs = model.predict(xs, batch_size=64, verbose=0)
+    names = output_names(model)
+    refs = refs if isinstance(refs, dict) else dict(zip(names, refs if len(names) > 1 else [refs]))
+    lite = lite if set(lite) == set(names) else dict(zip(names, lite.values()))  # by position if renamed
+    tasks = task if isinstance(task, list) else [task] * len(names)
+    ys = [None if y is None else _labels_of(y, names, i, idx) for i in range(len(names))]
+    per = [
+        _check_output(model, n, np.asarray(refs[n]), lite[n], t, ys[i], xs, min_agreement, quant)
+        for i, (n, t) in enumerate(zip(names, tasks))
+    ]
+    if len(per) == 1:
+        one = {k: v for k, v in per[0].items() if k != "name"}
+        return Verification(info, verify_samples=rows(xs), **one)
+    agreements = [p["agreement"] for p in per if p.get("agreement") is not None]
+    snrs = [p["snr_db"] for p in per if p["snr_db"] is not None]
+    return Verification(
+        info,
+        agreement=min(agreements) if agreements else None,
+        snr_db=min(snrs) if snrs else None,
+        cosine=min(p["cosine"] for p in per),
+        verify_samples=rows(xs),
+        task="several",
+        outputs=per,
+    )
+
+
+def _labels_of(y, names: list, i: int, idx):
+    """Output ``i``'s labels of the verified rows ``idx``: ``y`` a dict by output name, a list by
+    position, or (one output) an array."""
+    if isinstance(y, dict):
+        part = y.get(names[i])
+    elif isinstance(y, (list, tuple)) and len(names) > 1:
+        part = y[i]
+    else:
+        part = y
+    return None if part is None else np.asarray(part)[idx]
+
+
+def _check_output(model, name, ref, lite, task, ys, xs, min_agreement, quant) -> dict:
+    """One output's figures (its task's, :func:`_top1` or :func:`quality`, and the output
+    similarity); a classifier output below ``min_agreement`` is a :class:`VerificationError`."""
+    similarity = _output_similarity(ref.reshape(len(ref), -1), lite.reshape(len(lite), -1))
+    figures = {"name": name, "task": task.value, **similarity}
+    if task is not Task.CLASSIFICATION:
+        check_targets(task, model, ys, "validation_data", output=name)
+        figures["metrics"] = {"keras": quality(task, ref, ys, xs), "tflite": quality(task, lite, ys, xs)}
+        return figures
+    figures.update(_top1(ref, lite, ys, np.shape(ys)))
+    agreement = figures["agreement"]
+    if min_agreement is not None and agreement < min_agreement:
+        raise VerificationError(
+            "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples{where}, below the "
+            "required {required:.1%} ({min_agreement}); calibrate with more representative data, keep sensitive "
+            "layers in float ({keep_float='auto'}) or export as float32",
+            params=("min_agreement", "keep_float"),
+            mode=quant.value,
+            agreement=agreement,
+            samples=len(ref),
+            where="" if len(output_names(model)) == 1 else f" (output {name})",
+            required=min_agreement,
         )
-        if task is not Task.CLASSIFICATION:
-            ys = None if y is None else np.asarray(y)[idx]
-            check_targets(task, model, ys, "validation_data")
-            return Verification(
-                info,
-                task=task.value,
-                metrics={"keras": quality(task, ref, ys, xs), "tflite": quality(task, lite, ys, xs)},
-                **measured,
-            )
-        measured.update(_top1(ref, lite, None if y is None else np.asarray(y)[idx], np.shape(y)))
-        agreement = measured["agreement"]
-        if min_agreement is not None and agreement < min_agreement:
-            raise VerificationError(
-                "{mode} model agrees with the Keras model on {agreement:.1%} of {samples} samples, below the "
-                "required {required:.1%} ({min_agreement}); calibrate with more representative data, keep sensitive "
-                "layers in float ({keep_float='auto'}) or export as float32",
-                params=("min_agreement", "keep_float"),
-                mode=quant.value,
-                agreement=agreement,
-                samples=len(xs),
-                required=min_agreement,
-            )
-    return Verification(info, **measured)
+    return figures

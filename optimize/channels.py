@@ -42,6 +42,7 @@ import numpy as np
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError
 from edgekit.core.results import Result, table
+from edgekit.core.samples import rows, take
 from edgekit.models.profiler import profile
 from edgekit.optimize.channel_graph import L, channels_of, is_conv, plan, rank, rebuild, select
 from edgekit.optimize.common import check_model
@@ -245,15 +246,15 @@ def reestimate_batchnorm(model, x, batch_size: int = 64, batches: Optional[int] 
     bns = [l for l in model.layers if isinstance(l, L.BatchNormalization)]
     if not bns:
         return
-    x = np.asarray(x)
-    n = len(x) if batches is None else min(len(x), batches * batch_size)
+    x = x if isinstance(x, dict) else np.asarray(x)
+    n = rows(x) if batches is None else min(rows(x), batches * batch_size)
     saved = [bn.momentum for bn in bns]
     try:
         for i, start in enumerate(range(0, n, batch_size)):
             for bn in bns:
                 bn.momentum = i / (i + 1.0)
             # Only the BatchNorms update in training mode; their outputs are not used.
-            model(x[start : start + batch_size], training=True)
+            model(take(x, slice(start, start + batch_size)), training=True)
     finally:
         for bn, m in zip(bns, saved):
             bn.momentum = m

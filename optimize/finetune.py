@@ -17,6 +17,7 @@ import numpy as np
 from edgekit.core.compat import keras, tfmot
 from edgekit.core.errors import InputError
 from edgekit.core.layers import FitLengthSchedule
+from edgekit.core.samples import rows, take
 from edgekit.core.task import Task, fit_loss
 from edgekit.core.wrappers import is_pruned
 from edgekit.optimize.configs import FineTune
@@ -57,8 +58,9 @@ def callbacks(model) -> list:
     return [tfmot().sparsity.keras.UpdatePruningStep(), _PruningLength(schedules)]
 
 
-def check_labels(model, y, what: str) -> None:
-    """Class-id labels must be classes of ``model``'s output (0 … units − 1)."""
+def check_labels(model, y, what: str, output=None) -> None:
+    """Class-id labels must be classes of ``model``'s output named ``output`` (the first by
+    default): 0 … units − 1."""
     if y is None:
         return
     y = np.asarray(y)
@@ -66,7 +68,10 @@ def check_labels(model, y, what: str) -> None:
         return
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError("{%s} must hold integer class ids; received {dtype}" % what, params=what, dtype=y.dtype)
-    classes = int(model.outputs[0].shape[-1])
+    from edgekit.core.samples import output_names
+
+    names = output_names(model)
+    classes = int(model.outputs[names.index(output) if output in names else 0].shape[-1])
     if y.min() < 0 or y.max() >= classes:
         raise InputError(
             "{%s} holds class ids {low}..{high}, but the model's output has {classes} classes "
@@ -87,11 +92,12 @@ def create_fit_variables(model, x, y) -> None:
     from edgekit.core.compat import tf
 
     model.optimizer.build(model.trainable_variables)
-    y_pred = model(x[:2], training=False)
+    y_pred = model(take(x, slice(0, 2)), training=False)
     if model.compiled_loss is not None:
         model.compiled_loss.build(y_pred)
     if y is not None and model.compiled_metrics is not None:
-        model.compiled_metrics.build(y_pred, tf.convert_to_tensor(y[:2]))
+        two = [np.asarray(t)[:2] for t in y] if isinstance(y, list) else np.asarray(y)[:2]
+        model.compiled_metrics.build(y_pred, tf.nest.map_structure(tf.convert_to_tensor, two))
 
 
 class TrainingProgress(keras.callbacks.Callback):
@@ -179,6 +185,10 @@ def fine_tune(
     ``y`` are the targets). ``progress`` labels a live line (:class:`TrainingProgress`; ``plain``
     gets a line per epoch when stderr is not a terminal). Returns the Keras History."""
     keras.utils.set_random_seed(seed)
+    if isinstance(task, (list, tuple)):  # several outputs: a loss each, in the outputs' order
+        losses = loss if isinstance(loss, (list, tuple)) else [None] * len(task)
+        loss = [fit_loss(Task.parse(t), model, keras, l, index=i) for i, (t, l) in enumerate(zip(task, losses))]
+        task, metrics = Task.parse(task[0]), metrics or ()
     task = Task.parse(task)
     if metrics is None:
         metrics = ("accuracy",) if task is Task.CLASSIFICATION else ()
@@ -186,7 +196,7 @@ def fine_tune(
         check_labels(model, y, "y")
     lr = settings.learning_rate
     if settings.schedule == "cosine":
-        steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
+        steps = settings.epochs * int(np.ceil(rows(x) / settings.batch_size))
         lr = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
     trained = model
     if settings.distill is not None:
@@ -219,10 +229,11 @@ def batches(x, y, batch_size: int, seed: int):
     (measured: 8-19 s after the last epoch in about half the fits, 0 s with this pipeline)."""
     from edgekit.core.compat import tf
 
+    y = tuple(y) if isinstance(y, list) else y  # several outputs: one array each, in order
     data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
     options = tf.data.Options()
     options.autotune.enabled = False
-    return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).with_options(options)
+    return data.shuffle(rows(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).with_options(options)
 
 
 def chance_level(y) -> Optional[float]:

@@ -12,6 +12,7 @@ from edgekit.core.compat import in_process_lambdas, keras, tfmot
 from edgekit.core.errors import InputError, renamed
 from edgekit.core.graph import calls, copy_layer, ops_as_layers, rewrite
 from edgekit.core.layers import CUSTOM_OBJECTS
+from edgekit.core.samples import rows, take
 from edgekit.core.wrappers import custom_objects
 from edgekit.optimize.cluster import is_sparse
 from edgekit.optimize.common import check_model, check_selection, copy_model, selected, with_overrides
@@ -205,8 +206,8 @@ def _ranges(model, layers, x, batch: int = 16):
 
     probe = keras.Model(model.inputs, [l.output for l in layers] + [l.input for l in layers])
     lo = {}
-    for start in range(0, len(x), batch):
-        outs = probe(x[start : start + batch], training=False)
+    for start in range(0, rows(x), batch):
+        outs = probe(take(x, slice(start, start + batch)), training=False)
         n = len(layers)
         for i, layer in enumerate(layers):
             values = {"out": outs[i]}
@@ -225,19 +226,29 @@ def _ranges(model, layers, x, batch: int = 16):
     return lo
 
 
+def _input_range(layer, x) -> tuple:
+    """(min, max) of the model input a QuantizeLayer quantizes: of ``x``, or of the array of ``x`` (a
+    dict by input name) named as that input."""
+    if isinstance(x, dict):
+        source = str(getattr(layer.input, "name", "")).split(":")[0].split("/")[0]
+        x = x.get(source, np.concatenate([np.ravel(v) for v in x.values()]))
+    return float(np.min(x)), float(np.max(x))
+
+
 def init_ranges(quantized, base, calib, samples: int = 256) -> int:
     """Set the activation quantizers' ranges of the QAT model ``quantized`` (made from the float
     model ``base``) to the ranges of ``base``'s tensors on up to ``samples`` of ``calib``, the input
     quantizer to the input's range and each weight quantizer to its weights' (symmetric) range, as
     post-training calibration would. Returns how many quantizers were set."""
-    x = np.asarray(calib)[:samples]
+    x = take(calib if isinstance(calib, dict) else np.asarray(calib), slice(0, samples))
     by_name = {l.name: l for l in base.layers}
     wrapped = [(w, by_name[w.layer.name]) for w in quantized.layers if hasattr(w, "layer") and w.layer.name in by_name]
     ranges = _ranges(base, [b for _, b in wrapped], x)
     done = 0
     for layer in quantized.layers:
         if type(layer).__name__ == "QuantizeLayer":
-            done += _assign(layer, {"min": float(np.min(x)), "max": float(np.max(x))}, ("_min", "_max"))
+            lo, hi = _input_range(layer, x)
+            done += _assign(layer, {"min": lo, "max": hi}, ("_min", "_max"))
     for w, b in wrapped:
         out, pre = ranges.get((b.name, "out")), ranges.get((b.name, "pre"))
         for v in w.weights:

@@ -39,12 +39,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from edgekit.core.data import validation_pair
 from edgekit.core.errors import CollapseError, InputError, Message, python_name, renamed, render
 from edgekit.core.io import read_toml
 from edgekit.core.results import Result, fmt, table
+from edgekit.core.samples import output_names, rows, validation_pair
 from edgekit.core.saving import as_tf_keras
-from edgekit.core.task import Task, baseline, check_targets, quality, resolve, score, targets
+from edgekit.core.task import Task, baseline, check_targets, quality, resolve_each, score, split_outputs, targets
 from edgekit.optimize import registry
 from edgekit.optimize.common import check_model
 from edgekit.optimize.configs import FineTune, check_types, config_from_dict
@@ -152,6 +152,7 @@ class StepResult:
     # to_dict() and summary(label), or None.
     details: Optional[Result] = None
     task: str = "classification"
+    outputs: dict = field(default_factory=dict)  # several outputs: the others' figures by name
 
     @property
     def accuracy(self) -> Optional[float]:
@@ -171,8 +172,10 @@ class OptimizeResult(Result):
     # the figure of a model that learned nothing (edgekit.core.task.baseline): the most frequent
     # class's accuracy, the error of always answering the mean target / sample
     chance: Optional[float] = None
-    task: str = "classification"
+    task: str = "classification"  # the (first) output's, by which the steps are scored
     task_reason: str = ""
+    output_tasks: List[str] = field(default_factory=list)  # every output's task, in the outputs' order
+    baseline_outputs: dict = field(default_factory=dict)  # several outputs: the others' figures, by name
 
     @property
     def metric(self) -> str:
@@ -187,6 +190,8 @@ class OptimizeResult(Result):
         return {
             "task": self.task,
             "task_reason": self.task_reason,
+            "output_tasks": self.output_tasks,
+            "baseline_outputs": self.baseline_outputs,
             "metric": self.metric,
             "baseline_score": self.baseline_score,
             "baseline_accuracy": self.baseline_accuracy,
@@ -241,6 +246,9 @@ class OptimizeResult(Result):
             table(("step", "seconds", f"test {self.metric}", "zeros (kernels)", "max distinct/kernel", "params"), rows),
             self.steps[-1].weights.summary(),
         ]
+        for output, base in self.baseline_outputs.items():
+            after = ", ".join(f"{s.step} {fmt(s.outputs.get(output), '.4g')}" for s in self.steps)
+            lines.append(f"output {output} (test {base[0]}): input {fmt(base[1], '.4g')}, {after}")
         for s in self.steps:
             if s.details is not None:
                 lines.append(s.details.summary(label=s.step))
@@ -327,8 +335,8 @@ def _config_dict(config) -> dict:
 
 
 def _checked(model, task, y, y_test, recipe: Recipe, teacher):
-    """The model as the steps take it (a Keras 3 model translated) and its task, the labels or
-    targets checked against both, and a teacher for a first distill step."""
+    """The model as the steps take it (a Keras 3 model translated) and each output's task, the
+    labels or targets checked against each, and a teacher for a first distill step."""
     if recipe.steps[0].technique == "distill" and teacher is None:
         raise InputError(
             "a first distill step without a teacher would learn from the model itself: pass a {teacher}",
@@ -336,18 +344,62 @@ def _checked(model, task, y, y_test, recipe: Recipe, teacher):
         )
     compiled = getattr(model, "loss", None)  # the translation below does not keep a Keras 3 model's
     model = check_model(model, "optimize")  # a Keras 3 model is translated, nested models inlined
-    resolved = resolve(model, task, y, loss=compiled)
-    check = check_labels if resolved.task is Task.CLASSIFICATION else partial(check_targets, resolved.task)
-    check(model, y, "y")
-    check(model, y_test, "validation_data")
+    resolved = resolve_each(model, task, y, loss=compiled)
+    names = output_names(model)
+    if len(names) > 1 and any(s.technique == "distill" or s.fine_tune.distill for s in recipe.steps):
+        raise InputError(
+            f"distillation learns one output from the teacher's; this model has {len(names)} ({', '.join(names)}): "
+            f"fine-tune it without distilling"
+        )
+    for name, r, labels, held_out in zip(names, resolved, split_outputs(y, names), split_outputs(y_test, names)):
+        check = check_labels if r.task is Task.CLASSIFICATION else partial(check_targets, r.task)
+        check(model, labels, "y", output=name)
+        check(model, held_out, "validation_data", output=name)
     return model, resolved
 
 
-def _measured(task: Task, x_test, y_test, model) -> Optional[float]:
-    """The task's figure of ``model`` on the validation data (None without it)."""
+def _fit_data(model, resolved: list, x, y) -> tuple:
+    """What the fine-tunes fit (:func:`edgekit.core.task.targets`) and their task settings: one
+    output's, or for several outputs a list of each, every output with its labels or targets."""
+    names = output_names(model)
+    fits = [targets(r.task, x, part, model, i) for i, (r, part) in enumerate(zip(resolved, split_outputs(y, names)))]
+    missing = [
+        n
+        for n, f, r in zip(names, fits, resolved)
+        if f is None and (len(names) > 1 or r.task is not Task.CLASSIFICATION)
+    ]
+    if missing:
+        raise InputError(
+            "the fine-tune needs the labels or targets of output(s) {missing}: pass them in {y} (a .npz: arrays named "
+            "after the outputs)",
+            params="y",
+            missing=", ".join(missing),
+        )
+    if len(names) == 1:
+        return fits[0], dict(task=resolved[0].task.value, loss=resolved[0].loss)
+    return fits, dict(task=[r.task.value for r in resolved], loss=[r.loss for r in resolved])
+
+
+def _measured(tasks: list, x_test, y_tests: list, model) -> list:
+    """Each output's task figure of ``model`` on the validation data (None without it or its labels)."""
     if x_test is None:
-        return None
-    return score(task, quality(task, model.predict(x_test, batch_size=256, verbose=0), y_test, x_test))
+        return [None] * len(tasks)
+    out = model.predict(x_test, batch_size=256, verbose=0)
+    outs = out if isinstance(out, list) else [out]
+    return [score(t, quality(t, o, y, x_test)) for t, o, y in zip(tasks, outs, y_tests)]
+
+
+def _others(names, tasks, values, base: dict, chances: list, step: str) -> tuple:
+    """The figures of the outputs after the first, by name, and a warning for each that collapsed
+    from the input model's (:func:`collapsed`): the steps are scored by the first output only."""
+    figures = dict(zip(names[1:], values[1:]))
+    warnings = [
+        f"{step}: output {n}'s test {t.metric} went from {base[n][1]:.4g} to {v:.4g}, further than a fine-tune's noise "
+        f"(the steps are scored by output {names[0]}): fine-tune longer or check this output"
+        for n, t, v, c in zip(names[1:], tasks[1:], values[1:], chances[1:])
+        if collapsed(base[n][1], v, c, t.higher_is_better)
+    ]
+    return figures, warnings
 
 
 def _judge(step: Step, task: Task, value, result: "OptimizeResult", allow_drop: bool, samples: int) -> None:
@@ -395,31 +447,37 @@ def optimize(
     x_test, y_test = validation_pair(validation_data)
     log = log or (lambda msg: None)
     model, resolved = _checked(model, task, y, y_test, recipe, teacher)
-    task = resolved.task
+    names, tasks = output_names(model), [r.task for r in resolved]
+    y_tests = split_outputs(y_test, names)
+    task, y_test = tasks[0], y_tests[0]  # the steps are scored by the first output
     teacher = as_tf_keras(teacher) if teacher is not None else None
     # a reconstruction model's validation labels (optional) mark anomalies; its figure needs none
     has_test = x_test is not None and (y_test is not None or task is Task.RECONSTRUCTION)
-    measured = partial(_measured, task, x_test if has_test else None, y_test)
+    measured = partial(_measured, tasks, x_test if has_test else None, y_tests)
+    chances = [baseline(t, x_test, y) if has_test else None for t, y in zip(tasks, y_tests)]
+    start = measured(model)
     result = OptimizeResult(
         model=None,
-        baseline_score=measured(model),
-        chance=baseline(task, x_test, y_test) if has_test else None,
+        baseline_score=start[0],
+        chance=chances[0],
+        baseline_outputs={n: (t.metric, v) for n, t, v in zip(names[1:], tasks[1:], start[1:])},
         task=task.value,
-        task_reason=resolved.reason,
+        task_reason=(f"output {names[0]} of {len(names)}, " if len(names) > 1 else "") + resolved[0].reason,
+        output_tasks=[t.value for t in tasks],
     )
-    fit_y = targets(task, x, y, model)
-    if fit_y is None and task is not Task.CLASSIFICATION:
-        raise InputError("a {kind} model's fine-tune needs its targets: pass {y}", params="y", kind=task.value)
+    fit_y, per_task = _fit_data(model, resolved, x, y)
     current, teach = model, teacher if teacher is not None else model
-    per_task = dict(task=task.value, loss=resolved.loss)
     for i, step in enumerate(recipe.steps):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(recipe.steps)}] {step.describe()}, fine-tune {step.fine_tune.epochs} epoch(s) ...")
         ctx = registry.StepContext(x, fit_y, step.fine_tune, seed, teach, log, measure, **per_task)
         current, details = registry.get(step.technique).apply(current, step.config, ctx)
         result.warnings += ctx.notes
-        value = measured(current)
-        _judge(step, task, value, result, allow_drop, len(x))
+        values = measured(current)
+        value = values[0]
+        _judge(step, task, value, result, allow_drop, rows(x))
+        others, lost = _others(names, tasks, values, result.baseline_outputs, chances, step.describe())
+        result.warnings += lost
         if step.technique == "qat" and result.steps:
             result.warnings += _lost(result.steps[-1].weights, weight_report(current))
         result.steps.append(
@@ -432,6 +490,7 @@ def optimize(
                 time.perf_counter() - t0,
                 details,
                 task=task.value,
+                outputs=others,
             )
         )
     result.model = current

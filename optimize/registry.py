@@ -48,8 +48,9 @@ class StepContext:
     log: Callable[[str], None] = lambda msg: None
     measure: Optional[Callable[[Any], float]] = None
     notes: List[str] = field(default_factory=list)  # what the step left alone and why, for the report
-    task: str = "classification"  # edgekit.core.task.Task: the fine-tune's loss and metric; y holds its targets
-    loss: Optional[str] = None  # a regression model's compiled loss, which its fine-tunes minimise
+    # edgekit.core.task.Task: the fine-tune's loss and metric; y holds its targets (several outputs: a list of each)
+    task: Any = "classification"
+    loss: Any = None  # a regression model's compiled loss, which its fine-tunes minimise
 
     def fine_tune(self, model, settings=None):
         from edgekit.optimize.finetune import fine_tune

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from edgekit.core.data import digits, fit_to_input, load_data, load_npz, resize_bilinear
+from edgekit.core.data import digits, load_data, load_npz, resize_bilinear
 from edgekit.core.errors import InputError
+from edgekit.core.samples import fit_to_input
 
 
 def test_digits_is_real_data_with_fixed_split(digits_ds):

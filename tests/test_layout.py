@@ -65,8 +65,9 @@ def _sources():
                     yield os.path.join(dirpath, f)
 
 
-# One file by design, over the cap: the board-side harness runs as a script copied alone to a board.
-LONGER = {os.path.join("device", "board", "harness.py"): 600}
+# One file by design, over the cap: the board-side harness runs as a script copied alone to a board
+# (inference, several inputs and outputs, board facts, its CLI).
+LONGER = {os.path.join("device", "board", "harness.py"): 660}
 
 
 @pytest.mark.parametrize("limit_file, limit_function", [(500, 80)])

@@ -10,7 +10,7 @@ from conftest import assert_clean_error, run_cli
 
 from edgekit.converters import export
 from edgekit.core.compat import keras3, tf
-from edgekit.core.errors import InputError, UnsafeModelError
+from edgekit.core.errors import UnsafeModelError
 from edgekit.core.modelfile import scan
 from edgekit.core.saving import load_model
 
@@ -76,13 +76,35 @@ def test_a_savedmodel_whose_graph_writes_files_is_refused(tmp_path):
     assert not (tmp_path / "o.tflite").exists()
 
 
-def test_several_inputs_are_a_clear_error_for_now(tmp_path):
+def test_a_savedmodel_with_two_inputs_and_two_outputs_exports_int8_verified_per_output(tmp_path):
     class Two(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.random.default_rng(0).normal(size=(8, 3)).astype("float32"))
+
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None, 4], tf.float32)])
         def serve(self, a, b):
-            return {"y": a + b}
+            h = tf.matmul(tf.concat([a, b], axis=1), self.w)
+            return {"logits": h, "total": tf.reduce_sum(h, axis=1, keepdims=True)}
 
     module = Two()
     tf.saved_model.save(module, str(tmp_path / "two"), signatures={"serving_default": module.serve})
-    with pytest.raises(InputError, match="takes 2 input"):
-        load_model(tmp_path / "two")
+    model = load_model(tmp_path / "two")
+    assert model.input_names == ["a", "b"] and model.output_names == ["logits", "total"]
+    rng = np.random.default_rng(1)
+    x = {"a": rng.normal(size=(200, 4)).astype("float32"), "b": rng.normal(size=(200, 4)).astype("float32")}
+    total = (np.concatenate([x["a"], x["b"]], 1) @ module.w.numpy()).sum(1, keepdims=True)
+    report = export(
+        model,
+        None,
+        "int8",
+        calibration=x,
+        validation_data=(x, {"total": total + 0.01}),
+        task={"logits": "classification", "total": "regression"},
+    )
+    assert report.fully_integer and sorted(t["key"] for t in report.inputs) == ["a", "b"]
+    per = {p["name"]: p for p in report.per_output}
+    assert per["logits"]["task"] == "classification" and per["logits"]["agreement"] >= 0.95
+    mae = per["total"]["metrics"]
+    assert mae["keras"]["mae"] == pytest.approx(0.01, abs=1e-4)  # TensorFlow's own run of the signature
+    assert mae["tflite"]["mae"] < 0.1 * float(np.mean(np.abs(total)))  # int8 within rounding of the float output
+    assert "output total (regression)" in report.summary()

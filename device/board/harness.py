@@ -37,7 +37,10 @@ __all__ = [
     "runtime_info",
     "prepare_inputs",
     "predict",
+    "predict_all",
+    "io_names",
     "raw_outputs",
+    "run_all",
     "save_outputs",
     "measure",
     "summarize_latency",
@@ -167,22 +170,49 @@ def _sample_shape(detail: dict) -> tuple:
     return tuple(int(d) for d in detail["shape"][1:])
 
 
+def io_names(interp) -> tuple:
+    """(input names, output names) in the order of the interpreter's input and output details: the
+    names of the model's one signature (a Keras model's input and output names), else the tensors'."""
+    by_index = {}
+    signatures = interp.get_signature_list()
+    if len(signatures) == 1:
+        runner = interp.get_signature_runner(next(iter(signatures)))
+        for part in (runner.get_input_details(), runner.get_output_details()):
+            by_index.update({d["index"]: k for k, d in part.items()})
+    name = lambda d: by_index.get(d["index"], d["name"].split(":")[0])  # noqa: E731
+    return [name(d) for d in interp.get_input_details()], [name(d) for d in interp.get_output_details()]
+
+
+def _per_input(interp, x) -> list:
+    """Samples for each input of ``interp``, in order: ``x`` is an array (a one-input model) or a
+    dict by input name (:func:`io_names`)."""
+    names = io_names(interp)[0]
+    if not isinstance(x, dict):
+        if len(names) > 1:
+            raise BoardError(f"the model takes {len(names)} inputs ({', '.join(names)}): give arrays named after them")
+        return [np.asarray(x)]
+    missing = [n for n in names if n not in x]
+    if missing:
+        raise BoardError(f"no data for input(s) {', '.join(missing)} of the model (received {', '.join(x)})")
+    return [np.asarray(x[n]) for n in names]
+
+
 def prepare_inputs(interp, x=None, seed=0):
-    """Arrays for each model input, batch 1: the first sample of ``x`` (quantized to the input's
-    dtype when needed) or random data of the right dtype and range."""
+    """Arrays for each model input, batch 1: the first sample of ``x`` (an array, or a dict by input
+    name; quantized to the input's dtype when needed) or random data of the right dtype and range."""
     details = interp.get_input_details()
+    given = _per_input(interp, x) if x is not None else [None] * len(details)
     rng = np.random.default_rng(seed)
     arrays = []
-    for i, d in enumerate(details):
+    for d, sample in zip(details, given):
         shape = tuple(int(s) for s in d["shape"])
         dtype = np.dtype(d["dtype"])
-        if x is not None and i == 0:
-            sample = np.asarray(x[:1])
+        if sample is not None:
             if tuple(sample.shape[1:]) != shape[1:]:
                 raise BoardError(
                     f"input data samples have shape {tuple(sample.shape[1:])}; the model expects {shape[1:]}"
                 )
-            arrays.append(quantize(sample, d))
+            arrays.append(quantize(sample[:1], d))
         elif np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             arrays.append(rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype))
@@ -193,30 +223,47 @@ def prepare_inputs(interp, x=None, seed=0):
     return arrays
 
 
-def raw_outputs(interp, x: np.ndarray) -> np.ndarray:
-    """Run samples ``x`` (N, ...) one at a time, as a board does, through a single-input model;
-    returns the first output tensor as the model produces it (int8 stays int8), (N, ...)."""
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    x = np.asarray(x)
-    if tuple(x.shape[1:]) != _sample_shape(inp):
-        raise BoardError(f"input data samples have shape {tuple(x.shape[1:])}; the model expects {_sample_shape(inp)}")
-    results = []
-    q = quantize(x, inp)
+def run_all(interp, x) -> list:
+    """Run samples ``x`` (an array, or a dict by input name) one at a time, as a board does; returns
+    every output tensor as the model produces it (int8 stays int8), one array (N, ...) per output."""
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    arrays = _per_input(interp, x)
+    for d, a in zip(ins, arrays):
+        if tuple(a.shape[1:]) != _sample_shape(d):
+            raise BoardError(
+                f"input data samples have shape {tuple(a.shape[1:])}; the model expects {_sample_shape(d)}"
+            )
+    qs = [quantize(a, d) for a, d in zip(arrays, ins)]
     # A fused LSTM keeps its state in variable tensors from one invoke to the next: each sample starts
     # from the zero state, as the model computed it in Keras.
     reset = getattr(interp, "reset_all_variables", lambda: None)
-    for i in range(len(q)):
+    results = [[] for _ in outs]
+    for i in range(len(qs[0])):
         reset()
-        interp.set_tensor(inp["index"], q[i : i + 1])
+        for d, q in zip(ins, qs):
+            interp.set_tensor(d["index"], q[i : i + 1])
         interp.invoke()
-        results.append(interp.get_tensor(out["index"])[0].copy())
-    return np.stack(results) if results else np.zeros((0,) + _sample_shape(out), np.dtype(out["dtype"]))
+        for r, d in zip(results, outs):
+            r.append(interp.get_tensor(d["index"])[0].copy())
+    return [
+        np.stack(r) if r else np.zeros((0,) + _sample_shape(d), np.dtype(d["dtype"])) for r, d in zip(results, outs)
+    ]
 
 
-def predict(interp, x: np.ndarray) -> np.ndarray:
+def raw_outputs(interp, x) -> np.ndarray:
+    """The first output of :func:`run_all` (the one output of most models)."""
+    return run_all(interp, x)[0]
+
+
+def predict(interp, x) -> np.ndarray:
     """:func:`raw_outputs` dequantized to float32."""
     return dequantize(raw_outputs(interp, x), interp.get_output_details()[0])
+
+
+def predict_all(interp, x) -> dict:
+    """Every output of :func:`run_all` dequantized to float32, by output name (:func:`io_names`)."""
+    outs = run_all(interp, x)
+    return {n: dequantize(y, d) for n, y, d in zip(io_names(interp)[1], outs, interp.get_output_details())}
 
 
 def summarize_latency(samples_ms) -> dict:
@@ -249,25 +296,46 @@ def _memory_mb() -> dict:
     return {"rss": status.get("VmRSS"), "peak": status["VmHWM"]}
 
 
-def _load_npz(path: str):
+def _load_npz(path: str) -> dict:
     if not os.path.isfile(path):
         raise BoardError(f"input file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            files = set(npz.files)
-            key = "x" if "x" in files else "x_test" if "x_test" in files else None
-            if key is None:
-                raise BoardError(f"{path} holds {sorted(files)}; expected an array named 'x'")
-            x = npz[key]
-            ykey = "y" if key == "x" else "y_test"
-            y = npz[ykey] if ykey in files else None
-    except BoardError:
-        raise
+            return {k: npz[k] for k in npz.files}
     except Exception as exc:
         raise BoardError(f"cannot read {path} as a .npz file: {_one_line(exc)}") from None
-    if y is not None and one_hot_rows(y):
-        y = y.argmax(axis=1)
-    return x, y
+
+
+def _samples(arrays: dict, interp, path: str) -> tuple:
+    """(x, y) of a .npz's ``arrays`` for ``interp``'s model: ``x``/``y`` (or ``x_test``/``y_test``), or
+    arrays named after its inputs and outputs (or NAME_test); several inputs or outputs as dicts."""
+    pick = lambda k: arrays[k] if k in arrays else arrays.get(f"{k}_test")  # noqa: E731
+    ins, outs = io_names(interp)
+    x = {n: pick(n) for n in ins}
+    if len(ins) == 1 and pick("x") is not None:
+        x = {ins[0]: pick("x")}
+    if any(v is None for v in x.values()):
+        raise BoardError(
+            f"{path} holds {sorted(arrays)}; expected an array named 'x' or one per input ({', '.join(ins)})"
+        )
+    y = {n: pick(n) for n in outs if pick(n) is not None}
+    if len(outs) == 1 and pick("y") is not None:
+        y = {outs[0]: pick("y")}
+    y = {n: v.argmax(axis=1) if one_hot_rows(v) else v for n, v in y.items()}
+    return (x[ins[0]] if len(ins) == 1 else x), (y.get(outs[0]) if len(outs) == 1 else y or None)
+
+
+def _quality(outputs: dict, y) -> dict:
+    """On-device figures against labels ``y``: ``accuracy`` of class ids, ``mae`` of real-valued
+    targets; for several outputs, per labelled output under ``outputs``."""
+    figures = {}
+    for name, labels in y.items() if isinstance(y, dict) else [(next(iter(outputs)), y)]:
+        out = outputs[name].reshape(len(labels), -1)
+        if real_valued(labels):  # a regression output's targets: the mean absolute error
+            figures[name] = {"mae": float(np.mean(np.abs(out - labels.reshape(len(labels), -1))))}
+        else:
+            figures[name] = {"accuracy": float(np.mean(out.argmax(axis=1) == labels))}
+    return {"outputs": figures} if isinstance(y, dict) else next(iter(figures.values()))
 
 
 def one_hot_rows(y: np.ndarray) -> bool:
@@ -366,9 +434,9 @@ def thermal_verdict(before: dict, after: dict) -> list:
     return reasons
 
 
-def _start(model, threads, xnnpack, x, seed) -> tuple:
-    """Load, allocate, set the inputs and invoke once: (interpreter, start-up ms, RSS before load
-    and after allocate)."""
+def _start(model, threads, xnnpack, arrays, seed, path) -> tuple:
+    """Load, allocate, set the inputs (the first sample of ``arrays``, a .npz's, or random) and
+    invoke once: (interpreter, start-up ms, RSS before load and after allocate, x, y)."""
     rss_before = _memory_mb()["rss"]
     t0 = time.perf_counter()
     interp = load_interpreter(model, threads=threads, xnnpack=xnnpack, allocate=False)
@@ -376,12 +444,13 @@ def _start(model, threads, xnnpack, x, seed) -> tuple:
     allocate_tensors(interp)
     t2 = time.perf_counter()
     rss_allocated = _memory_mb()["rss"]
+    x, y = _samples(arrays, interp, path) if arrays is not None else (None, None)
     for d, a in zip(interp.get_input_details(), prepare_inputs(interp, x, seed=seed)):
         interp.set_tensor(d["index"], a)
     t3 = time.perf_counter()
     interp.invoke()
     startup = {"load": (t1 - t0) * 1e3, "allocate": (t2 - t1) * 1e3, "first_invoke": (time.perf_counter() - t3) * 1e3}
-    return interp, startup, rss_before, rss_allocated
+    return interp, startup, rss_before, rss_allocated, x, y
 
 
 def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, seed=0, duration=None, progress=None):
@@ -399,10 +468,10 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
             f"warmup={warmup}, duration={duration}"
         )
     report = progress or (lambda phase, done, total: None)
-    x, y = _load_npz(inputs) if inputs is not None else (None, None)
+    arrays = _load_npz(inputs) if inputs is not None else None
     _runtime()  # import LiteRT first: the footprint below is the model's, not the library's
     board_before = board_facts()
-    interp, startup, rss_before, rss_allocated = _start(model, threads, xnnpack, x, seed)
+    interp, startup, rss_before, rss_allocated, x, y = _start(model, threads, xnnpack, arrays, seed, inputs)
     for i in range(int(warmup)):
         if i % 16 == 0:
             report("warm-up", i, int(warmup))
@@ -410,14 +479,10 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     samples = _timed_runs(interp.invoke, int(runs), duration, report)
     latency = summarize_latency(samples)
     board_after = board_facts()
-    accuracy = mae = None
+    figures = {}
     if x is not None and y is not None:
-        report("accuracy", 0, len(x))
-        outputs = predict(interp, x).reshape(len(x), -1)
-        if real_valued(y):  # a regression model's targets: the mean absolute error
-            mae = float(np.mean(np.abs(outputs - y.reshape(len(y), -1))))
-        else:
-            accuracy = float(np.mean(outputs.argmax(axis=1) == y))
+        report("accuracy", 0, _rows(x))
+        figures = _quality(predict_all(interp, x), y)
     peak = _memory_mb()["peak"]
     verdict = thermal_verdict(board_before, board_after)
     return {
@@ -440,9 +505,10 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
             "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None,
         },
         "peak_rss_mb": peak,
-        "accuracy": accuracy,
-        "mae": mae,
-        "samples": int(len(x)) if x is not None else None,
+        "accuracy": figures.get("accuracy"),
+        "mae": figures.get("mae"),
+        "outputs": figures.get("outputs"),  # several outputs: {name: {"accuracy" | "mae": ...}}
+        "samples": _rows(x) if x is not None else None,
         "runtime": runtime_info(),
         "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
         "platform": {
@@ -454,22 +520,27 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     }
 
 
+def _rows(x) -> int:
+    return int(len(next(iter(x.values())) if isinstance(x, dict) else x))
+
+
 def save_outputs(model, inputs, out, threads=1, xnnpack=True) -> dict:
-    """Run every sample of ``inputs`` (.npz) through ``model`` and save the raw first-output
-    tensors to ``out`` (.npz, key ``outputs``): the bit-level record compared across machines."""
+    """Run every sample of ``inputs`` (.npz) through ``model`` and save the raw output tensors to
+    ``out`` (.npz: ``outputs`` the first, ``output/NAME`` each by name): the bit-level record
+    compared across machines."""
     if not inputs:
         raise BoardError("--outputs needs --inputs DATA.npz")
-    x, _ = _load_npz(inputs)
     interp = load_interpreter(model, threads=threads, xnnpack=xnnpack)
-    outputs = raw_outputs(interp, x)
+    x, _ = _samples(_load_npz(inputs), interp, inputs)
+    outputs = run_all(interp, x)
     tmp = out + ".tmp.npz"
-    np.savez(tmp, outputs=outputs)
+    np.savez(tmp, outputs=outputs[0], **{f"output/{n}": o for n, o in zip(io_names(interp)[1], outputs)})
     os.replace(tmp, out)
     return {
         "model": str(model),
         "outputs": out,
-        "samples": int(len(x)),
-        "dtype": str(outputs.dtype),
+        "samples": _rows(x),
+        "dtype": str(outputs[0].dtype),
         "machine": platform.machine(),
         "cpu": _cpu_name(_read("/", "proc/cpuinfo")),
     }
@@ -535,7 +606,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
-    parser.add_argument("--inputs", help=".npz with 'x' (and 'y' for accuracy)")
+    parser.add_argument(
+        "--inputs", help=".npz with 'x' (and 'y' for accuracy), or arrays named after the inputs (and outputs)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, help="time the runs for this many seconds instead of --runs")
     parser.add_argument(

@@ -270,18 +270,25 @@ def examine(
 
 
 def _run_inputs(interp, inputs: str, outputs: str) -> int:
+    """Run every sample of ``inputs`` (.npz: ``x``, or ``x0``, ``x1`` … one per input in the file's
+    order) and save the raw first output of each to ``outputs``."""
     with np.load(inputs, allow_pickle=False) as data:
-        x = data["x"]
-    want = interp.get_input_details(0)
-    if tuple(x.shape[1:]) != tuple(int(s) for s in want["shape"][1:]) or x.dtype != np.dtype(want["dtype"]):
-        raise BoardError(
-            f"inputs have shape {tuple(x.shape[1:])} {x.dtype}; the model takes "
-            f"{tuple(int(s) for s in want['shape'][1:])} {np.dtype(want['dtype']).name}"
+        keys = (
+            ["x"] if "x" in data.files else sorted((k for k in data.files if k[1:].isdigit()), key=lambda k: int(k[1:]))
         )
+        xs = [data[k] for k in keys]
+    for j, x in enumerate(xs):
+        want = interp.get_input_details(j)
+        if tuple(x.shape[1:]) != tuple(int(s) for s in want["shape"][1:]) or x.dtype != np.dtype(want["dtype"]):
+            raise BoardError(
+                f"input {j} has shape {tuple(x.shape[1:])} {x.dtype}; the model takes "
+                f"{tuple(int(s) for s in want['shape'][1:])} {np.dtype(want['dtype']).name}"
+            )
     out = []
-    for i in range(len(x)):
+    for i in range(len(xs[0])):
         interp.reset()  # variable tensors (a fused LSTM's state) back to zero: each sample starts afresh
-        interp.set_input(x[i : i + 1], 0)
+        for j, x in enumerate(xs):
+            interp.set_input(x[i : i + 1], j)
         interp.invoke()
         out.append(np.asarray(interp.get_output(0))[0].copy())
     tmp = outputs + ".tmp.npz"
@@ -307,7 +314,7 @@ def run(
 ) -> dict:
     """:func:`examine` in a fresh child process (TFLM may abort on a model it cannot prepare):
     its JSON, plus ``output_values`` (the raw first output of each sample of ``x``) when ``x`` is given
-    (already in the input's dtype)."""
+    (already in the input's dtype; a list of arrays, one per input in the file's order, for several)."""
     with tempfile.TemporaryDirectory(prefix="edgekit-micro-") as tmp:
         argv = [
             sys.executable,
@@ -320,7 +327,7 @@ def run(
         ]
         if x is not None:
             inputs, outputs = os.path.join(tmp, "x.npz"), os.path.join(tmp, "y.npz")
-            np.savez(inputs, x=x)
+            np.savez(inputs, **({f"x{j}": a for j, a in enumerate(x)} if isinstance(x, list) else {"x": x}))
             argv += [f"--inputs={inputs}", f"--outputs={outputs}"]
         proc = subprocess.run(argv + ["--", os.fspath(model_path)], capture_output=True, text=True)
         lines = proc.stdout.strip().splitlines()

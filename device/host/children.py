@@ -51,6 +51,19 @@ class BenchmarkResult:
         """The mean absolute error on regression targets (``y`` real-valued), run on the target."""
         return self.data.get("mae")
 
+    def quality(self) -> Optional[str]:
+        """The on-device figures as text: accuracy, ``MAE …``, or per output ``name: …`` (None without labels)."""
+
+        def text(figures: dict) -> Optional[str]:
+            if figures.get("mae") is not None:
+                return f"MAE {figures['mae']:.4g}"
+            return None if figures.get("accuracy") is None else f"{figures['accuracy']:.4f}"
+
+        per = self.data.get("outputs")
+        if per:
+            return ", ".join(f"{name} {text(f)}" for name, f in per.items())
+        return text(self.data)
+
     @property
     def emulated(self) -> bool:
         return bool(self.host and self.host.startswith("qemu:"))
@@ -76,9 +89,7 @@ class BenchmarkResult:
         lat = self.latency_ms
         return (
             f"{self.model}{where}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, peak RSS "
-            f"{self.peak_rss_mb:.1f} MiB"
-            + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
-            + (f", MAE {self.mae:.4g}" if self.mae is not None else "")
+            f"{self.peak_rss_mb:.1f} MiB" + (f", on-device {self.quality()}" if self.quality() else "")
         )
 
 

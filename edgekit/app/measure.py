@@ -9,6 +9,7 @@ import tempfile
 from typing import Callable
 
 from edgekit.converters import convert
+from edgekit.core.samples import rows
 from edgekit.device.board.errors import BoardError
 from edgekit.device.board.harness import measure
 
@@ -20,7 +21,7 @@ def int8_latency(calib, runs: int = 50, samples: int = 64) -> Callable[[object],
     not prepare under XNNPACK (measured: 1-channel layers can fail) measures ``inf``."""
 
     def p50_ms(model) -> float:
-        tflite = convert(model, "int8", calib, calib_samples=min(samples, len(calib)), share=False)
+        tflite = convert(model, "int8", calib, calib_samples=min(samples, rows(calib)), share=False)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "candidate.tflite")
             with open(path, "wb") as f:

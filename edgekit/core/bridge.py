@@ -377,31 +377,35 @@ def from_keras3(model, *, x: Optional[np.ndarray] = None, verify: bool = True):
     return new
 
 
-def sample_inputs(model, n: int = 4, seed: int = 0) -> np.ndarray:
-    """Random inputs for ``model``: uniform [0, 1) floats, or token ids every embedding of the
-    model can look up."""
-    t = model.inputs[0]
-    shape = (n,) + tuple(int(d) if d is not None else 8 for d in t.shape[1:])
+def sample_inputs(model, n: int = 4, seed: int = 0):
+    """Random inputs for ``model`` (a dict by input name for several inputs): uniform [0, 1)
+    floats, or token ids every embedding of the model can look up."""
     rng = np.random.default_rng(seed)
-    dtype = np.dtype(getattr(t.dtype, "name", t.dtype))
-    if np.issubdtype(dtype, np.integer):
-        vocab = [
-            int(l.input_dim) for l in model.layers if hasattr(l, "input_dim") and type(l).__name__.endswith("Embedding")
-        ]
-        return rng.integers(0, min(vocab + [100]), size=shape).astype(dtype)
-    return rng.random(shape, dtype=np.float32)
+    embeddings = [l for l in model.layers if hasattr(l, "input_dim") and type(l).__name__.endswith("Embedding")]
+    vocab = [int(l.input_dim) for l in embeddings]
+    arrays = {}
+    for t in model.inputs:
+        shape = (n,) + tuple(int(d) if d is not None else 8 for d in t.shape[1:])
+        dtype = np.dtype(getattr(t.dtype, "name", t.dtype))
+        if np.issubdtype(dtype, np.integer):
+            arrays[t.name.split(":")[0]] = rng.integers(0, min(vocab + [100]), size=shape).astype(dtype)
+        else:
+            arrays[t.name.split(":")[0]] = rng.random(shape, dtype=np.float32)
+    return arrays if len(arrays) > 1 else next(iter(arrays.values()))
 
 
 def _outputs(model, x) -> np.ndarray:
+    """Every output of ``model`` on ``x``, flattened per sample and side by side."""
     out = model(x, training=False)
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float64)
+    outs = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else [out]
+    arrays = [np.asarray(o.numpy() if hasattr(o, "numpy") else o, dtype=np.float64) for o in outs]
+    return arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], axis=1)
 
 
 def check_translation(source, target, x=None) -> float:
     """Max |Δ| of ``target``'s outputs from ``source``'s on ``x`` (default: random inputs), which
     must be within 1e-5 of their scale; else an error naming the first layer that differs."""
-    x = sample_inputs(source) if x is None else x[:8]
+    x = sample_inputs(source) if x is None else {k: v[:8] for k, v in x.items()} if isinstance(x, dict) else x[:8]
     a, b = _outputs(source, x), _outputs(target, x)
     delta = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
     if delta > ATOL * max(1.0, float(np.max(np.abs(a)))):

@@ -3,12 +3,13 @@
 ``DATA`` on the command line is ``digits`` (scikit-learn's 1,797 real 8x8 handwritten digits,
 embedded in the scikit-learn wheel, resized here to 32x32x1 in [0, 1] with a fixed held-out test
 split), the path of a ``.npz`` file holding either ``x`` (and optionally ``y``) or
-``x_train``/``y_train``/``x_test``/``y_test``, or a directory of images (PNG/JPEG/BMP/GIF, decoded
-with TensorFlow, resized to the model's input and scaled to [0, 1]).
+``x_train``/``y_train``/``x_test``/``y_test`` — for a model with several inputs or outputs, arrays
+named after them (:func:`load_npz`) — or a directory of images (PNG/JPEG/BMP/GIF, decoded with
+TensorFlow, resized to the model's input and scaled to [0, 1]).
 
-For calibration the Python API also takes a numpy array, a :class:`Dataset`, a ``tf.data``
-dataset or any iterable / generator function of samples or batches (``(x, y)`` pairs use ``x``):
-see :func:`calibration_samples`.
+For calibration the Python API also takes arrays, a :class:`Dataset`, a ``tf.data`` dataset or any
+iterable / generator function of samples or batches: see
+:func:`edgekit.core.samples.calibration_samples`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,17 +33,21 @@ DIGITS_SPLIT_SEED = 0
 
 @dataclass(frozen=True)
 class Dataset:
-    """Arrays of one data set. ``y_*`` are integer class ids, real-valued targets (float32), or None
-    when there are no labels."""
+    """Arrays of one data set. ``x_*``: an array, or a dict of arrays by input name for a model with
+    several inputs. ``y_*``: integer class ids, real-valued targets (float32), a dict of those by
+    output name for several outputs, or None when there are no labels."""
 
     name: str
-    x_train: np.ndarray
-    y_train: Optional[np.ndarray]
-    x_test: np.ndarray
-    y_test: Optional[np.ndarray]
+    x_train: Union[np.ndarray, dict]
+    y_train: Union[np.ndarray, dict, None]
+    x_test: Union[np.ndarray, dict]
+    y_test: Union[np.ndarray, dict, None]
 
     @property
-    def input_shape(self) -> tuple:
+    def input_shape(self):
+        """The sample shape, or a dict of them by input name."""
+        if isinstance(self.x_train, dict):
+            return {k: tuple(v.shape[1:]) for k, v in self.x_train.items()}
         return tuple(self.x_train.shape[1:])
 
     @property
@@ -50,9 +55,12 @@ class Dataset:
         return self.y_test is not None
 
     def save_test_npz(self, path: str) -> str:
-        """Write the test split as ``x`` (and ``y``) to ``path``: the harness' input format."""
-        arrays = {"x": self.x_test}
-        if self.y_test is not None:
+        """Write the test split to ``path`` as ``x`` (and ``y``), or arrays named after the inputs (and
+        outputs): the harness' input format."""
+        arrays = dict(self.x_test) if isinstance(self.x_test, dict) else {"x": self.x_test}
+        if isinstance(self.y_test, dict):
+            arrays.update(self.y_test)
+        elif self.y_test is not None:
             arrays["y"] = self.y_test
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -169,9 +177,6 @@ def _features(x: np.ndarray, key: str, path: str) -> np.ndarray:
     return x
 
 
-NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
-
-
 def _npy_header(f):
     """(shape, dtype) from a .npy header (format versions 1, 2 and 3), without reading the data."""
     from numpy.lib import format as npformat
@@ -202,9 +207,9 @@ def check_npz(path: str) -> None:
         ) from None
     with zf:
         for info in zf.infolist():
-            key = info.filename[:-4] if info.filename.endswith(".npy") else None
-            if key not in NPZ_KEYS:
+            if not info.filename.endswith(".npy"):
                 continue
+            key = info.filename[:-4]
             what = f"{path}: array '{key}'"
             limits.check_unpacked(what, info.file_size, info.compress_size)
             try:
@@ -226,37 +231,68 @@ def check_npz(path: str) -> None:
                 )
 
 
-def load_npz(path: str) -> Dataset:
-    """Read ``x``/``y`` or ``x_train``/``y_train``/``x_test``/``y_test`` from a ``.npz`` file
-    (checked first with :func:`check_npz`).
+def _split(arrays: dict, key: str, path: str, read):
+    """(train, test) of ``key``: ``key_train`` and ``key_test``, or ``key`` for both; None if absent."""
+    if f"{key}_train" in arrays and f"{key}_test" in arrays:
+        return read(arrays[f"{key}_train"], f"{key}_train"), read(arrays[f"{key}_test"], f"{key}_test")
+    if key in arrays:
+        return (read(arrays[key], key),) * 2
+    return None
 
-    With only ``x``, the same samples serve for calibration and verification."""
+
+def _grouped(arrays: dict, keys: Sequence[str], path: str, read) -> Optional[tuple]:
+    """(train, test) of several keys as dicts by key (those present), or None when none is."""
+    found = {k: v for k in keys if (v := _split(arrays, k, path, read)) is not None}
+    if not found:
+        return None
+    return {k: v[0] for k, v in found.items()}, {k: v[1] for k, v in found.items()}
+
+
+def load_npz(path: str, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Dataset:
+    """Read a ``.npz`` file (checked first with :func:`check_npz`): samples in ``x`` (and labels in
+    ``y``), or — for a model whose ``inputs`` and ``outputs`` are named — arrays named after each
+    input (and output); ``NAME_train``/``NAME_test`` pairs split any of them (``x_train``/``x_test``).
+
+    With only ``x`` (or only the unsplit names), the same samples serve for calibration and
+    verification."""
     check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files if k in NPZ_KEYS}
+            arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {path} as a .npz file: {_first_line(exc)}") from None
-    name = os.path.basename(path)
-    if "x_train" in arrays and "x_test" in arrays:
-        x_train = _features(arrays["x_train"], "x_train", path)
-        x_test = _features(arrays["x_test"], "x_test", path)
-        if x_train.shape[1:] != x_test.shape[1:]:
-            raise InputError(
-                f"{path}: x_train samples {x_train.shape[1:]} and x_test samples {x_test.shape[1:]} differ in shape"
-            )
-        y_train = _labels(arrays.get("y_train"), len(x_train), "y_train", path)
-        y_test = _labels(arrays.get("y_test"), len(x_test), "y_test", path)
-        return Dataset(name, x_train, y_train, x_test, y_test)
-    if "x" in arrays:
-        x = _features(arrays["x"], "x", path)
-        y = _labels(arrays.get("y"), len(x), "y", path)
-        return Dataset(name, x, y, x, y)
-    with zipfile.ZipFile(path) as zf:
-        held = sorted(n[:-4] if n.endswith(".npy") else n for n in zf.namelist())
-    raise InputError(
-        f"{path} holds {held or 'no arrays'}; expected 'x' (and 'y') or 'x_train', 'y_train', 'x_test', 'y_test'"
-    )
+    features = lambda a, k: _features(a, k, path)  # noqa: E731
+    several = len(inputs) > 1
+    xs = None if several else _split(arrays, "x", path, features)
+    if xs is None:
+        xs = _grouped(arrays, inputs, path, features)
+        if xs is not None and len(xs[0]) < len(inputs):
+            missing = ", ".join(n for n in inputs if n not in xs[0])
+            raise InputError(f"{path} has no array for input(s) {missing}; name one array after each model input")
+        if xs is not None and not several:
+            xs = tuple(v[inputs[0]] for v in xs)
+    if xs is None:
+        names = ", ".join(f"'{n}'" for n in inputs) if several else "'x'"
+        raise InputError(
+            f"{path} holds {sorted(arrays) or 'no arrays'}; expected {names} (and labels), or the same names with "
+            f"_train and _test"
+        )
+    n_train, n_test = (len(next(iter(x.values()))) if isinstance(x, dict) else len(x) for x in xs)
+    shapes = [{k: v.shape[1:] for k, v in x.items()} if isinstance(x, dict) else x.shape[1:] for x in xs]
+    if shapes[0] != shapes[1]:
+        raise InputError(f"{path}: the train samples {shapes[0]} and the test samples {shapes[1]} differ in shape")
+    ys = None
+    if len(outputs) > 1:
+        ys = _grouped(arrays, outputs, path, lambda a, k: a)
+    elif (found := _split(arrays, "y", path, lambda a, k: a)) is not None or outputs:
+        ys = found if found is not None else _split(arrays, outputs[0], path, lambda a, k: a)
+    label = lambda y, n, k: _labels(y, n, k, path)  # noqa: E731
+    if isinstance(ys, tuple) and isinstance(ys[0], dict):
+        ys = tuple({k: label(v, n, k) for k, v in y.items()} for y, n in zip(ys, (n_train, n_test)))
+    elif ys is not None:
+        ys = label(ys[0], n_train, "y_train"), label(ys[1], n_test, "y_test")
+    y_train, y_test = ys if ys is not None else (None, None)
+    return Dataset(os.path.basename(path), xs[0], y_train, xs[1], y_test)
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -333,159 +369,33 @@ def check_data_spec(spec: str) -> None:
     check_npz(spec)
 
 
-def load_data(spec: str, input_shape: Optional[Sequence[int]] = None) -> Dataset:
-    """``digits``, the path of a ``.npz`` file, or a directory of images (which needs the
+def load_data(spec: str, input_shape=None, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Dataset:
+    """``digits``, the path of a ``.npz`` file (arrays named after the model's ``inputs`` and
+    ``outputs`` where it has several, :func:`load_npz`), or a directory of images (which needs the
     model's ``input_shape`` to resize to)."""
     if spec == "digits":
         return digits()
     if spec == "python-source":
         return python_source()
     if os.path.isdir(spec):
-        if input_shape is None:
-            raise InputError(f"{spec} is a directory; images need the model's input shape to resize to")
+        if input_shape is None or len(inputs) > 1:
+            raise InputError(f"{spec} is a directory; images need a one-input model whose input shape they resize to")
         return load_image_dir(spec, input_shape)
     if not spec.endswith(".npz"):
         raise InputError(
             f"unknown data '{spec}': expected 'digits', 'python-source', a path ending in .npz or a directory of images"
         )
-    return load_npz(spec)
+    return load_npz(spec, inputs, outputs)
 
 
-def _stream_batches(source, input_shape: Sequence[int], n: int):
-    """Arrays of samples from a tf.data dataset, an iterable or a generator function, until
-    ``n`` samples; each element is one sample or a batch, or an ``(x, y)`` pair."""
-    if callable(source) and not hasattr(source, "__iter__"):
-        source = source()
-    if hasattr(source, "as_numpy_iterator"):
-        source = source.as_numpy_iterator()
-    rank = len(input_shape)
-    got = 0
-    try:
-        iterator = iter(source)
-    except TypeError:
-        raise InputError(
-            f"calibration data must be 'digits', a .npz path, an image directory, an array, a "
-            f"Dataset, a tf.data dataset or an iterable of samples; received {type(source).__name__}"
-        ) from None
-    for element in iterator:
-        if isinstance(element, (tuple, list)) and element:
-            element = element[0]
-        if isinstance(element, dict):
-            raise InputError("calibration elements must be arrays or (x, y) pairs, received a dict")
-        x = np.asarray(element)
-        if x.ndim <= rank:  # one sample (a batch has one more axis than the model input)
-            x = x[None]
-        yield x
-        got += len(x)
-        if got >= n:
-            return
+def load_for(spec: str, model) -> Dataset:
+    """:func:`load_data` for ``model`` (a Keras model or a SavedModel graph): its input shape,
+    input and output names."""
+    from edgekit.core.samples import input_specs, output_names
 
-
-def validation_pair(validation_data):
-    """(x, y) of a Keras-style ``validation_data``: a tuple (x, y), (x,) or x alone (no labels)."""
-    if validation_data is None:
-        return None, None
-    if isinstance(validation_data, (tuple, list)):
-        if len(validation_data) not in (1, 2):
-            raise InputError(
-                "{validation_data} must be (x, y), (x,) or x; received a sequence of {n}",
-                params="validation_data",
-                n=len(validation_data),
-            )
-        return validation_data[0], validation_data[1] if len(validation_data) == 2 else None
-    return validation_data, None
-
-
-def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``n`` of ``total`` rows drawn without replacement with ``seed`` (all rows
-    when ``total <= n``)."""
-    if total <= n:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-
-
-def calibration_samples(source, input_shape: Sequence[int], n: int, seed: int = 0, dtype="float32"):
-    """``n`` samples (of ``dtype``, checked against ``input_shape``) from any calibration source,
-    and a dict describing them (``source``, ``samples``, ``seed``, ``selection``).
-
-    Arrays, Datasets and files are sampled without replacement with ``seed``; streams (tf.data,
-    iterables, generators) give their first ``n`` samples."""
-    if n < 1:
-        raise InputError("{calib_samples} must be >= 1; received {value}", params="calib_samples", value=n)
-    if isinstance(source, str):
-        label, source = source, load_data(source, input_shape)
-    else:
-        label = type(source).__name__
-    if isinstance(source, Dataset):
-        label = source.name if label == "Dataset" else label
-        source = source.x_train
-    if isinstance(source, np.ndarray):
-        x, selection = source, "random"
-    else:
-        batches = list(_stream_batches(source, input_shape, n))
-        if not batches:
-            raise InputError("the calibration data is empty: the dataset or generator gave no samples")
-        try:
-            x = np.concatenate(batches)[:n]
-        except ValueError:
-            raise InputError(
-                f"calibration samples differ in shape ({sorted({b.shape[1:] for b in batches})}); "
-                f"every sample must match the model input {tuple(input_shape)}"
-            ) from None
-        selection = "first"
-    if len(x) == 0:
-        raise InputError("the calibration data is empty (0 samples)")
-    x = fit_to_input(x, input_shape, "calibration data", dtype)
-    if selection == "random":
-        x = x[sample_indices(len(x), n, seed)]
-    return x, {"source": label, "samples": int(len(x)), "seed": seed, "selection": selection}
-
-
-def fit_to_input(x: np.ndarray, input_shape: Sequence[int], what: str, dtype="float32") -> np.ndarray:
-    """Check that samples ``x`` (N, ...) fit a model input of ``input_shape`` (no batch axis)
-    and ``dtype``, and return them as that dtype (float32 by default; token ids of an integer
-    input must be whole numbers). A missing trailing channel axis of size 1 is added."""
-    expected = tuple(int(d) if d is not None else -1 for d in input_shape)
-    x = np.asarray(x)
-    received = x.shape
-    sample = tuple(x.shape[1:])
-    if len(sample) + 1 == len(expected) and expected[-1] == 1:
-        x = x[..., None]
-        sample = sample + (1,)
-    fits = len(sample) == len(expected) and all(e in (-1, s) for e, s in zip(expected, sample))
-    if not fits:
-        want = "(N, " + ", ".join("?" if e == -1 else str(e) for e in expected) + ")"
-        raise InputError(
-            f"{what} has shape {received}; the model expects {want}. Pass data that matches the model's input"
-        )
-    if not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"{what} has dtype {x.dtype}; the model expects numbers ({np.dtype(dtype).name})")
-    if not np.all(np.isfinite(x)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise InputError(f"{what} holds {bad} NaN or infinite values; clean the data first")
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        if not np.issubdtype(x.dtype, np.integer) and np.any(x != np.round(x)):
-            raise InputError(
-                f"{what} holds fractional values; the model's input is {dtype.name} "
-                f"(token ids, indices): pass whole numbers"
-            )
-        info = np.iinfo(dtype)
-        if x.size and (x.min() < info.min or x.max() > info.max):
-            raise InputError(
-                f"{what} holds values from {x.min():g} to {x.max():g}, outside the range of the "
-                f"model's {dtype.name} input [{info.min}, {info.max}]"
-            )
-        return x.astype(dtype, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = x.astype(dtype, copy=False)
-    if not np.all(np.isfinite(out)):
-        big = float(np.max(np.abs(x.astype(np.float64))))
-        raise InputError(
-            f"{what} holds values up to {big:g}, beyond the range of the model's {dtype.name} "
-            f"input (±{float(np.finfo(dtype).max):.3g}); scale the data first"
-        )
-    return out
+    specs = input_specs(model)
+    shape = specs[0].shape if len(specs) == 1 else None
+    return load_data(spec, shape, [s.name for s in specs], output_names(model))
 
 
 def _first_line(exc: BaseException) -> str:

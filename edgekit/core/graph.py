@@ -258,15 +258,11 @@ def _replay(m, new: Dict[int, object], clones: Dict[int, tuple], used: set) -> l
     return [new[id(t)] for t in m.outputs]
 
 
-def _output_layer(model):
-    return producer(model.outputs[0])
-
-
-def output_activation(model) -> str:
-    """The name of the activation ``model``'s (first) output comes out of: ``"softmax"`` for a
-    Softmax layer, else the activation of the output layer (``"linear"`` when it has none), also
-    inside a pruning/QAT wrapper."""
-    layer = _output_layer(model)
+def output_activation(model, index: int = 0) -> str:
+    """The name of the activation ``model``'s output ``index`` (the first by default) comes out of:
+    ``"softmax"`` for a Softmax layer, else the activation of the output layer (``"linear"`` when it
+    has none), also inside a pruning/QAT wrapper."""
+    layer = producer(model.outputs[index])
     layer = getattr(layer, "layer", layer)  # tfmot wrappers keep the wrapped layer in .layer
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"

@@ -22,8 +22,9 @@ SERVING = "serving_default"
 
 
 class SavedModelGraph:
-    """The serving signature of the SavedModel at ``path``: one input and one output (TensorSpecs
-    in ``inputs``/``outputs``, as a Keras model has them)."""
+    """The serving signature of the SavedModel at ``path``: its inputs and outputs (TensorSpecs in
+    ``inputs``/``outputs`` and their names in ``input_names``/``output_names``, sorted as the
+    ``.tflite`` signature lists them), as a Keras model has them."""
 
     def __init__(self, path: str, signature: Optional[str] = None):
         from edgekit.core.compat import tf
@@ -46,45 +47,52 @@ class SavedModelGraph:
         self._fn = loaded.signatures[self.signature]
         specs = self._fn.structured_input_signature[1]
         outputs = self._fn.structured_outputs
-        if len(specs) != 1 or not isinstance(outputs, dict) or len(outputs) != 1:
+        if not specs or not isinstance(outputs, dict) or not outputs:
             raise InputError(
-                f"{self.path}: signature {self.signature!r} takes {len(specs)} input(s) and gives "
-                f"{len(outputs) if isinstance(outputs, dict) else '?'} output(s); edgekit exports SavedModels with one "
-                f"input and one output so far: export the Keras model instead"
+                f"{self.path}: signature {self.signature!r} takes no named inputs or gives no named outputs; save it "
+                f"with tf.saved_model.save(model, path, signatures=...) or Keras 3's model.export(path)"
             )
-        (self._in_name, spec), (self._out_name, out) = next(iter(specs.items())), next(iter(outputs.items()))
-        if spec.shape.rank is None or any(d is None for d in spec.shape[1:]):
-            raise InputError(
-                f"{self.path}: input {self._in_name!r} has shape {spec.shape}; a .tflite file needs every "
-                f"dimension but the batch fixed: save the SavedModel with a fixed input shape"
-            )
-        self.inputs = [spec]
-        self.outputs = [tf.TensorSpec(out.shape, out.dtype, self._out_name)]
+        for name, spec in specs.items():
+            if spec.shape.rank is None or any(d is None for d in spec.shape[1:]):
+                raise InputError(
+                    f"{self.path}: input {name!r} has shape {spec.shape}; a .tflite file needs every "
+                    f"dimension but the batch fixed: save the SavedModel with a fixed input shape"
+                )
+        self.input_names, self.output_names = sorted(specs), sorted(outputs)  # the .tflite signature's order
+        self.inputs = [specs[n] for n in self.input_names]
+        self.outputs = [tf.TensorSpec(outputs[n].shape, outputs[n].dtype, n) for n in self.output_names]
         self.layers: list = []
         self.loss = None
         self.name = os.path.basename(os.path.normpath(self.path))
 
     @property
-    def input_shape(self) -> tuple:
-        return tuple(self.inputs[0].shape)
+    def input_shape(self):
+        shapes = [tuple(t.shape) for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
 
-    def predict(self, x, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
-        """The signature's output on ``x``, in batches (of the signature's own batch size if it
-        fixes one)."""
+    def predict(self, x, batch_size: int = 64, verbose: int = 0):
+        """The signature's outputs on ``x`` (an array, or a dict by input name), in batches (of the
+        signature's own batch size if it fixes one): an array, or a list in ``output_names`` order."""
         from edgekit.core.compat import tf
+        from edgekit.core.samples import rows
 
+        xs = x if isinstance(x, dict) else {self.input_names[0]: x}
         fixed = self.inputs[0].shape[0]
         step = int(fixed) if fixed is not None else batch_size
-        dtype = self.inputs[0].dtype
-        outs = []
-        for i in range(0, len(x), step):
-            batch = np.asarray(x[i : i + step])
-            short = fixed is not None and len(batch) < step
-            if short:  # pad a last short batch to the fixed size
-                batch = np.concatenate([batch, np.repeat(batch[-1:], step - len(batch), axis=0)])
-            out = self._fn(**{self._in_name: tf.constant(batch, dtype=dtype)})[self._out_name].numpy()
-            outs.append(out[: len(x) - i] if short else out)
-        return np.concatenate(outs)
+        n = rows(xs)
+        outs = {k: [] for k in self.output_names}
+        for i in range(0, n, step):
+            feed = {}
+            for spec, name in zip(self.inputs, self.input_names):
+                batch = np.asarray(xs[name][i : i + step])
+                if len(batch) < step and fixed is not None:  # pad a last short batch to the fixed size
+                    batch = np.concatenate([batch, np.repeat(batch[-1:], step - len(batch), axis=0)])
+                feed[name] = tf.constant(batch, dtype=spec.dtype)
+            result = self._fn(**feed)
+            for k in self.output_names:
+                outs[k].append(result[k].numpy()[: n - i])
+        merged = [np.concatenate(outs[k]) for k in self.output_names]
+        return merged[0] if len(merged) == 1 else merged
 
     def converter(self):
         """TensorFlow's TFLite converter of the serving signature."""

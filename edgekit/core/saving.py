@@ -26,7 +26,7 @@ def as_tf_keras(model, x=None):
 
 
 def check_model(model) -> None:
-    """A clear error for anything that is not a built, single-input tf_keras model."""
+    """A clear error for anything that is not a built tf_keras model."""
     from edgekit.core.compat import keras
 
     if isinstance(model, keras.Model):
@@ -35,8 +35,6 @@ def check_model(model) -> None:
                 f"model '{model.name}' has no defined inputs; build it with keras.Input(...) "
                 f"(a functional or Sequential model with an input shape)"
             )
-        if len(model.inputs) != 1:
-            raise InputError(f"model '{model.name}' has {len(model.inputs)} inputs; edgekit supports one input")
         return
     kind = f"{type(model).__module__}.{type(model).__name__}"
     if type(model).__module__.startswith("keras"):

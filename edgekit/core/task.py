@@ -146,20 +146,67 @@ class Resolved:
 
 
 def resolve(model, task=None, y=None, loss=None) -> Resolved:
-    """The task of ``model`` (see the module doc). ``loss``: the loss a model file was compiled
-    with (:attr:`edgekit.core.modelfile.ModelFile.loss`); by default the model's own (``model.loss``
-    once compiled). ``y``: its labels or targets, when known."""
+    """The task of ``model``'s (first) output (see the module doc). ``loss``: the loss a model file
+    was compiled with (:attr:`edgekit.core.modelfile.ModelFile.loss`); by default the model's own
+    (``model.loss`` once compiled). ``y``: its labels or targets, when known."""
+    return resolve_each(model, task, y, loss)[0]
+
+
+def parse_tasks(value):
+    """A task option: None, one task for every output, or per output ``{name: task}`` (also written
+    ``"name=task,name=task"``) or a list in the outputs' order."""
+    if value is None or isinstance(value, Task):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [Task.parse(v) for v in value]
+    if isinstance(value, str) and "=" in value:
+        value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+    if isinstance(value, dict):
+        return {str(k).strip(): Task.parse(str(v).strip()) for k, v in value.items()}
+    return Task.parse(value)
+
+
+def _per_output(value, names: list, i: int):
+    """Output ``i``'s share of a per-output value: a dict by name, a list by position, else the value."""
+    if isinstance(value, dict) and not {"class_name", "config"} & set(value):
+        return value.get(names[i])
+    if isinstance(value, (list, tuple)) and len(names) > 1:
+        return value[i] if i < len(value) else None
+    return value
+
+
+def resolve_each(model, task=None, y=None, loss=None) -> list:
+    """:func:`resolve` for each output of ``model``, in order: ``task``, ``y`` and ``loss`` may be
+    given per output (dicts by output name, or lists)."""
+    from edgekit.core.samples import output_names
+
+    names = output_names(model)
+    task = parse_tasks(task)
+    if isinstance(task, dict) and set(task) - set(names):
+        raise InputError(
+            "{task} names output(s) {unknown}; the model's outputs are {names}",
+            params="task",
+            unknown=", ".join(sorted(set(task) - set(names))),
+            names=", ".join(names),
+        )
+    compiled = loss if loss is not None else getattr(model, "loss", None)
+    return [
+        _resolve_one(model, i, _per_output(task, names, i), _per_output(y, names, i), _per_output(compiled, names, i))
+        for i in range(len(names))
+    ]
+
+
+def _resolve_one(model, index: int, task, y, compiled) -> Resolved:
     from edgekit.core.graph import output_activation
 
     if task is not None:
         return Resolved(Task.parse(task), "given")
-    compiled = loss if loss is not None else getattr(model, "loss", None)
     found = from_loss(compiled, model)
     if found is not None:
         name = loss_name(compiled)
         return Resolved(found, f"the model's loss, {name}", name if name in _REGRESSION_LOSSES else None)
     try:
-        activation = output_activation(model)
+        activation = output_activation(model, index)
     except (AttributeError, IndexError):
         activation = "linear"
     if activation in ("softmax", "sigmoid"):
@@ -171,19 +218,34 @@ def resolve(model, task=None, y=None, loss=None) -> Resolved:
     return Resolved(Task.CLASSIFICATION, "assumed: no loss, softmax or real-valued targets say otherwise")
 
 
-def targets(task: Task, x, y, model=None):
+def split_outputs(value, names: list) -> list:
+    """Labels (or tasks, losses) per output, in the order of ``names``: from a dict by output name, a
+    list by position (several outputs), or one value for a one-output model; None where absent."""
+    return [_per_output(value, names, i) for i in range(len(names))]
+
+
+def targets(task: Task, x, y, model=None, index: int = 0):
     """What a fine-tune fits: the inputs themselves for reconstruction; regression targets shaped as
-    ``model``'s output (Keras's losses broadcast (N,) against (N, 1) into an N×N difference:
-    measured, an MSE of 1.75 where the right one is 0.08); class ids as given."""
+    ``model``'s output ``index`` (Keras's losses broadcast (N,) against (N, 1) into an N×N
+    difference: measured, an MSE of 1.75 where the right one is 0.08); class ids as given."""
     if task is Task.RECONSTRUCTION:
         return x
     if task is Task.REGRESSION and y is not None and model is not None:
-        out = tuple(int(d) for d in model.outputs[0].shape[1:])
+        out = tuple(int(d) for d in model.outputs[index].shape[1:])
         return np.asarray(y, np.float32).reshape((len(y),) + out)
     return y
 
 
-def check_targets(task: Task, model, y, what: str) -> None:
+def _output_shape(model, output=None) -> tuple:
+    """The sample shape of ``model``'s output named ``output`` (the first by default)."""
+    from edgekit.core.samples import output_names
+
+    names = output_names(model)
+    t = model.outputs[names.index(output) if output in names else 0]
+    return tuple(int(d) for d in t.shape[1:] if d is not None)
+
+
+def check_targets(task: Task, model, y, what: str, output=None) -> None:
     """Regression targets must be numbers with one value per output unit. Classification labels
     are checked by the verbs (class ids of the output); a reconstruction model's labels are used
     only where they mark anomalies (:func:`anomaly_labels`)."""
@@ -192,7 +254,7 @@ def check_targets(task: Task, model, y, what: str) -> None:
     y = np.asarray(y)
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
         raise InputError("{%s} must be numeric; received {dtype}" % what, params=what, dtype=y.dtype)
-    out = tuple(int(d) for d in model.outputs[0].shape[1:] if d is not None)
+    out = _output_shape(model, output)
     if int(np.prod(y.shape[1:], dtype=np.int64)) != int(np.prod(out, dtype=np.int64)):
         raise InputError(
             "{%s} holds targets of shape {shape} per sample; the model's output is {out}: give one target per "
@@ -274,17 +336,18 @@ def baseline(task: Task, x, y) -> Optional[float]:
     return float(np.mean(np.abs(y - y.mean(axis=0))))
 
 
-def fit_loss(task: Task, model, keras, compiled: Optional[str] = None):
-    """The loss a fine-tune of a ``task`` model minimises: sparse cross-entropy (on logits unless
-    the model ends in softmax); for regression and reconstruction the regression loss the model
-    was compiled with (``compiled``: MAE, Huber …), else the mean squared error."""
+def fit_loss(task: Task, model, keras, compiled: Optional[str] = None, index: int = 0):
+    """The loss a fine-tune of a ``task`` output (``model``'s output ``index``) minimises: sparse
+    cross-entropy (on logits unless the output comes out of a softmax); for regression and
+    reconstruction the regression loss the model was compiled with (``compiled``: MAE, Huber …),
+    else the mean squared error."""
     from edgekit.core.graph import output_activation
 
     if task is not Task.CLASSIFICATION and compiled in _REGRESSION_LOSSES:
         return keras.losses.get(compiled)
 
     if task is Task.CLASSIFICATION:
-        act = output_activation(model)
+        act = output_activation(model, index)
         if act == "sigmoid":
             return keras.losses.BinaryCrossentropy()
         return keras.losses.SparseCategoricalCrossentropy(from_logits=act != "softmax")

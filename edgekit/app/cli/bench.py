@@ -38,7 +38,8 @@ def add_parser(sub):
         "--inputs",
         dest="data",
         metavar="DATA.npz",
-        help=".npz with x (and y: on-device accuracy); default random inputs",
+        help=".npz with x (and y: on-device accuracy or MAE), or arrays named after the inputs (and outputs); "
+        "default random inputs",
     )
     g = p.add_argument_group("targets")
     g.add_argument(
@@ -155,7 +156,7 @@ def format_bench(results) -> str:
                 fmt(startup, ".1f"),
                 with_ratio(r.peak_rss_mb, q, "peak_rss", ".1f"),
                 with_ratio(r.footprint_mb, q, "footprint", ".1f"),
-                fmt(r.accuracy, ".4f") if r.mae is None else f"MAE {r.mae:.4g}",
+                r.quality() or "-",
             ]
             notes += [
                 f"warning: {r.model}: {w}; its latency reflects the board's state"

@@ -142,7 +142,7 @@ def _target_flags(g):
 
 def run(args) -> int:
     from edgekit.converters import ExportOptions, export
-    from edgekit.core.data import check_data_spec, load_data
+    from edgekit.core.data import check_data_spec, load_for
     from edgekit.core.errors import InputError
     from edgekit.core.modelfile import scan
     from edgekit.core.saving import load_model
@@ -174,7 +174,7 @@ def run(args) -> int:
     if args.data:
         check_data_spec(args.data)
     model = load_model(args.model, safe_mode=not args.unsafe_load)
-    data = load_data(args.data, tuple(model.input_shape[1:])) if args.data else None
+    data = load_for(args.data, model) if args.data else None
     report = export(
         model,
         None,

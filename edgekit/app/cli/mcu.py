@@ -83,10 +83,11 @@ def run(args) -> int:
     if args.data:
         from edgekit.converters.inspection import inspect_tflite
         from edgekit.core.data import check_data_spec, load_data
+        from edgekit.device.board.harness import io_names, load_interpreter
 
         check_data_spec(args.data)
         shape = tuple(inspect_tflite(args.model).inputs[0]["shape"][1:])
-        data = load_data(args.data, shape)
+        data = load_data(args.data, shape, *io_names(load_interpreter(args.model, xnnpack=False, allocate=False)))
         x, y = data.x_test, data.y_test
     report = mcu(
         args.model,

@@ -278,9 +278,10 @@ def _recipe(args):
 
 def run(args) -> int:
     from edgekit.app.measure import int8_latency
-    from edgekit.core.data import check_data_spec, fit_to_input, load_data
+    from edgekit.core.data import check_data_spec, load_for
     from edgekit.core.errors import InputError
     from edgekit.core.modelfile import scan
+    from edgekit.core.samples import fit_inputs, input_specs, output_names, rows
     from edgekit.core.saving import check_save_path, load_keras_model, save_model
     from edgekit.optimize import optimize
 
@@ -303,8 +304,7 @@ def run(args) -> int:
     check_data_spec(args.data)
     model = load_keras_model(args.model, safe_mode=not args.unsafe_load)
     teacher = load_keras_model(args.distill_from, safe_mode=not args.unsafe_load) if args.distill_from else None
-    shape = tuple(model.inputs[0].shape[1:])
-    ds = load_data(args.data, input_shape=shape)
+    ds = load_for(args.data, model)
     from edgekit.core.task import Task, resolve
 
     if not ds.has_labels and resolve(model, args.task).task is not Task.RECONSTRUCTION:
@@ -312,10 +312,10 @@ def run(args) -> int:
             f"{args.data} has no labels (y); fine-tuning needs them (an autoencoder learns its input: --task "
             f"reconstruction)"
         )
-    dtype = model.inputs[0].dtype.name
-    x_train, x_test = fit_to_input(ds.x_train, shape, "--data", dtype), fit_to_input(ds.x_test, shape, "--data", dtype)
+    specs = input_specs(model)
+    x_train, x_test = fit_inputs(ds.x_train, specs, "--data"), fit_inputs(ds.x_test, specs, "--data")
     say = _say(args)
-    say(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({len(x_train)} train / {len(x_test)} test)")
+    say(f"optimizing {args.model}: {recipe.describe()} on {ds.name} ({rows(x_train)} train / {rows(x_test)} test)")
     result = optimize(
         model,
         recipe,
@@ -332,20 +332,7 @@ def run(args) -> int:
     say(result.summary(name=args.parser.name))
     doc = {"model": args.model, "recipe": recipe.describe(), **result.to_dict()}
     if to_tflite:
-        from edgekit.converters import export
-
-        report = export(
-            result.model,
-            None,
-            calibration=x_train,
-            validation_data=(x_test, ds.y_test),
-            progress=f"export {os.path.basename(out)}",
-            seed=args.seed,
-            task=result.task,
-        )
-        report = report.save(out, overwrite=args.overwrite)
-        say(report.summary())
-        _write_json(args, dict(doc, export=report.to_dict()), out)
+        _export(args, result, output_names(model), (x_train, x_test, ds.y_test), doc)
         return EXIT_OK
     saved, flavour = result.model, ""
     if scan(args.model).keras3 and not recipe.has_qat and out.endswith(".keras"):
@@ -356,6 +343,27 @@ def run(args) -> int:
     say(f"wrote {out}{flavour}")
     _write_json(args, doc, out)
     return EXIT_OK
+
+
+def _export(args, result, names: list, data: tuple, doc: dict) -> None:
+    """-o OUT.tflite: the optimized model exported int8, verified on the held-out data per output."""
+    from edgekit.converters import export
+    from edgekit.core.task import split_outputs
+
+    x_train, x_test, y_test = data
+    several = len(names) > 1  # a QAT model's outputs are renamed: labels and tasks go by position
+    report = export(
+        result.model,
+        None,
+        calibration=x_train,
+        validation_data=(x_test, split_outputs(y_test, names) if several else y_test),
+        progress=f"export {os.path.basename(args.output)}",
+        seed=args.seed,
+        task=result.output_tasks if several else result.task,
+    )
+    report = report.save(args.output, overwrite=args.overwrite)
+    _say(args)(report.summary())
+    _write_json(args, dict(doc, export=report.to_dict()), args.output)
 
 
 def _say(args):

@@ -299,7 +299,8 @@ class _Objective:
 def _dataset(model, x, y, validation_data):
     """The train and test splits the search uses: ``x`` itself when it holds both (a Dataset or a
     ``--data`` spec), else ``(x, y)`` and ``validation_data``."""
-    from edgekit.core.data import Dataset, load_data, validation_pair
+    from edgekit.core.data import Dataset, load_data
+    from edgekit.core.samples import validation_pair
 
     if isinstance(x, (str, os.PathLike, Dataset)):
         if y is not None or validation_data is not None:
