@@ -74,15 +74,40 @@ def test_pruning_a_regression_model_keeps_its_mae(regression):
         optimize(m, Recipe.of([PruneConfig(sparsity=0.5)], FineTune(1, 32, 5e-4)), x, y, validation_data=(xt, yt))
 
 
-def test_search_says_it_measures_classifiers(regression, tmp_path):
-    """The search's objective is top-1 accuracy: a regression model is refused in one line, before
-    any study is created."""
-    from edgekit.app.search import search
+def test_search_minimises_a_regression_models_on_device_mae(regression, tmp_path):
+    """A regression model's search objective is its MAE measured on the device, minimised; the
+    limits' --max-drop is percent of the float32 model's MAE; the summary speaks MAE."""
+    import optuna
+
+    from edgekit.app.search import Limits, search
 
     m, x, y, xt, yt = regression
-    why = r"edgekit search measures top-1 accuracy.*task is regression \(the model's loss, mse\)"
-    with pytest.raises(InputError, match=why):
-        search(m, x, y, validation_data=(xt, yt), directory=str(tmp_path / "s"), trials=1, log=None)
+    space = {"channel_ratio": [0.0, 0.25], "sparsity": [0.0], "clusters": [0], "qat": [False], "distill": False}
+    res = search(
+        m, x, y, validation_data=(xt, yt), directory=str(tmp_path / "s"), trials=2, space=dict(space, epochs=2),
+        limits=Limits(max_drop=50.0), log=None, hand_made=False, sampler="random",
+    )  # fmt: skip
+    assert res.baseline["task"] == "regression" and res.baseline["metric"] == "MAE" and res.baseline["accuracy"] is None
+    keras_mae = float(np.mean(np.abs(m.predict(xt, verbose=0)[:, 0] - yt)))
+    assert res.baseline["quality"] == pytest.approx(keras_mae, rel=1e-4)  # float32 on the device = Keras
+    assert res.baseline["chance"] > 3 * res.baseline["quality"]  # the mean target's MAE: the model learned
+    done = [t for t in res.trials if t["state"] == "COMPLETE"]
+    assert done and all(t["quality"] == t["mae"] for t in done)
+    study = optuna.load_study(study_name=res.study, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.log"))))  # fmt: skip
+    assert study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    assert "MAE" in res.summary() and "always the mean target" in res.summary()
+
+
+def test_search_refuses_an_autoencoder_in_one_line(tmp_path):
+    from edgekit.app.search import search
+
+    inp = keras.Input((16,))
+    ae = keras.Model(inp, keras.layers.Dense(16)(keras.layers.Dense(4)(inp)))
+    ae.compile("adam", "mse")  # its loss and an output shaped like its input: reconstruction
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    with pytest.raises(InputError, match=r"accuracy \(classifiers\) or MAE \(regression\).*task is reconstruction"):
+        search(ae, x, x, validation_data=(x, x), directory=str(tmp_path / "s"), trials=1, log=None)
     assert not (tmp_path / "s").exists()
 
 

@@ -22,10 +22,10 @@ _OFFSETS = [
 ]
 
 
-def pareto_front(variants) -> List[int]:
-    """Indices of the variants no other variant dominates (at least as accurate and as fast, and
-    better in one), by increasing latency."""
-    pts = [(v["latency_ms"]["p50"], v["accuracy"]) for v in variants]
+def pareto_front(variants, key: str = "accuracy", higher: bool = True) -> List[int]:
+    """Indices of the variants no other variant dominates (at least as good by ``key`` — higher, or
+    lower for an error — and as fast, and better in one), by increasing latency."""
+    pts = [(v["latency_ms"]["p50"], v[key] if higher else -v[key]) for v in variants]
     front = [
         i
         for i, (x, y) in enumerate(pts)
@@ -38,18 +38,20 @@ def _area(size_bytes: int, largest: int) -> float:
     return 40 + 900 * size_bytes / largest
 
 
-def pareto_figure(variants, title: str = "accuracy vs latency"):
-    """(figure, label texts) of the chart."""
+def pareto_figure(
+    variants, title: str = "accuracy vs latency", key="accuracy", label="test accuracy (.tflite)", higher=True
+):
+    """(figure, label texts) of the chart of ``key`` (``label`` on its axis; ``higher``: better)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=110)
-    front = pareto_front(variants)
+    front = pareto_front(variants, key, higher)
     largest = max(v["size_bytes"] for v in variants)
     xs = [v["latency_ms"]["p50"] for v in variants]
-    ys = [v["accuracy"] for v in variants]
+    ys = [v[key] for v in variants]
     ax.plot(
         [xs[i] for i in front], [ys[i] for i in front], "-", color="tab:blue", lw=1.6, zorder=1, label="Pareto front"
     )
@@ -72,16 +74,16 @@ def pareto_figure(variants, title: str = "accuracy vs latency"):
     baseline = next((v for v in variants if v["name"] == BASELINE), None)
     if baseline is not None:
         ax.axhline(
-            baseline["accuracy"],
+            baseline[key],
             color="0.3",
             ls="--",
             lw=0.8,
             zorder=0,
-            label=f"float32 baseline ({baseline['accuracy']:.3f})",
+            label=f"float32 baseline ({baseline[key]:.4g})",
         )
     ax.margins(x=0.22, y=0.18)
     ax.set_xlabel("p50 latency (ms), LiteRT + XNNPACK, 1 thread")
-    ax.set_ylabel("test accuracy (.tflite)")
+    ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _size_legend(ax, largest)
@@ -187,11 +189,12 @@ def label_overlaps(fig, labels) -> List[Tuple[str, str]]:
     return [(a, b) for k, (a, ba) in enumerate(boxes) for b, bb in boxes[k + 1 :] if ba.overlaps(bb)]
 
 
-def pareto_png(variants, path: str, title: str = "accuracy vs latency") -> str:
-    """The chart of :func:`pareto_figure`, written as a PNG atomically; returns the file name."""
+def pareto_png(variants, path: str, title: str = "accuracy vs latency", **axis) -> str:
+    """The chart of :func:`pareto_figure` (``axis``: its ``key``, ``label``, ``higher``), written as
+    a PNG atomically; returns the file name."""
     import matplotlib.pyplot as plt
 
-    fig, _ = pareto_figure(variants, title)
+    fig, _ = pareto_figure(variants, title, **axis)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".pareto-", suffix=".png", dir=directory)
     os.close(fd)

@@ -1,5 +1,5 @@
 """``edgekit search``: recipes for a model tried on the target and measured, with the Pareto front
-of accuracy, p50 latency and size (see :mod:`edgekit.app.search`)."""
+of accuracy (a regression model: MAE), p50 latency and size (see :mod:`edgekit.app.search`)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _limit_flags(g):
         "--max-drop",
         type=number(0.0, 100.0, name="--max-drop"),
         metavar="POINTS",
-        help="accuracy points below the float32 model",
+        help="accuracy points below the float32 model (a regression model: percent above its MAE)",
     )
     g.add_argument(
         "--max-latency", type=number(0.0, 1e9, open_low=True, name="--max-latency"), metavar="MS", help="p50 ms"

@@ -31,7 +31,15 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from edgekit.app.search import space as searchspace
-from edgekit.app.search.results import OBJECTIVES, SearchResult, check_limits, collect, save_results
+from edgekit.app.search.results import (
+    OBJECTIVES,
+    SearchResult,
+    check_limits,
+    collect,
+    quality,
+    quality_drop,
+    save_results,
+)
 from edgekit.app.search.study import (
     SAMPLERS,
     check_identity,
@@ -44,7 +52,9 @@ from edgekit.app.search.study import (
     opening,
     worker_id,
 )
+from edgekit.app.search.trial import measure_baseline, run_trial
 from edgekit.core.errors import CollapseError, EdgekitDeprecationWarning, EdgekitError, InputError, renamed
+from edgekit.core.task import Task
 
 # what a search directory holds (a directory holding anything else is not resumed into)
 STUDY_FILES = frozenset(
@@ -72,8 +82,9 @@ def check_search_dir(directory: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What every reported point must meet: ``max_drop`` accuracy points below the float32
-    model, ``max_latency`` ms p50, ``max_size`` KB (1000 bytes) of file, and fitting ``board``."""
+    """What every reported point must meet: ``max_drop`` below the float32 model in the task's unit
+    (accuracy points; for regression percent of its MAE, :func:`quality_drop`), ``max_latency`` ms
+    p50, ``max_size`` KB (1000 bytes) of file, and fitting ``board``."""
 
     max_drop: Optional[float] = None
     max_latency: Optional[float] = None
@@ -89,7 +100,7 @@ class Limits:
         """How far trial measurements ``m`` are beyond each limit (> 0: beyond)."""
         out = {}
         if self.max_drop is not None:
-            out["max_drop"] = 100 * (baseline["accuracy"] - m["accuracy"]) - self.max_drop
+            out["max_drop"] = quality_drop(baseline, m) - self.max_drop
         if self.max_latency is not None:
             out["max_latency"] = m["p50_ms"] - self.max_latency
         if self.max_size is not None:
@@ -121,101 +132,11 @@ class Target:
         return self.host or "this machine"
 
 
-def _measure(path: str, target: Target, inputs: str) -> dict:
-    """The device harness's figures for one .tflite file on the target (and under QEMU)."""
-    from edgekit.device import bench
-
-    hosts = [target.host] if target.host else []
-    r = bench(
-        [path],
-        runs=target.runs,
-        warmup=target.warmup,
-        threads=target.threads,
-        inputs=inputs,
-        hosts=hosts,
-        ssh_config=target.ssh_config,
-        remote_python=target.remote_python,
-        progress=False,
-    )[0]
-    if not r.ok:
-        raise EdgekitError(f"benchmark on {target.label()} failed: {r.error}")
-    m = {
-        "accuracy": r.accuracy,
-        "p50_ms": r.latency_ms["p50"],
-        "peak_rss_mb": r.peak_rss_mb,
-        "size_bytes": os.path.getsize(path),
-        "host": target.host,
-    }
-    if target.qemu:
-        q = bench([path], runs=1, warmup=0, inputs=inputs, qemu=[target.qemu], progress=False)[0]
-        if not q.ok:
-            raise EdgekitError(f"ARM64 ({target.qemu}, QEMU) run failed: {q.error}")
-        m["qemu_accuracy"] = q.accuracy
-        with np.load(inputs) as f:  # ARM64's int8 kernels may round one step apart: one sample's worth is allowed
-            one = 1.0 / max(1, len(f["y"])) if "y" in f.files else 0.0
-        if q.accuracy is not None and r.accuracy is not None and abs(q.accuracy - r.accuracy) > one + 1e-9:
-            raise EdgekitError(
-                f"ARM64 kernels (QEMU {target.qemu}) give accuracy {q.accuracy:.4f}, this machine {r.accuracy:.4f}"
-            )
-    return m
-
-
-def _baseline(model, ds, directory: str, target: Target, inputs: str, seed: int) -> dict:
-    """The input model exported float32 and measured like every trial, and the test labels' chance level."""
-    from edgekit.converters import export
-    from edgekit.optimize import chance_level
-
-    path = os.path.join(directory, "trials", "float32.tflite")
-    export(model, None, "float32", validation_data=(ds.x_test, ds.y_test), seed=seed, layer_report=False).save(
-        path, overwrite=True
-    )
-    return dict(_measure(path, target, inputs), chance=chance_level(ds.y_test))
-
-
-def _trial(trial, params, model, ds, directory, target, inputs, seed, batchnorm) -> dict:
-    """Optimize (a step that collapses the model fails the trial), export (verified), measure: the
-    trial's measurements."""
-    from edgekit.converters import export
-    from edgekit.optimize import Recipe, optimize
-
-    doc = searchspace.recipe_doc(params, batchnorm)
-    trial.set_user_attr("recipe", doc)
-    candidate, warnings = model, []
-    if doc is not None:
-        result = optimize(
-            model,
-            Recipe.from_dict(doc, where=f"trial {trial.number}"),
-            ds.x_train,
-            ds.y_train,
-            validation_data=(ds.x_test, ds.y_test),
-            seed=seed,
-        )
-        candidate, warnings = result.model, result.warnings
-    path = os.path.join(directory, "trials", f"trial_{trial.number:03d}.tflite")
-    rep = export(
-        candidate,
-        None,
-        params["quant"],
-        calibration=ds.x_train,
-        validation_data=(ds.x_test, ds.y_test),
-        seed=seed,
-        layer_report=False,
-        target="mcu" if target.board else "litert",
-        board=target.board,
-    )
-    rep.save(path, overwrite=True)
-    m = _measure(path, target, inputs)
-    m.update(agreement=rep.agreement, cosine=rep.cosine, warnings=[str(w) for w in warnings + list(rep.warnings)])
-    if rep.mcu:
-        m.update(arena_bytes=rep.mcu.arena_bytes, flash_bytes=rep.mcu.flash_bytes, fits=rep.mcu.fits)
-    return m
-
-
 class _Objective:
     """One trial: its slot checked, its choices asked, then run (or an earlier measurement reused)."""
 
-    def __init__(self, st, trials, space, model, ds, directory, target, inputs, seed, log):
-        self.st, self.trials, self.space, self.model, self.ds = st, trials, space, model, ds
+    def __init__(self, st, trials, space, model, ds, directory, target, inputs, seed, log, task):
+        self.st, self.trials, self.space, self.model, self.ds, self.task = st, trials, space, model, ds, task
         self.directory, self.target, self.inputs, self.seed, self.log = directory, target, inputs, seed, log
         self.batchnorm = any(type(l).__name__ == "BatchNormalization" for l in model.layers)
         self.failures = []  # this worker's failed trials in a row
@@ -272,8 +193,17 @@ class _Objective:
             if wrecked is not None:  # nor is a recipe that collapsed the model
                 trial.set_user_attr("duplicate_of", wrecked.number)
                 raise CollapseError(f"as trial {wrecked.number}, not run again: {wrecked.user_attrs['error']}")
-            m = _trial(
-                trial, params, self.model, self.ds, self.directory, self.target, self.inputs, self.seed, self.batchnorm
+            m = run_trial(
+                trial,
+                params,
+                self.model,
+                self.ds,
+                self.directory,
+                self.target,
+                self.inputs,
+                self.seed,
+                self.batchnorm,
+                self.task,
             )
         except EdgekitError as exc:
             reason = " ".join(str(exc).split())[:300]
@@ -290,10 +220,10 @@ class _Objective:
         m["seconds"] = round(time.perf_counter() - t0, 1)
         trial.set_user_attr("measured", m)
         log(
-            f"trial {trial.number}: {name}: accuracy {m['accuracy']:.4f}, p50 {m['p50_ms']:.3f} ms, "
+            f"trial {trial.number}: {name}: {Task(self.task).metric} {m['quality']:.4g}, p50 {m['p50_ms']:.3f} ms, "
             f"{m['size_bytes'] / 1024:,.1f} KiB ({m['seconds']:.0f} s)"
         )
-        return m["accuracy"], m["p50_ms"], m["size_bytes"]
+        return m["quality"], m["p50_ms"], m["size_bytes"]
 
 
 def _dataset(model, x, y, validation_data):
@@ -338,7 +268,9 @@ def _legacy_form(x, y, directory, legacy: dict):
     return x, y, directory
 
 
-def _open(model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand):
+def _open(
+    model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand, task
+):
     """The study (created, or continued and checked to be the same search), its float32 baseline
     (measured once per study) and the harness's test inputs in ``directory``."""
     created = not os.path.lexists(directory)
@@ -346,7 +278,21 @@ def _open(model, ds, directory, space, limits, target, storage, study, sampler, 
     try:
         with opening(storage):  # workers starting together: one creates the study, the others then load it
             return _open_locked(
-                model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand
+                model,
+                ds,
+                directory,
+                space,
+                limits,
+                target,
+                storage,
+                study,
+                sampler,
+                seed,
+                heartbeat,
+                trials,
+                log,
+                hand,
+                task,
             )
     except BaseException:
         if created:  # nothing of a search that never started is left behind
@@ -355,7 +301,7 @@ def _open(model, ds, directory, space, limits, target, storage, study, sampler, 
 
 
 def _open_locked(
-    model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand
+    model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand, task
 ):
     # the sampler's constraints read the baseline the study stores (measured below when new)
     st = open_study(
@@ -367,6 +313,7 @@ def _open_locked(
         constraints_of(limits, lambda: st.user_attrs.get("baseline")),
         heartbeat,
         trials,
+        maximize_quality=task == "classification",
     )
     check_identity(st, model_fingerprint(model), data_fingerprint(ds), space)
     inputs = os.path.join(directory, "test.npz")  # the test split, for the harness's accuracy
@@ -375,7 +322,7 @@ def _open_locked(
     baseline = st.user_attrs.get("baseline")
     if not baseline:  # the first worker measures it, under the lock: the others find it
         log(f"measuring the input model as float32 on {target.label()} ...")
-        baseline = _baseline(model, ds, directory, target, inputs, seed)
+        baseline = measure_baseline(model, ds, directory, target, inputs, seed, task)
         st.set_user_attr("baseline", baseline)
         for name, params in (searchspace.hand_made(space) if hand else {}).items():  # tried first, in this order
             st.enqueue_trial(params, user_attrs={"hand_made": name}, skip_if_exists=True)
@@ -425,14 +372,28 @@ def search(
     model = load_keras_model(model) if isinstance(model, (str, os.PathLike)) else as_tf_keras(model)
     ds = _dataset(model, x, y, validation_data)
     if not ds.has_labels:
-        raise InputError("the search data has no labels (y); accuracy needs them")
-    _check_task(model, ds, compiled)
+        raise InputError("the search data has no labels (y); accuracy and MAE need them")
+    task = _task(model, ds, compiled)
     st, baseline, inputs = _open(
-        model, ds, directory, space, limits, target, storage, study, sampler, seed, heartbeat, trials, log, hand_made
+        model,
+        ds,
+        directory,
+        space,
+        limits,
+        target,
+        storage,
+        study,
+        sampler,
+        seed,
+        heartbeat,
+        trials,
+        log,
+        hand_made,
+        task,
     )
     bar = Progress("search", enabled=progress, delay=0.0)
 
-    objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log)
+    objective = _Objective(st, trials, space, model, ds, directory, target, inputs, seed, log, task)
 
     try:
         while next_slot(st, trials, poll=max(1.0, heartbeat / 4), shared=storage is not None):
@@ -449,17 +410,25 @@ def search(
     return result
 
 
-def _check_task(model, ds, compiled) -> None:
-    """The search's quality objective is top-1 accuracy: a model of another task
-    (:mod:`edgekit.core.task`) is a clear error, not a search on meaningless figures."""
+def _task(model, ds, compiled) -> str:
+    """The model's task (:mod:`edgekit.core.task`): the search's quality objective is its figure,
+    measured on the device — accuracy for a classifier, MAE for a regression model. A model of
+    another task, or with several outputs, is a clear error, not a search on meaningless figures."""
     from edgekit.core.task import Task, resolve
 
-    found = resolve(model, y=ds.y_train, loss=compiled)
-    if found.task is not Task.CLASSIFICATION:
+    if len(model.outputs) > 1:
         raise InputError(
-            f"edgekit search measures top-1 accuracy, for classifiers; this model's task is {found}: optimize "
-            f"and export it with 'edgekit optimize' and 'edgekit export', which measure it by its own figure"
+            f"edgekit search measures one output's figure on the device; this model has {len(model.outputs)} outputs: "
+            f"optimize and export it with 'edgekit optimize' and 'edgekit export', which report every output"
         )
+    found = resolve(model, y=ds.y_train, loss=compiled)
+    if found.task not in (Task.CLASSIFICATION, Task.REGRESSION):
+        raise InputError(
+            f"edgekit search measures accuracy (classifiers) or MAE (regression) on the device; this model's task is "
+            f"{found}: optimize and export it with 'edgekit optimize' and 'edgekit export', which measure it by its "
+            f"own figure"
+        )
+    return found.task.value
 
 
 def _complete():
@@ -476,5 +445,6 @@ def _best(st, limits: Limits, baseline: dict) -> str:
     ]
     if not ok:
         return ""
-    b = max(ok, key=lambda m: (m["accuracy"], -m["p50_ms"]))
-    return f" · best so far: accuracy {b['accuracy']:.4f} at {b['p50_ms']:.3f} ms"
+    higher = baseline.get("task", "classification") == "classification"
+    b = max(ok, key=lambda m: (quality(m) if higher else -quality(m), -m["p50_ms"]))
+    return f" · best so far: {baseline.get('metric', 'accuracy')} {quality(b):.4g} at {b['p50_ms']:.3f} ms"

@@ -14,7 +14,27 @@ from edgekit.core.errors import InputError
 from edgekit.core.io import write_atomic
 from edgekit.core.results import Result, fmt, table
 
-OBJECTIVES = ("accuracy", "latency", "size")  # maximize, minimize, minimize
+OBJECTIVES = ("quality", "latency", "size")  # accuracy maximized (an error: MAE minimized), minimize, minimize
+
+
+def quality(m: dict) -> float:
+    """A measurement's quality figure: accuracy, or the MAE of a regression model (a study written
+    before MAE was searched holds accuracy alone)."""
+    return m["quality"] if "quality" in m else m["accuracy"]
+
+
+def higher_is_better(baseline: dict) -> bool:
+    return baseline.get("task", "classification") == "classification"
+
+
+def quality_drop(baseline: dict, m: dict) -> float:
+    """How much worse ``m``'s quality is than the float32 model's, in the search's unit: accuracy
+    points, or for an error (MAE) percent of the float32 model's."""
+    b, q = quality(baseline), quality(m)
+    if higher_is_better(baseline):
+        return 100 * (b - q)
+    return 100 * (q - b) / b if b > 0 else (0.0 if q <= b else float("inf"))
+
 
 if TYPE_CHECKING:
     from edgekit.app.search import Limits
@@ -42,11 +62,12 @@ class SearchResult(Result):
     def summary(self) -> str:
         by_number = {t["number"]: t for t in self.trials}
         mcu = any("arena_bytes" in by_number[n] for n in self.front)
+        spec = ".4f" if higher_is_better(self.baseline) else ".4g"
         rows = [
             [
                 "float32",
                 "input model as is",
-                fmt(self.baseline["accuracy"], ".4f"),
+                fmt(quality(self.baseline), spec),
                 fmt(self.baseline["p50_ms"], ".3f"),
                 fmt(self.baseline["size_bytes"] / 1024, ",.1f"),
                 "1.0×",
@@ -55,7 +76,8 @@ class SearchResult(Result):
             + (["-"] if mcu else [])
         ]
         if self.baseline.get("chance") is not None:
-            rows.append(["chance", "the most frequent class", fmt(self.baseline["chance"], ".4f"), "", "", "", ""])
+            nothing = "the most frequent class" if higher_is_better(self.baseline) else "always the mean target"
+            rows.append(["chance", nothing, fmt(self.baseline["chance"], spec), "", "", "", ""])
             rows[-1] += [""] if mcu else []
         for n in self.front:
             t = by_number[n]
@@ -63,7 +85,7 @@ class SearchResult(Result):
                 [
                     f"trial {n}",
                     t["name"],
-                    fmt(t["accuracy"], ".4f"),
+                    fmt(quality(t), spec),
                     fmt(t["p50_ms"], ".3f"),
                     fmt(t["size_bytes"] / 1024, ",.1f"),
                     f"{self.baseline['p50_ms'] / t['p50_ms']:.1f}×",
@@ -74,7 +96,8 @@ class SearchResult(Result):
         done = [t for t in self.trials if t["state"] == "COMPLETE"]
         failed = [t for t in self.trials if t["state"] == "FAIL"]
         collapsed = sum(1 for t in failed if t.get("collapsed"))
-        headers = ("point", "recipe", "accuracy", "p50 ms", "size KiB", "faster", "smaller") + (
+        metric = self.baseline.get("metric", "accuracy")
+        headers = ("point", "recipe", metric, "p50 ms", "size KiB", "faster", "smaller") + (
             ("TFLM arena KiB",) if mcu else ()
         )
         lines = [
@@ -85,9 +108,10 @@ class SearchResult(Result):
         ]
         b = self.best_within_1pt
         if b:
+            within = "1 point" if higher_is_better(self.baseline) else "1%"
             lines.append(
-                f"best within 1 point of float32: trial {b['number']} ({b['name']}), accuracy "
-                f"{b['accuracy']:.4f}, {b['speedup']:.1f}× faster and {b['smaller']:.1f}× smaller than float32"
+                f"best within {within} of float32: trial {b['number']} ({b['name']}), {metric} "
+                f"{quality(b):{spec}}, {b['speedup']:.1f}× faster and {b['smaller']:.1f}× smaller than float32"
             )
         return "\n".join(lines)
 
@@ -104,7 +128,8 @@ def save_results(result: SearchResult, directory: str, log) -> None:
     for n in result.front:
         t = by_number[n]
         header = (
-            f"trial {n} of study {result.study}: {t['name']}\naccuracy {t['accuracy']:.4f}, p50 {t['p50_ms']:.3f} ms "
+            f"trial {n} of study {result.study}: {t['name']}\n{result.baseline.get('metric', 'accuracy')} "
+            f"{quality(t):.4g}, p50 {t['p50_ms']:.3f} ms "
             f"on {t.get('host') or 'this machine'}, {t['size_bytes']:,} bytes\n"
         )
         quant = t["params"]["quant"]
@@ -125,7 +150,7 @@ def save_results(result: SearchResult, directory: str, log) -> None:
         points = [
             {
                 "name": "float32",
-                "accuracy": result.baseline["accuracy"],
+                "quality": quality(result.baseline),
                 "size_bytes": result.baseline["size_bytes"],
                 "latency_ms": {"p50": result.baseline["p50_ms"]},
             }
@@ -133,16 +158,20 @@ def save_results(result: SearchResult, directory: str, log) -> None:
         points += [
             {
                 "name": f"{t['number']}: {t['name']}" if t["number"] in result.front else "",
-                "accuracy": t["accuracy"],
+                "quality": quality(t),
                 "size_bytes": t["size_bytes"],
                 "latency_ms": {"p50": t["p50_ms"]},
             }
             for t in done
         ]
+        metric = result.baseline.get("metric", "accuracy")
         result.chart = pareto_png(
             points,
             os.path.join(directory, "pareto.png"),
-            title=f"search {result.study}: accuracy vs p50 latency ({len(done)} trials)",
+            title=f"search {result.study}: {metric} vs p50 latency ({len(done)} trials)",
+            key="quality",
+            label=f"test {metric} (.tflite)",
+            higher=higher_is_better(result.baseline),
         )
     write_atomic(os.path.join(directory, "search.json"), result.to_json() + "\n", overwrite=True)
     log(
@@ -151,9 +180,10 @@ def save_results(result: SearchResult, directory: str, log) -> None:
     )
 
 
-def pareto(points: List[dict]) -> List[int]:
-    """Indices of the points no other point dominates on (accuracy ↑, p50 ↓, size ↓)."""
-    keys = [(-p["accuracy"], p["p50_ms"], p["size_bytes"]) for p in points]
+def pareto(points: List[dict], higher: bool = True) -> List[int]:
+    """Indices of the points no other point dominates on (quality: accuracy ↑ or an error ↓, p50 ↓,
+    size ↓)."""
+    keys = [(-quality(p) if higher else quality(p), p["p50_ms"], p["size_bytes"]) for p in points]
     return [
         i
         for i, a in enumerate(keys)
@@ -188,15 +218,16 @@ def collect(st, directory: str, storage: Optional[str], limits: Limits, space: d
             row["feasible"] = False
         rows.append(row)
     feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and r.get("duplicate_of") is None]
-    front = sorted((feasible[i] for i in pareto(feasible)), key=lambda r: r["p50_ms"])
-    close = [r for r in feasible if r["accuracy"] >= baseline["accuracy"] - 0.01]
+    front = sorted((feasible[i] for i in pareto(feasible, higher_is_better(baseline))), key=lambda r: r["p50_ms"])
+    close = [r for r in feasible if quality_drop(baseline, r) <= 1.0]  # 1 point, or 1% of an error
     best = None
     if close:
         b = min(close, key=lambda r: (r["p50_ms"], r["size_bytes"]))
         best = {
             "number": b["number"],
             "name": b["name"],
-            "accuracy": b["accuracy"],
+            "quality": quality(b),
+            "accuracy": b.get("accuracy"),
             "p50_ms": b["p50_ms"],
             "size_bytes": b["size_bytes"],
             "speedup": baseline["p50_ms"] / b["p50_ms"],
@@ -228,7 +259,8 @@ def check_limits(result: SearchResult, limits: Limits) -> None:
     k = max(counts, key=counts.get)
     best = {
         "max_drop": "the smallest drop seen: "
-        f"{100 * (result.baseline['accuracy'] - max(t['accuracy'] for t in done)):.2f} points",
+        f"{min(quality_drop(result.baseline, t) for t in done):.2f} "
+        + ("points" if higher_is_better(result.baseline) else "% of the float32 MAE"),
         "max_latency": f"the fastest seen: {min(t['p50_ms'] for t in done):.3f} ms",
         "max_size": f"the smallest seen: {min(t['size_bytes'] for t in done) / 1000:,.1f} KB",
         "board": "no trial's arena and flash fit the board",

@@ -47,8 +47,10 @@ def open_study(
     constraints,
     heartbeat: float = 30.0,
     trials: int = 24,
+    maximize_quality: bool = True,
 ):
-    """Optuna's study ``name`` in ``storage`` (default: ``directory/study.log``), created when new."""
+    """Optuna's study ``name`` in ``storage`` (default: ``directory/study.log``), created when new:
+    quality maximized (accuracy) or minimized (an error: MAE), p50 latency and size minimized."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported by edgekit, in one line
@@ -88,7 +90,7 @@ def open_study(
         storage=store,
         sampler=chooser,
         load_if_exists=True,
-        directions=["maximize", "minimize", "minimize"],
+        directions=["maximize" if maximize_quality else "minimize", "minimize", "minimize"],
     )
 
 
