@@ -149,9 +149,11 @@ def add_output_flags(g, json_help="the result as JSON", aliases=()):
 def add_task(g):
     g.add_argument(
         "--task",
-        choices=("classification", "regression", "reconstruction"),
-        help="what the model is for, which decides how it is fine-tuned and verified (default: from the loss it "
-        "was compiled with, its output, or real-valued targets in DATA; see docs/tasks.md)",
+        type=argtypes.task,
+        metavar="TASK",
+        help="classification, regression or reconstruction (NAME=TASK,... per output of a model with several): what "
+        "the model is for, which decides how it is fine-tuned and verified (default: from the loss it was compiled "
+        "with, its output, or real-valued targets in DATA; see docs/tasks.md)",
     )
 
 

@@ -53,3 +53,18 @@ def fractions(text):
     """Comma-separated shares in [0, 1): ``0.3,0.5,0.8``."""
     share = number(0.0, 1.0, open_high=True)
     return tuple(share(part.strip()) for part in text.split(","))
+
+
+TASKS = ("classification", "regression", "reconstruction")
+
+
+def task(text):
+    """``--task``: one task for every output, or ``NAME=TASK,...`` per output."""
+    parts = [p.strip() for p in text.split(",")] if "=" in text else [text.strip()]
+    for part in parts:
+        kind = part.split("=", 1)[-1].strip()
+        if kind not in TASKS or ("=" in text and not part.split("=", 1)[0].strip()):
+            raise argparse.ArgumentTypeError(
+                f"--task must be one of {', '.join(TASKS)}, or NAME=TASK,... per output; received '{text}'"
+            )
+    return text.strip()
