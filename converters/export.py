@@ -67,6 +67,8 @@ class ExportOptions:
     # classification | regression | reconstruction, or per output {name: task} or a list in their order
     # (None: resolved from the model)
     task: Union[None, str, dict, list] = None
+    streaming: bool = False  # export the recurrent model's streaming twin (edgekit.converters.streaming)
+    hop: int = 1  # streaming: frames per invoke
 
     def __post_init__(self):
         task = parse_tasks(self.task)
@@ -114,7 +116,9 @@ class ExportOptions:
             raise InputError(
                 "{min_cosine} must be in [-1, 1]; received {value}", params="min_cosine", value=self.min_cosine
             )
-        for name in ("calib_samples", "verify_samples"):
+        if self.hop != 1 and not self.streaming:
+            raise InputError("{hop} applies to {streaming=True}", params=("hop", "streaming"))
+        for name in ("calib_samples", "verify_samples", "hop"):
             if int(getattr(self, name)) < 1:
                 raise InputError("{%s} must be >= 1; received {value}" % name, params=name, value=getattr(self, name))
 
@@ -169,6 +173,7 @@ class ExportReport(Result):
     inputs: list = field(default_factory=list)  # every input tensor (``input`` is the first)
     outputs: list = field(default_factory=list)  # every output tensor (``output`` is the first)
     per_output: Optional[list] = None  # several outputs: each one's name, task and verified figures
+    streaming: Optional[dict] = None  # streaming export: the frame-by-frame run against the whole-window model
     tflite: bytes = field(default=b"", repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -210,6 +215,10 @@ class ExportReport(Result):
         if self.worst_layers:
             worst = ", ".join(f"{w['layer']} ({w['op']}) {w['rmse_over_scale']:.2f}" for w in self.worst_layers[:3])
             lines.append(f"int8 error per layer (RMSE / quantization step; 0.29 is rounding noise), worst: {worst}")
+        if self.streaming:
+            from edgekit.converters.streaming import describe
+
+            lines.append(describe(self.streaming))
         if self.mcu:
             lines.append(self.mcu.brief())
         lines.extend(f"note: {n}" for n in self.warnings)
@@ -395,6 +404,15 @@ def _prepare(model, o: ExportOptions, eval_y):
     return model, resolved
 
 
+def _options(quant, options: Optional[ExportOptions], fields: dict) -> ExportOptions:
+    if options is not None and (quant is not None or fields):
+        given = ["quant"] * (quant is not None) + sorted(fields)
+        raise InputError(
+            "give {options} or its fields ({fields}), not both", params=("options", *given), fields=", ".join(given)
+        )
+    return options or ExportOptions(quant="int8" if quant is None else quant, **fields)
+
+
 def export(
     model,
     path=None,
@@ -418,12 +436,13 @@ def export(
     calib = renamed(fields, "calib", "calibration", calibration)
     validation_data = renamed(fields, ("eval_x", "eval_y"), "validation_data", validation_data)
     eval_x, eval_y = validation_pair(validation_data)
-    if options is not None and (quant is not None or fields):
-        given = ["quant"] * (quant is not None) + sorted(fields)
-        raise InputError(
-            "give {options} or its fields ({fields}), not both", params=("options", *given), fields=", ".join(given)
-        )
-    o = options or ExportOptions(quant="int8" if quant is None else quant, **fields)
+    o = _options(quant, options, fields)
+    if o.streaming:  # the step model is prepared and exported there, by this function
+        from edgekit.converters.streaming import export_streaming
+
+        path = check_output(path, overwrite=overwrite) if path is not None else None
+        report = export_streaming(model, o, calib, (eval_x, eval_y), progress)
+        return report.save(path, overwrite=overwrite) if path is not None else report
     model, resolved = _prepare(model, o, eval_y)
     if path is not None:
         path = check_output(path, overwrite=overwrite)

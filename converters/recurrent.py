@@ -69,6 +69,7 @@ def _check(layer, fuse_lstm: bool = True) -> None:
                 f"then reads one whole window per call)"
             )
         shape = layer.input_shape
+        shape = shape[0] if isinstance(shape, list) else shape  # called with its initial state too
         steps = shape[1] if isinstance(shape, tuple) and len(shape) > 1 else None
         if (kind in UNROLLED or not fuse_lstm) and steps is None:
             raise InputError(
@@ -87,6 +88,8 @@ def for_conversion(model, fuse_lstm: bool = True):
         return model
     for layer in rnns:
         _check(layer, fuse_lstm)
+    if all(r.unroll for l in rnns for r in _inner(l)):
+        return model  # already written out (a streaming model's step): nothing to rewrite
     keras = _keras()
     unrolled = UNROLLED if fuse_lstm else UNROLLED + FUSED
     shared = _shared_input_lstms(model) if fuse_lstm else set()
@@ -148,8 +151,13 @@ def _same_outputs(model, twin) -> None:
     from edgekit.core.bridge import sample_inputs
 
     x = sample_inputs(model, 1)
-    a = np.asarray(model(x, training=False), dtype=np.float64)
-    b = np.asarray(twin(x, training=False), dtype=np.float64)
+
+    def outputs(m):
+        out = m(x, training=False)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return np.concatenate([np.asarray(o, dtype=np.float64).reshape(1, -1) for o in outs], axis=1)
+
+    a, b = outputs(model), outputs(twin)
     if a.shape != b.shape or np.max(np.abs(a - b)) > 1e-4 * max(1.0, float(np.max(np.abs(a)))):
         raise InputError(
             f"model '{model.name}' computes differently once its recurrent layers are written out for TFLite "

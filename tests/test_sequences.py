@@ -225,3 +225,64 @@ def test_qat_and_pruning_of_a_transformer_encoder():
     pruned = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], ft), x, y)
     rows = {l.kind: l.zeros for l in pruned.steps[0].weights.layers}
     assert abs(rows["MultiHeadAttention"] - 0.5) <= 0.02, rows
+
+
+@pytest.fixture(scope="module")
+def stack(windows):
+    """A trained LSTM(return_sequences) → GRU → Dense classifier (tf_keras)."""
+    keras.utils.set_random_seed(0)
+    model = _model("stack")
+    model.fit(windows.x_train, windows.y_train, epochs=20, batch_size=32, verbose=0)
+    return model
+
+
+def test_streaming_export_runs_frame_by_frame_like_the_whole_window(stack, windows):
+    """The streaming twin takes a frame and the states and returns the new ones; read frame by frame
+    from zero states its last output is the whole-window model's (float32 to 1e-5; int16x8 to the
+    same top-1), and it needs a fraction of the whole window's TFLM arena."""
+    common = dict(calibration=windows.x_train, validation_data=(windows.x_test, windows.y_test), layer_report=False)
+    for hop in (1, 4):
+        exact = export(stack, None, "float32", streaming=True, hop=hop, **common)
+        s = exact.streaming
+        assert s["hop"] == hop and s["steps"] == STEPS and s["windows"] == 64
+        assert s["max_abs_diff"] <= 1e-5 and s["agreement"] == 1.0
+    assert [t["key"] for t in exact.inputs if t["key"] == "frame"] == ["frame"] and len(exact.inputs) == 4  # h, c; h
+    wide = export(stack, None, "int16x8", streaming=True, **common)
+    assert wide.fully_integer and wide.streaming["agreement"] >= 0.98  # measured 1.0 (128 windows: 1.0)
+    int8 = export(stack, None, "int8", streaming=True, target="mcu", **common)
+    whole = export(stack, None, "int8", target="mcu", **common)
+    assert int8.fully_integer and int8.streaming["agreement"] >= 0.9  # measured 0.977 on 128 windows
+    assert int8.mcu.arena_bytes <= 0.5 * whole.mcu.arena_bytes  # measured 10,640 vs 70,080 B
+    assert "streaming: 1 frame(s) per invoke, 16 invokes per window" in int8.summary()
+
+
+def test_streaming_names_what_it_cannot_run_frame_by_frame(windows):
+    conv = keras.Sequential([keras.Input((STEPS, 3)), L.Conv1D(4, 3), L.GlobalAveragePooling1D(), L.Dense(2)])
+    with pytest.raises(InputError, match=r"layer 'conv1d.*' \(Conv1D\) looks across time steps"):
+        export(conv, None, "float32", validation_data=windows.x_test, streaming=True)
+    with pytest.raises(InputError, match="branches or merges"):
+        export(_model("conv1d"), None, "float32", validation_data=windows.x_test, streaming=True)
+    with pytest.raises(InputError, match="reads the window backwards"):
+        export(_model("bidirectional"), None, "float32", validation_data=windows.x_test, streaming=True)
+    with pytest.raises(InputError, match="must divide the window's 16 steps"):
+        export(_model("gru"), None, "float32", validation_data=windows.x_test, streaming=True, hop=5)
+    with pytest.raises(InputError, match="applies to"):
+        export(_model("gru"), None, "float32", validation_data=windows.x_test, hop=2)
+
+
+def test_cli_streaming_export_and_its_per_frame_benchmark(stack, windows, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    path, data = tmp_path / "stack.keras", tmp_path / "w.npz"
+    stack.save(path)
+    np.savez(data, x_train=windows.x_train, y_train=windows.y_train, x_test=windows.x_test, y_test=windows.y_test)
+    out = tmp_path / "stream.tflite"
+    proc = run_cli("export", path, "--quant", "int16x8", "--data", data, "--streaming", "--hop", "2", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 frame(s) per invoke, 8 invokes per window" in proc.stdout
+    proc = run_cli("bench", out, "--runs", "20", "--json", tmp_path / "b.json")  # one invoke: one hop of frames
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_error(
+        run_cli("export", path, "--quant", "int8", "--data", data, "--hop", "2", "-o", tmp_path / "x.tflite"),
+        contains="--hop applies to --streaming",
+    )

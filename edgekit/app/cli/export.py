@@ -117,6 +117,15 @@ def _verification_flags(g):
 
 def _target_flags(g):
     g.add_argument(
+        "--streaming",
+        action="store_true",
+        help="export the recurrent model's streaming twin: one frame (--hop frames) and the recurrent state in, the "
+        "output and the new state out; verified frame by frame against the whole-window model (docs/export.md)",
+    )
+    g.add_argument(
+        "--hop", type=int_at_least("--hop", 1), default=1, metavar="N", help="--streaming: frames per invoke"
+    )
+    g.add_argument(
         "--target",
         choices=("litert", "mcu"),
         default="litert",
@@ -163,6 +172,8 @@ def run(args) -> int:
         target=args.target,
         board=_board(args),
         task=args.task,
+        streaming=args.streaming,
+        hop=args.hop,
     )
     check_outputs(args, [(args.output, "-o", False), (args.json, "--json", False)], [args.model, args.data])
     if options.quant.integer and not args.data:
