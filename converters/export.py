@@ -126,13 +126,8 @@ class ExportOptions:
 if TYPE_CHECKING:
     from edgekit.converters.mcu import MCUReport
 
-_NOT_JSON = ("tflite", "mcu")
-_FIGURE = {
-    "mae": "MAE",
-    "rmse": "RMSE",
-    "error": "reconstruction error",
-    "auc": "anomaly AUC",
-}  # the bytes; the MCU report, written as its own dict
+_NOT_JSON = ("tflite", "mcu")  # the bytes; the MCU report, written as its own dict
+_FIGURE = {"mae": "MAE", "rmse": "RMSE", "error": "reconstruction error", "auc": "anomaly AUC"}
 
 
 @dataclass(frozen=True)
@@ -253,6 +248,11 @@ def _named_io(tflite: bytes, info) -> tuple:
     return [dict(t, key=k) for t, k in zip(info.inputs, ins)], [dict(t, key=k) for t, k in zip(info.outputs, outs)]
 
 
+def _fitted(model, x):
+    """Samples checked against ``model``'s inputs (a dict by input name for several), or None."""
+    return None if x is None else fit(model, x, "validation_data")
+
+
 def _eval_data(calib, calib_x, eval_x, eval_y):
     """Verification data: the held-out data given, else the calibration samples (no labels)."""
     if eval_x is None and calib_x is not None:
@@ -334,6 +334,7 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
                 seed=o.seed,
                 verify_samples=o.verify_samples,
                 calibrated=calibrated,
+                task=task,
             )
     else:
         checked = verify(
@@ -368,10 +369,15 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
     )
 
 
-def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, path) -> "MCUReport":
-    """The microcontroller checks of ``target='mcu'``: an op TFLM lacks, or a model too big for
-    ``board``, fails the export before anything is written."""
+def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, task: Task, path) -> Optional["MCUReport"]:
+    """The microcontroller checks of ``target='mcu'`` (None otherwise): an op TFLM lacks, or a model
+    too big for ``board``, fails the export before anything is written. ``task``: the first output's
+    (its labels are compared for a classifier)."""
     from edgekit.converters.mcu import mcu
+
+    if o.target != "mcu":
+        return None
+    eval_y = eval_y if task is Task.CLASSIFICATION else None
 
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
     keras_model = None if is_savedmodel_graph(model) else model  # the estimate profiles Keras layers
@@ -488,8 +494,6 @@ def export(
         inputs=inputs,
         outputs=outputs,
         per_output=[dict(p, reason=r.reason) for p, r in zip(checked.outputs, resolved)] if checked.outputs else None,
-        mcu=_mcu_check(model, tflite, o, eval_x, eval_y if tasks == [Task.CLASSIFICATION] else None, path)
-        if o.target == "mcu"
-        else None,
+        mcu=_mcu_check(model, tflite, o, _fitted(model, eval_x), eval_y, tasks[0], path),
     )
     return report.save(path, overwrite=overwrite) if path is not None else report

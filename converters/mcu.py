@@ -44,6 +44,7 @@ from edgekit.core.errors import InputError, VerificationError, renamed
 from edgekit.core.io import _umask, check_output, commit_dir, staging_dir
 from edgekit.core.results import Result, table
 from edgekit.core.samples import rows, take, validation_pair
+from edgekit.core.task import split_outputs
 
 DEFAULT_MAX_ARENA_KB = 8192  # the bisection's upper bound: more than any board of the table has
 DEFAULT_SAMPLES = 360  # samples run under TFLM for the agreement check (reference kernels are slow)
@@ -263,18 +264,26 @@ def _compare(tflm_out: np.ndarray, lite_out: np.ndarray, y, classifier: bool) ->
     return out
 
 
-def _agreement(path: str, info, x, y, max_arena: int) -> tuple:
-    """(TFLM child result, comparison with LiteRT) on ``x`` quantized once for both interpreters.
+def _agreement(path: str, info, x, y, max_arena: int, samples: int) -> tuple:
+    """(TFLM child result, comparison with LiteRT) on the first ``samples`` of ``x`` (an array, a dict
+    by input name or a list in the inputs' order) quantized once for both interpreters.
     LiteRT runs its builtin kernels: its default XNNPACK delegate requantizes in float and differs
     from TFLM's integer kernels by several steps (measured up to 34 on an int8 MobileNetV1)."""
     from edgekit.device.board.harness import io_names, load_interpreter, quantize, run_all
     from edgekit.device.board.micro import run
 
     interp = load_interpreter(path, xnnpack=False)
-    names = io_names(interp)[0]
-    given = x if isinstance(x, dict) else {names[0]: x}
+    names, outs = io_names(interp)
+    given = dict(zip(names, x)) if isinstance(x, (list, tuple)) else x if isinstance(x, dict) else {names[0]: x}
     if set(names) - set(given):
-        raise InputError(f"no data for input(s) {', '.join(sorted(set(names) - set(given)))} of the model")
+        raise InputError(
+            f"no data for input(s) {', '.join(sorted(set(names) - set(given)))} of the model: give an array "
+            f"named after each input ({', '.join(names)})"
+        )
+    n = min(samples, rows(given))
+    given = take(given, slice(0, n))
+    y = split_outputs(y, outs)[0] if y is not None else None  # the first output is compared
+    y = None if y is None else np.asarray(y)[:n]
     xq = {}
     for detail, name in zip(interp.get_input_details(), names):
         part, want = np.asarray(given[name]), tuple(int(s) for s in detail["shape"][1:])
@@ -449,9 +458,7 @@ def _run_tflm(tflite: bytes, info, x, y, samples: int, max_arena: int):
             f.write(tflite)
         compared = {}
         if x is not None:
-            n = min(int(samples), rows(x))
-            y = None if y is None or isinstance(y, dict) else np.asarray(y)[:n]  # the first output is compared
-            result, compared = _agreement(path, info, take(x, slice(0, n)), y, max_arena)
+            result, compared = _agreement(path, info, x, y, max_arena, int(samples))
         else:
             from edgekit.device.board.micro import run
 

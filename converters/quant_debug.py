@@ -129,9 +129,11 @@ def keep_float_auto(
     seed: int = 0,
     verify_samples: Optional[int] = None,
     calibrated: Optional[bytes] = None,
+    task="classification",
 ):
     """Re-convert with the worst 1, 2, 4, ... layers of ``errors`` kept float until top-1
-    agreement with ``model`` on ``eval_x`` reaches ``min_agreement``. Returns (tflite bytes,
+    agreement with ``model`` on ``eval_x`` reaches ``min_agreement`` (``task``: as :func:`verify`
+    takes it, per output for several). Returns (tflite bytes,
     Verification, kept LayerErrors, shared weights). ``calibrated``: ``model`` already
     calibrated on ``calib``, quantized at each step instead of calibrating again."""
     layers: List[str] = []
@@ -165,6 +167,7 @@ def keep_float_auto(
             allow_float=True,
             seed=seed,
             verify_samples=verify_samples or DEFAULT_VERIFY_SAMPLES,
+            task=task,
         )
         if checked.agreement is not None and checked.agreement >= min_agreement:
             return tflite, checked, kept, shared

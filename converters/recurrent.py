@@ -9,9 +9,9 @@ unrolled (``unroll=True``: the loop written out step by step in FULLY_CONNECTED,
 ADD) → fully integer, 166–334 KB for 64 steps. The fused LSTM has no int16x8 kernel: int16x8 unrolls
 LSTMs too.
 
-:func:`for_conversion` gives the converter a twin of such a model: the same layers and weights,
-every GRU and SimpleRNN (also inside ``Bidirectional``) unrolled, an LSTM kept fused at a batch of
-1 (one window at a time, as a board runs it) — unless another LSTM reads the same tensor (both
+:func:`for_conversion` gives the converter a twin of such a model at a batch of 1 (one window at a
+time, as a board runs it): the same layers and weights, every GRU and SimpleRNN (also inside
+``Bidirectional``) unrolled, an LSTM kept fused — unless another LSTM reads the same tensor (both
 directions of a ``Bidirectional``, parallel LSTMs): the converter calibrates such fused LSTMs wrongly,
 so they are unrolled too. The fused op keeps its state in variable tensors between invokes: the
 harness resets them before every window. What cannot be converted with builtins is a clear error
@@ -88,8 +88,8 @@ def for_conversion(model, fuse_lstm: bool = True):
         return model
     for layer in rnns:
         _check(layer, fuse_lstm)
-    if all(r.unroll for l in rnns for r in _inner(l)):
-        return model  # already written out (a streaming model's step): nothing to rewrite
+    if all(r.unroll for l in rnns for r in _inner(l)) and all(t.shape[0] == 1 for t in model.inputs):
+        return model  # already written out at a batch of 1 (a streaming model's step): nothing to rewrite
     keras = _keras()
     unrolled = UNROLLED if fuse_lstm else UNROLLED + FUSED
     shared = _shared_input_lstms(model) if fuse_lstm else set()
@@ -111,9 +111,12 @@ def for_conversion(model, fuse_lstm: bool = True):
         for r in _inner(l)
         if type(r).__name__ in FUSED and fuse_lstm and l.name not in shared and not r.unroll
     ]
-    # the fused LSTM needs a static batch; written-out layers keep the batch free (at batch 1 the
-    # quantizer left a SPLIT of an unrolled Bidirectional LSTM in float)
-    batch = (1,) if fused else (None,)
+    # A static batch of 1: the fused LSTM needs it, and a written-out GRU or SimpleRNN otherwise
+    # builds its zero state with a FILL of the input's dynamic shape, which TFLM cannot prepare. An
+    # unrolled Bidirectional LSTM keeps the batch free: at batch 1 the quantizer left a SPLIT of it
+    # in float.
+    two_way_lstm = any(type(l).__name__ in WRAPPERS and type(l.forward_layer).__name__ in FUSED for l in rnns)
+    batch = (1,) if fused or not two_way_lstm else (None,)
     inputs = [
         keras.Input(batch_shape=batch + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
         for t in model.inputs

@@ -83,7 +83,7 @@ def _layers(model) -> list:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InputError(
             f"streaming export feeds one input a frame at a time; model '{model.name}' has {len(model.inputs)} "
-            f"input(s) and {len(model.outputs)} output(s)"
+            f"input(s) and {len(model.outputs)} output(s): export the whole window"
         )
     previous = model.inputs[0]
     for layer in layers:  # each layer's first call is the model's (a streaming twin calls it again)
@@ -133,6 +133,13 @@ def _check(layers: list, model) -> None:
                 f"layer '{layer.name}' ({kind}) looks across time steps before the last recurrent layer; streaming "
                 f"export covers recurrent models (per-frame layers: {', '.join(PER_FRAME)}) — export the whole window"
             )
+    if rnns and layers[rnns[-1]].return_sequences:
+        last = layers[rnns[-1]]
+        raise InputError(
+            f"layer '{last.name}' ({type(last).__name__}) returns every step (return_sequences=True) to the layers "
+            f"after it: a streaming step returns the output on the frames seen so far; build the last recurrent "
+            f"layer with return_sequences=False, or export the whole window"
+        )
     if not rnns:
         raise InputError(
             f"streaming export runs a model's recurrent layers (LSTM, GRU, SimpleRNN) frame by frame; model "
@@ -229,7 +236,10 @@ def export_streaming(model, options, calibration, validation_data, progress=None
     tasks = [resolved[0].task] + [Task.REGRESSION] * len(stream.states)  # the states: real values, compared by SNR
     step_calib = stream.step_inputs(calib_w, options.calib_samples, options.seed) if calib_w is not None else None
     step_eval = stream.step_inputs(eval_w, options.verify_samples, options.seed)
-    inner = dataclasses.replace(options, streaming=False, hop=1, task=[t.value for t in tasks], min_agreement=None)
+    keep = None if options.keep_float == "auto" else options.keep_float  # 'auto' aims at the whole window's agreement
+    inner = dataclasses.replace(
+        options, streaming=False, hop=1, task=[t.value for t in tasks], min_agreement=None, keep_float=keep
+    )
     report = export(
         stream.step, None, calibration=step_calib, validation_data=(step_eval, None), progress=progress, options=inner
     )

@@ -23,7 +23,7 @@ from edgekit.converters.convert import Quant, fit, op_layer
 from edgekit.converters.inspection import ModelInfo, inspect_tflite
 from edgekit.core.errors import InputError, VerificationError
 from edgekit.core.samples import output_names, rows, sample_indices, take
-from edgekit.core.task import Task, check_targets, predicted_classes, quality
+from edgekit.core.task import Task, check_targets, predicted_classes, quality, split_outputs
 
 DEFAULT_VERIFY_SAMPLES = 1000
 
@@ -254,9 +254,15 @@ def verify(
     refs = model.predict(xs, batch_size=64, verbose=0)
     names = output_names(model)
     refs = refs if isinstance(refs, dict) else dict(zip(names, refs if len(names) > 1 else [refs]))
-    lite = lite if set(lite) == set(names) else dict(zip(names, lite.values()))  # by position if renamed
+    if set(lite) != set(names):
+        if len(names) > 1:
+            raise VerificationError(
+                f"the .tflite's outputs ({', '.join(sorted(lite))}) are not named as the model's "
+                f"({', '.join(names)}): they cannot be matched to verify them"
+            )
+        lite = {names[0]: next(iter(lite.values()))}
     tasks = task if isinstance(task, list) else [task] * len(names)
-    ys = [None if y is None else _labels_of(y, names, i, idx) for i in range(len(names))]
+    ys = [None if part is None else np.asarray(part)[idx] for part in split_outputs(y, names)]
     per = [
         _check_output(model, n, np.asarray(refs[n]), lite[n], t, ys[i], xs, min_agreement, quant)
         for i, (n, t) in enumerate(zip(names, tasks))
@@ -275,18 +281,6 @@ def verify(
         task="several",
         outputs=per,
     )
-
-
-def _labels_of(y, names: list, i: int, idx):
-    """Output ``i``'s labels of the verified rows ``idx``: ``y`` a dict by output name, a list by
-    position, or (one output) an array."""
-    if isinstance(y, dict):
-        part = y.get(names[i])
-    elif isinstance(y, (list, tuple)) and len(names) > 1:
-        part = y[i]
-    else:
-        part = y
-    return None if part is None else np.asarray(part)[idx]
 
 
 def _check_output(model, name, ref, lite, task, ys, xs, min_agreement, quant) -> dict:

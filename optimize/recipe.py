@@ -42,7 +42,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 from edgekit.core.errors import CollapseError, InputError, Message, python_name, renamed, render
 from edgekit.core.io import read_toml
 from edgekit.core.results import Result, fmt, table
-from edgekit.core.samples import output_names, rows, validation_pair
+from edgekit.core.samples import fit_inputs, input_specs, output_names, rows, validation_pair
 from edgekit.core.saving import as_tf_keras
 from edgekit.core.task import Task, baseline, check_targets, quality, resolve_each, score, split_outputs, targets
 from edgekit.optimize import registry
@@ -447,6 +447,9 @@ def optimize(
     x_test, y_test = validation_pair(validation_data)
     log = log or (lambda msg: None)
     model, resolved = _checked(model, task, y, y_test, recipe, teacher)
+    x, x_test = (
+        None if v is None else fit_inputs(v, input_specs(model), what) for v, what in ((x, "x"), (x_test, "x_test"))
+    )
     names, tasks = output_names(model), [r.task for r in resolved]
     y_tests = split_outputs(y_test, names)
     task, y_test = tasks[0], y_tests[0]  # the steps are scored by the first output

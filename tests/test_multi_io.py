@@ -82,6 +82,9 @@ def test_several_inputs_are_checked_and_sampled_together():
     stream = ({"accel": x["accel"][i], "meta": x["meta"][i]} for i in range(50))  # one sample per element
     drawn, info = calibration_samples(stream, specs, 8)
     assert info["selection"] == "first" and drawn["accel"].shape == (8, 32, 3)
+    pairs = (((x["accel"][i : i + 4], x["meta"][i : i + 4]), np.zeros(4)) for i in range(0, 50, 4))  # (inputs, y)
+    drawn, _ = calibration_samples(pairs, specs, 8)
+    np.testing.assert_array_equal(drawn["meta"], x["meta"][:8])
 
 
 def test_int8_export_calibrates_each_input_and_verifies_each_output(two_in_two_out):
@@ -137,9 +140,8 @@ def test_optimize_fine_tunes_every_output_and_scores_the_first(two_in_two_out):
     ones), the steps are scored by the first output and the others are reported beside it."""
     model, _, _, (x, act, rate), (xt, act_t, rate_t) = two_in_two_out
     recipe = Recipe.of([PruneConfig(sparsity=0.5)], FineTune(epochs=10, learning_rate=2e-3))
-    res = optimize(
-        model, recipe, x, {"activity": act, "rate": rate}, validation_data=(xt, {"activity": act_t, "rate": rate_t})
-    )
+    y, y_test = {"activity": act, "rate": rate}, {"activity": act_t, "rate": rate_t}
+    res = optimize(model, recipe, [x["accel"], x["meta"]], y, validation_data=(xt, y_test))  # a list: inputs' order
     assert res.task == "classification" and res.output_tasks == ["classification", "regression"]
     assert res.baseline_outputs["rate"][0] == "MAE" and res.steps[0].outputs["rate"] is not None
     assert res.steps[0].score >= res.baseline_score - 0.1  # the first output kept its accuracy ...

@@ -89,7 +89,10 @@ class BenchmarkResult:
         lat = self.latency_ms
         return (
             f"{self.model}{where}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, peak RSS "
-            f"{self.peak_rss_mb:.1f} MiB" + (f", on-device {self.quality()}" if self.quality() else "")
+            f"{self.peak_rss_mb:.1f} MiB"
+            + (f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
+            + (f", MAE {self.mae:.4g}" if self.mae is not None else "")
+            + (f", on-device {self.quality()}" if self.data.get("outputs") else "")
         )
 
 

@@ -134,8 +134,12 @@ def _stream_batches(source, specs: Sequence[InputSpec], n: int):
 
 
 def _is_sample_list(element, specs) -> bool:
-    """Whether a 2-element list is the two inputs of a 2-input model (not an (x, y) pair)."""
-    return len(specs) == 2 and not isinstance(element[0], dict) and np.ndim(element[0]) >= len(specs[0].shape)
+    """Whether a 2-element list is the two inputs of a 2-input model (not an (x, y) pair, whose
+    first element holds the inputs: a dict, list or tuple)."""
+    first = element[0]
+    if len(specs) != 2 or isinstance(first, (dict, list, tuple)):
+        return False
+    return np.ndim(first) >= len(specs[0].shape)
 
 
 def _concat(batches: list, specs: Sequence[InputSpec], n: int):

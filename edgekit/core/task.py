@@ -172,6 +172,8 @@ def _per_output(value, names: list, i: int):
         return value.get(names[i])
     if isinstance(value, (list, tuple)) and len(names) > 1:
         return value[i] if i < len(value) else None
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (str, Task)):
+        return value[0]  # a task list of one output
     return value
 
 

@@ -414,14 +414,22 @@ def _task(model, ds, compiled) -> str:
     """The model's task (:mod:`edgekit.core.task`): the search's quality objective is its figure,
     measured on the device — accuracy for a classifier, MAE for a regression model. A model of
     another task, or with several outputs, is a clear error, not a search on meaningless figures."""
-    from edgekit.core.task import Task, resolve
+    from edgekit.core.task import resolve
+    from edgekit.device.board.harness import real_valued
 
-    if len(model.outputs) > 1:
+    if len(model.inputs) > 1 or len(model.outputs) > 1:
         raise InputError(
-            f"edgekit search measures one output's figure on the device; this model has {len(model.outputs)} outputs: "
-            f"optimize and export it with 'edgekit optimize' and 'edgekit export', which report every output"
+            f"edgekit search measures models with one input and one output on the device; this one has "
+            f"{len(model.inputs)} and {len(model.outputs)}: optimize and export it with 'edgekit optimize' and "
+            f"'edgekit export', which take and report each"
         )
     found = resolve(model, y=ds.y_train, loss=compiled)
+    if found.task is Task.REGRESSION and not real_valued(ds.y_test):
+        raise InputError(
+            "edgekit search measures a regression model's MAE on the device, whose harness reads whole-number "
+            "targets as class ids: give the targets as floats with their fractions (in finer units), or optimize "
+            "and export the model with 'edgekit optimize' and 'edgekit export'"
+        )
     if found.task not in (Task.CLASSIFICATION, Task.REGRESSION):
         raise InputError(
             f"edgekit search measures accuracy (classifiers) or MAE (regression) on the device; this model's task is "

@@ -45,12 +45,15 @@ def measure(path: str, target, inputs: str, task: str) -> dict:
         if not q.ok:
             raise EdgekitError(f"ARM64 ({target.qemu}, QEMU) run failed: {q.error}")
         on_arm = q.accuracy if task == "classification" else q.mae
-        m["qemu_quality"] = on_arm
+        m.update(qemu_quality=on_arm, qemu_accuracy=q.accuracy, qemu_mae=q.mae)
         with np.load(inputs) as f:  # ARM64's int8 kernels may round one step apart: one sample's worth is allowed
             one = 1.0 / max(1, len(f["y"])) if "y" in f.files else 0.0
         allowed = one if task == "classification" else 0.01 * abs(quality or 0.0)  # an error: 1% of it
         if on_arm is not None and quality is not None and abs(on_arm - quality) > allowed + 1e-9:
-            raise EdgekitError(f"ARM64 kernels (QEMU {target.qemu}) give {on_arm:.4f}, this machine {quality:.4f}")
+            metric = "accuracy" if task == "classification" else "MAE"
+            raise EdgekitError(
+                f"ARM64 kernels (QEMU {target.qemu}) give {metric} {on_arm:.4f}, this machine {quality:.4f}"
+            )
     return m
 
 
