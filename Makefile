@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search bench-streaming arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-harness: $(STAMP)
 # verb, written into docs/models.md's zoo table.
 bench-zoo: $(STAMP)
 	$(BIN)/python benchmarks/zoo.py --docs docs/models.md --json benchmarks/zoo.json
+
+# Streaming export against the whole window: frame-by-frame equivalence, top-1, TFLM arena.
+bench-streaming: $(STAMP)
+	$(BIN)/python benchmarks/streaming.py
 
 # QAT against post-training int8 on a BatchNorm-heavy model (four recipes, two heads) and the demo.
 bench-qat: $(STAMP)

@@ -226,6 +226,14 @@ def test_int8_size_estimate(tmp_path):
     done(out)
 
 
+def test_streaming(tmp_path):
+    out = smoke("streaming.py", tmp_path, "--json", tmp_path / "s.json")
+    line = row(out, "gru ", 9)
+    (r,) = json.loads((tmp_path / "s.json").read_text())
+    assert r["float32_max_diff"] <= 1e-5 and r["int8_arena"] > 0, line  # float32 frame by frame is exact at any size
+    done(out)
+
+
 def test_mcu_targets(tmp_path):
     out = smoke("mcu_targets.py", tmp_path, "--json", tmp_path / "mcu.json")
     assert "smoke: left out resnet8, mobilenet_v1" in out
