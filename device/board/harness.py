@@ -193,7 +193,10 @@ def _per_input(interp, x) -> list:
         return [np.asarray(x)]
     missing = [n for n in names if n not in x]
     if missing:
-        raise BoardError(f"no data for input(s) {', '.join(missing)} of the model (received {', '.join(x)})")
+        raise BoardError(
+            f"no data for input(s) {', '.join(missing)} of the model (received {', '.join(x)}): name an array after "
+            f"each input"
+        )
     return [np.asarray(x[n]) for n in names]
 
 

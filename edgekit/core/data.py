@@ -281,16 +281,16 @@ def load_npz(path: str, inputs: Sequence[str] = (), outputs: Sequence[str] = ())
     shapes = [{k: v.shape[1:] for k, v in x.items()} if isinstance(x, dict) else x.shape[1:] for x in xs]
     if shapes[0] != shapes[1]:
         raise InputError(f"{path}: the train samples {shapes[0]} and the test samples {shapes[1]} differ in shape")
-    ys = None
+    ys, keyed = None, lambda a, k: (a, k)  # each label array with the key it was read from, for messages
     if len(outputs) > 1:
-        ys = _grouped(arrays, outputs, path, lambda a, k: a)
-    elif (found := _split(arrays, "y", path, lambda a, k: a)) is not None or outputs:
-        ys = found if found is not None else _split(arrays, outputs[0], path, lambda a, k: a)
-    label = lambda y, n, k: _labels(y, n, k, path)  # noqa: E731
+        ys = _grouped(arrays, outputs, path, keyed)
+    elif (found := _split(arrays, "y", path, keyed)) is not None or outputs:
+        ys = found if found is not None else _split(arrays, outputs[0], path, keyed)
+    label = lambda y, n: _labels(y[0], n, y[1], path)  # noqa: E731
     if isinstance(ys, tuple) and isinstance(ys[0], dict):
-        ys = tuple({k: label(v, n, k) for k, v in y.items()} for y, n in zip(ys, (n_train, n_test)))
+        ys = tuple({k: label(v, n) for k, v in y.items()} for y, n in zip(ys, (n_train, n_test)))
     elif ys is not None:
-        ys = label(ys[0], n_train, "y_train"), label(ys[1], n_test, "y_test")
+        ys = label(ys[0], n_train), label(ys[1], n_test)
     y_train, y_test = ys if ys is not None else (None, None)
     return Dataset(os.path.basename(path), xs[0], y_train, xs[1], y_test)
 
