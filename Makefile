@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search bench-streaming arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search bench-streaming bench-distilbert arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-zoo: $(STAMP)
 # Streaming export against the whole window: frame-by-frame equivalence, top-1, TFLM arena.
 bench-streaming: $(STAMP)
 	$(BIN)/python benchmarks/streaming.py
+
+# DistilBERT reproduced small: an encoder halved by layer dropping + distillation, int8 against the
+# teacher's float32 (accuracy, size, p50), written into docs/techniques.md.
+bench-distilbert: $(STAMP)
+	$(BIN)/python benchmarks/distilbert.py --docs docs/techniques.md
 
 # QAT against post-training int8 on a BatchNorm-heavy model (four recipes, two heads) and the demo.
 bench-qat: $(STAMP)

@@ -105,20 +105,10 @@ def for_conversion(model, fuse_lstm: bool = True):
             config["unroll"] = True
         return type(layer).from_config(config)
 
-    fused = [
-        r.name
-        for l in rnns
-        for r in _inner(l)
-        if type(r).__name__ in FUSED and fuse_lstm and l.name not in shared and not r.unroll
-    ]
-    # A static batch of 1: the fused LSTM needs it, and a written-out GRU or SimpleRNN otherwise
-    # builds its zero state with a FILL of the input's dynamic shape, which TFLM cannot prepare. An
-    # unrolled Bidirectional LSTM keeps the batch free: at batch 1 the quantizer left a SPLIT of it
-    # in float.
-    two_way_lstm = any(type(l).__name__ in WRAPPERS and type(l.forward_layer).__name__ in FUSED for l in rnns)
-    batch = (1,) if fused or not two_way_lstm else (None,)
+    # A static batch of 1: the fused LSTM needs it, and a written-out recurrence otherwise builds its
+    # zero state with a FILL of the input's dynamic shape, which TFLM cannot prepare.
     inputs = [
-        keras.Input(batch_shape=batch + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
+        keras.Input(batch_shape=(1,) + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
         for t in model.inputs
     ]
     from edgekit.core.compat import in_process_lambdas
@@ -127,8 +117,45 @@ def for_conversion(model, fuse_lstm: bool = True):
     with custom_objects(), in_process_lambdas():  # a QAT model's wrappers and tfmot's own lambdas
         twin = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     twin.set_weights(model.get_weights())
+    if any(type(l).__name__ in WRAPPERS and type(l.forward_layer).__name__ in FUSED for l in rnns):
+        twin = _computed_zero_states(twin)
     _same_outputs(model, twin)
     return twin
+
+
+def _computed_zero_states(model):
+    """``model`` with every written-out Bidirectional LSTM started from zero states computed from its
+    input (a zero-kernel Dense of the first step) instead of constants: with constant zeros, the
+    backward direction's first step has a dead gate (its forget gate times a zero cell state is
+    folded away), and the int8 quantizer leaves that step's SPLIT in float (measured: one float
+    SPLIT of 64, TF 2.21). A computed zero keeps every gate live: the file is fully integer."""
+    from edgekit.core.graph import calls, rewrite
+
+    keras = _keras()
+    L = keras.layers
+
+    def replace(layer, mapped):
+        if not (type(layer).__name__ in WRAPPERS and type(layer.forward_layer).__name__ in FUSED):
+            return None
+        if len(calls(layer)[0].keras_inputs) != 1 or not isinstance(mapped, type(model.inputs[0])):
+            return None  # called with its own initial state or a mask: left as it is
+        steps = int(mapped.shape[1])
+        first = L.Flatten(name=f"{layer.name}_first_step")(L.Cropping1D((0, steps - 1))(mapped))
+        states = []
+        for rnn in (layer.forward_layer, layer.backward_layer):
+            zero = L.Dense(rnn.units, use_bias=False, kernel_initializer="zeros", name=f"{rnn.name}_zero_state")
+            h = zero(first)
+            states += [h, h]  # h and c
+        clone = type(layer).from_config(layer.get_config())
+        out = clone(mapped, initial_state=states)
+        clone.set_weights(layer.get_weights())
+        return out
+
+    from edgekit.core.compat import in_process_lambdas
+    from edgekit.core.wrappers import custom_objects
+
+    with custom_objects(), in_process_lambdas():  # a QAT model's wrappers and tfmot's own lambdas
+        return rewrite(model, replace, "convert")
 
 
 def _shared_input_lstms(model) -> set:

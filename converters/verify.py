@@ -141,6 +141,16 @@ def dead_output(info, model=None) -> Optional[str]:
 ISOLATED = frozenset({Quant.INT16X8})
 
 
+def _zeros(interp) -> dict:
+    """One sample of zeros per input of ``interp``, by input name."""
+    from edgekit.device.board.harness import io_names
+
+    return {
+        n: np.zeros((1,) + tuple(d["shape"][1:]), np.float32 if np.issubdtype(d["dtype"], np.floating) else d["dtype"])
+        for n, d in zip(io_names(interp)[0], interp.get_input_details())
+    }
+
+
 def _outputs_in_child(tflite: bytes, xs, interp, quant, threads: int) -> dict:
     """The dequantized outputs of ``tflite`` on ``xs`` by output name (:func:`predict_all`), computed
     by the harness in a child process; a crash there is a :class:`VerificationError` saying so."""
@@ -163,9 +173,11 @@ def _outputs_in_child(tflite: bytes, xs, interp, quant, threads: int) -> dict:
             names = harness.io_names(interp)[1]
             with np.load(out) as f:
                 return {n: harness.dequantize(f[f"output/{n}"], d) for n, d in zip(names, interp.get_output_details())}
+    if proc.returncode > 0 and "does not prepare" in proc.stderr:  # the harness's one-line BoardError
+        raise VerificationError(proc.stderr.strip().splitlines()[-1].replace("model.tflite", "the converted model"))
     what = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
     raise VerificationError(
-        f"LiteRT's interpreter crashed ({what}) running the {quant.value} model on the verification data: a board "
+        f"LiteRT's interpreter crashed ({what}) preparing or running the {quant.value} model: a board "
         f"would crash the same way; export it as int8 (keep the worst layers in float with {{keep_float}}) or float16",
         params="keep_float",
     )
@@ -236,21 +248,23 @@ def verify(
         )
     kinds = task if isinstance(task, list) else [task]  # min_agreement holds each classifier output to it
     check_min_agreement(min_agreement, Task.CLASSIFICATION if Task.CLASSIFICATION in kinds else kinds[0])
+    isolated = quant in ISOLATED  # prepared and run in a child: LiteRT may abort in either
     try:
-        interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True)
+        interp = load_interpreter(model_content=tflite, threads=threads, xnnpack=True, allocate=not isolated)
     except BoardError as exc:
         dead = None if sparse else dead_output(info, model)
         if dead:
             raise VerificationError(dead) from None
         reason = str(exc).replace("model bytes", "the converted model")
         raise VerificationError(f"{reason} -- {_PREPARE_FIXES['sparse' if sparse else 'default']}") from None
-
+    if x is None and isolated:  # still prepared and run once, on zeros, in the child
+        _outputs_in_child(tflite, _zeros(interp), interp, quant, threads)
     if x is None:
         return Verification(info)
     xs = fit(model, x, "verification data")
     idx = sample_indices(rows(xs), verify_samples, seed)
     xs = take(xs, idx)
-    lite = _outputs_in_child(tflite, xs, interp, quant, threads) if quant in ISOLATED else predict_all(interp, xs)
+    lite = _outputs_in_child(tflite, xs, interp, quant, threads) if isolated else predict_all(interp, xs)
     refs = model.predict(xs, batch_size=64, verbose=0)
     names = output_names(model)
     refs = refs if isinstance(refs, dict) else dict(zip(names, refs if len(names) > 1 else [refs]))

@@ -139,6 +139,17 @@ def layer_macs(layer) -> int:
     if kind == "Dense":
         inp = _shape(_single(layer.input_shape))
         return int(np.prod(inp)) * int(layer.units)
+    if kind == "MultiHeadAttention":  # projections, scores, weighted values, output projection
+        c = layer.get_config()
+        node = calls(layer)[0]
+        named = dict(zip(("query", "value", "key"), node.call_args), **node.call_kwargs)
+        q, v = _shape(named["query"].shape), _shape(named["value"].shape)
+        k = _shape(named["key"].shape) if named.get("key") is not None else v
+        tq, tv = int(np.prod(q[:-1])), int(np.prod(v[:-1]))
+        h, dk = int(c["num_heads"]), int(c["key_dim"])
+        dv = int(c["value_dim"] or dk)
+        out = _shape(_single(layer.output_shape))[-1]
+        return h * (tq * q[-1] * dk + tv * k[-1] * dk + tv * v[-1] * dv + tq * tv * (dk + dv) + tq * dv * out)
     if kind == "TiedEmbedding":  # the call with attend=True is the output projection
         return sum(
             int(np.prod(_shape(layer.get_input_shape_at(i))[:-1])) * layer.input_dim * layer.output_dim

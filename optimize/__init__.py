@@ -32,6 +32,7 @@ from edgekit.optimize.channels import (
 from edgekit.optimize.cluster import ClusterConfig, cluster
 from edgekit.optimize.common import copy_model
 from edgekit.optimize.configs import DistillConfig, FineTune
+from edgekit.optimize.depth import DepthConfig, DepthResult, depth_report, drop_blocks, repeated_blocks
 from edgekit.optimize.distill import Distiller, distill
 from edgekit.optimize.factorize import FactorizeConfig, FactorizedLayer, FactorizeResult, factorize, factorize_report
 from edgekit.optimize.finetune import accuracy, callbacks, chance_level, collapse_bound, collapsed, fine_tune
@@ -46,6 +47,8 @@ __all__ = [
     "ChannelPruneConfig",
     "ChannelPruneResult",
     "ClusterConfig",
+    "DepthConfig",
+    "DepthResult",
     "DistillConfig",
     "Distiller",
     "FactorizeConfig",
@@ -73,10 +76,12 @@ __all__ = [
     "collapsed",
     "copy_model",
     "custom_objects",
+    "depth_report",
     "distill",
     "factorize",
     "factorize_report",
     "fine_tune",
+    "drop_blocks",
     "fold_batchnorm",
     "layer_widths",
     "load_model",
@@ -86,6 +91,7 @@ __all__ = [
     "qat",
     "reestimate_batchnorm",
     "register",
+    "repeated_blocks",
     "save_model",
     "strip",
     "techniques",

@@ -57,6 +57,7 @@ class ChannelPlan:
     sources: List[Tuple[Any, np.ndarray]]  # (layer, ids of its output channels)
     barriers: List[str]
     blocks: List[Tuple[Any, int]]  # (Add layer, index of its shortcut input)
+    heads: Dict[str, np.ndarray] = field(default_factory=dict)  # attention layer name -> an id per head
 
     def root(self, i: int) -> int:
         return _find(self.parent, i)
@@ -118,7 +119,7 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
     reg = _Ids()
     ids: Dict[int, np.ndarray] = {}
     protected: set = set()
-    sources, barriers, blocks = [], [], []
+    sources, barriers, blocks, heads = [], [], [], {}
     for t in model.inputs:
         ids[id(t)] = reg.fresh(channels_of(t))
         protected.update(ids[id(t)].tolist())
@@ -145,6 +146,13 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
                 barriers.append(f"{layer.name} ({type(layer).__name__})")
             if kind == "source" and skipped:
                 sources.append((layer, out))
+        elif kind == "heads":  # its heads go, its inputs and output keep their width
+            for a in ins:
+                protected.update(a.tolist())
+            out = reg.fresh(out_c)
+            protected.update(out.tolist())
+            heads[layer.name] = reg.fresh(int(layer.get_config()["num_heads"]))
+            sources.append((layer, heads[layer.name]))
         elif kind == "source":
             out = reg.fresh(out_c)
             sources.append((layer, out))
@@ -174,10 +182,12 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
         ids[id(layer.output)] = out
     for t in model.outputs:
         protected.update(ids[id(t)].tolist())
-    return ChannelPlan(ids, reg.parent, protected, sources, barriers, blocks)
+    return ChannelPlan(ids, reg.parent, protected, sources, barriers, blocks, heads)
 
 
 def _kind(layer, ins, out_c) -> str:
+    if isinstance(layer, L.MultiHeadAttention):
+        return "heads"
     if _softmax(layer) and not (is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D))):
         return "barrier"  # normalizes across channels
     if is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
@@ -222,6 +232,14 @@ def _shortcut(add) -> Optional[int]:
     return None
 
 
+def _head_scores(layer, importance) -> np.ndarray:
+    """One score per attention head: the norm of its query, key, value and output weights."""
+    kernels = [(w.name.split("/")[-2], w.numpy()) for w in layer.weights if w.name.split("/")[-1].startswith("kernel")]
+    per_head = [k if part == "attention_output" else np.moveaxis(k, 1, 0) for part, k in kernels]
+    per_head = np.concatenate([k.reshape(k.shape[0], -1) for k in per_head], axis=1)
+    return (np.abs(per_head).sum(1) if importance != "l2" else np.sqrt((per_head**2).sum(1))).astype(np.float64)
+
+
 def _kernel(layer) -> np.ndarray:
     """Output-channel-last kernel of a source layer (the pointwise one of a separable conv)."""
     return (layer.pointwise_kernel if isinstance(layer, L.SeparableConv2D) else layer.kernel).numpy()
@@ -235,14 +253,18 @@ def _next_bn(model, layer):
 
 
 def _scores(model, layer, importance) -> np.ndarray:
+    attention = isinstance(layer, L.MultiHeadAttention)
     if callable(importance):
         s = np.asarray(importance(layer), dtype=np.float64).reshape(-1)
-        if len(s) != channels_of(layer.output):
+        n = int(layer.get_config()["num_heads"]) if attention else channels_of(layer.output)
+        if len(s) != n:
             raise InputError(
                 f"importance function returned {len(s)} scores for layer '{layer.name}' with "
-                f"{channels_of(layer.output)} output channels"
+                f"{n} {'heads' if attention else 'output channels'}"
             )
         return s
+    if attention:
+        return _head_scores(layer, importance)
     if importance == "bn":
         bn = _next_bn(model, layer)
         if bn is not None and bn.gamma is not None:
@@ -355,7 +377,7 @@ def _last_source(t):
     """The conv/dense layer that last set the channels of ``t`` (through channel-wise layers)."""
     while True:
         layer = producer(t)
-        if is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D)):
+        if is_conv(layer) or isinstance(layer, (L.Dense, L.SeparableConv2D, L.MultiHeadAttention)):
             return layer
         if isinstance(layer, (L.DepthwiseConv2D, L.Activation) + _CHANNELWISE):
             t = _inputs(layer)[0]
@@ -418,6 +440,18 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
                 weights[1] = weights[1][in_keep]
         elif isinstance(layer, (L.BatchNormalization, L.PReLU)) and len(in_keep) == len(out_keep):
             weights = [w[..., in_keep] for w in weights]
+        elif layer.name in p.heads:  # kernels (dim, heads, size) and (heads, size, dim), biases (heads, size)
+            head_keep = ~np.isin(p.heads[layer.name], removed)
+            config["num_heads"] = int(head_keep.sum())
+            named = [(w.name.split("/")[-2:], v) for w, v in zip(layer.weights, weights)]
+            weights = [
+                v
+                if part == "attention_output" and kind.startswith("bias")
+                else v[head_keep]
+                if part == "attention_output" or kind.startswith("bias")
+                else v[:, head_keep]
+                for (part, kind), v in named
+            ]
         clone = layer.__class__.from_config(config)
         args, kwargs = node_call_args(calls(layer)[0], new)  # constants (x + 3.0) kept
         out = clone(*args, **kwargs)

@@ -113,11 +113,12 @@ class ChannelPruneConfig:
 
 
 def layer_widths(model) -> Dict[str, int]:
-    """Output channels of every conv, separable conv and dense layer, by name."""
+    """Output channels of every conv, separable conv and dense layer, heads of every attention
+    layer, by name."""
     return {
-        l.name: channels_of(l.output)
+        l.name: int(l.get_config()["num_heads"]) if isinstance(l, L.MultiHeadAttention) else channels_of(l.output)
         for l in model.layers
-        if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D))
+        if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D, L.MultiHeadAttention))
     }
 
 

@@ -234,6 +234,17 @@ def test_streaming(tmp_path):
     done(out)
 
 
+def test_distilbert(tmp_path):
+    out = smoke("distilbert.py", tmp_path, "--json", tmp_path / "d.json")
+    r = json.loads((tmp_path / "d.json").read_text())
+    assert r["student_layers"] == 1 and r["layers"] == 2 and r["student_params"] < r["teacher_params"]
+    assert r["int8_fully_integer"] and r["int8_bytes"] < r["dynamic_bytes"] < r["student_float32_bytes"]
+    assert finite(r["int8_p50_ms"], r["dynamic_p50_ms"], r["teacher_p50_ms"], r["int8_file_accuracy"])
+    assert finite(r["distilled_accuracy"], r["labels_only_accuracy"], r["scratch_accuracy"])
+    row(out, "student, labels only", 1)
+    done(out)
+
+
 def test_mcu_targets(tmp_path):
     out = smoke("mcu_targets.py", tmp_path, "--json", tmp_path / "mcu.json")
     assert "smoke: left out resnet8, mobilenet_v1" in out

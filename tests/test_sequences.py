@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from edgekit import keras
 from edgekit.converters import export, inspect_tflite
@@ -92,10 +94,10 @@ def test_recurrent_layers_tflite_cannot_hold_are_named(windows):
         export(ragged, None, "int8", calibration=x)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "bidirectional"])
 def test_recurrent_int8_runs_under_tflm_like_litert(kind, windows):
-    """The fused LSTM, and a GRU written out at a batch of 1 (its zero state a constant: at a free
-    batch it was a FILL of the input's shape, which TFLM cannot prepare)."""
+    """The fused LSTM, and a GRU or Bidirectional LSTM written out at a batch of 1 (at a free batch
+    their zero state was a FILL of the input's shape, which TFLM cannot prepare)."""
     model = _trained(kind, windows)
     rep = export(
         model,
@@ -160,8 +162,8 @@ def _tokens(n: int, seed: int):
     return x, np.minimum((x < 20).sum(1) // 2, 3)
 
 
-def _encoder(flavour):
-    """Token and position embeddings, one transformer block (attention, LayerNorm, GELU feed-forward)."""
+def _encoder(flavour, blocks: int = 1):
+    """Token and position embeddings, transformer blocks (attention, LayerNorm, GELU feed-forward)."""
     layers = flavour.layers
     tokens = flavour.Input((16,), dtype="int32")
     x = layers.Embedding(100, 16)(tokens)
@@ -169,8 +171,9 @@ def _encoder(flavour):
         x = x + layers.Embedding(16, 16)(np.arange(16))
     else:
         x = x + layers.Embedding(16, 16)(flavour.ops.arange(16))
-    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(2, 8)(x, x))
-    x = layers.LayerNormalization()(x + layers.Dense(16)(layers.Dense(32, activation="gelu")(x)))
+    for _ in range(blocks):
+        x = layers.LayerNormalization()(x + layers.MultiHeadAttention(2, 8)(x, x))
+        x = layers.LayerNormalization()(x + layers.Dense(16)(layers.Dense(32, activation="gelu")(x)))
     model = flavour.Model(tokens, layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling1D()(x)))
     model.compile(flavour.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     return model
@@ -192,16 +195,30 @@ def test_a_transformer_encoder_exports_fully_integer(flavour):
     assert {"BATCH_MATMUL", "SOFTMAX", "GELU"} <= ops and not any(op.startswith(("FLEX", "CUSTOM")) for op in ops)
 
 
-def test_an_interpreter_crash_on_an_int16x8_transformer_is_an_error_not_the_end(tmp_path):
-    """LiteRT aborts the process running this model in int16x8 (SIGABRT in invoke()): the
-    verification runs it in a child, and the export fails with what happened, writing nothing."""
+def _encoder_with_add_layers():
+    """A token encoder whose int16x8 file LiteRT aborts on while preparing it (allocate_tensors)."""
+    L = keras.layers
+    tokens = keras.Input((16,), dtype="int32")
+    x = L.Add()([L.Embedding(100, 16)(tokens), L.Embedding(16, 16)(np.arange(16))])
+    x = L.LayerNormalization()(L.Add()([x, L.MultiHeadAttention(2, 8)(x, x)]))
+    return keras.Model(tokens, L.Dense(4, activation="softmax")(L.GlobalAveragePooling1D()(x)))
+
+
+@pytest.mark.parametrize("build", [lambda: _encoder(keras), _encoder_with_add_layers], ids=["invoke", "prepare"])
+def test_an_interpreter_crash_on_an_int16x8_transformer_is_an_error_not_the_end(tmp_path, build):
+    """LiteRT aborts the process preparing or running these models in int16x8 (SIGABRT in
+    allocate_tensors() or invoke()): the verification does both in a child, and the export fails with
+    what happened, writing nothing."""
     from edgekit.core.errors import VerificationError
 
     x, _ = _tokens(32, 0)
     keras.utils.set_random_seed(0)
     out = tmp_path / "m.tflite"
-    with pytest.raises(VerificationError, match=r"LiteRT's interpreter crashed \(SIGABRT\) running the int16x8 model"):
-        export(_encoder(keras), str(out), "int16x8", calibration=x, validation_data=(x, None), io="float32")
+    crashed = r"LiteRT's interpreter crashed \(SIGABRT\) preparing or running the int16x8 model"
+    with pytest.raises(VerificationError, match=crashed):
+        export(build(), str(out), "int16x8", calibration=x, validation_data=(x, None), io="float32")
+    with pytest.raises(VerificationError, match=crashed):  # without verification data: prepared and run on zeros
+        export(build(), str(out), "int16x8", calibration=x, io="float32")
     assert not out.exists()
 
 
@@ -229,6 +246,83 @@ def test_qat_and_pruning_of_a_transformer_encoder():
     pruned = optimize(model, Recipe.of([PruneConfig(sparsity=0.5)], ft), x, y)
     rows = {l.kind: l.zeros for l in pruned.steps[0].weights.layers}
     assert abs(rows["MultiHeadAttention"] - 0.5) <= 0.02, rows
+
+
+def test_structured_pruning_removes_attention_heads_and_feed_forward_width():
+    """Channel pruning is a transformer's structured pruning: whole heads go from every attention
+    layer (its query, key, value and output weights), units from the feed-forward block; removing a
+    head equals zeroing its share of the output projection, and the smaller model exports int8."""
+    from edgekit.optimize import ChannelPruneConfig, channel_prune_report
+
+    x, _ = _tokens(64, 0)
+    keras.utils.set_random_seed(0)
+    model = _encoder(keras)
+    mha = next(l for l in model.layers if isinstance(l, keras.layers.MultiHeadAttention))
+    dense = [l.name for l in model.layers if isinstance(l, keras.layers.Dense)]
+
+    def weakest_second_head(layer):
+        return [2.0, 1.0] if layer is mha else np.ones(layer.output.shape[-1])
+
+    rep = channel_prune_report(model, ChannelPruneConfig(ratio=0.5, importance=weakest_second_head, skip=dense))
+    assert rep.widths[mha.name] == (2, 1) and rep.params[1] < rep.params[0] and rep.macs[1] < rep.macs[0]
+    weights = mha.get_weights()
+    weights[6][1] = 0.0  # the output projection's rows of head 1
+    mha.set_weights(weights)
+    assert np.abs(rep.model.predict(x, verbose=0) - model.predict(x, verbose=0)).max() <= 1e-5
+    both = channel_prune_report(model, ChannelPruneConfig(ratio=0.5))
+    assert both.widths[mha.name] == (2, 1) and both.widths[dense[0]] == (32, 16), both.widths
+    out = export(both.model, None, "int8", calibration=x, validation_data=(x, None), layer_report=False)
+    assert out.fully_integer and out.agreement >= 0.9
+
+
+def test_depth_drops_every_other_repeated_block_exactly():
+    """The blocks are found in the graph: a residual stack whose blocks 1 and 3 add nothing gives
+    the same outputs without them; a model without repeated blocks is a one-line error."""
+    from edgekit.core.errors import InputError
+    from edgekit.optimize import DepthConfig, depth_report, repeated_blocks
+    from edgekit.optimize.depth import hidden_pairs
+
+    L = keras.layers
+    inp = keras.Input((8,))
+    x = L.Dense(16, name="stem")(inp)
+    for i in range(4):
+        x = L.Add(name=f"add{i}")([x, L.Dense(16, name=f"out{i}")(L.Dense(32, activation="relu", name=f"in{i}")(x))])
+    model = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x))
+    for i in (1, 3):
+        layer = model.get_layer(f"out{i}")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    blocks = repeated_blocks(model)
+    assert [b.layers for b in blocks] == [(f"in{i}", f"out{i}", f"add{i}") for i in range(4)]
+    rep = depth_report(model, DepthConfig(keep=0.5))
+    assert rep.kept == [0, 2] and {"in1", "out3"}.isdisjoint(l.name for l in rep.model.layers)
+    assert rep.params == (model.count_params(), model.count_params() - 2 * (16 * 32 + 32 + 32 * 16 + 16))
+    x_ = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    assert np.abs(rep.model.predict(x_, verbose=0) - model.predict(x_, verbose=0)).max() <= 1e-6
+    assert hidden_pairs(blocks, rep.kept) == (("add0", "add1"), ("add2", "add3"))
+    plain = keras.Sequential([keras.Input((8,)), L.Dense(4), L.Dense(3)])
+    with pytest.raises(InputError, match="no repeated blocks to drop"):
+        depth_report(plain)
+
+
+def test_depth_halves_a_keras3_transformer_and_distils_it(tmp_path):
+    """`edgekit optimize --depth 0.5` on a two-layer Keras 3 encoder keeps its first layer, learns
+    from the teacher (outputs and hidden states) and the student exports fully integer."""
+    import keras as k3
+
+    x, y = _tokens(256, 0)
+    k3.utils.set_random_seed(0)
+    model = _encoder(k3, blocks=2)
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    model.save(tmp_path / "teacher.keras")
+    np.savez(tmp_path / "tokens.npz", x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
+    data, out = ("--data", tmp_path / "tokens.npz"), ("-o", tmp_path / "student.tflite", "--json", tmp_path / "r.json")
+    depth = ("--depth", "0.5", "--epochs", "3", "--lr", "2e-3")
+    proc = run_cli("optimize", tmp_path / "teacher.keras", *data, *depth, *out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    step = json.loads((tmp_path / "r.json").read_text())["steps"][0]
+    assert step["depth"]["blocks"] == 2 and step["depth"]["kept"] == [0], step
+    assert step["depth"]["params"][1] < step["depth"]["params"][0]
+    assert "depth 0.5: kept blocks 0 of 2" in proc.stdout
 
 
 @pytest.fixture(scope="module")

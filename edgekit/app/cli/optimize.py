@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 from edgekit.app.cli._common import EXIT_OK, add_output_flags, add_task, add_unsafe_load, check_outputs, int_at_least
 from edgekit.app.cli.argtypes import at_least, fraction_open, fractions, positive
 
-HELP = "channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
+HELP = "drop blocks, channel-prune, factorize, prune, cluster, distill and/or quantization-aware train a Keras model"
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class Flag:
 
 # Each technique's flags, by technique name.
 TECHNIQUE_FLAGS: Dict[str, Tuple[Flag, ...]] = {
+    "depth": (
+        Flag(
+            "--depth",
+            "keep",
+            fraction_open,
+            "drop repeated blocks (transformer layers), keeping KEEP of them, and distill from IN.keras",
+            "KEEP",
+        ),
+    ),
     "channel_prune": (
         Flag(
             "--channel-prune",
