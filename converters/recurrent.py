@@ -154,8 +154,10 @@ def _computed_zero_states(model):
     from edgekit.core.compat import in_process_lambdas
     from edgekit.core.wrappers import custom_objects
 
+    if any(len(calls(layer)) > 1 for layer in model.layers):
+        return model  # a shared layer: rewrite cannot rebuild it; the quantizer's float SPLIT is reported
     with custom_objects(), in_process_lambdas():  # a QAT model's wrappers and tfmot's own lambdas
-        return rewrite(model, replace, "convert")
+        return rewrite(model, replace, "convert", keep_batch=True)
 
 
 def _shared_input_lstms(model) -> set:

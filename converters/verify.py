@@ -151,6 +151,17 @@ def _zeros(interp) -> dict:
     }
 
 
+def _child_error(stdout: str):
+    """The ``error`` of the harness's JSON line, if it printed one."""
+    import json
+
+    lines = stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1]).get("error") if lines else None
+    except ValueError:
+        return None
+
+
 def _outputs_in_child(tflite: bytes, xs, interp, quant, threads: int) -> dict:
     """The dequantized outputs of ``tflite`` on ``xs`` by output name (:func:`predict_all`), computed
     by the harness in a child process; a crash there is a :class:`VerificationError` saying so."""
@@ -173,8 +184,10 @@ def _outputs_in_child(tflite: bytes, xs, interp, quant, threads: int) -> dict:
             names = harness.io_names(interp)[1]
             with np.load(out) as f:
                 return {n: harness.dequantize(f[f"output/{n}"], d) for n, d in zip(names, interp.get_output_details())}
-    if proc.returncode > 0 and "does not prepare" in proc.stderr:  # the harness's one-line BoardError
-        raise VerificationError(proc.stderr.strip().splitlines()[-1].replace("model.tflite", "the converted model"))
+    error = _child_error(proc.stdout) if proc.returncode > 0 else None
+    if error:  # the harness's one-line BoardError (printed as JSON): not a crash
+        reason = error.replace(model, "the converted model")
+        raise VerificationError(f"{reason} -- {_PREPARE_FIXES['default']}" if "does not prepare" in reason else reason)
     what = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
     raise VerificationError(
         f"LiteRT's interpreter crashed ({what}) preparing or running the {quant.value} model: a board "

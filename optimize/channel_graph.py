@@ -362,7 +362,10 @@ def select(
             last = _last_source(branch)
             if last is None:
                 continue
-            s = _scores(model, last, importance if not callable(importance) else "l1")
+            kind = importance if not callable(importance) else "l1"
+            s = _scores(model, last, kind)
+            if kind != "bn":  # a norm per weight: a head's spans four projections, a unit's its fan-in
+                s = s / (sum(int(np.prod(w.shape)) for w in last.weights if "kernel" in w.name) / len(s))
             scored.append((float(np.mean(s)), add.name))
         dropped = [name for _, name in sorted(scored)[:blocks]]
         if len(dropped) < blocks:

@@ -131,7 +131,9 @@ def repeated_blocks(model) -> List[Block]:
                 tuple(segs[first + i * unit][0].shape) == tuple(segs[first + i * unit + unit - 1][1].shape)
                 for i in range(k)
             )
-            if k >= 2 and ok and (k * unit, -unit) > best[:2]:
+            # ties go to the later run: a block ends with its residual and norm (an embedding's
+            # LayerNorm looks like a layer's last one, and must not start the first block)
+            if k >= 2 and ok and (k * unit, -unit, first) >= best[:3]:
                 best = (k * unit, -unit, first, k)
     _, unit, first, k = best
     unit = -unit
@@ -146,9 +148,10 @@ def repeated_blocks(model) -> List[Block]:
 
 
 def kept_blocks(n: int, keep: float) -> List[int]:
-    """The blocks of ``n`` that stay: ``round(keep · n)`` (at least 1), evenly spaced from the first."""
-    m = min(n, max(1, int(round(keep * n))))
-    return sorted({int(np.floor(j * n / m)) for j in range(m)})
+    """The blocks of ``n`` that stay: ``keep · n`` rounded half up (at least 1), evenly spaced from
+    the first (every other at 0.5: 0, 2, 4 …)."""
+    m = min(n, max(1, int(np.floor(keep * n + 0.5))))
+    return sorted({int(np.ceil(j * n / m)) for j in range(m)})
 
 
 def hidden_pairs(blocks: List[Block], kept: List[int]) -> Tuple[Tuple[str, str], ...]:
@@ -197,9 +200,9 @@ def _apply(model, config: DepthConfig, step):
         base: Optional[DistillConfig] = settings.distill or DistillConfig()
         blocks = repeated_blocks(check_model(model, "depth"))
         pairs = hidden_pairs(blocks, rep.kept) if float(config.hidden_weight) > 0 else ()
-        settings = replace(
-            settings, distill=replace(base, features=pairs, feature_weight=float(config.hidden_weight) or 1.0)
-        )
+        weight = float(config.hidden_weight) if pairs else base.feature_weight
+        distill = replace(base, features=tuple(base.features) + pairs, feature_weight=weight)
+        settings = replace(settings, distill=distill)
         step = replace(step, teacher=check_model(model, "depth"))
     else:
         settings = replace(settings, distill=None)

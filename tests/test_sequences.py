@@ -302,6 +302,24 @@ def test_depth_drops_every_other_repeated_block_exactly():
     plain = keras.Sequential([keras.Input((8,)), L.Dense(4), L.Dense(3)])
     with pytest.raises(InputError, match="no repeated blocks to drop"):
         depth_report(plain)
+    from edgekit.optimize.depth import kept_blocks
+
+    assert [kept_blocks(n, 0.5) for n in (2, 3, 4, 5, 7)] == [[0], [0, 2], [0, 2], [0, 2, 4], [0, 2, 4, 6]]
+
+
+def test_depth_blocks_of_a_bert_style_encoder_end_with_their_own_layer_norm():
+    """An embedding LayerNorm looks like each layer's last one: the blocks still start at the
+    attention and end with the layer's own norm, so a kept layer keeps all of its weights."""
+    from edgekit.optimize import repeated_blocks
+
+    tokens = keras.Input((8,), dtype="int32")
+    x = L.LayerNormalization(name="emb_norm")(L.Embedding(50, 8)(tokens))
+    for i in range(3):
+        x = L.LayerNormalization(name=f"ln1_{i}")(L.Add()([x, L.MultiHeadAttention(2, 4, name=f"mha{i}")(x, x)]))
+        x = L.LayerNormalization(name=f"ln2_{i}")(L.Add()([x, L.Dense(8, name=f"ffn{i}")(x)]))
+    model = keras.Model(tokens, L.Dense(2)(L.GlobalAveragePooling1D()(x)))
+    blocks = repeated_blocks(model)
+    assert [(b.layers[0], b.last) for b in blocks] == [(f"mha{i}", f"ln2_{i}") for i in range(3)]
 
 
 def test_depth_halves_a_keras3_transformer_and_distils_it(tmp_path):

@@ -42,13 +42,15 @@ def nodes_in_order(model) -> list:
     return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
 
 
-def fresh_inputs(model):
-    """New ``keras.Input`` tensors like ``model``'s, for rebuilding it layer by layer: a map from
-    id(old input tensor) to the new one, and the list of new inputs."""
+def fresh_inputs(model, keep_batch: bool = False):
+    """New ``keras.Input`` tensors like ``model``'s (``keep_batch``: with its batch size too), for
+    rebuilding it layer by layer: a map from id(old input tensor) to the new one, and the list of
+    new inputs."""
     new: Dict[int, object] = {}
     inputs = []
     for t in model.inputs:
-        i = keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
+        shape = {"batch_shape": tuple(t.shape)} if keep_batch else {"shape": t.shape[1:]}
+        i = keras.Input(**shape, dtype=t.dtype, name=t.name.split(":")[0])
         new[id(t)] = i
         inputs.append(i)
     return new, inputs
@@ -91,13 +93,16 @@ def copy_layer(layer, node, new: Dict[int, object]):
     return out
 
 
-def rewrite(model, replace: Callable[[object, object], Optional[object]], verb: str, expose=None):
+def rewrite(
+    model, replace: Callable[[object, object], Optional[object]], verb: str, expose=None, keep_batch: bool = False
+):
     """A new model with every layer copied (config and weights), except where
     ``replace(layer, inputs)`` returns an output tensor built from the new ``inputs``.
     ``expose``: an object whose ``new`` attribute is set to the map of old → new tensors, for a
-    ``replace`` that needs more than the layer's tensor inputs (its constants)."""
+    ``replace`` that needs more than the layer's tensor inputs (its constants); ``keep_batch``:
+    the new inputs keep a static batch size."""
     model = functional(model, verb)
-    new, inputs = fresh_inputs(model)
+    new, inputs = fresh_inputs(model, keep_batch)
     if expose is not None:
         expose.new = new
     for layer in model.layers:
