@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search bench-streaming bench-distilbert arm-check readme clean
+.PHONY: demo test bench bench-estimate bench-converter bench-channels bench-techniques bench-harness bench-zoo bench-mcu bench-qat bench-search bench-streaming bench-distilbert bench-learning arm-check readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ bench-streaming: $(STAMP)
 # teacher's float32 (accuracy, size, p50), written into docs/techniques.md.
 bench-distilbert: $(STAMP)
 	$(BIN)/python benchmarks/distilbert.py --docs docs/techniques.md
+
+# On-device learning: a 0-4 digits model learning 5-9 through LiteRT (against Keras, nearest class
+# mean, a full fine-tune), time per train step, peak RSS, file sizes.
+bench-learning: $(STAMP)
+	$(BIN)/python benchmarks/learning.py
 
 # QAT against post-training int8 on a BatchNorm-heavy model (four recipes, two heads) and the demo.
 bench-qat: $(STAMP)

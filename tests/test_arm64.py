@@ -226,3 +226,35 @@ def test_search_checks_each_trial_on_arm64(tiny_keras_path, tmp_path):
     (trial,) = json.loads(proc.stdout)["trials"]
     assert trial["state"] == "COMPLETE"
     assert trial["qemu_accuracy"] == pytest.approx(trial["accuracy"], abs=1 / 360 + 1e-9)
+
+
+@needs_apt
+def test_a_trainable_head_trains_on_arm64_as_here(tmp_path):
+    """learner.py (numpy + LiteRT) under QEMU on both Pi CPUs: the same train steps as this machine
+    on the same batches, weights within 1e-5."""
+    import numpy as np
+
+    from edgekit import keras
+    from edgekit.converters.trainable import TrainableOptions, export_trainable
+    from edgekit.device.board import learner
+    from edgekit.device.host.qemu import python_argv
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(6, activation="relu")(inp)))
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    head = tmp_path / "head.tflite"
+    export_trainable(model, head, "int8", calibration=x, options=TrainableOptions(optimizer="adam", batch_size=8))
+    states = {}
+    for cpu in ("x86_64", "cortex-a72", "cortex-a76"):
+        prefix = [sys.executable] if cpu == "x86_64" else python_argv(cpu)
+        out = tmp_path / f"{cpu}.npz"
+        proc = subprocess.run(
+            prefix + [learner.__file__, str(head), "--steps", "10", "--warmup", "0", "--state", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["batch_size"] == 8
+        states[cpu] = dict(np.load(out))
+    for cpu in ("cortex-a72", "cortex-a76"):
+        assert max(np.abs(states[cpu][k] - states["x86_64"][k]).max() for k in states[cpu]) <= 1e-5

@@ -245,6 +245,16 @@ def test_distilbert(tmp_path):
     done(out)
 
 
+def test_learning(tmp_path):
+    out = smoke("learning.py", tmp_path, "--json", tmp_path / "l.json")
+    r = json.loads((tmp_path / "l.json").read_text())
+    assert [(x["k"], x["replay"]) for x in r["rows"]] == [(k, rp) for k in (5, 10, 20) for rp in (False, True)]
+    assert all(x["device"] == x["keras"] for x in r["rows"])  # the same updates, float32, the same batches
+    assert finite(r["train_step_ms"], r["head_infer_ms"], r["train_peak_mb"], r["infer_peak_mb"])
+    row(out, "20           5-9 + 0-4", 8)
+    done(out)
+
+
 def test_mcu_targets(tmp_path):
     out = smoke("mcu_targets.py", tmp_path, "--json", tmp_path / "mcu.json")
     assert "smoke: left out resnet8, mobilenet_v1" in out

@@ -32,6 +32,7 @@ def add_parser(sub):
     _data_flags(p.add_argument_group("data"))
     _verification_flags(p.add_argument_group("verification"))
     _target_flags(p.add_argument_group("target"))
+    _trainable_flags(p.add_argument_group("learning on the device (docs/learning.md)"))
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
     add_output_flags(g, "the export report as JSON", aliases=("--report",))
@@ -149,6 +150,60 @@ def _target_flags(g):
     )
 
 
+def _trainable_flags(g):
+    g.add_argument(
+        "--trainable",
+        metavar="SPEC",
+        help="also export a head that trains on the device: 'head' (the last Dense layer), N (the last N Dense "
+        "layers) or LAYER[,LAYER]; OUT.tflite gets the head (signatures infer, train, get_weights, set_weights; "
+        "builtin ops), OUT.backbone.tflite the frozen rest in --quant",
+    )
+    g.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd", help="--trainable: default sgd")
+    g.add_argument(
+        "--train-lr", type=number(0.0, 10.0, open_low=True, name="--train-lr"), default=0.01, metavar="F",
+        help="--trainable: the on-device learning rate (default 0.01)",
+    )  # fmt: skip
+    g.add_argument(
+        "--train-batch", type=int_at_least("--train-batch", 1), default=16, metavar="N",
+        help="--trainable: samples per train step (fixed in the file; default 16)",
+    )  # fmt: skip
+    g.add_argument(
+        "--classes", type=int_at_least("--classes", 2), metavar="N",
+        help="--trainable: widen a classifier head to N classes (new ones start at zero) to learn new classes",
+    )  # fmt: skip
+
+
+def _run_trainable(args, model, data) -> int:
+    from edgekit.converters.trainable import TrainableOptions, backbone_path, export_trainable
+    from edgekit.core.errors import InputError
+
+    if data is None:
+        raise InputError("--trainable needs --data DATA: the backbone's calibration and the head's checks")
+    spec = args.trainable
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    trainable = "head" if spec == "head" else int(spec) if spec.isdigit() else tuple(parts)
+    check_outputs(args, [(backbone_path(args.output), "-o (its backbone)", False)], [args.model, args.data])
+    options = TrainableOptions(
+        trainable=trainable,
+        optimizer=args.optimizer,
+        learning_rate=args.train_lr,
+        batch_size=args.train_batch,
+        classes=args.classes,
+    )
+    report = export_trainable(
+        model, args.output, args.quant, calibration=data, validation_data=(data.x_test, None), options=options,
+        task=args.task, overwrite=args.overwrite, progress=f"export {os.path.basename(args.model)}",
+    )  # fmt: skip
+    try:
+        emit(args, report)
+    except BaseException:
+        for path in (report.path, report.backbone_path):
+            if path:
+                os.unlink(path)  # all or nothing
+        raise
+    return EXIT_OK
+
+
 def run(args) -> int:
     from edgekit.converters import ExportOptions, export
     from edgekit.core.data import check_data_spec, load_for
@@ -186,6 +241,8 @@ def run(args) -> int:
         check_data_spec(args.data)
     model = load_model(args.model, safe_mode=not args.unsafe_load)
     data = load_for(args.data, model) if args.data else None
+    if args.trainable:
+        return _run_trainable(args, model, data)
     report = export(
         model,
         None,
