@@ -33,6 +33,7 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from edgekit.core.errors import InputError, VerificationError
+from edgekit.core.task import Task
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 BACKBONE_SUFFIX = ".backbone.tflite"
@@ -130,7 +131,9 @@ def split_head(model, trainable="head", classes: Optional[int] = None, task=None
         picked = dense[: max(dense.index(l) for l in dense if l.name in names) + 1]
     first = picked[-1]
     layers = list(reversed(chain[: chain.index(first) + 1]))
-    return _head(layers, first, classes, task)
+    from edgekit.core.task import resolve
+
+    return _head(layers, first, classes, resolve(model, task).task)
 
 
 def _activation(layer) -> str:
@@ -173,7 +176,9 @@ def _head(layers, first, classes, task) -> Head:
                 f"layer '{name}' has activation {act!r}; a head that trains on the device has ReLU (or none) between "
                 f"its Dense layers and softmax or none at the end: make the layers before it frozen (fewer trainable)"
             )
-    classification = acts[-1] == "softmax" if task is None else str(getattr(task, "value", task)) == "classification"
+    classification = task is Task.CLASSIFICATION
+    if not classification and acts[-1] == "softmax":
+        raise InputError(f"the model's task is {task.value}, but layer '{names[-1]}' ends in softmax: give the task")
     head = Head(names, kernels, biases, acts, classification, boundary=first.input)
     if classes is not None:
         _widen(head, int(classes))
@@ -375,8 +380,12 @@ def _check(tflite: bytes, m_ref, head: Head, feats: np.ndarray, labels: np.ndarr
 
     interp = load_interpreter(model_content=tflite, xnnpack=False, allocate=False)
     infer = interp.get_signature_runner("infer")
-    ref = keras_out if keras_out is not None else m_ref.infer(feats)["output"].numpy()
-    infer_diff = float(np.max(np.abs(infer(features=feats)["output"] - ref)))
+    lite = infer(features=feats)["output"]
+    if head.added_classes:  # the model's own classes: new ones start at zero logits
+        lite = lite[:, : head.outputs - head.added_classes]
+        if head.activations[-1] == "softmax":
+            lite = lite / lite.sum(axis=1, keepdims=True)
+    infer_diff = float(np.max(np.abs(lite - keras_out)))
     train = interp.get_signature_runner("train")
     b, n = int(o.batch_size), len(feats)
     for step in range(int(o.check_steps)):
@@ -401,14 +410,15 @@ def export_trainable(
     task=None,
     overwrite: bool = False,
     progress: Optional[str] = None,
+    backbone_options=None,
 ) -> TrainableReport:
     """Export ``model`` for learning on the device (see the module doc): the head to ``path``, the
-    frozen part before it (``quant``, verified as :func:`edgekit.converters.export` verifies) to
-    ``path``'s ``.backbone.tflite`` twin. Nothing is written unless every check passes."""
+    frozen part before it (``quant``, or ``backbone_options``: an :class:`ExportOptions`, verified as
+    :func:`edgekit.converters.export` verifies) to ``path``'s ``.backbone.tflite`` twin. Nothing is
+    written unless every check passes."""
     from edgekit.converters.export import export
     from edgekit.core.compat import keras
     from edgekit.core.graph import functional
-    from edgekit.core.io import check_output, write_atomic
     from edgekit.core.samples import calibration_samples, input_specs, validation_pair
 
     model = functional(model, "a trainable export")
@@ -426,7 +436,7 @@ def export_trainable(
     rng = np.random.default_rng(0)
     labels = (rng.integers(0, head.outputs, len(feats)) if head.classification
               else rng.normal(size=(len(feats), head.outputs)))  # fmt: skip
-    keras_out = None if head.added_classes else model.predict(x, batch_size=64, verbose=0).reshape(len(feats), -1)
+    keras_out = model.predict(x, batch_size=64, verbose=0).reshape(len(feats), -1)
     tflite = convert_head(module(head, options))
     infer_diff, train_diff = _check(tflite, module(head, options), head, feats, labels, options, keras_out)
     if infer_diff > 1e-5 or train_diff > 1e-5:
@@ -440,20 +450,40 @@ def export_trainable(
         infer_diff, train_diff, int(options.check_steps), head.added_classes,
     )  # fmt: skip
     if backbone is not None:
-        report.backbone = export(
-            backbone, None, quant, calibration=x, validation_data=(x_val if x_val is not None else x, None),
-            task="regression", progress=progress, layer_report=False,
-        )  # fmt: skip
+        from edgekit.converters.export import ExportOptions
+
+        o = backbone_options or ExportOptions(quant=quant)
+        if o.streaming:
+            raise InputError("a trainable export's backbone reads whole inputs: drop --streaming")
+        o = dataclasses.replace(o, task="regression", min_agreement=None, layer_report=False)  # it gives features
+        val = (x_val if x_val is not None else x, None)
+        report.backbone = export(backbone, None, calibration=x, validation_data=val, progress=progress, options=o)
     if path is not None:
-        path = os.fspath(check_output(path, overwrite=overwrite))
-        twin = backbone_path(path)
-        if backbone is not None:
-            check_output(twin, overwrite=overwrite)
+        _write(report, os.fspath(path), overwrite)
+    return report
+
+
+def _write(report: TrainableReport, path: str, overwrite: bool) -> None:
+    """The head, then its backbone (or, when the head reads the model's input, an earlier export's
+    backbone beside it removed: a Learner would read it); all or nothing."""
+    from edgekit.core.io import check_output, write_atomic
+
+    twin = backbone_path(path)
+    check_output(path, overwrite=overwrite)
+    if report.backbone is not None or os.path.exists(twin):
+        check_output(twin, overwrite=overwrite, what="the backbone beside it")
+    write_atomic(path, report.tflite, overwrite=overwrite)
+    report.path = path
+    try:
+        if report.backbone is not None:
             write_atomic(twin, report.backbone.tflite, overwrite=overwrite)
             report.backbone_path, report.backbone = twin, dataclasses.replace(report.backbone, path=twin)
-        write_atomic(path, tflite, overwrite=overwrite)
-        report.path = path
-    return report
+        elif os.path.exists(twin):
+            os.unlink(twin)  # an earlier export's: this head reads the model's input
+    except BaseException:
+        os.unlink(path)
+        report.path = None
+        raise
 
 
 def backbone_path(path: str) -> str:

@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgekit.core.compat import keras
+from edgekit.core.compat import keras, tf
 from edgekit.core.errors import InputError
-from edgekit.core.graph import calls, fresh_inputs, node_call_args, producer
+from edgekit.core.graph import calls, fresh_inputs, node_call_args, nodes_in_order, producer
 from edgekit.optimize.configs import selects
 
 L = keras.layers
@@ -123,14 +123,18 @@ def plan(model, skip: Sequence = ()) -> ChannelPlan:
     for t in model.inputs:
         ids[id(t)] = reg.fresh(channels_of(t))
         protected.update(ids[id(t)].tolist())
-    for layer in model.layers:
+    for node in nodes_in_order(model):
+        layer = node.layer
         if isinstance(layer, L.InputLayer):
             continue
-        if len(calls(layer)) != 1:
-            raise InputError(
-                f"channel_prune: layer '{layer.name}' is used {len(calls(layer))} times; "
-                f"shared layers are not supported: give each use its own layer"
-            )
+        if len(calls(layer)) != 1:  # a shared layer (a tied embedding): a barrier at each of its calls
+            for t in node.keras_inputs:
+                protected.update(ids[id(t)].tolist())
+            for t in tf.nest.flatten(node.outputs):
+                ids[id(t)] = reg.fresh(channels_of(t))
+                protected.update(ids[id(t)].tolist())
+            barriers.append(f"{layer.name} ({type(layer).__name__}, shared)")
+            continue
         if isinstance(layer.output, (list, tuple)):
             raise InputError(f"channel_prune: layer '{layer.name}' has several outputs; not supported")
         ins = [ids[id(t)] for t in _inputs(layer)]
@@ -405,12 +409,24 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         if id(layer) in needed:
             continue
         needed.add(id(layer))
-        ins = _inputs(layer) if not isinstance(layer, L.InputLayer) else []
+        ins = [t for c in calls(layer) for t in c.keras_inputs] if not isinstance(layer, L.InputLayer) else []
         stack.extend([ins[shortcut_of[layer.name]]] if layer.name in dropped else ins)
 
     new, inputs = fresh_inputs(model)
-    for layer in model.layers:
+    shared: Dict[int, Any] = {}
+    for node in nodes_in_order(model):
+        layer = node.layer
         if isinstance(layer, L.InputLayer) or id(layer) not in needed:
+            continue
+        if len(calls(layer)) > 1:  # a barrier: copied once with its weights, called at each of its calls
+            if id(layer) not in shared:
+                shared[id(layer)] = layer.__class__.from_config(layer.get_config())
+            args, kwargs = node_call_args(node, new)
+            outs = shared[id(layer)](*args, **kwargs)
+            for old, out in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outs)):
+                new[id(old)] = out
+            if len(shared[id(layer)].weights) == len(layer.weights):
+                shared[id(layer)].set_weights(layer.get_weights())
             continue
         ins = _inputs(layer)
         if layer.name in dropped:

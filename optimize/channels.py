@@ -41,6 +41,7 @@ import numpy as np
 
 from edgekit.core.compat import keras
 from edgekit.core.errors import InputError
+from edgekit.core.graph import calls
 from edgekit.core.results import Result, table
 from edgekit.core.samples import rows, take
 from edgekit.models.profiler import profile
@@ -118,7 +119,8 @@ def layer_widths(model) -> Dict[str, int]:
     return {
         l.name: int(l.get_config()["num_heads"]) if isinstance(l, L.MultiHeadAttention) else channels_of(l.output)
         for l in model.layers
-        if is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D, L.MultiHeadAttention))
+        if (is_conv(l) or isinstance(l, (L.Dense, L.SeparableConv2D, L.DepthwiseConv2D, L.MultiHeadAttention)))
+        and len(calls(l)) == 1  # a shared layer is left as it is
     }
 
 

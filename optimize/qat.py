@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from edgekit.core.compat import in_process_lambdas, keras, tfmot
 from edgekit.core.errors import InputError, renamed
-from edgekit.core.graph import calls, copy_layer, ops_as_layers, rewrite
+from edgekit.core.graph import calls, copy_layer, nodes_in_order, ops_as_layers, rewrite
 from edgekit.core.layers import CUSTOM_OBJECTS
 from edgekit.core.samples import rows, take
 from edgekit.core.wrappers import custom_objects
@@ -144,6 +145,14 @@ def qat(model, config: QATConfig = QATConfig(), calibration=None, **overrides):
     calib = renamed(overrides, "calib", "calibration", calibration)
     config = with_overrides(config, overrides)
     model = check_model(model, "qat")
+    uses = Counter(id(node.layer) for node in nodes_in_order(model))  # this model's calls, not other models'
+    shared = next((l for l in model.layers if uses[id(l)] > 1), None)
+    if shared is not None:
+        raise InputError(
+            f"qat: layer '{shared.name}' ({type(shared).__name__}) is called {uses[id(shared)]} times (a shared or "
+            f"tied layer); tfmot wraps each layer for one call: export the model with post-training int8 instead "
+            f"(it keeps a tied matrix shared)"
+        )
     base = _integer_inputs_apart(ops_as_layers(copy_model(model)))
     apart = {l.name for l in base.layers if l.name.endswith("_ids") and type(l).__name__ == "Activation"}
     if config.freeze_batchnorm:

@@ -289,3 +289,20 @@ def test_cli_channel_prunes_with_recovery_and_reports_widths(tiny_keras_path, tm
     bad = run_cli("optimize", tiny_keras_path, "--data", "digits", "--channel-stages", "0.5,1.5", "-o", out)
     assert_clean_error(bad, contains="must be in [0, 1), received 1.5")
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_a_shared_layer_is_a_barrier_not_a_refusal():
+    """A tied embedding (one layer, two calls: the lookup and the output projection) is left as it is
+    at both calls and listed among the barriers; the rest prunes, and nothing removed is exact."""
+    from edgekit.models import tied_lm
+
+    keras.utils.set_random_seed(0)
+    model = tied_lm(50, 8, context=8, layers=1, kernel=3)
+    hidden = keras.layers.Dense(16, activation="relu")(model.outputs[0])
+    model = keras.Model(model.inputs, keras.layers.Dense(4)(hidden))
+    x = np.random.default_rng(0).integers(0, 50, (4, 8)).astype(np.int32)
+    exact = channel_prune_report(model, ChannelPruneConfig(ratio=0.0))
+    assert np.abs(exact.model.predict(x, verbose=0) - model.predict(x, verbose=0)).max() <= 1e-5
+    half = channel_prune_report(model, ChannelPruneConfig(ratio=0.5))
+    assert "embedding (TiedEmbedding, shared)" in half.barriers and half.macs[1] < half.macs[0]
+    assert half.model.predict(x, verbose=0).shape == (4, 8, 4)

@@ -133,3 +133,28 @@ def test_a_head_that_cannot_train_is_a_clear_error(tmp_path):
     x, _ = _clusters(32, 3, 6)
     with pytest.raises(Exception, match=r"layer 'squash' has activation 'tanh'"):
         export_trainable(model, None, "int8", calibration=x)
+
+
+def test_a_logits_classifier_trains_as_one_and_a_stale_backbone_goes(tmp_path):
+    """A linear output compiled with from_logits is a classifier (cross-entropy on its logits); a head
+    that reads the model's input writes no backbone, and an earlier export's beside it is removed
+    (with overwrite) rather than read by the Learner."""
+    inp = keras.Input((8,))
+    model = keras.Model(inp, L.Dense(3, name="logits")(inp))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _clusters(64, 3, 7)
+    path = tmp_path / "h.tflite"
+    (tmp_path / "h.backbone.tflite").write_bytes(b"stale")
+    with pytest.raises(Exception, match="--overwrite|overwrite"):
+        export_trainable(model, path, "int8", calibration=x, options=TrainableOptions(classes=4, batch_size=8))
+    assert not path.exists() and (tmp_path / "h.backbone.tflite").read_bytes() == b"stale"
+    rep = export_trainable(model, path, "int8", calibration=x, options=TrainableOptions(classes=4, batch_size=8),
+                           overwrite=True)  # fmt: skip
+    assert rep.backbone is None and not (tmp_path / "h.backbone.tflite").exists() and rep.infer_max_diff <= 1e-5
+    learner = Learner(str(path))
+    assert learner.classification and learner.outputs == 4 and learner.backbone is None
+    learner.fit(x, y, epochs=20)
+    assert learner.evaluate(x, y) >= 0.8
+    for bad in (y.reshape(-1, 1), np.eye(4)[y], y[:0]):
+        with pytest.raises(BoardError, match="labels"):
+            learner.evaluate(x, bad)

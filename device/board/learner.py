@@ -55,8 +55,8 @@ class Learner:
         self.batch_size, self.width = (int(v) for v in details["features"]["shape"])
         self.classification = np.issubdtype(details["labels"]["dtype"], np.integer)
         state = self.save()
-        last = max(k for k in state if k.startswith("bias"))
-        self.outputs = int(state[last].shape[-1])
+        layers = [int(k[4:]) for k in state if k.startswith("bias") and k[4:].isdigit()]
+        self.outputs = int(state[f"bias{max(layers)}"].shape[-1])
         backbone = backbone_of(path) if backbone == "auto" else backbone
         self.backbone = load_interpreter(backbone, threads=threads) if backbone else None
 
@@ -65,6 +65,8 @@ class Learner:
         if self.backbone is not None:
             out = predict_all(self.backbone, x)
             x = next(iter(out.values()))
+        if len(x) == 0:
+            raise BoardError("no samples: give at least one")
         f = np.asarray(x, np.float32)
         f = f.reshape(len(f), -1)
         if f.shape[1] != self.width:
@@ -76,12 +78,14 @@ class Learner:
 
     def _targets(self, y, n: int) -> np.ndarray:
         y = np.asarray(y)
-        if len(y) != n:
-            raise BoardError(f"{len(y)} labels for {n} samples")
+        if y.ndim == 0 or len(y) != n:
+            raise BoardError(f"{0 if y.ndim == 0 else len(y)} labels for {n} samples")
         if self.classification:
-            if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.outputs:
-                raise BoardError(f"labels must be class ids 0..{self.outputs - 1} (the head's outputs)")
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.outputs:
+                raise BoardError(f"labels must be class ids 0..{self.outputs - 1} (the head's outputs), one per sample")
             return y.astype(np.int32)
+        if y.size != n * self.outputs:
+            raise BoardError(f"targets must be {self.outputs} value(s) per sample; received shape {y.shape}")
         return y.astype(np.float32).reshape(n, self.outputs)
 
     def _batches(self, y: np.ndarray, n: int, rng, balanced: bool):
@@ -119,9 +123,10 @@ class Learner:
     def evaluate(self, x, y) -> float:
         """Accuracy (a classifier) or mean absolute error."""
         out = self.predict(x)
+        t = self._targets(y, len(out))
         if self.classification:
-            return float(np.mean(out.argmax(-1) == np.asarray(y)))
-        return float(np.mean(np.abs(out - np.asarray(y, np.float32).reshape(out.shape))))
+            return float(np.mean(out.argmax(-1) == t))
+        return float(np.mean(np.abs(out - t)))
 
     def save(self) -> dict:
         """Weights and optimizer state as plain arrays."""
@@ -148,6 +153,8 @@ def measure(path: str, data=None, steps: int = 50, warmup: int = 5, seed: int = 
     rng = np.random.default_rng(seed)
     if data is not None:
         with np.load(data) as f:
+            if "x" not in f and "x_train" not in f:
+                raise BoardError(f"{data} has no array 'x' (or 'x_train') of samples")
             x = f["x"] if "x" in f else f["x_train"]
             y = f["y"] if "y" in f else f.get("y_train")
         feats = learner.features(x)

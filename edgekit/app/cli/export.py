@@ -153,6 +153,7 @@ def _target_flags(g):
 def _trainable_flags(g):
     g.add_argument(
         "--trainable",
+        type=_trainable,
         metavar="SPEC",
         help="also export a head that trains on the device: 'head' (the last Dense layer), N (the last N Dense "
         "layers) or LAYER[,LAYER]; OUT.tflite gets the head (signatures infer, train, get_weights, set_weights; "
@@ -173,18 +174,35 @@ def _trainable_flags(g):
     )  # fmt: skip
 
 
-def _run_trainable(args, model, data) -> int:
-    from edgekit.converters.trainable import TrainableOptions, backbone_path, export_trainable
+def _trainable(text: str):
+    """--trainable: 'head', a number of Dense layers, or layer names."""
+    import argparse
+
+    spec = text.strip()
+    if spec == "head":
+        return spec
+    try:
+        n = int(spec)
+    except ValueError:
+        names = tuple(p.strip() for p in spec.split(",") if p.strip())
+        if not names:
+            raise argparse.ArgumentTypeError("give 'head', a number of Dense layers or layer names") from None
+        return names
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"the number of trainable Dense layers must be >= 1; received {n}")
+    return n
+
+
+def _run_trainable(args, model, data, backbone_options) -> int:
+    from edgekit.converters.trainable import TrainableOptions, export_trainable
     from edgekit.core.errors import InputError
 
     if data is None:
         raise InputError("--trainable needs --data DATA: the backbone's calibration and the head's checks")
-    spec = args.trainable
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    trainable = "head" if spec == "head" else int(spec) if spec.isdigit() else tuple(parts)
-    check_outputs(args, [(backbone_path(args.output), "-o (its backbone)", False)], [args.model, args.data])
+    if args.streaming:
+        raise InputError("--trainable exports a head over whole inputs: drop --streaming")
     options = TrainableOptions(
-        trainable=trainable,
+        trainable=args.trainable,
         optimizer=args.optimizer,
         learning_rate=args.train_lr,
         batch_size=args.train_batch,
@@ -193,6 +211,7 @@ def _run_trainable(args, model, data) -> int:
     report = export_trainable(
         model, args.output, args.quant, calibration=data, validation_data=(data.x_test, None), options=options,
         task=args.task, overwrite=args.overwrite, progress=f"export {os.path.basename(args.model)}",
+        backbone_options=backbone_options,
     )  # fmt: skip
     try:
         emit(args, report)
@@ -241,8 +260,8 @@ def run(args) -> int:
         check_data_spec(args.data)
     model = load_model(args.model, safe_mode=not args.unsafe_load)
     data = load_for(args.data, model) if args.data else None
-    if args.trainable:
-        return _run_trainable(args, model, data)
+    if args.trainable is not None:
+        return _run_trainable(args, model, data, options)
     report = export(
         model,
         None,
