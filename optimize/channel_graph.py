@@ -392,6 +392,19 @@ def _last_source(t):
         return None
 
 
+def _call_shared(node, shared: Dict[int, Any], new: Dict[int, Any]) -> None:
+    """A shared layer is a barrier: copied once with its weights, called at each of its calls."""
+    layer = node.layer
+    if id(layer) not in shared:
+        shared[id(layer)] = layer.__class__.from_config(layer.get_config())
+    args, kwargs = node_call_args(node, new)
+    outs = shared[id(layer)](*args, **kwargs)
+    for old, out in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outs)):
+        new[id(old)] = out
+    if len(shared[id(layer)].weights) == len(layer.weights):
+        shared[id(layer)].set_weights(layer.get_weights())
+
+
 def rebuild(model, p: ChannelPlan, sel: Selection):
     """A new functional model without the removed channels and dropped blocks, weights copied."""
     removed = np.fromiter(sel.removed, dtype=np.int64) if sel.removed else np.zeros(0, np.int64)
@@ -418,15 +431,8 @@ def rebuild(model, p: ChannelPlan, sel: Selection):
         layer = node.layer
         if isinstance(layer, L.InputLayer) or id(layer) not in needed:
             continue
-        if len(calls(layer)) > 1:  # a barrier: copied once with its weights, called at each of its calls
-            if id(layer) not in shared:
-                shared[id(layer)] = layer.__class__.from_config(layer.get_config())
-            args, kwargs = node_call_args(node, new)
-            outs = shared[id(layer)](*args, **kwargs)
-            for old, out in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outs)):
-                new[id(old)] = out
-            if len(shared[id(layer)].weights) == len(layer.weights):
-                shared[id(layer)].set_weights(layer.get_weights())
+        if len(calls(layer)) > 1:
+            _call_shared(node, shared, new)
             continue
         ins = _inputs(layer)
         if layer.name in dropped:

@@ -98,5 +98,5 @@ def test_a_registered_technique_gets_its_flags(toy):
 
 
 def test_unknown_technique_lists_the_registered_ones():
-    with pytest.raises(InputError, match="technique must be one of channel_prune, factorize, prune, cluster"):
+    with pytest.raises(InputError, match="technique must be one of depth, channel_prune, factorize, prune, cluster"):
         Recipe.from_dict({"steps": [{"technique": "sharpen"}]})
