@@ -34,9 +34,9 @@ import numpy as np
 
 from edgekit.core.errors import InputError, VerificationError
 from edgekit.core.task import Task
+from edgekit.device.board.learner import SIGNATURES, backbone_path  # what the board reads, one place
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-BACKBONE_SUFFIX = ".backbone.tflite"
 
 
 @dataclass(frozen=True)
@@ -287,9 +287,6 @@ def _update(m, grads, o: TrainableOptions) -> None:
             v.assign_sub(rate * first / (tf.sqrt(second) + eps))
 
 
-SIGNATURES = ("infer", "train", "get_weights", "set_weights")
-
-
 def convert_head(m) -> bytes:
     """The module as a ``.tflite`` with builtin ops and resource variables (no Flex, no custom op)."""
     from edgekit.core.compat import tf
@@ -484,9 +481,3 @@ def _write(report: TrainableReport, path: str, overwrite: bool) -> None:
         os.unlink(path)
         report.path = None
         raise
-
-
-def backbone_path(path: str) -> str:
-    """Where the frozen backbone of the trainable head at ``path`` is written and read."""
-    stem = path[: -len(".tflite")] if path.endswith(".tflite") else path
-    return stem + BACKBONE_SUFFIX

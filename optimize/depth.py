@@ -154,11 +154,12 @@ def kept_blocks(n: int, keep: float) -> List[int]:
     return sorted({int(np.ceil(j * n / m)) for j in range(m)})
 
 
-def hidden_pairs(blocks: List[Block], kept: List[int]) -> Tuple[Tuple[str, str], ...]:
+def hidden_pairs(blocks: List[Tuple[str, ...]], kept: List[int]) -> Tuple[Tuple[str, str], ...]:
     """(student layer, teacher layer) whose outputs the hidden-state loss matches: kept block j
-    (named as in the teacher) against the teacher block ending the same share of the depth."""
+    (named as in the teacher) against the teacher block ending the same share of the depth.
+    ``blocks``: each block's layer names (:attr:`DepthResult.blocks`)."""
     n, m = len(blocks), len(kept)
-    return tuple((blocks[k].last, blocks[int(np.ceil((j + 1) * n / m)) - 1].last) for j, k in enumerate(kept))
+    return tuple((blocks[k][-1], blocks[int(np.ceil((j + 1) * n / m)) - 1][-1]) for j, k in enumerate(kept))
 
 
 def depth_report(model, config: DepthConfig = DepthConfig()) -> DepthResult:
@@ -194,16 +195,16 @@ def drop_blocks(model, config: DepthConfig = DepthConfig()):
 def _apply(model, config: DepthConfig, step):
     """Drop the blocks, then fine-tune, distilling from the step's input model (soft targets and
     the kept blocks' hidden states) unless ``distill`` is off."""
-    rep = depth_report(model, config)
+    teacher = check_model(model, "depth")
+    rep = depth_report(teacher, config)
     settings = step.settings
     if config.distill:
         base: Optional[DistillConfig] = settings.distill or DistillConfig()
-        blocks = repeated_blocks(check_model(model, "depth"))
-        pairs = hidden_pairs(blocks, rep.kept) if float(config.hidden_weight) > 0 else ()
+        pairs = hidden_pairs(rep.blocks, rep.kept) if float(config.hidden_weight) > 0 else ()
         weight = float(config.hidden_weight) if pairs else base.feature_weight
         distill = replace(base, features=tuple(base.features) + pairs, feature_weight=weight)
         settings = replace(settings, distill=distill)
-        step = replace(step, teacher=check_model(model, "depth"))
+        step = replace(step, teacher=teacher)
     else:
         settings = replace(settings, distill=None)
     step.fine_tune(rep.model, settings)

@@ -298,7 +298,7 @@ def test_depth_drops_every_other_repeated_block_exactly():
     assert rep.params == (model.count_params(), model.count_params() - 2 * (16 * 32 + 32 + 32 * 16 + 16))
     x_ = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
     assert np.abs(rep.model.predict(x_, verbose=0) - model.predict(x_, verbose=0)).max() <= 1e-6
-    assert hidden_pairs(blocks, rep.kept) == (("add0", "add1"), ("add2", "add3"))
+    assert hidden_pairs(rep.blocks, rep.kept) == (("add0", "add1"), ("add2", "add3"))
     plain = keras.Sequential([keras.Input((8,)), L.Dense(4), L.Dense(3)])
     with pytest.raises(InputError, match="no repeated blocks to drop"):
         depth_report(plain)

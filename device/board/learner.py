@@ -31,10 +31,15 @@ SIGNATURES = ("infer", "train", "get_weights", "set_weights")
 BACKBONE_SUFFIX = ".backbone.tflite"
 
 
+def backbone_path(path: str) -> str:
+    """Where the frozen backbone of the trainable head at ``path`` is written and read."""
+    stem = path[: -len(".tflite")] if path.endswith(".tflite") else path
+    return stem + BACKBONE_SUFFIX
+
+
 def backbone_of(path: str):
     """The frozen backbone written beside a trainable head, or None."""
-    stem = path[: -len(".tflite")] if path.endswith(".tflite") else path
-    twin = stem + BACKBONE_SUFFIX
+    twin = backbone_path(path)
     return twin if os.path.isfile(twin) else None
 
 
