@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -147,24 +146,22 @@ def _full_finetune(model, backbone, head, x, y, sz: Sizes):
 
 
 def _costs(head_path: str, plain_path: str, tmp: str, ds, sz: Sizes) -> dict:
-    """Time per train step against one inference, and peak RSS of a training process against an
-    inference process (the plain int8 file in the harness), each measured in its own child."""
+    """Time per train step against one inference (backbone and head, in the same process), and peak
+    RSS of a training process against an inference process (the plain int8 file in the harness), each
+    measured in its own child by `edgekit bench` (--learn for the head)."""
     from edgekit.device import bench
-    from edgekit.device.board import learner
 
     npz = os.path.join(tmp, "x.npz")
     np.savez(npz, x=ds.x_test[:64])
-    out = os.path.join(tmp, "learn.json")
-    argv = [sys.executable, learner.__file__, head_path, "--data", npz, "--steps", str(sz.runs), "--json", out]
-    subprocess.run(argv, check=True, capture_output=True)
-    with open(out) as f:
-        learned = json.load(f)
-    (infer,) = bench([plain_path], runs=sz.runs, warmup=10, inputs=npz)
+    (learned,) = bench([head_path], runs=sz.runs, warmup=10, inputs=npz, learn=True, progress=False)
+    (infer,) = bench([plain_path], runs=sz.runs, warmup=10, inputs=npz, progress=False)
+    if not (learned.ok and infer.ok):
+        raise RuntimeError(f"the learning benchmark failed: {learned.error or infer.error}")
     return {
-        "train_step_ms": learned["train_step_ms"]["p50"],
-        "head_infer_ms": learned["infer_ms"]["p50"],
+        "train_step_ms": learned.latency_ms["p50"],
+        "inference_ms": learned.data["inference_ms"]["p50"],
         "plain_infer_ms": infer.latency_ms["p50"],
-        "train_peak_mb": learned["memory_mb"]["peak"],
+        "train_peak_mb": learned.peak_rss_mb,
         "infer_peak_mb": infer.peak_rss_mb,
     }
 
@@ -194,8 +191,9 @@ def report(r: dict) -> bool:
         )
     )
     print(
-        f"train step {r['train_step_ms']:.3f} ms = {r['train_step_ms'] / r['head_infer_ms']:.1f}x one head inference; "
-        f"one whole-model int8 inference {r['plain_infer_ms']:.3f} ms; peak RSS training {r['train_peak_mb']:.1f} MiB, "
+        f"train step {r['train_step_ms']:.3f} ms = {r['train_step_ms'] / r['inference_ms']:.1f}x one inference "
+        f"(backbone + head; the plain int8 file {r['plain_infer_ms']:.3f} ms); "
+        f"peak RSS training {r['train_peak_mb']:.1f} MiB, "
         f"inference {r['infer_peak_mb']:.1f} MiB; files: head {r['head_bytes']:,} B + backbone "
         f"{r['backbone_bytes']:,} B against the plain int8 {r['plain_bytes']:,} B"
     )

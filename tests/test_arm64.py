@@ -236,6 +236,7 @@ def test_a_trainable_head_trains_on_arm64_as_here(tmp_path):
 
     from edgekit import keras
     from edgekit.converters.trainable import TrainableOptions, export_trainable
+    from edgekit.device import bench
     from edgekit.device.board import learner
     from edgekit.device.host.qemu import python_argv
 
@@ -258,3 +259,9 @@ def test_a_trainable_head_trains_on_arm64_as_here(tmp_path):
         states[cpu] = dict(np.load(out))
     for cpu in ("cortex-a72", "cortex-a76"):
         assert max(np.abs(states[cpu][k] - states["x86_64"][k]).max() for k in states[cpu]) <= 1e-5
+    # `bench --learn` runs the same learner there: its losses are this machine's, its timings marked emulated
+    (emu,), (loc,) = (
+        bench([str(head)], learn=True, qemu=q, runs=3, warmup=0, progress=False) for q in (["cortex-a72"], [])
+    )
+    assert emu.ok and emu.emulated and emu.data["mode"] == "learn", emu.error
+    assert emu.data["loss"] == pytest.approx(loc.data["loss"], rel=1e-5)

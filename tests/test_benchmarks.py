@@ -250,7 +250,7 @@ def test_learning(tmp_path):
     r = json.loads((tmp_path / "l.json").read_text())
     assert [(x["k"], x["replay"]) for x in r["rows"]] == [(k, rp) for k in (5, 10, 20) for rp in (False, True)]
     assert all(x["device"] == x["keras"] for x in r["rows"])  # the same updates, float32, the same batches
-    assert finite(r["train_step_ms"], r["head_infer_ms"], r["train_peak_mb"], r["infer_peak_mb"])
+    assert finite(r["train_step_ms"], r["inference_ms"], r["train_peak_mb"], r["infer_peak_mb"])
     row(out, "20           5-9 + 0-4", 8)
     done(out)
 

@@ -263,6 +263,28 @@ def test_ssh_dropping_mid_run_is_reported_and_cleaned_up(board_venv, sshd, expor
     assert _gone(remote_dir), f"{remote_dir} left on the board"
 
 
+def test_a_trainable_head_learns_on_the_board_as_here(board_venv, sshd, tiny_model, digits_ds, test_npz, tmp_path):
+    """`bench --learn` over SSH: the head and its backbone go to the board, where learner.py takes the
+    same train steps on the same batches as here: the same losses, the same fields."""
+    from edgekit.converters.trainable import TrainableOptions, export_trainable
+
+    head = tmp_path / "head.tflite"
+    calib = digits_ds.x_train[:64]
+    export_trainable(tiny_model, head, "int8", calibration=calib, options=TrainableOptions(batch_size=8))
+    common = ("bench", head, "--learn", "--runs", "20", "--warmup", "2", "--inputs", test_npz, "--json", "-")
+    here = run_cli(*common)
+    python = os.path.join(board_venv, "bin", "python")
+    there = run_cli(*common, "--host", sshd["host"], "--ssh-config", sshd["config"], "--remote-python", python)
+    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
+    (loc,), (rem,) = json.loads(here.stdout)["results"], json.loads(there.stdout)["results"]
+    assert rem["mode"] == "learn" and rem["host"] == sshd["host"] and rem["error"] is None and set(rem) == set(loc)
+    assert rem["backbone_size_bytes"] == os.path.getsize(tmp_path / "head.backbone.tflite") > 0
+    assert rem["loss"] == pytest.approx(loc["loss"], rel=1e-5) and 0 < loc["loss"]["last"] < 10
+    assert rem["step_per_inference"] > 0 and rem["train_step_ms"] == rem["latency_ms"]
+    table = run_cli("bench", head, "--learn", "--runs", "5", "--inputs", test_npz)
+    assert table.returncode == 0 and "step p50 ms" in table.stdout and "loss first → last" in table.stdout
+
+
 def test_search_measures_each_trial_on_the_board(board_venv, sshd, tiny_keras_path, tmp_path):
     """edgekit search --host: the trials' latency and accuracy come from the board's harness."""
     space = tmp_path / "space.toml"

@@ -46,6 +46,7 @@ __all__ = [
     "summarize_latency",
     "board_facts",
     "thermal_verdict",
+    "where_measured",
     "main",
 ]
 
@@ -487,7 +488,6 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         report("accuracy", 0, _rows(x))
         figures = _quality(predict_all(interp, x), y)
     peak = _memory_mb()["peak"]
-    verdict = thermal_verdict(board_before, board_after)
     return {
         "schema_version": SCHEMA_VERSION,
         "model": str(model),
@@ -512,14 +512,18 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         "mae": figures.get("mae"),
         "outputs": figures.get("outputs"),  # several outputs: {name: {"accuracy" | "mae": ...}}
         "samples": _rows(x) if x is not None else None,
+        **where_measured(board_before, board_after),
+    }
+
+
+def where_measured(board_before: dict, board_after: dict) -> dict:
+    """The runtime, the board's state before and after (with throttling warnings) and the platform."""
+    verdict = thermal_verdict(board_before, board_after)
+    plat = platform.machine(), platform.system(), platform.python_version(), os.cpu_count()
+    return {
         "runtime": runtime_info(),
         "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
-        "platform": {
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        "platform": dict(zip(("machine", "system", "python", "cpus"), plat)),
     }
 
 

@@ -10,7 +10,10 @@
 Run as a script, it measures one model like the harness measures inference: start-up, time per
 train step and per inference (p50/p90), peak RSS, on the given data or random samples::
 
-    python learner.py head.tflite [--data D.npz] [--steps 50] [--warmup 5] [--json OUT]
+    python learner.py head.tflite [--data D.npz] [--steps 50] [--warmup 5] [--threads 1] [--json OUT]
+
+It prints one JSON object on stdout (``edgekit bench --learn`` runs it so, here, over SSH and under
+QEMU); on failure ``{"error": "..."}`` and exit 2, as the harness does.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import time
 import numpy as np
 
 if __package__:  # imported as edgekit.device.board.learner
-    from edgekit.device.board.harness import BoardError, _memory_mb, load_interpreter, predict_all, summarize_latency
+    from edgekit.device.board import harness
 else:  # run as a script, here or on a board, beside harness.py
-    from harness import BoardError, _memory_mb, load_interpreter, predict_all, summarize_latency
+    import harness
+BoardError = harness.BoardError
+LEARNER_PATH = os.path.abspath(__file__)  # what `edgekit bench --learn` runs in each child process
 
 SIGNATURES = ("infer", "train", "get_weights", "set_weights")
 BACKBONE_SUFFIX = ".backbone.tflite"
@@ -46,9 +51,9 @@ def backbone_of(path: str):
 class Learner:
     """A trainable ``.tflite`` head (and its frozen backbone) that learns from ``fit``."""
 
-    def __init__(self, path: str, backbone="auto", threads: int = 1):
+    def __init__(self, path: str, backbone="auto", threads: int = 1, xnnpack: bool = True):
         self.path = path
-        self.interp = load_interpreter(path, threads=threads, xnnpack=False, allocate=False)
+        self.interp = harness.load_interpreter(path, threads=threads, xnnpack=False, allocate=False)
         missing = [s for s in SIGNATURES if s not in self.interp.get_signature_list()]
         if missing:
             raise BoardError(
@@ -62,13 +67,17 @@ class Learner:
         state = self.save()
         layers = [int(k[4:]) for k in state if k.startswith("bias") and k[4:].isdigit()]
         self.outputs = int(state[f"bias{max(layers)}"].shape[-1])
-        backbone = backbone_of(path) if backbone == "auto" else backbone
-        self.backbone = load_interpreter(backbone, threads=threads) if backbone else None
+        self.backbone_file = backbone_of(path) if backbone == "auto" else backbone
+        self.backbone = (
+            harness.load_interpreter(self.backbone_file, threads=threads, xnnpack=xnnpack)
+            if self.backbone_file
+            else None
+        )
 
     def features(self, x) -> np.ndarray:
         """What the head reads: the backbone's output for ``x`` (or ``x`` itself), flat float32."""
         if self.backbone is not None:
-            out = predict_all(self.backbone, x)
+            out = harness.predict_all(self.backbone, x)
             x = next(iter(out.values()))
         if len(x) == 0:
             raise BoardError("no samples: give at least one")
@@ -149,50 +158,108 @@ class Learner:
         self._run["set_weights"](**{k: np.asarray(v, np.float32) for k, v in state.items()})
 
 
-def measure(path: str, data=None, steps: int = 50, warmup: int = 5, seed: int = 0, state=None) -> dict:
-    """Start-up, time per train step and per inference (one sample), peak RSS; ``state``: a .npz
-    path for the weights after the steps (the same batches for a seed: compare two machines)."""
-    t0 = time.perf_counter()
-    learner = Learner(path)
-    startup = (time.perf_counter() - t0) * 1000
-    rng = np.random.default_rng(seed)
-    if data is not None:
-        with np.load(data) as f:
-            if "x" not in f and "x_train" not in f:
-                raise BoardError(f"{data} has no array 'x' (or 'x_train') of samples")
-            x = f["x"] if "x" in f else f["x_train"]
-            y = f["y"] if "y" in f else f.get("y_train")
+def _training_data(path, learner: Learner, rng) -> tuple:
+    """Features and targets to time the steps on: a .npz's ``x`` (or ``x_train``/``x_test``) through
+    the backbone, at most 256 samples, with its labels when it has them; else random."""
+    x = y = None
+    if path is not None:
+        arrays = harness._load_npz(path)
+        key = next((k for k in ("x", "x_train", "x_test") if k in arrays), None)
+        if key is None:
+            raise BoardError(f"{path} holds {sorted(arrays)}; expected an array 'x' of samples (and 'y' of labels)")
+        x, y = arrays[key][:256], arrays.get("y" + key[1:])
+        y = None if y is None else y[:256]
         feats = learner.features(x)
     else:
-        y, feats = None, rng.normal(size=(4 * learner.batch_size, learner.width)).astype(np.float32)
+        feats = rng.normal(size=(4 * learner.batch_size, learner.width)).astype(np.float32)
     if y is None:
-        y = (
-            rng.integers(0, learner.outputs, len(feats))
-            if learner.classification
-            else rng.normal(size=(len(feats), learner.outputs))
-        )
-    t = learner._targets(y, len(feats))
-    train, infer = learner._run["train"], learner._run["infer"]
-    step_ms, infer_ms = [], []
-    for i in range(warmup + steps):
+        shape = len(feats) if learner.classification else (len(feats), learner.outputs)
+        y = rng.integers(0, learner.outputs, shape) if learner.classification else rng.normal(size=shape)
+    elif learner.classification and harness.one_hot_rows(y):
+        y = y.argmax(axis=1)
+    return x, feats, learner._targets(y, len(feats))
+
+
+def _inference_ms(learner: Learner, x, feats, runs: int, seed: int) -> list:
+    """One inference as the board runs it: the backbone's invoke (inputs set once), its output read and
+    the head's ``infer`` on it; the head alone without a backbone."""
+    infer, bb = learner._run["infer"], learner.backbone
+    if bb is not None:
+        for d, a in zip(bb.get_input_details(), harness.prepare_inputs(bb, x, seed=seed)):
+            bb.set_tensor(d["index"], a)
+        out = bb.get_output_details()[0]
+    times = []
+    for _ in range(runs):
+        s = time.perf_counter()
+        if bb is not None:
+            bb.invoke()
+            f = harness.dequantize(bb.get_tensor(out["index"]), out).reshape(1, -1).astype(np.float32)
+        else:
+            f = feats[:1]
+        infer(features=f)
+        times.append((time.perf_counter() - s) * 1000)
+    return times
+
+
+def measure(path, data=None, steps=50, warmup=5, seed=0, state=None, threads=1, xnnpack=True, progress=None) -> dict:
+    """Train ``path`` in this process and return a JSON-ready dict like the harness's: start-up
+    (loading head and backbone, the first train step), ``steps`` timed train steps after ``warmup``
+    (``latency_ms``: one optimizer step on a batch), one inference (backbone and head, one sample),
+    the mean loss of the first and last five steps, and the process's RSS. ``data``: a .npz whose
+    samples (and labels) the steps train on, else random; ``state``: a .npz path for the weights
+    after the steps (the same batches for a seed: compare two machines)."""
+    if int(steps) < 1 or int(warmup) < 0:
+        raise BoardError(f"steps must be >= 1 and warmup >= 0. Received steps={steps}, warmup={warmup}")
+    report = progress or (lambda phase, done, total: None)
+    harness._runtime()  # import LiteRT first: the footprint below is the model's, not the library's
+    board_before = harness.board_facts()
+    rss_before = harness._memory_mb()["rss"]
+    t0 = time.perf_counter()
+    learner = Learner(path, threads=threads, xnnpack=xnnpack)
+    load_ms = (time.perf_counter() - t0) * 1000
+    rss_loaded = harness._memory_mb()["rss"]
+    rng = np.random.default_rng(seed)
+    x, feats, t = _training_data(data, learner, rng)
+    train = learner._run["train"]
+    step_ms, losses = [], []
+    for i in range(int(warmup) + int(steps)):
+        report("train", i, int(warmup) + int(steps))
         idx = rng.integers(0, len(feats), learner.batch_size)
         s = time.perf_counter()
-        train(features=feats[idx], labels=t[idx])
-        m = time.perf_counter()
-        infer(features=feats[idx[:1]])
-        e = time.perf_counter()
-        if i >= warmup:
-            step_ms.append((m - s) * 1000)
-            infer_ms.append((e - m) * 1000)
+        losses.append(float(train(features=feats[idx], labels=t[idx])["loss"]))
+        step_ms.append((time.perf_counter() - s) * 1000)
+    report("inference", 0, int(steps))
+    inference = harness.summarize_latency(_inference_ms(learner, x, feats, int(steps), seed))
     if state:
         np.savez(state, **learner.save())
+    step = harness.summarize_latency(step_ms[int(warmup) :])
+    peak = harness._memory_mb()["peak"]
     return {
-        "model": path,
+        "schema_version": harness.SCHEMA_VERSION,
+        "mode": "learn",
+        "model": str(path),
+        "model_size_bytes": os.path.getsize(path),
+        "backbone_size_bytes": os.path.getsize(learner.backbone_file) if learner.backbone_file else None,
         "batch_size": learner.batch_size,
-        "startup_ms": startup,
-        "train_step_ms": summarize_latency(step_ms),
-        "infer_ms": summarize_latency(infer_ms),
-        "memory_mb": _memory_mb(),
+        "runs": int(steps),
+        "warmup": int(warmup),
+        "threads": int(threads),
+        "xnnpack": bool(xnnpack),
+        "inputs": str(data) if data else "random",
+        "latency_ms": step,  # one train step: what `edgekit bench --learn` compares
+        "train_step_ms": step,
+        "inference_ms": inference,
+        "step_per_inference": step["p50"] / inference["p50"] if inference["p50"] > 0 else None,
+        "startup_ms": {"load": load_ms, "first_invoke": step_ms[0]},
+        "memory_mb": {
+            "rss_before_load": rss_before,
+            "rss_after_allocate": rss_loaded,
+            "peak": peak,
+            "footprint": (rss_loaded - rss_before) if rss_before and rss_loaded else None,
+        },
+        "peak_rss_mb": peak,
+        "loss": {"first": float(np.mean(losses[:5])), "last": float(np.mean(losses[-5:]))},
+        **harness.where_measured(board_before, harness.board_facts()),
     }
 
 
@@ -201,23 +268,29 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="learner.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
-    ap.add_argument("--data", help="a .npz with x (and y): samples the model reads")
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--runs", "--steps", dest="steps", type=int, default=50, help="timed train steps")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="the backbone without XNNPACK")
+    ap.add_argument("--inputs", "--data", dest="data", help="a .npz with x (and y): samples the model reads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--progress", action="store_true", help="progress lines on stderr, as the harness writes them")
     ap.add_argument("--json", help="write the figures here (default: stdout)")
     ap.add_argument("--state", help="write the weights after the steps to this .npz")
     args = ap.parse_args(argv)
     try:
-        result = measure(args.model, args.data, args.steps, args.warmup, state=args.state)
+        result = measure(
+            args.model, args.data, args.steps, args.warmup, args.seed, args.state, args.threads, args.xnnpack,
+            harness.stderr_progress() if args.progress else None,
+        )  # fmt: skip
     except BoardError as exc:
-        print(f"learner.py: error: {exc}", file=sys.stderr)
+        print(json.dumps({"error": str(exc), "model": args.model, "missing": exc.missing}))
         return exc.exit_code
-    text = json.dumps(result, indent=2)
     if args.json:
         with open(args.json, "w") as f:
-            f.write(text + "\n")
+            f.write(json.dumps(result, indent=2) + "\n")
     else:
-        print(text)
+        print(json.dumps(result))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 edgekit's runner starts ``PYTHON -c BOOT`` on the board (``BOOT`` reads this file's source
 from stdin and runs it), then sends on the same stdin one JSON header line ``{"size": N,
-"jobs": [[harness args...], ...]}`` and an N-byte tar holding ``harness.py``, the models and the
-inputs. This program unpacks it into a fresh temporary directory, runs the harness once per job
+"jobs": [[script, args...], ...]}`` and an N-byte tar holding ``harness.py`` (and ``learner.py``),
+the models and the inputs. This program unpacks it into a fresh temporary directory, runs the
+script (``harness.py``, or ``learner.py`` for trainable heads) once per job
 in its own child process (forwarding the harness's progress lines on stderr), prints one JSON
 line per event on stdout, and removes the directory when done.
 
@@ -74,10 +75,12 @@ def main() -> None:
         _emit({"event": "ready", "tmpdir": tmp, "python": sys.version.split()[0]})
         threading.Thread(target=watch_stdin, daemon=True).start()
         for i, args in enumerate(header["jobs"]):
+            if args[0] not in ("harness.py", "learner.py"):
+                raise ValueError(f"unexpected script in the jobs: {args[0]!r}")
             _emit({"event": "start", "job": i})
             with lock:
                 child = subprocess.Popen(
-                    [sys.executable, "harness.py"] + [str(a) for a in args],
+                    [sys.executable] + [str(a) for a in args],
                     cwd=tmp,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,

@@ -59,6 +59,9 @@ class BenchmarkResult:
                 return f"MAE {figures['mae']:.4g}"
             return None if figures.get("accuracy") is None else f"{figures['accuracy']:.4f}"
 
+        loss = self.data.get("loss")  # a learning benchmark: the mean loss of its first and last steps
+        if loss:
+            return f"{loss['first']:.4g} → {loss['last']:.4g}"
         per = self.data.get("outputs")
         if per:
             return ", ".join(f"{name} {text(f)}" for name, f in per.items())

@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from edgekit.core.errors import HarnessError
 from edgekit.core.progress import Progress
 from edgekit.device.board.harness import HARNESS_PATH
+from edgekit.device.board.learner import LEARNER_PATH
 from edgekit.device.host.children import (
     BenchmarkResult,
     Live,
@@ -51,8 +52,9 @@ class _ProgressLine:
         self._progress.close()
 
 
-def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=None) -> List[BenchmarkResult]:
-    """Each job (model, threads, harness args) in its own child process on this machine."""
+def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs, script) -> List[BenchmarkResult]:
+    """Each job (model, threads, harness args) in its own child process on this machine, running
+    ``script`` (the harness, or the learner for trainable heads)."""
     results = []
     # The child is the harness alone: keep TensorFlow's logging quiet should it fall back to it.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -61,7 +63,7 @@ def _run_local(jobs, python_argv, host_label, live, progress, timeout, inputs=No
         tail: List[str] = []
         try:
             proc = live.start(
-                list(python_argv) + [HARNESS_PATH] + harness_argv(model, args, inputs),
+                list(python_argv) + [script] + harness_argv(model, args, inputs),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -119,6 +121,7 @@ def bench(
     python: Optional[Sequence[str]] = None,
     timeout: Optional[float] = 600.0,
     progress: Optional[bool] = None,
+    learn: bool = False,
 ) -> List[BenchmarkResult]:
     """Benchmark each model (a path, or a list of them; × each value of ``threads``, an int or a
     list: a sweep) in its own
@@ -128,7 +131,11 @@ def bench(
     ``cortex-a76``) is ARM64 under QEMU; several targets run in parallel, the models on each one
     after the other. Results come in target order, then model order, then thread order;
     failures come back as results with ``error`` set. ``progress`` draws a live line on stderr
-    (default: when stderr is a terminal)."""
+    (default: when stderr is a terminal).
+
+    ``learn``: the models are trainable heads (``edgekit export --trainable``), each trained for
+    ``warmup`` + ``runs`` steps by ``learner.py``: ``latency_ms`` is one train step, beside one
+    inference (``inference_ms``), start-up and memory (see :func:`edgekit.device.board.learner.measure`)."""
     models = [os.fspath(models)] if isinstance(models, (str, os.PathLike)) else [os.fspath(m) for m in models]
     sweep = [int(t) for t in (threads if isinstance(threads, (list, tuple)) else [threads])]
     if not models:
@@ -136,6 +143,10 @@ def bench(
     for t in sweep:
         if t < 1:
             raise HarnessError(f"threads must be >= 1. Received threads={t}")
+    if learn and duration:
+        raise HarnessError(
+            "a learning benchmark counts its train steps: give {runs} instead of {duration}", params=("runs", "duration")
+        )
     if inputs is not None and not os.path.isfile(inputs):
         raise HarnessError(f"inputs file not found: {inputs}")
     parsed = [Host.parse(h) for h in hosts]
@@ -145,20 +156,23 @@ def bench(
         qemu_argvs = {cpu: qemu_mod.python_argv(cpu) for cpu in qemu}
     inputs = os.path.abspath(inputs) if inputs is not None else None
     jobs = [(m, t, _harness_args(runs, warmup, t, xnnpack, duration)) for m in models for t in sweep]
+    script = LEARNER_PATH if learn else HARNESS_PATH
 
     live = Live()
     line = _ProgressLine(progress)
     targets: List[Callable[[], List[BenchmarkResult]]] = []
     if not parsed and not qemu:
-        targets.append(lambda: _run_local(jobs, python or [sys.executable], None, live, line, timeout, inputs))
+        targets.append(lambda: _run_local(jobs, python or [sys.executable], None, live, line, timeout, inputs, script))
     for cpu in qemu:
         targets.append(
             lambda cpu=cpu: _run_local(
-                jobs, qemu_argvs[cpu], f"qemu:{cpu}", live, line, timeout and timeout * 20, inputs
+                jobs, qemu_argvs[cpu], f"qemu:{cpu}", live, line, timeout and timeout * 20, inputs, script
             )
         )
     for host in parsed:
-        targets.append(lambda host=host: run_remote(jobs, host, remote_python, ssh_config, inputs, live, line, timeout))
+        targets.append(
+            lambda host=host: run_remote(jobs, host, remote_python, ssh_config, inputs, live, line, timeout, learn)
+        )
     try:
         if len(targets) == 1:
             return targets[0]()

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 from edgekit.core.errors import HarnessError, Message
 from edgekit.device import board
+from edgekit.device.board import learner
 from edgekit.device.board.harness import HARNESS_PATH
 from edgekit.device.host.children import BenchmarkResult, harness_argv, parse_result, read_stderr
 
@@ -92,26 +93,36 @@ def remote_python_argv(python: Optional[str]) -> List[str]:
     return ["sh", "-c", f'p={DEFAULT_REMOTE_VENV}/bin/python; [ -x "$p" ] || p=python3; exec "$p" "$@"', "sh"]
 
 
-def _payload(jobs, inputs) -> tuple:
-    """The tar sent to the board and the harness arguments with board-side file names: the
-    models become ``m0.tflite``, ``m1.tflite`` … so no user path (spaces, quotes, ``$``) ever
-    reaches the remote side."""
+def _payload(jobs, inputs, learn: bool = False) -> tuple:
+    """The tar sent to the board and each job's command line with board-side file names: the
+    models become ``m0.tflite``, ``m1.tflite`` … (a trainable head's backbone ``m0.backbone.tflite``
+    beside it) so no user path (spaces, quotes, ``$``) ever reaches the remote side."""
     buf = io.BytesIO()
     names: Dict[str, str] = {}
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(HARNESS_PATH, arcname="harness.py")
+        if learn:
+            tar.add(learner.LEARNER_PATH, arcname="learner.py")
         if inputs:
             tar.add(inputs, arcname="inputs.npz")
         for model, _, _ in jobs:
             if model not in names:
                 names[model] = f"m{len(names)}.tflite"
                 tar.add(model, arcname=names[model])
-    remote_jobs = [harness_argv(names[model], args, "inputs.npz" if inputs else None) for model, _, args in jobs]
+                if learn and learner.backbone_of(model):
+                    tar.add(learner.backbone_of(model), arcname=learner.backbone_path(names[model]))
+    script = "learner.py" if learn else "harness.py"
+    remote_jobs = [
+        [script] + harness_argv(names[model], args, "inputs.npz" if inputs else None) for model, _, args in jobs
+    ]
     return buf.getvalue(), remote_jobs
 
 
-def run_remote(jobs, host: Host, python, ssh_config, inputs, live, progress, timeout) -> List[BenchmarkResult]:
-    """All jobs for one board in one SSH session (see ``remote.py``)."""
+def run_remote(
+    jobs, host: Host, python, ssh_config, inputs, live, progress, timeout, learn: bool = False
+) -> List[BenchmarkResult]:
+    """All jobs for one board in one SSH session (see ``remote.py``); ``learn``: the jobs are
+    trainable heads timed by ``learner.py`` instead of models timed by the harness."""
     label = str(host)
     missing = [m for m, _, _ in jobs if not os.path.isfile(m)]
     results: Dict[int, BenchmarkResult] = {}
@@ -121,7 +132,7 @@ def run_remote(jobs, host: Host, python, ssh_config, inputs, live, progress, tim
     todo = [j for i, j in enumerate(jobs) if i not in results]
     index = [i for i in range(len(jobs)) if i not in results]
     if todo:
-        payload, remote_jobs = _payload(todo, inputs)
+        payload, remote_jobs = _payload(todo, inputs, learn)
         with open(REMOTE_PATH, "rb") as f:
             program = f.read()
         from edgekit.device.board.remote import BOOT

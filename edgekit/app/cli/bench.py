@@ -31,6 +31,12 @@ def add_parser(sub):
         help="time runs for this many seconds per model instead of --runs",
     )
     g.add_argument(
+        "--learn",
+        action="store_true",
+        help="the models are trainable heads (export --trainable): time --runs train steps (the p50/p90 columns) "
+        "beside one inference, start-up and memory; --data's x (and y) are what the steps train on",
+    )
+    g.add_argument(
         "--no-xnnpack", dest="xnnpack", action="store_false", help="disable LiteRT's default XNNPACK delegate"
     )
     g.add_argument(
@@ -93,9 +99,16 @@ def run(args) -> int:
         ssh_config=args.ssh_config,
         qemu=args.qemu,
         progress=False if args.json == "-" else None,
+        learn=args.learn,
     )
     doc = bench_document(
-        results, runs=args.runs, warmup=args.warmup, duration=args.duration, xnnpack=args.xnnpack, inputs=args.data
+        results,
+        runs=args.runs,
+        warmup=args.warmup,
+        duration=args.duration,
+        xnnpack=args.xnnpack,
+        inputs=args.data,
+        learn=args.learn,
     )
     if args.json == "-":
         print(json.dumps(doc, indent=2))
@@ -103,11 +116,12 @@ def run(args) -> int:
         from edgekit.core.io import write_atomic
 
         runs = f"{args.duration:g} s of timed runs" if args.duration else f"{args.runs} timed runs"
+        runs = f"{args.runs} timed train steps" if args.learn else runs
         print(
             f"{args.warmup} warm-up + {runs}, XNNPACK {'on' if args.xnnpack else 'off'}, "
             "one process per model; (×) = ratio to the first model on the same target and threads"
         )
-        print(format_bench(results))
+        print(format_bench(results, learn=args.learn))
         if args.json:
             write_atomic(args.json, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
             print(f"wrote {args.json}")
@@ -128,8 +142,9 @@ def bench_document(results, **settings) -> dict:
     }
 
 
-def format_bench(results) -> str:
-    """The side-by-side table, board facts per target and throttling warnings."""
+def format_bench(results, learn: bool = False) -> str:
+    """The side-by-side table, board facts per target and throttling warnings; ``learn``: of train
+    steps (``bench(..., learn=True)``)."""
 
     def with_ratio(value, q, key, spec):
         text = fmt(value, spec)
@@ -137,11 +152,13 @@ def format_bench(results) -> str:
 
     many_targets = len({r.host for r in results}) > 1 or any(r.host for r in results)
     many_threads = len({r.threads for r in results}) > 1
+    times = ["step p50 ms", "step p90 ms", "inference p50 ms", "step / inference"] if learn else []
     head = (
         (["target"] if many_targets else [])
         + ["model"]
         + (["threads"] if many_threads else [])
-        + ["p50 ms", "p90 ms", "p99 ms", "start-up ms", "peak RSS MiB", "footprint MiB", "accuracy / MAE"]
+        + (times or ["p50 ms", "p90 ms", "p99 ms"])
+        + ["start-up ms", "peak RSS MiB", "footprint MiB", "loss first → last" if learn else "accuracy / MAE"]
     )
     rows, notes = [], []
     for r, q in zip(results, ratios(results)):
@@ -149,10 +166,11 @@ def format_bench(results) -> str:
         if r.ok:
             lat, start = r.latency_ms, r.data.get("startup_ms") or {}
             startup = sum(start.get(k) or 0.0 for k in ("load", "allocate", "first_invoke"))
+            per = (r.data.get("step_per_inference"),)
+            row += [with_ratio(lat["p50"], q, "p50", ".3f"), with_ratio(lat["p90"], q, "p90", ".3f")]
+            row += [fmt((r.data.get("inference_ms") or {}).get("p50"), ".3f"), fmt(*per, ".1f")] if learn else []
+            row += [] if learn else [fmt(lat["p99"], ".3f")]
             row += [
-                with_ratio(lat["p50"], q, "p50", ".3f"),
-                with_ratio(lat["p90"], q, "p90", ".3f"),
-                fmt(lat["p99"], ".3f"),
                 fmt(startup, ".1f"),
                 with_ratio(r.peak_rss_mb, q, "peak_rss", ".1f"),
                 with_ratio(r.footprint_mb, q, "footprint", ".1f"),
@@ -163,7 +181,7 @@ def format_bench(results) -> str:
                 for w in (r.data.get("board") or {}).get("warnings", [])
             ]
         else:
-            row += ["failed"] + [""] * 6
+            row += ["failed"] + [""] * (len(head) - len(row) - 1)
         rows.append(row)
     lines = [table(head, rows)]
     seen = set()
