@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Optional, Tuple, Union
 import numpy as np
 
 from edgekit.converters.convert import DEFAULT_CALIB_SAMPLES, Quant, _convert, calibration_data, check_options, fit
+from edgekit.converters.inspection import inspect_tflite
+from edgekit.converters.least_ram import fit_ram, mcu_check
 from edgekit.converters.quant_debug import _layer_errors, keep_float_auto, tensors_of_layers
 from edgekit.converters.verify import DEFAULT_VERIFY_SAMPLES, check_min_agreement, verify
 from edgekit.core.errors import InputError, VerificationError, renamed
@@ -290,7 +292,8 @@ def _notes(checked, shared, kept_layers, quant: Quant, tasks: list, eval_y) -> l
 
 
 def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progress, task):
-    """(tflite bytes, Verification, layer errors, kept errors, shared weights, convert s, verify s)."""
+    """(tflite bytes, Verification, layer errors, kept errors, shared weights, convert s, verify s, the
+    per-tensor choices of ``target='mcu'``)."""
     t0 = time.perf_counter()
     errors, calibrated = [], None
     # TF's QuantizationDebugger cannot run a model whose ranges come from QAT (measured:
@@ -314,6 +317,9 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
         share=o.share_weights,
         calibrated=calibrated if o.per_channel else None,
     )
+    ram = None
+    if o.target == "mcu" and o.quant is Quant.INT8 and o.per_channel and not kept_tensors:
+        tflite, ram = fit_ram(model, tflite, _fitted(model, eval_x), eval_y, task)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]
     common = dict(io=o.io, sparse=o.sparse, verify_samples=o.verify_samples, seed=o.seed, task=task)
@@ -341,7 +347,7 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
             model, tflite, o.quant, eval_x, eval_y, min_agreement=o.min_agreement, allow_float=bool(kept), **common
         )
     _sanity_gate(model, o, checked, errors, calib_x, eval_x)
-    return tflite, checked, errors, kept, shared, t1 - t0, time.perf_counter() - t1
+    return tflite, checked, errors, kept, shared, t1 - t0, time.perf_counter() - t1, ram
 
 
 def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> None:
@@ -369,25 +375,12 @@ def _sanity_gate(model, o: ExportOptions, checked, errors, calib_x, eval_x) -> N
     )
 
 
-def _mcu_check(model, tflite: bytes, o: ExportOptions, eval_x, eval_y, task: Task, path) -> Optional["MCUReport"]:
-    """The microcontroller checks of ``target='mcu'`` (None otherwise): an op TFLM lacks, or a model
-    too big for ``board``, fails the export before anything is written. ``task``: the first output's
-    (its labels are compared for a classifier)."""
-    from edgekit.converters.mcu import mcu
-
-    if o.target != "mcu":
-        return None
-    eval_y = eval_y if task is Task.CLASSIFICATION else None
-
-    name = os.path.splitext(os.path.basename(os.fspath(path)))[0] if path is not None else "model"
-    keras_model = None if is_savedmodel_graph(model) else model  # the estimate profiles Keras layers
-    rep = mcu(tflite, board=o.board, validation_data=(eval_x, eval_y), keras_model=keras_model, name=name)
-    if rep.fits is False:
-        raise VerificationError(
-            f"the int8 model does not fit {rep.board_label}: it needs {rep.shortfall()} (arena "
-            f"{rep.arena_bytes:,} B, flash {rep.flash_bytes:,} B); nothing was written"
-        )
-    return dataclasses.replace(rep, model=name)
+def _mcu_step(model, tflite: bytes, checked, o: ExportOptions, eval_x, eval_y, task, path, ram) -> tuple:
+    """:func:`~edgekit.converters.least_ram.mcu_check`: (the file, its verification, the MCU report)."""
+    planned, report = mcu_check(model, tflite, o, _fitted(model, eval_x), eval_y, task, path, ram)
+    if planned is not tflite:  # an offline memory plan: metadata only, the same ops and outputs
+        tflite, checked = planned, dataclasses.replace(checked, info=inspect_tflite(planned))
+    return tflite, checked, report
 
 
 def _prepare(model, o: ExportOptions, eval_y):
@@ -455,9 +448,10 @@ def export(
     calib_x, calib_info = calibration_data(model, o.quant, calib, o.calib_samples, o.seed)
     eval_x, eval_y = _eval_data(calib, calib_x, eval_x, eval_y)
     tasks = [r.task for r in resolved]
-    tflite, checked, errors, kept, shared, t_convert, t_verify = _convert_and_verify(
+    tflite, checked, errors, kept, shared, t_convert, t_verify, ram = _convert_and_verify(
         model, o, calib_x, eval_x, eval_y, progress, tasks if len(tasks) > 1 else tasks[0]
     )
+    tflite, checked, mcu_report = _mcu_step(model, tflite, checked, o, eval_x, eval_y, tasks[0], path, ram)
     info, kept_layers = checked.info, list(dict.fromkeys(e.layer for e in kept))
     inputs, outputs = _named_io(tflite, info)
     report = ExportReport(
@@ -494,6 +488,6 @@ def export(
         inputs=inputs,
         outputs=outputs,
         per_output=[dict(p, reason=r.reason) for p, r in zip(checked.outputs, resolved)] if checked.outputs else None,
-        mcu=_mcu_check(model, tflite, o, _fitted(model, eval_x), eval_y, tasks[0], path),
+        mcu=mcu_report,
     )
     return report.save(path, overwrite=overwrite) if path is not None else report

@@ -40,3 +40,10 @@ def opcode_names_t(model) -> List[str]:
     """:func:`opcode_names` of an unpacked ``ModelT`` (object API)."""
     names = enum_names(schema().BuiltinOperator)
     return [_code_name(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, names) for c in model.operatorCodes]
+
+
+def signature_names(tflite: bytes) -> List[str]:
+    """The file's signature keys in subgraph order (the converter orders them by name)."""
+    model = schema().Model.GetRootAsModel(tflite, 0)
+    sigs = [model.SignatureDefs(i) for i in range(model.SignatureDefsLength())]
+    return [s.SignatureKey().decode("utf-8", "replace") for s in sorted(sigs, key=lambda s: s.SubgraphIndex())]

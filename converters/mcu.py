@@ -28,6 +28,7 @@ from edgekit.converters import flatbuffer as fb
 from edgekit.converters.convert import op_layer
 from edgekit.converters.inspection import inspect_tflite, read_tflite
 from edgekit.converters.tflm import (
+    ANY_FLASH_KB,
     BOARDS,
     Board,
     c_sources,
@@ -79,6 +80,7 @@ class MCUReport(Result):
     estimate: Optional[dict] = None  # the profiler's arena estimate against the measured arena
     emitted: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    least_ram: Optional[dict] = None  # target="mcu": the per-tensor choices (edgekit.converters.least_ram)
 
     def brief(self) -> str:
         """One line: the arena, the flash, where it fits, the agreement with LiteRT."""
@@ -91,7 +93,15 @@ class MCUReport(Result):
             if self.agreement is not None
             else ""
         )
-        return f"TFLM: arena {self.arena_bytes:,} B, flash {self.flash_bytes:,} B, {where}{versus}"
+        return f"TFLM: arena {self.arena_bytes:,} B, flash {self.flash_bytes:,} B, {where}{versus}" + (
+            f"; {self.ram_lines()[0]}" if self.least_ram else ""
+        )
+
+    def ram_lines(self) -> list:
+        """What the per-layer granularity chose and bought (:func:`edgekit.converters.least_ram.describe`)."""
+        from edgekit.converters.least_ram import describe
+
+        return describe(self.least_ram, self.arena_bytes) if self.least_ram else []
 
     def shortfall(self) -> Optional[str]:
         """'N KB more RAM and M KB more flash' when it does not fit ``board``."""
@@ -112,7 +122,8 @@ class MCUReport(Result):
     def board_label(self) -> str:
         b = self.board or {}
         if b.get("name") == "custom":
-            return f"a board with {b['ram_kb']:,} KB RAM and {b['flash_kb']:,} KB flash"
+            flash = f" and {b['flash_kb']:,} KB flash" if b["flash_kb"] < ANY_FLASH_KB else ""
+            return f"a board with {b['ram_kb']:,} KB RAM{flash}"
         return b.get("name", "")
 
     def summary(self) -> str:
@@ -131,6 +142,7 @@ class MCUReport(Result):
                 f"       TFLM: {kb(a['head'])} activations (planned, shared), {kb(a['tail'])} persistent "
                 f"(tensor structs, op data, quantization parameters)"
             )
+        lines += ["least RAM: " + line if i == 0 else line for i, line in enumerate(self.ram_lines())]
         if self.estimate:
             e = self.estimate
             lines.append(
@@ -299,12 +311,12 @@ def _agreement(path: str, info, x, y, max_arena: int, samples: int) -> tuple:
     return result, _compare(result.pop("output_values"), lite, y, _is_classifier(info, y))
 
 
-def _estimate(keras_model, arena: int) -> Optional[dict]:
+def _estimate(keras_model, arena: int, per_tensor=()) -> Optional[dict]:
     if keras_model is None:
         return None
     from edgekit.models.profiler import profile
 
-    p = profile(keras_model, dtype_bytes=1)
+    p = profile(keras_model, dtype_bytes=1, per_tensor=per_tensor)
     est = p.arena_estimate_bytes
     return {
         "arena_bytes": est,
@@ -423,6 +435,13 @@ def mcu(
 def _check_model(tflite: bytes, info, label: str, keras_model, allow_float: bool) -> list:
     """What TFLM cannot run is an error: an op it has no kernel for, a float model (unless
     ``allow_float``: then a warning, returned), a softmax it computes otherwise."""
+    names = fb.signature_names(tflite)
+    if len(names) > 1:  # tflite-micro's MarkAllocationLifetimes plans subgraph 0 and what it calls
+        raise VerificationError(
+            f"{label} holds {len(names)} signatures ({', '.join(names)}); TFLM runs the first subgraph only "
+            f"('{names[0]}') and plans memory for it alone, so another signature's scratch buffers crash it: "
+            "give TFLM a file with one signature"
+        )
     missing = unsupported_ops(info, keras_model)
     if missing:
         raise VerificationError(f"{label} uses {len(missing)} op type(s) TFLM has no kernel for: " + "; ".join(missing))

@@ -231,11 +231,15 @@ def board(name: str) -> Board:
     return BOARDS[key]
 
 
-def custom_board(ram_kb: float, flash_kb: float) -> Board:
-    for what, value in (("ram_kb", ram_kb), ("flash_kb", flash_kb)):
+ANY_FLASH_KB = 2**40  # a RAM budget alone: no bound on flash
+
+
+def custom_board(ram_kb: float, flash_kb: Optional[float]) -> Board:
+    """A board of the memory given: RAM, and flash unless it is no bound (``flash_kb=None``: a RAM budget)."""
+    for what, value in (("ram_kb", ram_kb), ("flash_kb", ANY_FLASH_KB if flash_kb is None else flash_kb)):
         if value is None or not float(value) > 0:
             raise InputError("{%s} must be a positive number of KB; received {value}" % what, params=what, value=value)
-    return Board("custom", "your board", int(ram_kb), int(flash_kb), "given")
+    return Board("custom", "your board", int(ram_kb), ANY_FLASH_KB if flash_kb is None else int(flash_kb), "given")
 
 
 def flash_bytes(model_size: int, alignment: int = 16) -> int:

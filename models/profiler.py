@@ -192,14 +192,16 @@ _TFLM_PER_TENSOR, _TFLM_PER_OP, _TFLM_PER_CHANNEL, _TFLM_FIXED, _TFLM_PREPARE = 
 _UNFUSED_ACTIVATIONS = ("softmax", "sigmoid")  # their own ops after a Dense or Conv
 
 
-def _tflm_persistent(layers, n_inputs: int) -> Tuple[int, int]:
-    """(bytes TFLM keeps for the model's lifetime, largest transient bytes while preparing an op)."""
+def _tflm_persistent(layers, n_inputs: int, per_tensor=()) -> Tuple[int, int]:
+    """(bytes TFLM keeps for the model's lifetime, largest transient bytes while preparing an op);
+    the layers named in ``per_tensor`` run as per-tensor FULLY_CONNECTED ops: no per-channel arrays."""
     tensors, total, widest = n_inputs, _TFLM_FIXED, 0
     for l in layers:
         _, channels, ops = _kernels_and_channels(l)
         activation = getattr(getattr(l, "activation", None), "__name__", "")
         ops += activation in _UNFUSED_ACTIVATIONS
         tensors += ops + (2 * ops if channels else 0)
+        channels = 0 if l.name in per_tensor else channels
         total += ops * _TFLM_PER_OP + channels * _TFLM_PER_CHANNEL
         widest = max(widest, channels)
     return total + tensors * _TFLM_PER_TENSOR, widest * _TFLM_PER_CHANNEL + _TFLM_PREPARE
@@ -239,8 +241,9 @@ def _producers(layer) -> List[str]:
     return [l.name for l in inbound]
 
 
-def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
-    """Profile a built tf_keras functional or Sequential model."""
+def profile(model, dtype_bytes: int = 4, name: Optional[str] = None, per_tensor=()) -> Profile:
+    """Profile a built tf_keras functional or Sequential model; ``per_tensor``: the names of layers
+    whose int8 weights are per tensor (``export(target='mcu')`` chooses them), for the arena estimate."""
     from edgekit.core.bridge import from_keras3, is_keras3_model
 
     if is_keras3_model(model):
@@ -291,7 +294,7 @@ def profile(model, dtype_bytes: int = 4, name: Optional[str] = None) -> Profile:
         for b in [b for b in live if last_use.get(b, step) <= step]:
             live_bytes -= live.pop(b)
 
-    persistent, preparing = _tflm_persistent(layers, len(model.inputs))
+    persistent, preparing = _tflm_persistent(layers, len(model.inputs), set(per_tensor))
     return Profile(
         name=name or model.name,
         layers=tuple(profiles),

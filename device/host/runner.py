@@ -145,7 +145,8 @@ def bench(
             raise HarnessError(f"threads must be >= 1. Received threads={t}")
     if learn and duration:
         raise HarnessError(
-            "a learning benchmark counts its train steps: give {runs} instead of {duration}", params=("runs", "duration")
+            "a learning benchmark counts its train steps: give {runs} instead of {duration}",
+            params=("runs", "duration"),
         )
     if inputs is not None and not os.path.isfile(inputs):
         raise HarnessError(f"inputs file not found: {inputs}")

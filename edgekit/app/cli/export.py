@@ -130,7 +130,8 @@ def _target_flags(g):
         "--target",
         choices=("litert", "mcu"),
         default="litert",
-        help="mcu: also check the int8 model under TFLM (ops, arena, flash, agreement with LiteRT; see "
+        help="mcu: the least RAM within the accuracy bound (Dense and pointwise layers per tensor where the metric "
+        "holds; docs/mcu.md), then check the int8 model under TFLM (ops, arena, flash, agreement with LiteRT; see "
         "'edgekit mcu') before writing it",
     )
     g.add_argument("--board", metavar="NAME", help="--target mcu: fail unless it fits this board (see docs/mcu.md)")
@@ -139,14 +140,15 @@ def _target_flags(g):
         dest="ram_kb",
         type=number(0.0, 1e7, open_low=True, name="--ram"),
         metavar="KB",
-        help="--target mcu: another board's RAM for the arena, KB (with --flash)",
+        help="--target mcu: a RAM budget for the arena, KB; fail unless it fits, naming the layer where the "
+        "activations peak (with --flash: another board's memory)",
     )
     g.add_argument(
         "--flash",
         dest="flash_kb",
         type=number(0.0, 1e8, open_low=True, name="--flash"),
         metavar="KB",
-        help="--target mcu: another board's flash, KB (with --ram)",
+        help="--target mcu: another board's flash, KB (with --ram; default: no bound)",
     )
 
 

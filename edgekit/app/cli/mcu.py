@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from edgekit.app.cli._common import EXIT_FAILED, EXIT_OK, add_output_flags, check_outputs, emit, int_at_least
 from edgekit.app.cli.argtypes import number
 
@@ -61,6 +64,13 @@ def add_parser(sub):
         help="largest arena tried (default 8192 KB)",
     )
     g.add_argument("--allow-float", action="store_true", help="measure a model that is not int8 anyway")
+    g.add_argument(
+        "--fit",
+        metavar="OUT.tflite",
+        help="write the least-RAM version of the model here and measure it: Dense and pointwise layers per tensor "
+        "where the metric on --data (its labels; else this file's classes, or an autoencoder's input) holds, and "
+        "an offline memory plan where TFLM's arena shrinks (docs/mcu.md)",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--emit",
@@ -78,7 +88,11 @@ def add_parser(sub):
 def run(args) -> int:
     from edgekit.converters.mcu import mcu
 
-    check_outputs(args, [(args.json, "--json", False)], [args.model, args.data])
+    check_outputs(args, [(args.json, "--json", False), (args.fit, "--fit", False)], [args.model, args.data])
+    if args.fit and not args.data:
+        from edgekit.core.errors import InputError
+
+        raise InputError("--fit needs --data DATA: each layer's choice is measured on it")
     x = y = None
     if args.data:
         from edgekit.converters.inspection import inspect_tflite
@@ -89,18 +103,23 @@ def run(args) -> int:
         shape = tuple(inspect_tflite(args.model).inputs[0]["shape"][1:])
         data = load_data(args.data, shape, *io_names(load_interpreter(args.model, xnnpack=False, allocate=False)))
         x, y = data.x_test, data.y_test
-    report = mcu(
-        args.model,
-        board=args.board,
-        ram_kb=args.ram_kb,
-        flash_kb=args.flash_kb,
-        validation_data=(x, y),
-        samples=args.samples,
-        emit=args.emit,
-        overwrite=args.overwrite,
-        max_arena_kb=args.max_arena_kb,
-        allow_float=args.allow_float,
-    )
+
+    def measure(model, emit_dir=None):
+        return mcu(
+            model,
+            board=args.board,
+            ram_kb=args.ram_kb,
+            flash_kb=args.flash_kb,
+            validation_data=(x, y),
+            samples=args.samples,
+            emit=emit_dir,
+            name=os.path.splitext(os.path.basename(args.fit or args.model))[0],
+            overwrite=args.overwrite,
+            max_arena_kb=args.max_arena_kb,
+            allow_float=args.allow_float,
+        )
+
+    report = _fit(args, x, y, measure, mcu) if args.fit else measure(args.model, args.emit)
     emit(args, report)
     if report.fits is False:
         from edgekit.app.cli._common import err
@@ -108,3 +127,26 @@ def run(args) -> int:
         err(f"error: {args.model} does not fit {report.board_label}: it needs {report.shortfall()}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _fit(args, x, y, measure, mcu):
+    """--fit: the least-RAM file (per-tensor layers, an offline memory plan) measured, then written
+    (with its C sources for --emit) when it runs and fits."""
+    from edgekit.converters.inspection import read_tflite
+    from edgekit.converters.least_ram import fit_file, with_choices, with_offline_plan
+    from edgekit.converters.mcu import _check_emit, emit_sources
+    from edgekit.core.io import write_atomic
+
+    name = os.path.splitext(os.path.basename(args.fit))[0]
+    if args.emit:
+        _check_emit(args.emit, name, args.overwrite)
+    fitted, ram = fit_file(read_tflite(args.model), x, y)
+    report = with_choices(measure(fitted), ram, lambda per_channel: mcu(per_channel).arena_bytes)
+    fitted, report = with_offline_plan(fitted, report, measure)
+    if report.fits is False:
+        return report
+    write_atomic(args.fit, fitted, overwrite=args.overwrite)
+    ops, emitted = list(report.ops), []
+    if args.emit:
+        emitted = emit_sources(args.emit, name, fitted, ops, report.arena_bytes, overwrite=args.overwrite)
+    return dataclasses.replace(report, model=args.fit, emitted=emitted)
