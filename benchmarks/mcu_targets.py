@@ -280,7 +280,7 @@ def least_ram_table(rows) -> str:
         ]
         for r in rows
     ]
-    head = ["model", "preset", "arena KB", "activations: TFLM / lower bound KB", "flash KB", "metric", "per tensor"]
+    head = ["model", "preset", "arena KB", "activations planned / lower bound KB", "flash KB", "metric", "per tensor"]
     return (
         table(head, body, markdown=True, align="llrrrll")
         + f"\n\nDigits presets together: arena {_total_cut(rows):.1f}% below the per-channel exports.\n"

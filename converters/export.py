@@ -49,8 +49,10 @@ class ExportOptions:
     weight several ops read once; ``min_cosine``: the sanity gate of integer exports (see
     :data:`MIN_COSINE`, the default; None: no gate); ``task``: what the model is for
     (:mod:`edgekit.core.task`; None: from its loss, output or data), which decides how it is
-    verified; ``target='mcu'``: also check the model under TFLM
-    (ops, arena, flash, agreement with LiteRT) and, with ``board``, that it fits."""
+    verified; ``target='mcu'``: the least RAM (:mod:`edgekit.converters.least_ram`: per-tensor Dense
+    and pointwise layers where the metric holds, an offline memory plan where TFLM's arena shrinks;
+    ``least_ram=False`` keeps the file as converted), then the model checked under TFLM (ops, arena,
+    flash, agreement with LiteRT) and, with ``board``, that it fits."""
 
     quant: Union[Quant, str] = "int8"
     io: Optional[str] = None
@@ -66,6 +68,7 @@ class ExportOptions:
     min_cosine: Optional[float] = MIN_COSINE  # integer modes; None: no gate
     target: str = "litert"  # "mcu": also run the microcontroller checks (edgekit.converters.mcu)
     board: object = None  # target="mcu": a board name or a tflm.Board (None: every known board)
+    least_ram: bool = True  # target="mcu": per-layer granularity and an offline memory plan
     # classification | regression | reconstruction, or per output {name: task} or a list in their order
     # (None: resolved from the model)
     task: Union[None, str, dict, list] = None
@@ -318,7 +321,7 @@ def _convert_and_verify(model, o: ExportOptions, calib_x, eval_x, eval_y, progre
         calibrated=calibrated if o.per_channel else None,
     )
     ram = None
-    if o.target == "mcu" and o.quant is Quant.INT8 and o.per_channel and not kept_tensors:
+    if o.target == "mcu" and o.least_ram and o.quant is Quant.INT8 and o.per_channel and not kept_tensors:
         tflite, ram = fit_ram(model, tflite, _fitted(model, eval_x), eval_y, task)
     t1 = time.perf_counter()
     kept = [e for e in errors if e.tensor in kept_tensors]

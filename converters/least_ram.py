@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -78,14 +79,20 @@ def candidates(tflite: bytes) -> List[Tuple[int, str, int, str]]:
     model = _parse(tflite)
     graph = model.subgraphs[0]
     names = _op_names(model, graph)
+    readers = Counter(t.buffer for g in model.subgraphs for t in g.tensors if t.buffer > 0)  # deduplicated data
     uses = _consumers(graph)
     found = []
     for i, op in enumerate(graph.operators):
         if names[i] not in ("FULLY_CONNECTED", "CONV_2D") or len(op.inputs) < 2 or op.inputs[1] < 0:
             continue
-        if len(uses.get(int(op.inputs[1]), [])) > 1:  # a weight another op reads too (tied weights)
-            continue
         w = graph.tensors[op.inputs[1]]
+        bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+        shared = readers[w.buffer] > 1 or (bias is not None and readers[bias.buffer] > 1)
+        if len(uses.get(int(op.inputs[1]), [])) > 1 or shared:
+            continue  # a weight or bias another op reads too: edited in place, it would change that op
+        int8 = graph.tensors[op.inputs[0]].type == schema.TensorType.INT8
+        if not int8 or (bias is not None and bias.type != schema.TensorType.INT32):
+            continue  # int16 activations (16x8: an int64 bias), or a hybrid op
         if w.type != schema.TensorType.INT8 or len(_quant(w)[0]) <= 1 or _data(model, w) is None:
             continue
         shape = [int(d) for d in w.shape]
@@ -151,97 +158,87 @@ def per_tensor(tflite: bytes, ops: Sequence[int]) -> bytes:
     return _pack(model, len(tflite))
 
 
-def _figures(tflite: bytes, x, y) -> dict:
-    """The task metric of each output under LiteRT: {output: ("accuracy" | "mae", value)}."""
-    from edgekit.device.board.harness import _quality, load_interpreter, predict_all
+def _figure(tflite: bytes, x, y, task) -> float:
+    """The task's headline figure (:func:`edgekit.core.task.score`) of the file under LiteRT."""
+    from edgekit.core.task import quality, score
+    from edgekit.device.board.harness import load_interpreter, predict_all
 
-    figures = _quality(predict_all(load_interpreter(model_content=tflite, threads=1), x), y)
-    per = figures.get("outputs") or {"": figures}
-    return {name: next(iter(f.items())) for name, f in per.items()}
-
-
-def within(figures: dict, baseline: dict) -> bool:
-    """Accuracy at most :data:`MAX_ACCURACY_DROP` below the baseline's, a mean absolute error at most
-    :data:`MAX_ERROR_RISE` above it (relative), for every output."""
-    for name, (kind, value) in figures.items():
-        base = baseline[name][1]
-        if kind == "accuracy" and value < base - MAX_ACCURACY_DROP - 1e-12:
-            return False
-        if kind == "mae" and value > base * (1 + MAX_ERROR_RISE) + 1e-12:
-            return False
-    return True
+    out = next(iter(predict_all(load_interpreter(model_content=tflite, threads=1), x).values()))
+    return score(task, quality(task, out, y, x))
 
 
-def _headline(figures: dict) -> Optional[float]:
-    return next(iter(figures.values()))[1] if figures else None
+def within(task, value: float, baseline: float) -> bool:
+    """Accuracy at most :data:`MAX_ACCURACY_DROP` below the baseline's; an error (MAE, a
+    reconstruction's mean squared error) at most :data:`MAX_ERROR_RISE` above it, relative."""
+    from edgekit.core.task import Task
+
+    if task is Task.CLASSIFICATION:
+        return value >= baseline - MAX_ACCURACY_DROP - 1e-12
+    return value <= baseline * (1 + MAX_ERROR_RISE) + 1e-12
 
 
-def least_ram(tflite: bytes, x, y, name: Callable[[str], str] = str) -> Tuple[bytes, List[Choice], dict, dict]:
-    """The file with every candidate op per tensor that keeps the metric on ``(x, y)`` within the
-    bound of the per-channel file's, the choice made for each, and the figures of the per-channel file
-    and of the one returned. ``y``: the targets (class ids, or real values); ``name`` turns an op's
-    output tensor into a layer's name."""
+def least_ram(tflite: bytes, x, y, task, name: Callable[[str], str] = str):
+    """(the file with every candidate op per tensor that keeps the ``task``'s metric on ``(x, y)``
+    within the bound of the per-channel file's, the choice made for each, the per-channel file's
+    metric, the returned file's). ``y``: class ids or targets (a reconstruction compares with ``x``);
+    ``name`` turns an op's output tensor into a layer's name."""
     found = candidates(tflite)
-    if not found or x is None or y is None:
-        return tflite, [], {}, {}
-    baseline = _figures(tflite, x, y)
+    if not found or x is None:
+        return tflite, [], None, None
+    baseline = _figure(tflite, x, y, task)
 
-    def choice(entry, figures, why):
+    def choice(entry, metric, why):
         _, kind, channels, tensor = entry
-        metric = _headline(figures)
         return Choice(name(tensor), kind, channels, channels * BYTES_PER_CHANNEL, metric, not why, why)
 
-    def refusal(trial: bytes, figures: dict) -> str:
-        if not within(figures, baseline):
+    def refusal(trial: bytes, metric: float) -> str:
+        if not within(task, metric, baseline):
             return "over the bound"
         return "the file would grow" if len(trial) > len(tflite) else ""  # flash never grows
 
     every = per_tensor(tflite, [e[0] for e in found])
-    figures = _figures(every, x, y)
-    if not refusal(every, figures):
-        return every, [choice(e, figures, "") for e in found], baseline, figures
+    metric = _figure(every, x, y, task)
+    if not refusal(every, metric):
+        return every, [choice(e, metric, "") for e in found], baseline, metric
     kept: List[int] = []
     choices = []
     best, final = tflite, baseline
     for entry in sorted(found, key=lambda e: -e[2]):
         trial = per_tensor(tflite, kept + [entry[0]])
-        figures = _figures(trial, x, y)
-        why = refusal(trial, figures)
+        metric = _figure(trial, x, y, task)
+        why = refusal(trial, metric)
         if not why:
             kept.append(entry[0])
-            best, final = trial, figures
-        choices.append(choice(entry, figures, why))
+            best, final = trial, metric
+        choices.append(choice(entry, metric, why))
     return best, choices, baseline, final
 
 
 MAX_SAMPLES = 1000  # of the verification data, for each trial's metric
 
 
-def _targets(model, x, y, task) -> Optional[np.ndarray]:
-    """What the metric compares with: an autoencoder's input, a classifier's labels (else the Keras
-    model's classes: the metric is then agreement with it), a regression model's targets (else the
-    Keras model's outputs)."""
+def _labels(y, task):
+    """Labels as the metric reads them: class ids (one-hot rows decoded), or targets as given."""
     from edgekit.core.task import Task
     from edgekit.device.board.harness import one_hot_rows
 
-    if task is Task.RECONSTRUCTION:
-        return np.asarray(x, np.float32)
-    if y is not None:
-        y = np.asarray(y)
-        return y.argmax(axis=1) if task is Task.CLASSIFICATION and one_hot_rows(y) else y
-    out = np.asarray(model.predict(x, verbose=0))
-    return out.argmax(axis=-1) if task is Task.CLASSIFICATION else out
+    if y is None:
+        return None
+    y = np.asarray(y)[:MAX_SAMPLES]
+    return y.argmax(axis=1) if task is Task.CLASSIFICATION and one_hot_rows(y) else y
 
 
-def _chosen(tflite: bytes, x, target, name: Callable[[str], str] = str) -> Tuple[bytes, Optional[dict]]:
-    out, choices, baseline, final = least_ram(tflite, x, target, name)
-    if not baseline:
+def _chosen(tflite: bytes, x, y, task, name: Callable[[str], str] = str) -> Tuple[bytes, Optional[dict]]:
+    from edgekit.core.task import Task
+
+    metric = {Task.CLASSIFICATION: "accuracy", Task.REGRESSION: "mae", Task.RECONSTRUCTION: "error"}[task]
+    out, choices, baseline, final = least_ram(tflite, x, y, task, name)
+    if baseline is None:
         return tflite, None
-    kind, value = next(iter(baseline.values()))
     return out, {
-        "metric": kind,
-        "per_channel": value,
-        "per_tensor": _headline(final),
+        "metric": metric,
+        "per_channel": baseline,
+        "per_tensor": final,
         "choices": [c.to_dict() for c in choices],
         "size_per_channel": len(tflite),
         "baseline": tflite,
@@ -250,39 +247,51 @@ def _chosen(tflite: bytes, x, target, name: Callable[[str], str] = str) -> Tuple
 
 def fit_ram(model, tflite: bytes, x, y, task) -> Tuple[bytes, Optional[dict]]:
     """``target='mcu'``'s step after conversion: :func:`least_ram` on up to :data:`MAX_SAMPLES` of the
-    verification data, and what it chose (None when nothing could be chosen: no candidate, no data,
-    several inputs or outputs)."""
+    verification data against its labels (else the Keras model's outputs: its classes, or its
+    values), and what it chose; None when nothing could be chosen (no candidate, no data, several
+    inputs or outputs)."""
     from edgekit.converters.convert import layer_of_tensor
+    from edgekit.core.task import Task
 
     if x is None or isinstance(x, dict) or isinstance(task, (list, tuple)) or not candidates(tflite):
         return tflite, None
-    x = x[:MAX_SAMPLES]
-    target = _targets(model, x, None if y is None else y[:MAX_SAMPLES], task)
+    x, y = x[:MAX_SAMPLES], _labels(y, task)
+    if y is None and task is not Task.RECONSTRUCTION:
+        out = np.asarray(model.predict(x, verbose=0))
+        y = out.argmax(axis=-1) if task is Task.CLASSIFICATION and out.shape[-1] > 1 else out
+        y = (out[..., 0] > 0.5).astype(np.int64) if task is Task.CLASSIFICATION and out.shape[-1] == 1 else y
     keras_model = model if hasattr(model, "layers") else None
-    return _chosen(tflite, x, target, name=lambda t: layer_of_tensor(t, keras_model))
+    return _chosen(tflite, x, y, task, name=lambda t: layer_of_tensor(t, keras_model))
 
 
 def fit_file(tflite: bytes, x, y) -> Tuple[bytes, Optional[dict]]:
-    """``edgekit mcu --fit``: :func:`least_ram` of a .tflite file on ``x`` against its labels ``y``,
-    else the input (an autoencoder: outputs shaped like it), else the file's own classes."""
-    from edgekit.core.errors import InputError
-    from edgekit.device.board.harness import load_interpreter, one_hot_rows, predict
-
-    x = x[:MAX_SAMPLES]
-    if y is not None:
-        y = np.asarray(y)[:MAX_SAMPLES]
-        y = y.argmax(axis=1) if one_hot_rows(y) else y
-    else:
-        out = predict(load_interpreter(model_content=tflite, threads=1), x)
-        if out.size == np.size(x):
-            y = np.asarray(x, np.float32)
-        elif out.ndim == 2 and out.shape[1] > 1:
-            y = out.argmax(axis=1)
-        else:
-            raise InputError("the data has no labels (y) to measure this regression model's error on: add them")
+    """``edgekit mcu --fit``: :func:`least_ram` of a .tflite file on ``x``: an autoencoder (outputs
+    shaped like its inputs) against its input, else a classifier or regression model against the
+    labels ``y`` (real values: regression), or without labels against the file's own classes."""
     from edgekit.converters.convert import layer_of_tensor
+    from edgekit.core.errors import InputError
+    from edgekit.core.task import Task, predicted_classes
+    from edgekit.device.board.harness import load_interpreter, predict_all, real_valued
 
-    return _chosen(tflite, x, y, name=layer_of_tensor)
+    if isinstance(x, dict) or isinstance(y, dict):
+        raise InputError("--fit measures models with one input and one output; this data names several")
+    if not candidates(tflite):
+        return tflite, None
+    x = x[:MAX_SAMPLES]
+    outs = predict_all(load_interpreter(model_content=tflite, threads=1), x)
+    if len(outs) != 1:
+        raise InputError(f"--fit measures models with one output; this one has {len(outs)}")
+    out = next(iter(outs.values()))
+    if out.size == np.size(x):
+        task = Task.RECONSTRUCTION
+    elif y is not None:  # class ids a classifier's outputs can name, else regression targets
+        ids, n = np.asarray(y), out.shape[-1]
+        ids = ids.argmax(axis=1) if ids.ndim == 2 and ids.shape[1] == n > 1 else ids
+        named = not real_valued(ids) and ids.min() >= 0 and ids.max() < max(n, 2)
+        task = Task.CLASSIFICATION if named else Task.REGRESSION
+    else:
+        task, y = Task.CLASSIFICATION, predicted_classes(out)
+    return _chosen(tflite, x, _labels(y, task), task, name=layer_of_tensor)
 
 
 def with_choices(rep, ram: Optional[dict], baseline_arena: Callable[[bytes], int]):
@@ -318,7 +327,7 @@ def mcu_check(model, tflite: bytes, o, eval_x, eval_y, task, path, ram: Optional
         return mcu(candidate, board=o.board, validation_data=(eval_x, eval_y), keras_model=keras_model, name=name)
 
     rep = with_choices(measure(tflite), ram, lambda per_channel: mcu(per_channel, name=name).arena_bytes)
-    tflite, rep = with_offline_plan(tflite, rep, measure)
+    tflite, rep = with_offline_plan(tflite, rep, measure) if o.least_ram else (tflite, rep)
     per_tensor = (rep.least_ram or {}).get("per_tensor_layers")
     if per_tensor:
         rep = dataclasses.replace(rep, estimate=_estimate(keras_model, rep.arena_bytes, per_tensor))
@@ -342,14 +351,14 @@ def describe(r: dict, arena: int) -> list:
     if r.get("choices"):
         kept = [c for c in r["choices"] if c["kept"]]
         lines.append(
-            f"per tensor: {len(kept)} of {len(r['choices'])} layer(s), arena {r['arena_per_channel']:,} B per "
-            f"channel, {r['metric']} {r['per_channel']:.4g} -> {r['per_tensor']:.4g}"
+            f"per tensor: {len(kept)} of {len(r['choices'])} layer(s); the per-channel file's arena "
+            f"{r['arena_per_channel']:,} B, {r['metric']} {r['per_channel']:.4g} -> {r['per_tensor']:.4g}"
         )
         for c in r["choices"]:
-            verdict = "per tensor" if c["kept"] else f"kept per channel: {c.get('reason') or 'over the bound'}"
+            verdict = "per tensor, saves" if c["kept"] else f"kept per channel ({c.get('reason')}), would save"
             lines.append(
-                f"  {c['layer']} ({c['op']}, {c['channels']} channels): {verdict}, {r['metric']} {c['metric']:.4g}, "
-                f"saves {c['saved_bytes']:,} B"
+                f"  {c['layer']} ({c['op']}, {c['channels']} channels): {r['metric']} {c['metric']:.4g}, "
+                f"{verdict} {c['saved_bytes']:,} B"
             )
     plan = r.get("offline_plan")
     if plan:
@@ -408,16 +417,22 @@ def _first_fit(bufs: dict, order: list) -> Tuple[Dict[int, int], int]:
     return placed, max((placed[t] + bufs[t][0] for t in placed), default=0)
 
 
-def offline_plan(tflite: bytes) -> Tuple[bytes, int]:
+def offline_plan(tflite: bytes) -> Tuple[bytes, Optional[int]]:
     """The file with an offline memory plan — TFLM's ``OfflineMemoryAllocation`` metadata: an arena
     offset per tensor, -1 for what TFLM plans itself — and the bytes it plans: the best first-fit
     placement of the activations in order of size (TFLM's own order), of first use, of lifetime and
     of size × lifetime. On a chain of layers first use alternates buffers at the two ends of the
-    arena and meets the lower bound of :func:`peak`."""
+    arena and meets the lower bound of :func:`peak`. ``(tflite, None)`` for a file of several
+    subgraphs or with non-numeric tensors."""
     from edgekit.converters.inspection import inspect_tflite
 
     info = inspect_tflite(tflite)
-    bufs = {t: (-(-s // 16) * 16, f, l) for t, (s, f, l) in _lifetimes(info).items()}
+    if fb.schema().Model.GetRootAsModel(tflite, 0).SubgraphsLength() != 1:
+        return tflite, None  # TFLM indexes offsets per subgraph; control flow is left to its planner
+    try:
+        bufs = {t: (-(-s // 16) * 16, f, l) for t, (s, f, l) in _lifetimes(info).items()}
+    except TypeError:  # a tensor of no numeric type (a resource, a string)
+        return tflite, None
     orders = [
         sorted(bufs, key=lambda t: -bufs[t][0]),
         sorted(bufs, key=lambda t: (bufs[t][1], -bufs[t][0])),
@@ -445,8 +460,10 @@ def with_offline_plan(tflite: bytes, rep, measure: Callable[[bytes], object]):
     """``(tflite, rep)``, or the file with :func:`offline_plan` and its report (``measure``: TFLM's
     report of a file) when its plan is smaller than TFLM's planned part and TFLM's arena shrinks."""
     head = (rep.allocations or {}).get("head")
+    if head is None:
+        return tflite, rep
     planned_file, planned = offline_plan(tflite)
-    if head is None or planned >= head:
+    if planned is None or planned >= head:
         return tflite, rep
     planned_rep = measure(planned_file)
     if planned_rep.arena_bytes >= rep.arena_bytes:

@@ -4,8 +4,7 @@
   fails with the Keras layer it came from and what to use instead.
 - **arena**: the smallest tensor arena with which TFLM allocates and runs the model, found by
   bisection in a child process (``device/micro.py``), with TFLM's own breakdown.
-- **flash**: the model's bytes as linked (an ``alignas(16)`` array), against the board's flash;
-  RAM is the arena (TFLM keeps the input and output tensors in it) against the board's RAM.
+- **flash**: the model's bytes as linked (an ``alignas(16)`` array) against the board's, the arena its RAM.
 - **agreement**: with data, TFLM's outputs against LiteRT's on the same integer inputs (top-1
   agreement, largest difference in quantization steps) and accuracy when labels exist.
 - **C sources** (``emit``): the model as a C array and a resolver with exactly its ops.
@@ -152,10 +151,12 @@ class MCUReport(Result):
         if self.board:
             b = self.board
             verdict = "fits" if self.fits else f"does NOT fit: it needs {self.shortfall()}"
+            pct = lambda need, kb: f"{100 * need / (kb * 1024):.0f}%"  # noqa: E731
+            flash = (f", {b['flash_kb']:,} KB flash", f", flash {pct(self.flash_bytes, b['flash_kb'])}")
+            flash = flash if b["flash_kb"] < ANY_FLASH_KB else ("", "")  # a RAM budget alone sets no flash
             lines.append(
-                f"{b['chip']}: {b['usable_ram_kb']:,} KB RAM for the arena, {b['flash_kb']:,} KB flash: "
-                f"{verdict} (RAM {100 * self.arena_bytes / (b['usable_ram_kb'] * 1024):.0f}%, flash "
-                f"{100 * self.flash_bytes / (b['flash_kb'] * 1024):.0f}%)"
+                f"{b['chip']}: {b['usable_ram_kb']:,} KB RAM for the arena{flash[0]}: "
+                f"{verdict} (RAM {pct(self.arena_bytes, b['usable_ram_kb'])}{flash[1]})"
             )
         elif self.fits_boards:
             fit = [n for n, ok in self.fits_boards.items() if ok]

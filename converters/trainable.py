@@ -7,7 +7,7 @@ end) become a ``tf.Module`` whose weights and optimizer state are resource varia
 loss and update are written in ops the converter lowers to builtins (measured, TF 2.21: a sparse
 softmax cross-entropy lowers to a Flex op, a log-softmax of one-hot labels does not; a dynamic
 batch brings ``BroadcastGradientArgs``, a fixed training batch does not; ReLU's gradient is a Flex
-``ReluGrad``, a ``where`` is builtin). Signatures:
+``ReluGrad``, a mask multiply is builtin; TFLM lacks POW and SELECT, so neither is used). Signatures:
 
 - ``infer(features)`` → ``output``: the head's output (probabilities, logits or values);
 - ``train(features, labels)`` → ``loss``: one optimizer step (SGD, SGD with momentum, Adam) on a
@@ -52,6 +52,7 @@ class TrainableOptions:
     batch_size: int = 16
     classes: Optional[int] = None
     check_steps: int = 20
+    target: str = "litert"  # "mcu": one `step` signature TFLM runs (edgekit.converters.trainable_mcu)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -60,6 +61,8 @@ class TrainableOptions:
             raise InputError(
                 f"learning_rate must be > 0 and momentum in [0, 1); received {self.learning_rate}, {self.momentum}"
             )
+        if self.target not in ("litert", "mcu"):
+            raise InputError(f"target must be 'litert' or 'mcu'; received {self.target!r}")
         if int(self.batch_size) < 1 or int(self.check_steps) < 1:
             raise InputError(f"batch_size and check_steps must be >= 1; received {self.batch_size}, {self.check_steps}")
 
@@ -227,8 +230,8 @@ def module(head: Head, o: TrainableOptions):
         def logits(self, x):
             for i, act in enumerate(head.activations):
                 x = tf.matmul(x, self.vars[2 * i]) + self.vars[2 * i + 1]
-                if act == "relu":  # tf.nn.relu's gradient is a Flex ReluGrad; a where is builtin
-                    x = tf.where(x > 0, x, tf.zeros_like(x))
+                if act == "relu":  # tf.nn.relu's gradient is a Flex ReluGrad; TFLM has no SELECT (tf.where)
+                    x = x * tf.cast(x > 0, x.dtype)
             return x
 
         @tf.function(input_signature=[tf.TensorSpec([None, head.features], tf.float32)])
@@ -280,20 +283,24 @@ def _update(m, grads, o: TrainableOptions) -> None:
     else:
         b1, b2, eps = 0.9, 0.999, 1e-7
         m.step.assign_add(1.0)
-        rate = lr * tf.sqrt(1.0 - tf.pow(b2, m.step)) / (1.0 - tf.pow(b1, m.step))
+        power = lambda base: tf.exp(m.step * float(np.log(base)))  # noqa: E731 - TFLM has no POW
+        rate = lr * tf.sqrt(1.0 - power(b2)) / (1.0 - power(b1))
         for v, g, first, second in zip(m.vars, grads, m.slots[:n], m.slots[n:]):
             first.assign(b1 * first + (1.0 - b1) * g)
             second.assign(b2 * second + (1.0 - b2) * tf.square(g))
             v.assign_sub(rate * first / (tf.sqrt(second) + eps))
 
 
-def convert_head(m) -> bytes:
-    """The module as a ``.tflite`` with builtin ops and resource variables (no Flex, no custom op)."""
+def convert_head(m, signatures=None) -> bytes:
+    """The module as a ``.tflite`` with builtin ops and resource variables (no Flex, no custom op);
+    ``signatures``: signature name → the module's function (default the four)."""
     from edgekit.core.compat import tf
 
+    names = signatures or {s: s for s in SIGNATURES}  # target="mcu": one `step` (converters/trainable_mcu.py)
+    functions = {k: getattr(m, f).get_concrete_function() for k, f in names.items()}
     with tempfile.TemporaryDirectory(prefix="edgekit-trainable-") as tmp:
-        tf.saved_model.save(m, tmp, signatures={k: getattr(m, k).get_concrete_function() for k in SIGNATURES})
-        conv = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(SIGNATURES))
+        tf.saved_model.save(m, tmp, signatures=functions)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(functions))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         conv.experimental_enable_resource_variables = True
         try:
@@ -331,6 +338,7 @@ class TrainableReport:
     added_classes: int = 0
     path: Optional[str] = None
     backbone_path: Optional[str] = None
+    mcu: Any = None  # target="mcu": TFLM's MCUReport of the head (the arena for training)
 
     @property
     def size_bytes(self) -> int:
@@ -352,6 +360,7 @@ class TrainableReport:
             "check_steps": self.check_steps,
             "added_classes": self.added_classes,
             "backbone": self.backbone.to_dict() if self.backbone else None,
+            "mcu": self.mcu.to_dict() if self.mcu else None,
         }
 
     def summary(self) -> str:
@@ -365,6 +374,8 @@ class TrainableReport:
             f"verified: infer = the Keras head (max |Δ| {self.infer_max_diff:.1e}); {self.check_steps} train steps = "
             f"TensorFlow's (weights max |Δ| {self.train_max_diff:.1e})",
         ]
+        if self.mcu is not None:
+            lines.append(f"training under {self.mcu.brief()} (float32 reference kernels)")
         if self.backbone is not None:
             lines.append("frozen backbone: " + self.backbone.summary().replace("\n", "\n  "))
         return "\n".join(lines)
@@ -434,17 +445,22 @@ def export_trainable(
     labels = (rng.integers(0, head.outputs, len(feats)) if head.classification
               else rng.normal(size=(len(feats), head.outputs)))  # fmt: skip
     keras_out = model.predict(x, batch_size=64, verbose=0).reshape(len(feats), -1)
-    tflite = convert_head(module(head, options))
-    infer_diff, train_diff = _check(tflite, module(head, options), head, feats, labels, options, keras_out)
+    if options.target == "mcu":
+        from edgekit.converters.trainable_mcu import export_step
+
+        tflite, sigs, infer_diff, train_diff, tflm = export_step(head, options, feats, labels, keras_out)
+    else:
+        tflite, sigs, tflm = convert_head(module(head, options)), list(SIGNATURES), None
+        infer_diff, train_diff = _check(tflite, module(head, options), head, feats, labels, options, keras_out)
     if infer_diff > 1e-5 or train_diff > 1e-5:
         raise VerificationError(
             f"the trainable head differs from TensorFlow: infer max |Δ| {infer_diff:.2g}, weights after "
             f"{options.check_steps} train steps max |Δ| {train_diff:.2g} (the bound is 1e-5)"
         )
     report = TrainableReport(
-        tflite, None, list(SIGNATURES), state_names(head, options.optimizer),
+        tflite, None, sigs, state_names(head, options.optimizer),
         sorted(set(builtin_check(tflite))), int(options.batch_size), options.optimizer,
-        infer_diff, train_diff, int(options.check_steps), head.added_classes,
+        infer_diff, train_diff, int(options.check_steps), head.added_classes, mcu=tflm,
     )  # fmt: skip
     if backbone is not None:
         from edgekit.converters.export import ExportOptions

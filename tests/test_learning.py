@@ -16,6 +16,7 @@ from edgekit import keras
 from edgekit.converters.trainable import TrainableOptions, builtin_check, export_trainable
 from edgekit.device.board import learner as learner_module
 from edgekit.device.board.errors import BoardError
+from edgekit.device.board.harness import load_interpreter
 from edgekit.device.board.learner import Learner
 
 L = keras.layers
@@ -125,6 +126,9 @@ def test_cli_exports_a_trainable_head_and_refuses_what_it_cannot_train(trained, 
     )  # fmt: skip
     assert script.returncode == 0, script.stderr
     assert '"train_step_ms"' in script.stdout and "kernel0" in np.load(tmp_path / "s.npz")
+    missing = subprocess.run([sys.executable, learner_module.__file__, str(tmp_path / "no.tflite")],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and '"error": "model file not found' in missing.stdout and not missing.stderr
 
 
 def test_a_head_that_cannot_train_is_a_clear_error(tmp_path):
@@ -158,3 +162,60 @@ def test_a_logits_classifier_trains_as_one_and_a_stale_backbone_goes(tmp_path):
     for bad in (y.reshape(-1, 1), np.eye(4)[y], y[:0]):
         with pytest.raises(BoardError, match="labels"):
             learner.evaluate(x, bad)
+
+
+_TFLM_STEPS = r"""
+import json, sys
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+path, arena, plan = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+calls = np.load(sys.argv[4])
+it = runtime.Interpreter.from_bytes(open(path, "rb").read(), arena_size=arena)
+for i in range(int(calls["n"])):
+    for name, pos in plan["inputs"].items():
+        it.set_input(calls[f"{i}_{name}"], pos)
+    it.invoke()
+np.savez(sys.argv[5], **{name: it.get_output(pos) for name, pos in plan["outputs"].items()})
+"""
+
+
+def test_a_microcontroller_head_trains_under_tflm_as_under_litert(trained, tmp_path):
+    """target='mcu': one `step` signature (TFLM runs one subgraph); two ReLU/softmax Dense layers with
+    Adam use no op TFLM lacks; TFLM's interpreter, in the arena edgekit measured, takes the same train
+    steps as LiteRT (weights within 1e-5) and restores a saved state."""
+    import json
+
+    from edgekit.converters import flatbuffer as fb
+    from edgekit.converters.tflm import tflm_supports
+
+    x, _ = _clusters(64, 3, 8)
+    opts = TrainableOptions(trainable=2, optimizer="adam", batch_size=8, classes=4, target="mcu")
+    rep = export_trainable(trained, tmp_path / "h.tflite", "int8", calibration=x, options=opts)
+    assert rep.signatures == ["step"] and rep.infer_max_diff <= 1e-5 and rep.train_max_diff <= 1e-5
+    assert all(tflm_supports(op) for op in rep.ops) and rep.mcu.arena_bytes > 0
+    feats = np.random.default_rng(1).normal(size=(8, 16)).astype(np.float32)  # what the first Dense reads
+    model = fb.schema().ModelT.InitFromPackedBuf(bytearray(rep.tflite), 0)
+    (sig,), graph = model.signatureDefs, model.subgraphs[0]
+    plan = {
+        way: {t.name.decode(): list(getattr(graph, way)).index(t.tensorIndex) for t in getattr(sig, way)}
+        for way in ("inputs", "outputs")
+    }
+    runner = load_interpreter(model_content=rep.tflite, xnnpack=False).get_signature_runner("step")
+    inputs = runner.get_input_details()
+    zeros = {n: np.zeros(d["shape"], d["dtype"]) for n, d in inputs.items() if n not in ("mode", "features", "labels")}
+    first = runner(mode=np.array(0, np.int32), features=feats, labels=np.zeros(8, np.int32), **zeros)
+    state = {k: v for k, v in first.items() if k not in ("output", "loss")}  # the weights as exported
+    calls = {}
+    for i in range(10):
+        labels = np.arange(i, i + 8, dtype=np.int32) % 4
+        args = dict(mode=np.array(1, np.int32), features=feats + i, labels=labels, **state)
+        lite = runner(**args)
+        calls.update({f"{i}_{k}": np.asarray(v) for k, v in args.items()})
+    np.savez(tmp_path / "calls.npz", n=10, **calls)
+    child = subprocess.run(
+        [sys.executable, "-c", _TFLM_STEPS, str(tmp_path / "h.tflite"), str(rep.mcu.arena_bytes), json.dumps(plan),
+         str(tmp_path / "calls.npz"), str(tmp_path / "tflm.npz")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    tflm = np.load(tmp_path / "tflm.npz")
+    assert max(float(np.max(np.abs(tflm[k] - lite[k]))) for k in lite) <= 1e-5

@@ -291,12 +291,23 @@ def test_least_ram_keeps_depthwise_per_channel_and_runs_dense_and_pointwise_per_
     of those two, TFLM still equals LiteRT, the metric stays within the bound."""
     from edgekit.converters import export
     from edgekit.converters.inspection import inspect_tflite
+    from edgekit.converters.least_ram import candidates, per_tensor
+    from edgekit.device.board.harness import load_interpreter, predict
 
     model, x, y = _dw_pw_dense()
     rep = export(model, tmp_path / "m.tflite", calibration=x[:160], validation_data=(x[160:], y[160:]), target="mcu")
     ram = rep.mcu.least_ram
     assert {c["layer"]: c["kept"] for c in ram["choices"]} == {"pw": True, "head": True}
-    assert ram["per_tensor"] >= ram["per_channel"] - 0.005
+    # the rewrite is faithful: the per-channel export and the same file with both layers per tensor
+    # answer within a few quantization steps of the output, and the metric reported is the file's
+    plain = export(model, None, calibration=x[:160], validation_data=(x[160:], y[160:])).tflite
+    both = per_tensor(plain, [c[0] for c in candidates(plain)])
+    run = lambda t: predict(load_interpreter(model_content=t), x[160:])  # noqa: E731
+    assert (
+        np.abs(run(both) - run(plain)).max() <= 4 / 256
+        and run(both).argmax(1).tolist() == run(rep.tflite).argmax(1).tolist()
+    )
+    assert ram["per_tensor"] == np.mean(run(rep.tflite).argmax(1) == y[160:])
     info = inspect_tflite(rep.tflite)
     assert sorted(op.op for op in info.ops if "CONV" in op.op or "FULLY" in op.op) == [
         "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"
@@ -315,6 +326,7 @@ def test_a_per_tensor_layer_over_the_bound_stays_per_channel():
     from edgekit import keras
     from edgekit.converters import export
     from edgekit.converters.least_ram import least_ram
+    from edgekit.core.task import Task
     from edgekit.device.board.harness import load_interpreter, predict
 
     rng = np.random.default_rng(1)
@@ -325,9 +337,9 @@ def test_a_per_tensor_layer_over_the_bound_stays_per_channel():
     x = np.c_[rng.normal(size=(400, 7)), np.zeros(400)].astype(np.float32)
     tflite = export(model, None, calibration=x, validation_data=(x, None), min_cosine=None).tflite
     y = predict(load_interpreter(model_content=tflite), x).argmax(1)  # the per-channel file's own classes
-    out, choices, baseline, final = least_ram(tflite, x, y)
+    out, choices, baseline, final = least_ram(tflite, x, y, Task.CLASSIFICATION)
     (c,) = choices
-    assert not c.kept and c.metric < 0.995 and out == tflite and final == baseline
+    assert baseline == 1.0 and not c.kept and c.metric < 0.995 and out == tflite and final == baseline
 
 
 def test_mcu_fit_writes_the_least_ram_file_and_measures_it(int8_path, test_npz, tmp_path):
@@ -366,3 +378,26 @@ def test_an_offline_memory_plan_is_kept_where_tflm_needs_less(tmp_path):
     assert b"OfflineMemoryAllocation" in path.read_bytes() and rep.size_bytes == path.stat().st_size
     assert rep.mcu.max_step_diff <= 1 and "offline memory plan" in rep.mcu.summary()
     assert _probe(path, rep.mcu.arena_bytes)[0] == "ran" and _probe(path, rep.mcu.arena_bytes - 16)[0] != "ran"
+
+
+def test_the_bound_reads_each_kind_of_label_as_the_task_does():
+    """A sigmoid classifier's (N, 1) labels and an autoencoder's labelled data are scored as their
+    task is (accuracy by threshold; reconstruction error against the input), not as class ids."""
+    from edgekit import keras
+    from edgekit.converters import export
+    from edgekit.converters.least_ram import _figure
+    from edgekit.core.task import Task
+    from edgekit.device.board.harness import load_interpreter, predict
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    inp = keras.Input((6,))
+    binary = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(inp))
+    tflite = export(binary, None, calibration=x, validation_data=(x, None), min_cosine=None).tflite
+    p = predict(load_interpreter(model_content=tflite), x)[:, 0]
+    y = (x[:, 0] > 0).astype(np.int64).reshape(-1, 1)
+    assert _figure(tflite, x, y, Task.CLASSIFICATION) == np.mean((p > 0.5) == y[:, 0])
+    auto = keras.Model(inp, keras.layers.Dense(6)(keras.layers.Dense(3)(inp)))
+    tflite = export(auto, None, calibration=x, validation_data=(x, None), min_cosine=None).tflite
+    out = predict(load_interpreter(model_content=tflite), x)
+    assert _figure(tflite, x, np.arange(200) % 3, Task.RECONSTRUCTION) == pytest.approx(np.mean((out - x) ** 2))

@@ -23,7 +23,10 @@ import os
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # reported by main() as the harness reports it
+    np = None
 
 if __package__:  # imported as edgekit.device.board.learner
     from edgekit.device.board import harness
@@ -55,6 +58,9 @@ class Learner:
         self.path = path
         self.interp = harness.load_interpreter(path, threads=threads, xnnpack=False, allocate=False)
         missing = [s for s in SIGNATURES if s not in self.interp.get_signature_list()]
+        if missing == list(SIGNATURES) and "step" in self.interp.get_signature_list():
+            raise BoardError(f"{path} is a microcontroller's trainable head (one `step` signature, for TFLM): "
+                             "export it without --target mcu for LiteRT")  # fmt: skip
         if missing:
             raise BoardError(
                 f"{path} is not a trainable export (it has no {', '.join(missing)} signature): export the model "
@@ -279,13 +285,15 @@ def main(argv=None) -> int:
     ap.add_argument("--state", help="write the weights after the steps to this .npz")
     args = ap.parse_args(argv)
     try:
+        if np is None:
+            raise BoardError(f"no numpy for this python ({sys.executable}): install numpy and ai-edge-litert", "numpy")
         result = measure(
             args.model, args.data, args.steps, args.warmup, args.seed, args.state, args.threads, args.xnnpack,
             harness.stderr_progress() if args.progress else None,
         )  # fmt: skip
     except BoardError as exc:
         print(json.dumps({"error": str(exc), "model": args.model, "missing": exc.missing}))
-        return exc.exit_code
+        return getattr(exc, "exit_code", 2)  # the harness's own error, run as a script, has none
     if args.json:
         with open(args.json, "w") as f:
             f.write(json.dumps(result, indent=2) + "\n")

@@ -150,6 +150,12 @@ def _target_flags(g):
         metavar="KB",
         help="--target mcu: another board's flash, KB (with --ram; default: no bound)",
     )
+    g.add_argument(
+        "--no-least-ram",
+        dest="least_ram",
+        action="store_false",
+        help="--target mcu: keep every layer's granularity and TFLM's own memory plan (only check the file)",
+    )
 
 
 def _trainable_flags(g):
@@ -209,6 +215,7 @@ def _run_trainable(args, model, data, backbone_options) -> int:
         learning_rate=args.train_lr,
         batch_size=args.train_batch,
         classes=args.classes,
+        target=args.target,  # mcu: one `step` signature that TFLM runs, its arena measured
     )
     report = export_trainable(
         model, args.output, args.quant, calibration=data, validation_data=(data.x_test, None), options=options,
@@ -247,6 +254,7 @@ def run(args) -> int:
         min_cosine=args.min_cosine,
         target=args.target,
         board=_board(args),
+        least_ram=args.least_ram,
         task=args.task,
         streaming=args.streaming,
         hop=args.hop,
