@@ -267,11 +267,11 @@ def fit_ram(model, tflite: bytes, x, y, task) -> Tuple[bytes, Optional[dict]]:
 def fit_file(tflite: bytes, x, y) -> Tuple[bytes, Optional[dict]]:
     """``edgekit mcu --fit``: :func:`least_ram` of a .tflite file on ``x``: an autoencoder (outputs
     shaped like its inputs) against its input, else a classifier or regression model against the
-    labels ``y`` (real values: regression), or without labels against the file's own classes."""
+    labels ``y`` (real values: regression), or without labels a softmax against its own classes."""
     from edgekit.converters.convert import layer_of_tensor
     from edgekit.core.errors import InputError
     from edgekit.core.task import Task, predicted_classes
-    from edgekit.device.board.harness import load_interpreter, predict_all, real_valued
+    from edgekit.device.board.harness import load_interpreter, one_hot_rows, predict_all, real_valued
 
     if isinstance(x, dict) or isinstance(y, dict):
         raise InputError("--fit measures models with one input and one output; this data names several")
@@ -289,8 +289,10 @@ def fit_file(tflite: bytes, x, y) -> Tuple[bytes, Optional[dict]]:
         ids = ids.argmax(axis=1) if ids.ndim == 2 and ids.shape[1] == n > 1 else ids
         named = not real_valued(ids) and ids.min() >= 0 and ids.max() < max(n, 2)
         task = Task.CLASSIFICATION if named else Task.REGRESSION
-    else:
+    elif one_hot_rows(out.reshape(len(out), -1)):  # a softmax: its own classes are the reference
         task, y = Task.CLASSIFICATION, predicted_classes(out)
+    else:
+        raise InputError("--fit needs labels (y) in --data for this model: without them only a softmax's classes serve")
     return _chosen(tflite, x, _labels(y, task), task, name=layer_of_tensor)
 
 

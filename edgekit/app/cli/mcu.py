@@ -68,7 +68,8 @@ def add_parser(sub):
         "--fit",
         metavar="OUT.tflite",
         help="write the least-RAM version of the model here and measure it: Dense and pointwise layers per tensor "
-        "where the metric on --data (its labels; else this file's classes, or an autoencoder's input) holds, and "
+        "where the metric on --data (its labels; without them a softmax's own classes, or an autoencoder's input) "
+        "holds, and "
         "an offline memory plan where TFLM's arena shrinks (docs/mcu.md)",
     )
     g = p.add_argument_group("output")
