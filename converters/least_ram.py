@@ -3,7 +3,7 @@
 Measured with TFLM's interpreter (tflite-micro 0.dev20261023, the MLPerf Tiny presets): for every
 CONV_2D and DEPTHWISE_CONV_2D TFLM keeps two int32 arrays per output channel (the requantization
 multiplier and shift) in the persistent part of the arena whatever the weights' granularity — the
-presets exported ``--per-tensor`` need 96 B less, their Dense layer's arrays — while a
+convolutional presets exported ``--per-tensor`` need 96 B less, their Dense layer's arrays — while a
 FULLY_CONNECTED keeps them only when its weights are per channel. So granularity buys 8 bytes per
 output channel of each FULLY_CONNECTED and of each pointwise convolution (1×1, stride 1, one group),
 once that runs as the FULLY_CONNECTED it is on each pixel (``keep_num_dims``: the same input, output
