@@ -46,7 +46,7 @@ __all__ = [
     "summarize_latency",
     "board_facts",
     "thermal_verdict",
-    "where_measured",
+    "process_figures",
     "main",
 ]
 
@@ -487,7 +487,6 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
     if x is not None and y is not None:
         report("accuracy", 0, _rows(x))
         figures = _quality(predict_all(interp, x), y)
-    peak = _memory_mb()["peak"]
     return {
         "schema_version": SCHEMA_VERSION,
         "model": str(model),
@@ -501,26 +500,29 @@ def measure(model, runs=100, warmup=10, threads=1, xnnpack=True, inputs=None, se
         "latency_ms": latency,
         "throughput_ips": 1e3 / latency["mean"] if latency["mean"] > 0 else None,
         "startup_ms": startup,
-        "memory_mb": {
-            "rss_before_load": rss_before,
-            "rss_after_allocate": rss_allocated,
-            "peak": peak,
-            "footprint": (rss_allocated - rss_before) if rss_before and rss_allocated else None,
-        },
-        "peak_rss_mb": peak,
         "accuracy": figures.get("accuracy"),
         "mae": figures.get("mae"),
         "outputs": figures.get("outputs"),  # several outputs: {name: {"accuracy" | "mae": ...}}
         "samples": _rows(x) if x is not None else None,
-        **where_measured(board_before, board_after),
+        **process_figures(board_before, board_after, rss_before, rss_allocated),
     }
 
 
-def where_measured(board_before: dict, board_after: dict) -> dict:
-    """The runtime, the board's state before and after (with throttling warnings) and the platform."""
+def process_figures(board_before: dict, board_after: dict, rss_before, rss_allocated) -> dict:
+    """The process's memory (RSS before loading, after allocating, at its peak so far), the runtime,
+    the board's state before and after (with throttling warnings) and the platform."""
     verdict = thermal_verdict(board_before, board_after)
     plat = platform.machine(), platform.system(), platform.python_version(), os.cpu_count()
+    peak = _memory_mb()["peak"]
+    footprint = (rss_allocated - rss_before) if rss_before and rss_allocated else None
     return {
+        "memory_mb": {
+            "rss_before_load": rss_before,
+            "rss_after_allocate": rss_allocated,
+            "peak": peak,
+            "footprint": footprint,
+        },
+        "peak_rss_mb": peak,
         "runtime": runtime_info(),
         "board": {"before": board_before, "after": board_after, "throttled": bool(verdict), "warnings": verdict},
         "platform": dict(zip(("machine", "system", "python", "cpus"), plat)),

@@ -239,7 +239,6 @@ def measure(path, data=None, steps=50, warmup=5, seed=0, state=None, threads=1, 
     if state:
         np.savez(state, **learner.save())
     step = harness.summarize_latency(step_ms[int(warmup) :])
-    peak = harness._memory_mb()["peak"]
     return {
         "schema_version": harness.SCHEMA_VERSION,
         "mode": "learn",
@@ -257,15 +256,8 @@ def measure(path, data=None, steps=50, warmup=5, seed=0, state=None, threads=1, 
         "inference_ms": inference,
         "step_per_inference": step["p50"] / inference["p50"] if inference["p50"] > 0 else None,
         "startup_ms": {"load": load_ms, "first_invoke": step_ms[0]},
-        "memory_mb": {
-            "rss_before_load": rss_before,
-            "rss_after_allocate": rss_loaded,
-            "peak": peak,
-            "footprint": (rss_loaded - rss_before) if rss_before and rss_loaded else None,
-        },
-        "peak_rss_mb": peak,
         "loss": {"first": float(np.mean(losses[:5])), "last": float(np.mean(losses[-5:]))},
-        **harness.where_measured(board_before, harness.board_facts()),
+        **harness.process_figures(board_before, harness.board_facts(), rss_before, rss_loaded),
     }
 
 
