@@ -33,7 +33,7 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from edgekit.core.errors import InputError, VerificationError
-from edgekit.core.task import Task
+from edgekit.core.task import Task, resolve
 from edgekit.device.board.learner import SIGNATURES, backbone_path  # what the board reads, one place
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -113,8 +113,7 @@ def split_head(model, trainable="head", classes: Optional[int] = None, task=None
     L = keras.layers
     chain = _chain(model)
     dense = [l for l in chain if isinstance(l, L.Dense)]
-    if trainable == "head":
-        trainable = 1
+    trainable = 1 if trainable == "head" else trainable
     if isinstance(trainable, int):
         if not 1 <= trainable <= len(dense):
             raise InputError(
@@ -134,8 +133,6 @@ def split_head(model, trainable="head", classes: Optional[int] = None, task=None
         picked = dense[: max(dense.index(l) for l in dense if l.name in names) + 1]
     first = picked[-1]
     layers = list(reversed(chain[: chain.index(first) + 1]))
-    from edgekit.core.task import resolve
-
     return _head(layers, first, classes, resolve(model, task).task)
 
 
@@ -387,13 +384,7 @@ def _check(tflite: bytes, m_ref, head: Head, feats: np.ndarray, labels: np.ndarr
     from edgekit.device.board.harness import load_interpreter
 
     interp = load_interpreter(model_content=tflite, xnnpack=False, allocate=False)
-    infer = interp.get_signature_runner("infer")
-    lite = infer(features=feats)["output"]
-    if head.added_classes:  # the model's own classes: new ones start at zero logits
-        lite = lite[:, : head.outputs - head.added_classes]
-        if head.activations[-1] == "softmax":
-            lite = lite / lite.sum(axis=1, keepdims=True)
-    infer_diff = float(np.max(np.abs(lite - keras_out)))
+    lite = interp.get_signature_runner("infer")(features=feats)["output"]
     train = interp.get_signature_runner("train")
     b, n = int(o.batch_size), len(feats)
     for step in range(int(o.check_steps)):
@@ -401,10 +392,18 @@ def _check(tflite: bytes, m_ref, head: Head, feats: np.ndarray, labels: np.ndarr
         ys = labels[idx].astype(np.int32 if head.classification else np.float32)
         train(features=feats[idx], labels=ys)
         m_ref.train(feats[idx], ys)
-    mine = interp.get_signature_runner("get_weights")()
+    return differences(lite, interp.get_signature_runner("get_weights")(), m_ref, head, keras_out)
+
+
+def differences(lite, mine: dict, m_ref, head: Head, keras_out) -> Tuple[float, float]:
+    """(max |Δ| of the file's outputs ``lite`` against the Keras head's — its own classes: new ones start
+    at zero logits —, max |Δ| of the file's state ``mine`` against TensorFlow's module ``m_ref``)."""
+    if head.added_classes:
+        lite = lite[:, : head.outputs - head.added_classes]
+        if head.activations[-1] == "softmax":
+            lite = lite / lite.sum(axis=1, keepdims=True)
     theirs = {k: v.numpy() for k, v in m_ref.get_weights().items()}
-    train_diff = max(float(np.max(np.abs(mine[k] - theirs[k]))) for k in theirs)
-    return infer_diff, train_diff
+    return float(np.max(np.abs(lite - keras_out))), max(float(np.max(np.abs(mine[k] - theirs[k]))) for k in theirs)
 
 
 def export_trainable(

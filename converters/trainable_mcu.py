@@ -68,7 +68,7 @@ def step_module(head, o):
 def check_step(tflite: bytes, m_ref, head, feats: np.ndarray, labels: np.ndarray, o, keras_out) -> Tuple[float, float]:
     """(mode 0 against the Keras head, the state after ``check_steps`` mode-1 calls against TensorFlow's
     on the same batches); a mode-2 call restoring the first state must give it back exactly."""
-    from edgekit.converters.trainable import state_names
+    from edgekit.converters.trainable import differences, state_names
     from edgekit.device.board.harness import load_interpreter
 
     step = load_interpreter(model_content=tflite, xnnpack=False, allocate=False).get_signature_runner(SIGNATURE)
@@ -83,22 +83,15 @@ def check_step(tflite: bytes, m_ref, head, feats: np.ndarray, labels: np.ndarray
     for i in range(0, n, b):
         rows = np.arange(i, i + b) % n  # the last batch padded with the first samples
         outs.append(call(INFER, feats[rows], labels[rows], first)["output"][: min(b, n - i)])
-    lite = np.concatenate(outs)
-    if head.added_classes:  # the model's own classes: new ones start at zero logits
-        lite = lite[:, : head.outputs - head.added_classes]
-        if head.activations[-1] == "softmax":
-            lite = lite / lite.sum(axis=1, keepdims=True)
-    infer_diff = float(np.max(np.abs(lite - keras_out)))
     for s in range(int(o.check_steps)):
         idx = np.arange(s * b, s * b + b) % n
         mine = call(TRAIN, feats[idx], labels[idx], first)
         m_ref.train(feats[idx], labels[idx].astype(dtype))
-    theirs = {k: v.numpy() for k, v in m_ref.get_weights().items()}
-    train_diff = max(float(np.max(np.abs(mine[k] - theirs[k]))) for k in names)
+    diffs = differences(np.concatenate(outs), mine, m_ref, head, keras_out)
     restored = call(SET, feats[:b], labels[:b], first)
     if any(not np.array_equal(restored[k], first[k]) for k in names):
         raise VerificationError("the trainable head's step does not restore a saved state (mode 2)")
-    return infer_diff, train_diff
+    return diffs
 
 
 def export_step(head, o, feats, labels, keras_out) -> Tuple[bytes, List[str], float, float, object]:
